@@ -1,0 +1,11 @@
+"""Shared pytest set-up: fixtures live in tests/support/ as plugins."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+pytest_plugins = [
+    "tests.support.swtpm",
+    "tests.support.pamhost",
+]
