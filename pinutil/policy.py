@@ -1,0 +1,316 @@
+"""The PIN policy: `/etc/pinpam/policy`, read strictly.
+
+File format (a superset of pinpam's, so its files keep working):
+
+    # comment
+    pin_min_length = 4
+    pin_max_length=8                 # trailing comment after whitespace
+    tcti = "swtpm:path=/run/tpm.sock"
+
+- one `key = value` (or `key=value`) per line; blank lines and `#` comments (whole
+  line, or after whitespace following the value) are ignored;
+- a value may be wrapped in single or double quotes (no escapes; a quoted value may
+  contain `#` and spaces); an unquoted `#` that is not preceded by whitespace is part
+  of the value;
+- each key at most once; an unknown key, a bad value, a syntax error, a file that is
+  not UTF-8, is larger than 64 KiB, is not a regular file (symlinks are not followed,
+  FIFOs never block), is not owned by root or the effective uid, or is group/world
+  writable is a `PolicyError` naming the file, the line and the reason.
+- a missing file (ENOENT) means the documented defaults; any other failure is an
+  error, never silent defaults (pinpam's issue #18).
+
+Keys, defaults and limits:
+
+    pin_min_length            4       1 .. 32
+    pin_max_length            8       1 .. 32, >= pin_min_length
+    pin_lockout_max_attempts  5       1 .. 100 (pinpam's default was 3)
+    pin_charset               digits  digits | alnum | any
+    pinutil_path              /usr/bin/pinutil          absolute
+    tcti                      device:/dev/tpmrm0        NAME or NAME:CONF
+    nv_base                   0x01000000                owner NV range
+    helper_timeout            10      seconds, 0 < t <= 300, decimals allowed
+    pin_session               salted  salted | plain
+    master_key_file           /var/pinpam/sealed_master_key   absolute
+
+Why these limits:
+- A PIN is the authValue of an NV index whose nameAlg is SHA-256, and the TPM caps an
+  authValue at the digest size: 32 bytes. Every charset is ASCII, so a PIN's length
+  in characters equals its length in bytes and 32 is the real maximum.
+- `pin_charset`: `digits` is ASCII 0-9 only (no Unicode digits such as U+0663);
+  `alnum` is ASCII letters and digits; `any` is printable ASCII without whitespace
+  (0x21-0x7E). Non-ASCII is refused in every mode: the same PIN typed through another
+  keyboard layout or Unicode normalisation would give different bytes, and the byte
+  length would no longer be what the policy says.
+- `pin_lockout_max_attempts` becomes the PIN_FAIL index's pinLimit. 0 would make the
+  index unusable; above 100 a 4-digit PIN loses the protection the counter gives (100
+  guesses already find 1% of 4-digit PINs).
+- `nv_base` must lie in the TPM owner NV range 0x01000000-0x013FFFFF (the per-user
+  handle `nv_base + uid` is range-checked again by `PinIndex.handle_for`).
+- `tcti`'s NAME is restricted to `[A-Za-z0-9_-]+`: tctildr would also load a library
+  given by path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass
+
+from .errors import InvalidPin, PolicyError
+
+DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
+
+MAX_POLICY_BYTES = 64 * 1024
+MAX_PIN_LENGTH = 32  # TPM authValue limit for a SHA-256 named NV index
+MAX_LOCKOUT_ATTEMPTS = 100
+MAX_HELPER_TIMEOUT = 300.0
+NV_OWNER_FIRST = 0x01000000
+NV_OWNER_LAST = 0x013FFFFF
+
+CHARSETS = ("digits", "alnum", "any")
+PIN_SESSIONS = ("salted", "plain")
+
+_DIGITS = frozenset("0123456789")
+_ALNUM = _DIGITS | frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_PRINTABLE = frozenset(chr(c) for c in range(0x21, 0x7F))
+_CHARSET_CHARS = {"digits": _DIGITS, "alnum": _ALNUM, "any": _PRINTABLE}
+_CHARSET_TEXT = {
+    "digits": "only the digits 0-9",
+    "alnum": "only the letters A-Z, a-z and the digits 0-9",
+    "any": "only printable ASCII characters without spaces",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The PIN policy. Build one with `load_policy`; the defaults are the documented
+    ones (used when no policy file exists)."""
+
+    pin_min_length: int = 4
+    pin_max_length: int = 8
+    pin_lockout_max_attempts: int = 5
+    pin_charset: str = "digits"
+    pinutil_path: str = "/usr/bin/pinutil"
+    tcti: str = "device:/dev/tpmrm0"
+    nv_base: int = NV_OWNER_FIRST
+    helper_timeout: float = 10
+    pin_session: str = "salted"
+    master_key_file: str = "/var/pinpam/sealed_master_key"
+
+    @property
+    def salted(self) -> bool:
+        """True when PIN checks must use a salted, parameter-encrypted session."""
+        return self.pin_session == "salted"
+
+    def check_pin(self, pin: str) -> bytes:
+        """Return the PIN's bytes (what the TPM gets as authValue) if it obeys the
+        policy, else raise `InvalidPin` with a message that never contains the PIN.
+
+        Called before any TPM command, so a malformed PIN never spends an attempt."""
+        if not isinstance(pin, str):
+            raise InvalidPin("PIN must be text")
+        if not pin:
+            raise InvalidPin("PIN is empty")
+        allowed = _CHARSET_CHARS[self.pin_charset]
+        # set() keeps this linear even for a megabyte of input.
+        if not set(pin) <= allowed:
+            raise InvalidPin(f"PIN may contain {_CHARSET_TEXT[self.pin_charset]}")
+        if len(pin) < self.pin_min_length:
+            raise InvalidPin(f"PIN must have at least {self.pin_min_length} characters")
+        if len(pin) > self.pin_max_length:
+            raise InvalidPin(f"PIN must have at most {self.pin_max_length} characters")
+        return pin.encode("ascii")
+
+
+# --- value parsers: each returns the typed value or raises ValueError(reason) -------
+
+_INT_RE = re.compile(r"(?:0[xX][0-9A-Fa-f]{1,8}|[0-9]{1,10})\Z")
+_NUMBER_RE = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?\Z")
+_TCTI_RE = re.compile(r"[A-Za-z0-9_-]+(?::[^\x00-\x1f\x7f]*)?\Z")
+
+
+def _int(text: str) -> int:
+    if not _INT_RE.match(text):
+        raise ValueError("not an integer (decimal or 0x hexadecimal)")
+    return int(text, 0) if text[:2].lower() == "0x" else int(text, 10)
+
+
+def _int_between(low: int, high: int):
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+    return parse
+
+
+def _choice(choices: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return text
+    return parse
+
+
+def _absolute_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError("must be an absolute path")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError("contains control characters")
+    return text
+
+
+def _tcti(text: str) -> str:
+    if not _TCTI_RE.match(text):
+        raise ValueError("must be NAME or NAME:CONFIG with NAME made of letters, "
+                         "digits, '_' and '-'")
+    return text
+
+
+def _nv_base(text: str) -> int:
+    value = _int(text)
+    if not NV_OWNER_FIRST <= value <= NV_OWNER_LAST:
+        raise ValueError(f"must lie in the owner NV range "
+                         f"{NV_OWNER_FIRST:#010x}-{NV_OWNER_LAST:#010x}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    if not _NUMBER_RE.match(text):
+        raise ValueError("not a number of seconds")
+    value = float(text)
+    if not 0 < value <= MAX_HELPER_TIMEOUT:
+        raise ValueError(f"must be more than 0 and at most {MAX_HELPER_TIMEOUT:g}")
+    return value
+
+
+_PARSERS = {
+    "pin_min_length": _int_between(1, MAX_PIN_LENGTH),
+    "pin_max_length": _int_between(1, MAX_PIN_LENGTH),
+    "pin_lockout_max_attempts": _int_between(1, MAX_LOCKOUT_ATTEMPTS),
+    "pin_charset": _choice(CHARSETS),
+    "pinutil_path": _absolute_path,
+    "tcti": _tcti,
+    "nv_base": _nv_base,
+    "helper_timeout": _timeout,
+    "pin_session": _choice(PIN_SESSIONS),
+    "master_key_file": _absolute_path,
+}
+assert set(_PARSERS) == {f.name for f in dataclasses.fields(Policy)}
+
+_LINE_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)\Z")
+_TRAILING_COMMENT_RE = re.compile(r"[ \t]#.*\Z")
+
+
+def _split_value(raw: str) -> str:
+    """The value of a line (after `=`), without quotes and trailing comment."""
+    if raw[:1] in ("'", '"'):
+        quote = raw[0]
+        end = raw.find(quote, 1)
+        if end < 0:
+            raise ValueError(f"missing closing {quote}")
+        rest = raw[end + 1:].strip(" \t")
+        if rest and not rest.startswith("#"):
+            raise ValueError("text after the closing quote")
+        return raw[1:end]
+    value = _TRAILING_COMMENT_RE.sub("", raw).rstrip(" \t")
+    if not value:
+        raise ValueError("missing value")
+    if value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
+        raise ValueError("unbalanced quotes")
+    return value
+
+
+def parse_policy(text: str, path: str = "<policy>") -> Policy:
+    """Parse policy text (already decoded) strictly; errors name `path` and the line."""
+    values: dict[str, object] = {}
+    lines_of: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
+        where = f"{path}, line {number}"
+        if line.endswith("\r"):
+            line = line[:-1]
+        if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in line):
+            raise PolicyError(f"{where}: control character in the line")
+        stripped = line.strip(" \t")
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _LINE_RE.match(stripped)
+        if not match:
+            raise PolicyError(f"{where}: expected 'key = value'")
+        key, raw = match.groups()
+        if key not in _PARSERS:
+            raise PolicyError(f"{where}: unknown key {key!r}")
+        if key in values:
+            raise PolicyError(f"{where}: duplicate key {key!r} "
+                              f"(first set on line {lines_of[key]})")
+        try:
+            values[key] = _PARSERS[key](_split_value(raw))
+        except ValueError as e:
+            raise PolicyError(f"{where}: bad value for {key}: {e}") from None
+        lines_of[key] = number
+    policy = Policy(**values)  # type: ignore[arg-type]
+    if policy.pin_min_length > policy.pin_max_length:
+        line = lines_of.get("pin_min_length", lines_of.get("pin_max_length"))
+        where = f"{path}, line {line}" if line else path
+        raise PolicyError(f"{where}: pin_min_length ({policy.pin_min_length}) is "
+                          f"greater than pin_max_length ({policy.pin_max_length})")
+    return policy
+
+
+def _read_policy_bytes(path: str) -> bytes | None:
+    """The file's bytes after the safety checks, or None if it does not exist."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise PolicyError(f"{path}: is a symbolic link (not followed)") from None
+        raise PolicyError(f"{path}: cannot open: {e.strerror}") from None
+    try:
+        # fstat on the opened fd: no race between the checks and the read.
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PolicyError(f"{path}: not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise PolicyError(f"{path}: owned by uid {st.st_uid}, must be owned by "
+                              f"root (or the effective uid {os.geteuid()})")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PolicyError(f"{path}: writable by group or others "
+                              f"(mode {stat.S_IMODE(st.st_mode):04o})")
+        if st.st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{path}: larger than {MAX_POLICY_BYTES} bytes")
+        chunks = []
+        total = 0
+        while total <= MAX_POLICY_BYTES:
+            chunk = os.read(fd, MAX_POLICY_BYTES + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > MAX_POLICY_BYTES:
+            raise PolicyError(f"{path}: larger than {MAX_POLICY_BYTES} bytes")
+        return b"".join(chunks)
+    except OSError as e:
+        raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def load_policy(path: str = DEFAULT_POLICY_PATH) -> Policy:
+    """Read and validate the policy file at `path`.
+
+    A missing file gives the documented defaults; every other problem raises
+    `PolicyError` (never silent defaults)."""
+    data = _read_policy_bytes(path)
+    if data is None:
+        return Policy()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PolicyError(f"{path}, line {line}: not valid UTF-8") from None
+    return parse_policy(text, path)
