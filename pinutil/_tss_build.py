@@ -1,0 +1,191 @@
+"""cffi builder for `pinutil._tss`, our own small binding to tpm2-tss ESAPI.
+
+Why not tpm2_pytss: importing it costs ~55 ms and ~35 MB (it pulls in
+`cryptography`), more than the whole PAM login budget. This binding declares only
+what the PIN index (`pin_index.py`) and the master key (`master_key.py`) use.
+
+API mode, out of line: the C compiler checks every declaration below against the
+real headers at build time, and fills in struct layouts where we wrote `...;`.
+
+Build in place:  .venv/bin/python pinutil/_tss_build.py   ->  pinutil/_tss.*.so
+setup.py lists it as cffi_modules=["pinutil/_tss_build.py:ffi"].
+"""
+import os
+
+import cffi
+
+ffi = cffi.FFI()
+
+ffi.set_source(
+    "pinutil._tss",
+    "#include <tss2/tss2_esys.h>\n#include <tss2/tss2_tctildr.h>\n#include <tss2/tss2_rc.h>",
+    libraries=["tss2-esys", "tss2-tctildr", "tss2-rc", "tss2-mu"],
+)
+
+ffi.cdef(
+    r"""
+/* ---- scalar types (exact, from tss2_common.h / tss2_tpm2_types.h) ---- */
+typedef uint8_t  UINT8;
+typedef uint8_t  BYTE;
+typedef uint16_t UINT16;
+typedef uint32_t UINT32;
+typedef uint32_t TSS2_RC;
+typedef uint32_t ESYS_TR;
+typedef uint32_t TPM2_HANDLE;
+typedef uint32_t TPMI_DH_PERSISTENT;
+typedef uint32_t TPMI_RH_NV_INDEX;
+typedef uint32_t TPM2_CC;
+typedef uint32_t TPM2_CAP;
+typedef uint32_t TPMA_NV;
+typedef uint32_t TPMA_OBJECT;
+typedef uint32_t TPMA_CC;
+typedef uint8_t  TPMA_SESSION;
+typedef uint8_t  TPM2_SE;
+typedef uint8_t  TPMI_YES_NO;
+typedef uint16_t TPM2_ALG_ID;
+typedef uint16_t TPMI_ALG_HASH;
+typedef uint16_t TPMI_ALG_PUBLIC;
+typedef uint16_t TPMI_ALG_SYM;
+typedef uint16_t TPMI_ALG_SYM_OBJECT;
+typedef uint16_t TPMI_ALG_SYM_MODE;
+typedef uint16_t TPMI_ALG_KEYEDHASH_SCHEME;
+typedef uint16_t TPMI_ALG_ECC_SCHEME;
+typedef uint16_t TPMI_ALG_KDF;
+typedef uint16_t TPMI_ECC_CURVE;
+typedef uint16_t TPMI_AES_KEY_BITS;
+typedef uint16_t TPM2_KEY_BITS;
+
+/* ---- opaque contexts ---- */
+typedef ... ESYS_CONTEXT;
+typedef ... TSS2_TCTI_CONTEXT;
+typedef ... TSS2_ABI_VERSION;
+
+/* ---- sized buffers ---- */
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_DIGEST;
+typedef TPM2B_DIGEST TPM2B_AUTH;
+typedef TPM2B_DIGEST TPM2B_NONCE;
+typedef struct { UINT16 size; BYTE name[...]; } TPM2B_NAME;
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_DATA;
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_MAX_NV_BUFFER;
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_MAX_BUFFER;
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_SENSITIVE_DATA;
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_PRIVATE;
+typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_ECC_PARAMETER;
+
+/* ---- sensitive area for Create/CreatePrimary (data = a secret to import) ---- */
+typedef struct { TPM2B_AUTH userAuth; TPM2B_SENSITIVE_DATA data; } TPMS_SENSITIVE_CREATE;
+typedef struct { UINT16 size; TPMS_SENSITIVE_CREATE sensitive; } TPM2B_SENSITIVE_CREATE;
+
+/* ---- NV public area ---- */
+typedef struct {
+    TPMI_RH_NV_INDEX nvIndex;
+    TPMI_ALG_HASH nameAlg;
+    TPMA_NV attributes;
+    TPM2B_DIGEST authPolicy;
+    UINT16 dataSize;
+} TPMS_NV_PUBLIC;
+typedef struct { UINT16 size; TPMS_NV_PUBLIC nvPublic; } TPM2B_NV_PUBLIC;
+
+/* ---- symmetric definitions (sessions and storage keys) ---- */
+typedef union { TPMI_AES_KEY_BITS aes; TPM2_KEY_BITS sym; TPMI_ALG_HASH exclusiveOr; ...; } TPMU_SYM_KEY_BITS;
+typedef union { TPMI_ALG_SYM_MODE aes; TPMI_ALG_SYM_MODE sym; ...; } TPMU_SYM_MODE;
+typedef struct { TPMI_ALG_SYM algorithm; TPMU_SYM_KEY_BITS keyBits; TPMU_SYM_MODE mode; } TPMT_SYM_DEF;
+typedef struct { TPMI_ALG_SYM_OBJECT algorithm; TPMU_SYM_KEY_BITS keyBits; TPMU_SYM_MODE mode; } TPMT_SYM_DEF_OBJECT;
+
+/* ---- keyedHash (HMAC key) parameters ---- */
+typedef struct { TPMI_ALG_HASH hashAlg; } TPMS_SCHEME_HMAC;
+typedef union { TPMS_SCHEME_HMAC hmac; ...; } TPMU_SCHEME_KEYEDHASH;
+typedef struct { TPMI_ALG_KEYEDHASH_SCHEME scheme; TPMU_SCHEME_KEYEDHASH details; } TPMT_KEYEDHASH_SCHEME;
+typedef struct { TPMT_KEYEDHASH_SCHEME scheme; } TPMS_KEYEDHASH_PARMS;
+
+/* ---- ECC parameters (storage primary) ---- */
+typedef union { ...; } TPMU_ASYM_SCHEME;
+typedef struct { TPMI_ALG_ECC_SCHEME scheme; TPMU_ASYM_SCHEME details; } TPMT_ECC_SCHEME;
+typedef union { ...; } TPMU_KDF_SCHEME;
+typedef struct { TPMI_ALG_KDF scheme; TPMU_KDF_SCHEME details; } TPMT_KDF_SCHEME;
+typedef struct {
+    TPMT_SYM_DEF_OBJECT symmetric;
+    TPMT_ECC_SCHEME scheme;
+    TPMI_ECC_CURVE curveID;
+    TPMT_KDF_SCHEME kdf;
+} TPMS_ECC_PARMS;
+typedef struct { TPM2B_ECC_PARAMETER x; TPM2B_ECC_PARAMETER y; } TPMS_ECC_POINT;
+
+typedef union { TPMS_KEYEDHASH_PARMS keyedHashDetail; TPMS_ECC_PARMS eccDetail; ...; } TPMU_PUBLIC_PARMS;
+typedef union { TPM2B_DIGEST keyedHash; TPMS_ECC_POINT ecc; ...; } TPMU_PUBLIC_ID;
+typedef struct {
+    TPMI_ALG_PUBLIC type;
+    TPMI_ALG_HASH nameAlg;
+    TPMA_OBJECT objectAttributes;
+    TPM2B_DIGEST authPolicy;
+    TPMU_PUBLIC_PARMS parameters;
+    TPMU_PUBLIC_ID unique;
+} TPMT_PUBLIC;
+typedef struct { UINT16 size; TPMT_PUBLIC publicArea; } TPM2B_PUBLIC;
+
+/* ---- outputs we only pass through or free ---- */
+typedef struct { UINT32 count; ...; } TPML_PCR_SELECTION;
+typedef ... TPM2B_CREATION_DATA;
+typedef ... TPMT_TK_CREATION;
+
+/* ---- capabilities: only the command list ---- */
+typedef struct { UINT32 count; TPMA_CC commandAttributes[...]; } TPML_CCA;
+typedef union { TPML_CCA command; ...; } TPMU_CAPABILITIES;
+typedef struct { TPM2_CAP capability; TPMU_CAPABILITIES data; } TPMS_CAPABILITY_DATA;
+
+/* ---- constants the compiler fills in ---- */
+#define ESYS_TR_NONE ...
+#define ESYS_TR_PASSWORD ...
+#define ESYS_TR_RH_OWNER ...
+#define ESYS_TR_RH_NULL ...
+#define TSS2_TCTI_TIMEOUT_BLOCK ...
+
+/* ---- TCTI loader ---- */
+TSS2_RC Tss2_TctiLdr_Initialize(const char *nameConf, TSS2_TCTI_CONTEXT **context);
+void Tss2_TctiLdr_Finalize(TSS2_TCTI_CONTEXT **context);
+
+/* ---- return code decoding (messages for logs only; code branches on numbers) ---- */
+const char *Tss2_RC_Decode(TSS2_RC rc);
+
+/* ---- ESAPI context ---- */
+TSS2_RC Esys_Initialize(ESYS_CONTEXT **esys_context, TSS2_TCTI_CONTEXT *tcti, TSS2_ABI_VERSION *abiVersion);
+void Esys_Finalize(ESYS_CONTEXT **context);
+TSS2_RC Esys_SetTimeout(ESYS_CONTEXT *esys_context, int32_t timeout);
+void Esys_Free(void *__ptr);
+
+/* ---- ESYS_TR handling ---- */
+TSS2_RC Esys_TR_FromTPMPublic(ESYS_CONTEXT *esysContext, TPM2_HANDLE tpm_handle, ESYS_TR optionalSession1, ESYS_TR optionalSession2, ESYS_TR optionalSession3, ESYS_TR *object);
+TSS2_RC Esys_TR_Close(ESYS_CONTEXT *esys_context, ESYS_TR *rsrc_handle);
+TSS2_RC Esys_TR_SetAuth(ESYS_CONTEXT *esysContext, ESYS_TR handle, TPM2B_AUTH const *authValue);
+TSS2_RC Esys_TR_GetName(ESYS_CONTEXT *esysContext, ESYS_TR handle, TPM2B_NAME **name);
+TSS2_RC Esys_TRSess_SetAttributes(ESYS_CONTEXT *esysContext, ESYS_TR session, TPMA_SESSION flags, TPMA_SESSION mask);
+
+/* ---- sessions and policy ---- */
+TSS2_RC Esys_StartAuthSession(ESYS_CONTEXT *esysContext, ESYS_TR tpmKey, ESYS_TR bind, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_NONCE *nonceCaller, TPM2_SE sessionType, const TPMT_SYM_DEF *symmetric, TPMI_ALG_HASH authHash, ESYS_TR *sessionHandle);
+TSS2_RC Esys_PolicyCommandCode(ESYS_CONTEXT *esysContext, ESYS_TR policySession, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2_CC code);
+TSS2_RC Esys_PolicyAuthValue(ESYS_CONTEXT *esysContext, ESYS_TR policySession, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3);
+TSS2_RC Esys_PolicyNvWritten(ESYS_CONTEXT *esysContext, ESYS_TR policySession, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPMI_YES_NO writtenSet);
+TSS2_RC Esys_PolicyGetDigest(ESYS_CONTEXT *esysContext, ESYS_TR policySession, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2B_DIGEST **policyDigest);
+TSS2_RC Esys_FlushContext(ESYS_CONTEXT *esysContext, ESYS_TR flushHandle);
+
+/* ---- objects (storage primary, master key) ---- */
+TSS2_RC Esys_CreatePrimary(ESYS_CONTEXT *esysContext, ESYS_TR primaryHandle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_SENSITIVE_CREATE *inSensitive, const TPM2B_PUBLIC *inPublic, const TPM2B_DATA *outsideInfo, const TPML_PCR_SELECTION *creationPCR, ESYS_TR *objectHandle, TPM2B_PUBLIC **outPublic, TPM2B_CREATION_DATA **creationData, TPM2B_DIGEST **creationHash, TPMT_TK_CREATION **creationTicket);
+TSS2_RC Esys_Create(ESYS_CONTEXT *esysContext, ESYS_TR parentHandle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_SENSITIVE_CREATE *inSensitive, const TPM2B_PUBLIC *inPublic, const TPM2B_DATA *outsideInfo, const TPML_PCR_SELECTION *creationPCR, TPM2B_PRIVATE **outPrivate, TPM2B_PUBLIC **outPublic, TPM2B_CREATION_DATA **creationData, TPM2B_DIGEST **creationHash, TPMT_TK_CREATION **creationTicket);
+TSS2_RC Esys_Load(ESYS_CONTEXT *esysContext, ESYS_TR parentHandle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_PRIVATE *inPrivate, const TPM2B_PUBLIC *inPublic, ESYS_TR *objectHandle);
+TSS2_RC Esys_EvictControl(ESYS_CONTEXT *esysContext, ESYS_TR auth, ESYS_TR objectHandle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPMI_DH_PERSISTENT persistentHandle, ESYS_TR *newObjectHandle);
+TSS2_RC Esys_HMAC(ESYS_CONTEXT *esysContext, ESYS_TR handle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_MAX_BUFFER *buffer, TPMI_ALG_HASH hashAlg, TPM2B_DIGEST **outHMAC);
+TSS2_RC Esys_ReadPublic(ESYS_CONTEXT *esysContext, ESYS_TR objectHandle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2B_PUBLIC **outPublic, TPM2B_NAME **name, TPM2B_NAME **qualifiedName);
+TSS2_RC Esys_GetCapability(ESYS_CONTEXT *esysContext, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2_CAP capability, UINT32 property, UINT32 propertyCount, TPMI_YES_NO *moreData, TPMS_CAPABILITY_DATA **capabilityData);
+
+/* ---- NV ---- */
+TSS2_RC Esys_NV_DefineSpace(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_AUTH *auth, const TPM2B_NV_PUBLIC *publicInfo, ESYS_TR *nvHandle);
+TSS2_RC Esys_NV_UndefineSpace(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3);
+TSS2_RC Esys_NV_Write(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_MAX_NV_BUFFER *data, UINT16 offset);
+TSS2_RC Esys_NV_Read(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, UINT16 size, UINT16 offset, TPM2B_MAX_NV_BUFFER **data);
+TSS2_RC Esys_NV_ReadPublic(ESYS_CONTEXT *esysContext, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2B_NV_PUBLIC **nvPublic, TPM2B_NAME **nvName);
+"""
+)
+
+if __name__ == "__main__":
+    # Build next to the package (pinutil/_tss.*.so) so the source tree is runnable.
+    ffi.compile(tmpdir=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), verbose=False)
