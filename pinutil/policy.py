@@ -215,7 +215,8 @@ def _split_value(raw: str) -> str:
         if rest and not rest.startswith("#"):
             raise ValueError("text after the closing quote")
         return raw[1:end]
-    value = _TRAILING_COMMENT_RE.sub("", raw).rstrip(" \t")
+    # `key = # text` has no value: after the `=` the whitespace was consumed.
+    value = "" if raw.startswith("#") else _TRAILING_COMMENT_RE.sub("", raw).rstrip(" \t")
     if not value:
         raise ValueError("missing value")
     if value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
