@@ -1,0 +1,147 @@
+"""Users, the caller, and who may do what.
+
+The caller is always the REAL uid of the process (`os.getuid()`): `pinutil` runs
+setgid `tss` (and a set-uid copy would run with euid 0), so neither the effective ids
+nor anything from the environment (USER, LOGNAME, SUDO_UID, ...) says who asked.
+
+Rules (pinpam's, each checked before any TPM command):
+
+| action      | root (real uid 0) | any other caller                         |
+|-------------|-------------------|------------------------------------------|
+| setup       | any user          | only themselves                          |
+| change      | any user, no PIN  | only themselves, with the old PIN        |
+| delete      | any user, confirm | only themselves, with the PIN            |
+| test        | any user          | only themselves                          |
+| status      | any user          | only themselves (failures are private)   |
+| master-key  | yes               | never                                    |
+| --policy    | yes               | never (the policy is not the caller's)   |
+
+`test` being self-only is what stops a setgid-tss caller from typing wrong PINs for
+other users until every index is locked.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+
+from .errors import PermissionDenied, UnknownUser
+
+ROOT_UID = 0
+_MAX_NAME = 256
+
+
+@dataclass(frozen=True)
+class User:
+    """A local account: its name and uid (the PIN index is `nv_base + uid`)."""
+
+    name: str
+    uid: int
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == ROOT_UID
+
+
+def _shown(name: str) -> str:
+    """A user-supplied name made safe for a one-line message."""
+    return repr(name[:64] + ("..." if len(name) > 64 else ""))
+
+
+def user_by_uid(uid: int) -> User:
+    """The account with this uid, or `UnknownUser`."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except (KeyError, OverflowError):
+        raise UnknownUser(f"no user with uid {uid}") from None
+    return User(entry.pw_name, entry.pw_uid)
+
+
+def lookup_user(spec: str) -> User:
+    """A user given by name, or by a decimal uid when no user has that name."""
+    if not spec or len(spec) > _MAX_NAME or "\x00" in spec:
+        raise UnknownUser(f"no such user: {_shown(spec)}")
+    try:
+        entry = pwd.getpwnam(spec)
+    except KeyError:
+        entry = None
+    if entry is not None:
+        return User(entry.pw_name, entry.pw_uid)
+    if spec.isascii() and spec.isdigit() and len(spec) <= 10:
+        return user_by_uid(int(spec))
+    raise UnknownUser(f"no such user: {_shown(spec)}")
+
+
+def current_caller() -> User:
+    """Who is asking: the real uid of this process, never the environment."""
+    uid = os.getuid()
+    try:
+        return user_by_uid(uid)
+    except UnknownUser:
+        raise UnknownUser(f"the calling uid {uid} has no user account") from None
+
+
+def resolve_target(spec: str | None, caller: User) -> User:
+    """The user a command acts on: `spec` if given, else the caller."""
+    return caller if spec is None else lookup_user(spec)
+
+
+def _root_or_self(action: str, caller: User, target: User) -> None:
+    if caller.is_root or caller.uid == target.uid:
+        return
+    raise PermissionDenied(f"only root may {action} the PIN of another user "
+                           f"({target.name})")
+
+
+def may_setup(caller: User, target: User) -> None:
+    """Enrol: root, or the caller for themselves."""
+    _root_or_self("set up", caller, target)
+
+
+def may_change(caller: User, target: User) -> None:
+    """Change: root, or the caller for themselves (see `change_needs_old_pin`)."""
+    _root_or_self("change", caller, target)
+
+
+def may_delete(caller: User, target: User) -> None:
+    """Delete: root, or the caller for themselves (see `delete_needs_pin`)."""
+    _root_or_self("delete", caller, target)
+
+
+def may_test(caller: User, target: User) -> None:
+    """Test (spends an attempt when wrong): root, or the caller for themselves."""
+    _root_or_self("test", caller, target)
+
+
+def may_status(caller: User, target: User) -> None:
+    """Status: root for anyone, others for themselves."""
+    _root_or_self("see the status of", caller, target)
+
+
+def may_manage_master_key(caller: User) -> None:
+    """Every master-key command is root-only."""
+    if not caller.is_root:
+        raise PermissionDenied("only root may manage the master key")
+
+
+def may_choose_policy(caller: User) -> None:
+    """`--policy PATH` is honoured for root only: the policy decides the TPM, the
+    index range and the lockout limit, which are not the caller's to choose."""
+    if not caller.is_root:
+        raise PermissionDenied("only root may use --policy")
+
+
+def change_needs_old_pin(caller: User) -> bool:
+    """Root may reset a forgotten PIN; everyone else proves they know the old one."""
+    return not caller.is_root
+
+
+def delete_needs_pin(caller: User) -> bool:
+    """A user deleting their own PIN proves they know it (so a stolen session cannot
+    silently remove the PIN); root is asked to confirm instead."""
+    return not caller.is_root
+
+
+def delete_needs_confirmation(caller: User) -> bool:
+    """Root deletes without a PIN, so it is asked y/N (`--yes` skips)."""
+    return caller.is_root
