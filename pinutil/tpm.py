@@ -1,0 +1,439 @@
+"""One ESYS context on one TPM, over our own cffi binding `pinutil._tss`.
+
+Errors: TPM-reported failures raise `TpmCommandError` (carrying the raw and the
+normalised return code, so callers branch on the `RC_*` constants below, never on
+message text). Transport failures (no socket, IO error, a TCTI that cannot start)
+raise `errors.TpmUnavailable`. `TpmCommandError` is itself a `TpmUnavailable`
+("the TPM failed"): a TPM error that a caller did not expect and did not translate
+still fails closed as "TPM unavailable" instead of leaking out as something else.
+
+Environment: the core does not read TSS2_* (or any other) variables from the caller.
+The launcher and the PAM module are responsible for running us in a clean
+environment. As a second line of defence `Tpm()` forces `TSS2_LOG=all+NONE` and
+removes `TSS2_LOGFILE` before the first TCTI is opened in the process. Verified with
+tpm2-tss 3.2.1 (see tests/test_tpm.py::test_tss2_log_variables_are_neutralised):
+libtss2 reads TSS2_LOG/TSS2_LOGFILE lazily, on its first log call per module, and the
+first call happens inside Tss2_TctiLdr_Initialize; a value set before that is obeyed,
+a value changed after it is ignored. So the scrub only helps if nothing else in the
+process (e.g. tpm2_pytss) has used libtss2 before us.
+
+Timeouts: `timeout_ms` is passed to Esys_SetTimeout, but in tpm2-tss 3.2.1 the
+synchronous Esys_* calls force an infinite timeout for their _Finish step, and
+tcti-swtpm ignores timeouts altogether (blocking read). A hung TPM therefore blocks
+the calling thread; the bound must come from the caller (a helper process with a
+deadline). The kernel TPM driver behind /dev/tpmrm0 applies its own command timeouts.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from pinutil import errors
+from pinutil._tss import ffi, lib
+
+try:  # the builtin module imports in ~0.05 ms; hashlib loads OpenSSL (~2 ms)
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - interpreters built without it
+    from hashlib import sha256
+
+# ---- TPM return codes, normalised (format-1 parameter/handle/session numbers stripped)
+RC_SUCCESS = 0x000
+RC_INITIALIZE = 0x100
+RC_AUTH_UNAVAILABLE = 0x12F
+RC_NV_LOCKED = 0x148
+RC_NV_AUTHORIZATION = 0x149
+RC_NV_UNINITIALIZED = 0x14A
+RC_NV_SPACE = 0x14B
+RC_NV_DEFINED = 0x14C
+RC_ATTRIBUTES = 0x082
+RC_VALUE = 0x084
+RC_HANDLE = 0x08B
+RC_SIZE = 0x095
+RC_POLICY_FAIL = 0x09D
+RC_BAD_AUTH = 0x0A2
+RC_OBJECT_MEMORY = 0x902
+RC_SESSION_MEMORY = 0x903
+RC_LOCKOUT = 0x921
+
+_LAYER_MASK = 0xFF0000
+_TCTI_LAYER = 0x0A0000
+_RESMGR_LAYERS = (0x0B0000, 0x0C0000)
+_FMT1 = 0x080
+# TSS base codes that mean "the TPM could not be talked to" in any TSS layer.
+_TRANSPORT_BASE_RCS = frozenset({1, 8, 9, 10, 17, 19})  # general, no conn, try again, IO, malformed, short
+
+# ---- TSS handles and session attributes used by callers
+ESYS_TR_NONE = lib.ESYS_TR_NONE
+ESYS_TR_PASSWORD = lib.ESYS_TR_PASSWORD
+ESYS_TR_RH_OWNER = lib.ESYS_TR_RH_OWNER
+SESSION_CONTINUE = lib.TPMA_SESSION_CONTINUESESSION
+SESSION_DECRYPT = lib.TPMA_SESSION_DECRYPT
+SESSION_ENCRYPT = lib.TPMA_SESSION_ENCRYPT
+_SESSION_ATTR_MASK = 0xFF
+
+_STORAGE_PRIMARY_ATTRS = (
+    lib.TPMA_OBJECT_FIXEDTPM | lib.TPMA_OBJECT_FIXEDPARENT | lib.TPMA_OBJECT_SENSITIVEDATAORIGIN
+    | lib.TPMA_OBJECT_USERWITHAUTH | lib.TPMA_OBJECT_NODA | lib.TPMA_OBJECT_RESTRICTED
+    | lib.TPMA_OBJECT_DECRYPT
+)
+
+
+def normalize_rc(rc: int) -> int:
+    """TPM return code without the handle/parameter/session number of format-1 codes.
+
+    0x9a2 (BAD_AUTH on session 1) -> 0x0a2 == RC_BAD_AUTH. TSS-layer codes (TCTI,
+    ESAPI, ...) and format-0 codes are returned unchanged.
+    """
+    if rc & _LAYER_MASK:
+        return rc
+    if rc & _FMT1:
+        return rc & 0xBF  # keep F and the error number; drop P (0x40) and N (0xF00)
+    return rc
+
+
+def is_transport_error(rc: int) -> bool:
+    """True when `rc` says the TPM was not reached or its answer was unusable."""
+    layer = rc & _LAYER_MASK
+    if layer == 0:
+        return False
+    if layer == _TCTI_LAYER or layer in _RESMGR_LAYERS:
+        return True
+    return (rc & 0xFFFF) in _TRANSPORT_BASE_RCS
+
+
+def describe_rc(rc: int) -> str:
+    """tpm2-tss's text for a return code: for logs and messages, never for branching."""
+    return ffi.string(lib.Tss2_RC_Decode(rc)).decode("ascii", "replace")
+
+
+class TpmCommandError(errors.TpmUnavailable):
+    """A TPM command failed with a TPM (or TSS) return code; `.code` is normalised."""
+
+    def __init__(self, command: str, rc: int) -> None:
+        super().__init__(f"TPM command {command} failed: 0x{rc:x} ({describe_rc(rc)})")
+        self.command = command
+        self.rc = rc
+        self.code = normalize_rc(rc)
+
+
+def check_rc(rc: int, command: str) -> None:
+    """Raise the right exception for a non-zero return code of `command`."""
+    if rc == 0:
+        return
+    if is_transport_error(rc):
+        raise errors.TpmUnavailable(f"TPM not reachable ({command}: 0x{rc:x})")
+    raise TpmCommandError(command, rc)
+
+
+# ---- process-wide libtss2 logging guard (see module docstring)
+_logging_neutralised = False
+
+
+def _neutralise_tss_logging() -> None:
+    global _logging_neutralised
+    if _logging_neutralised:
+        return
+    os.environ["TSS2_LOG"] = "all+NONE"
+    os.environ.pop("TSS2_LOGFILE", None)
+    _logging_neutralised = True
+
+
+@dataclass(frozen=True)
+class NvPublic:
+    """TPMS_NV_PUBLIC of an NV index."""
+
+    handle: int
+    name_alg: int
+    attributes: int
+    auth_policy: bytes
+    data_size: int
+
+    @property
+    def nv_type(self) -> int:
+        return (self.attributes & lib.TPMA_NV_TPM2_NT_MASK) >> lib.TPMA_NV_TPM2_NT_SHIFT
+
+    def marshal(self) -> bytes:
+        """Big-endian TPMS_NV_PUBLIC, as the TPM hashes it for the Name."""
+        return (
+            struct.pack(">IHIH", self.handle, self.name_alg, self.attributes, len(self.auth_policy))
+            + self.auth_policy
+            + struct.pack(">H", self.data_size)
+        )
+
+    def name(self) -> bytes:
+        """The index's Name (nameAlg || H(public)); only SHA256 is supported."""
+        if self.name_alg != lib.TPM2_ALG_SHA256:
+            raise ValueError("only SHA256 NV names are computed")
+        return struct.pack(">H", self.name_alg) + sha256(self.marshal()).digest()
+
+
+class Tpm:
+    """An open TPM: TCTI + ESYS context. Use as a context manager or call close().
+
+    `commands_sent` counts ESYS calls that reach the TPM (for cost measurements).
+    """
+
+    def __init__(self, tcti: str, timeout_ms: int | None = None) -> None:
+        _neutralise_tss_logging()
+        self.commands_sent = 0
+        self._tcti_pp = ffi.new("TSS2_TCTI_CONTEXT **")
+        self._esys_pp = ffi.new("ESYS_CONTEXT **")
+        rc = lib.Tss2_TctiLdr_Initialize(tcti.encode(), self._tcti_pp)
+        if rc != 0:
+            self._tcti_pp[0] = ffi.NULL
+            raise errors.TpmUnavailable(f"cannot open the TPM ({tcti.split(':', 1)[0]}): 0x{rc:x}")
+        rc = lib.Esys_Initialize(self._esys_pp, self._tcti_pp[0], ffi.NULL)
+        if rc != 0:
+            self.close()
+            raise errors.TpmUnavailable(f"cannot start an ESYS context: 0x{rc:x}")
+        if timeout_ms is not None:
+            # Only asynchronous ESYS calls honour it (see module docstring).
+            check_rc(lib.Esys_SetTimeout(self.esys, int(timeout_ms)), "Esys_SetTimeout")
+
+    # ---- life cycle
+    @property
+    def esys(self):
+        """The raw ESYS_CONTEXT* for code that calls `pinutil._tss.lib` directly."""
+        ctx = self._esys_pp[0]
+        if ctx == ffi.NULL:
+            raise errors.TpmUnavailable("TPM context is closed")
+        return ctx
+
+    def close(self) -> None:
+        """Finalise the ESYS context and the TCTI. Idempotent."""
+        if self._esys_pp[0] != ffi.NULL:
+            lib.Esys_Finalize(self._esys_pp)
+        if self._tcti_pp[0] != ffi.NULL:
+            lib.Tss2_TctiLdr_Finalize(self._tcti_pp)
+            self._tcti_pp[0] = ffi.NULL
+
+    def __enter__(self) -> Tpm:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _call(self, command: str, rc: int) -> None:
+        self.commands_sent += 1
+        check_rc(rc, command)
+
+    # ---- ESYS_TR objects
+    def tr_from_handle(self, handle: int) -> int:
+        """ESYS_TR for a TPM handle (sends ReadPublic / NV_ReadPublic)."""
+        tr = ffi.new("ESYS_TR *")
+        self._call("TR_FromTPMPublic", lib.Esys_TR_FromTPMPublic(
+            self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr))
+        return tr[0]
+
+    def close_tr(self, tr: int) -> None:
+        """Forget an ESYS_TR locally (no TPM command)."""
+        p = ffi.new("ESYS_TR *", tr)
+        check_rc(lib.Esys_TR_Close(self.esys, p), "Esys_TR_Close")
+
+    def set_auth(self, tr: int, auth: bytes) -> None:
+        """Set the authValue ESYS uses for `tr` (max. 64 bytes; the TPM may allow less)."""
+        value = ffi.new("TPM2B_AUTH *")
+        if len(auth) > len(value.buffer):
+            raise ValueError("authValue too long")
+        value.size = len(auth)
+        ffi.memmove(value.buffer, auth, len(auth))
+        try:
+            check_rc(lib.Esys_TR_SetAuth(self.esys, tr, value), "Esys_TR_SetAuth")
+        finally:
+            ffi.memmove(value.buffer, b"\0" * len(auth), len(auth))
+
+    def get_name(self, tr: int) -> bytes:
+        """The Name ESYS holds for `tr` (no TPM command)."""
+        name_pp = ffi.new("TPM2B_NAME **")
+        check_rc(lib.Esys_TR_GetName(self.esys, tr, name_pp), "Esys_TR_GetName")
+        try:
+            return bytes(ffi.buffer(name_pp[0].name, name_pp[0].size))
+        finally:
+            lib.Esys_Free(name_pp[0])
+
+    def flush(self, handle: int) -> None:
+        """FlushContext a transient object or session."""
+        self._call("FlushContext", lib.Esys_FlushContext(self.esys, handle))
+
+    def flush_quietly(self, handle: int) -> None:
+        """flush() for clean-up paths: a vanished handle or a dead TPM is not an error here."""
+        try:
+            self.flush(handle)
+        except errors.TpmUnavailable:
+            pass
+
+    # ---- capabilities
+    def get_command_supported(self, cc: int) -> bool:
+        """True if the TPM lists command code `cc` (GetCapability TPM2_CAP_COMMANDS)."""
+        more = ffi.new("TPMI_YES_NO *")
+        data_pp = ffi.new("TPMS_CAPABILITY_DATA **")
+        self._call("GetCapability", lib.Esys_GetCapability(
+            self.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+            lib.TPM2_CAP_COMMANDS, cc, 1, more, data_pp))
+        try:
+            cmds = data_pp[0].data.command
+            return any(
+                (cmds.commandAttributes[i] & lib.TPMA_CC_COMMANDINDEX_MASK) == cc
+                for i in range(cmds.count)
+            )
+        finally:
+            lib.Esys_Free(data_pp[0])
+
+    # ---- keys and sessions
+    def storage_primary(self) -> int:
+        """Transient ECC P-256 storage primary in the owner hierarchy (noDA); flush it."""
+        public = ffi.new("TPM2B_PUBLIC *")
+        area = public.publicArea
+        area.type = lib.TPM2_ALG_ECC
+        area.nameAlg = lib.TPM2_ALG_SHA256
+        area.objectAttributes = _STORAGE_PRIMARY_ATTRS
+        ecc = area.parameters.eccDetail
+        ecc.symmetric.algorithm = lib.TPM2_ALG_AES
+        ecc.symmetric.keyBits.aes = 128
+        ecc.symmetric.mode.aes = lib.TPM2_ALG_CFB
+        ecc.scheme.scheme = lib.TPM2_ALG_NULL
+        ecc.curveID = lib.TPM2_ECC_NIST_P256
+        ecc.kdf.scheme = lib.TPM2_ALG_NULL
+        sensitive = ffi.new("TPM2B_SENSITIVE_CREATE *")
+        outside = ffi.new("TPM2B_DATA *")
+        pcrs = ffi.new("TPML_PCR_SELECTION *")
+        handle = ffi.new("ESYS_TR *")
+        out_public = ffi.new("TPM2B_PUBLIC **")
+        creation_data = ffi.new("TPM2B_CREATION_DATA **")
+        creation_hash = ffi.new("TPM2B_DIGEST **")
+        ticket = ffi.new("TPMT_TK_CREATION **")
+        self._call("CreatePrimary", lib.Esys_CreatePrimary(
+            self.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+            sensitive, public, outside, pcrs,
+            handle, out_public, creation_data, creation_hash, ticket))
+        for p in (out_public, creation_data, creation_hash, ticket):
+            lib.Esys_Free(p[0])
+        return handle[0]
+
+    def salted_session(
+        self,
+        primary: int,
+        attributes: int = SESSION_DECRYPT | SESSION_ENCRYPT | SESSION_CONTINUE,
+        session_type: int = lib.TPM2_SE_HMAC,
+    ) -> int:
+        """Session salted by `primary`, AES-128-CFB parameter encryption, SHA256.
+
+        The TPM only accepts DECRYPT/ENCRYPT when the command's first parameter /
+        response parameter is a sized buffer: adjust with `set_session_attributes`.
+        """
+        return self._start_session(primary, session_type, attributes)
+
+    def trial_session(self) -> int:
+        """Unsalted trial policy session, to compute a policy digest."""
+        return self._start_session(ESYS_TR_NONE, lib.TPM2_SE_TRIAL, SESSION_CONTINUE)
+
+    def _start_session(self, tpm_key: int, session_type: int, attributes: int) -> int:
+        sym = ffi.new("TPMT_SYM_DEF *")
+        sym.algorithm = lib.TPM2_ALG_AES
+        sym.keyBits.aes = 128
+        sym.mode.aes = lib.TPM2_ALG_CFB
+        session = ffi.new("ESYS_TR *")
+        self._call("StartAuthSession", lib.Esys_StartAuthSession(
+            self.esys, tpm_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+            ffi.NULL, session_type, sym, lib.TPM2_ALG_SHA256, session))
+        try:
+            self.set_session_attributes(session[0], attributes)
+        except BaseException:
+            self.flush_quietly(session[0])
+            raise
+        return session[0]
+
+    def set_session_attributes(self, session: int, attributes: int) -> None:
+        """Replace all attributes of `session` (no TPM command)."""
+        check_rc(lib.Esys_TRSess_SetAttributes(self.esys, session, attributes, _SESSION_ATTR_MASK),
+                 "Esys_TRSess_SetAttributes")
+
+    # ---- policy
+    def policy_command_code(self, session: int, cc: int) -> None:
+        self._call("PolicyCommandCode", lib.Esys_PolicyCommandCode(
+            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, cc))
+
+    def policy_auth_value(self, session: int) -> None:
+        self._call("PolicyAuthValue", lib.Esys_PolicyAuthValue(
+            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE))
+
+    def policy_nv_written(self, session: int, written: bool) -> None:
+        self._call("PolicyNvWritten", lib.Esys_PolicyNvWritten(
+            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 1 if written else 0))
+
+    def policy_digest(self, session: int) -> bytes:
+        """PolicyGetDigest of a policy or trial session."""
+        digest_pp = ffi.new("TPM2B_DIGEST **")
+        self._call("PolicyGetDigest", lib.Esys_PolicyGetDigest(
+            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, digest_pp))
+        try:
+            return bytes(ffi.buffer(digest_pp[0].buffer, digest_pp[0].size))
+        finally:
+            lib.Esys_Free(digest_pp[0])
+
+    # ---- NV
+    def nv_read_public(self, nv: int) -> NvPublic:
+        """NV_ReadPublic of the index behind ESYS_TR `nv`."""
+        pub_pp = ffi.new("TPM2B_NV_PUBLIC **")
+        name_pp = ffi.new("TPM2B_NAME **")
+        self._call("NV_ReadPublic", lib.Esys_NV_ReadPublic(
+            self.esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub_pp, name_pp))
+        try:
+            p = pub_pp[0].nvPublic
+            return NvPublic(
+                handle=p.nvIndex, name_alg=p.nameAlg, attributes=p.attributes,
+                auth_policy=bytes(ffi.buffer(p.authPolicy.buffer, p.authPolicy.size)),
+                data_size=p.dataSize,
+            )
+        finally:
+            lib.Esys_Free(pub_pp[0])
+            lib.Esys_Free(name_pp[0])
+
+    def nv_define_space(self, public: NvPublic, auth: bytes, session: int = ESYS_TR_PASSWORD) -> int:
+        """NV_DefineSpace as owner; returns the new index's ESYS_TR (auth already set)."""
+        info = ffi.new("TPM2B_NV_PUBLIC *")
+        info.nvPublic.nvIndex = public.handle
+        info.nvPublic.nameAlg = public.name_alg
+        info.nvPublic.attributes = public.attributes
+        info.nvPublic.authPolicy.size = len(public.auth_policy)
+        ffi.memmove(info.nvPublic.authPolicy.buffer, public.auth_policy, len(public.auth_policy))
+        info.nvPublic.dataSize = public.data_size
+        value = ffi.new("TPM2B_AUTH *")
+        if len(auth) > len(value.buffer):
+            raise ValueError("authValue too long")
+        value.size = len(auth)
+        ffi.memmove(value.buffer, auth, len(auth))
+        nv = ffi.new("ESYS_TR *")
+        try:
+            self._call("NV_DefineSpace", lib.Esys_NV_DefineSpace(
+                self.esys, ESYS_TR_RH_OWNER, session, ESYS_TR_NONE, ESYS_TR_NONE, value, info, nv))
+        finally:
+            ffi.memmove(value.buffer, b"\0" * len(auth), len(auth))
+        return nv[0]
+
+    def nv_undefine_space(self, nv: int) -> None:
+        """Owner NV_UndefineSpace; ESYS forgets `nv` on success."""
+        self._call("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
+            self.esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE))
+
+    def nv_write(self, auth_handle: int, nv: int, data: bytes, session: int, offset: int = 0) -> None:
+        """NV_Write `data` at `offset`, authorised by `session` on `auth_handle`."""
+        buf = ffi.new("TPM2B_MAX_NV_BUFFER *")
+        if len(data) > len(buf.buffer):
+            raise ValueError("NV data too long")
+        buf.size = len(data)
+        ffi.memmove(buf.buffer, data, len(data))
+        self._call("NV_Write", lib.Esys_NV_Write(
+            self.esys, auth_handle, nv, session, ESYS_TR_NONE, ESYS_TR_NONE, buf, offset))
+
+    def nv_read(self, auth_handle: int, nv: int, size: int, session: int = ESYS_TR_PASSWORD,
+                offset: int = 0) -> bytes:
+        """NV_Read `size` bytes, authorised by `session` on `auth_handle`."""
+        data_pp = ffi.new("TPM2B_MAX_NV_BUFFER **")
+        self._call("NV_Read", lib.Esys_NV_Read(
+            self.esys, auth_handle, nv, session, ESYS_TR_NONE, ESYS_TR_NONE, size, offset, data_pp))
+        try:
+            return bytes(ffi.buffer(data_pp[0].buffer, data_pp[0].size))
+        finally:
+            lib.Esys_Free(data_pp[0])
