@@ -1,0 +1,504 @@
+"""The `pinutil` command: enrol, change, delete, inspect and test TPM-backed PINs.
+
+    pinutil [--policy PATH] [--json] [--stdin] [--yes] [-v] [-m]
+            {setup,change,delete,status,test} [USER]
+    pinutil [--policy PATH] [--json] [-v] master-key ...
+
+The full manual is `docs/pinutil.md`. In short:
+
+- The caller is the real uid (the installed command is setgid `tss`); the rules are in
+  `pinutil.users` and are checked before any TPM command. `--policy` is root-only.
+- PINs are read from /dev/tty with echo off (setup and change ask twice), or with
+  `--stdin` one per line from standard input (change: old PIN first unless root).
+  `-m` (pinpam's machine mode) means `--json --stdin`.
+- Every PIN is checked against the policy before any TPM command.
+- Output: one human line on stdout, or with `--json` one JSON object per run on
+  stdout. `test` always prints its JSON line. Errors: one line on stderr (and the
+  JSON object with `"result"` set to the error token when JSON is on).
+
+Exit codes (`ExitCode`; 6, 7, 9, 10, 11 equal the PAM codes of the same meaning, so
+`pinutil test`'s status is the PAM result of the check):
+
+    0  OK                 success (status: also when no PIN is enrolled)
+    1  ERROR              unexpected or master-key failure
+    2  USAGE              bad command line
+    3  POLICY_ERROR       the policy file is unusable
+    4  TPM_UNSUPPORTED    the TPM lacks a needed feature (e.g. PolicyNvWritten)
+    5  CANCELLED          confirmation declined, no terminal, no input, Ctrl-C
+    6  PERMISSION_DENIED  the caller may not do this (PAM_PERM_DENIED)
+    7  PIN_REFUSED        wrong PIN, a PIN that breaks the policy, or the two
+                          entries differ (PAM_AUTH_ERR); JSON `result` tells which
+    9  UNAVAILABLE        TPM unreachable or no PIN enrolled (PAM_AUTHINFO_UNAVAIL)
+   10  UNKNOWN_USER       no such user (PAM_USER_UNKNOWN)
+   11  LOCKED             the PIN is locked: too many failures (PAM_MAXTRIES)
+   12  ALREADY_ENROLLED   setup for a user who already has a PIN
+
+Seams: `main(argv, policy_path=...)` takes the default policy path as a keyword
+argument, not from argv or the environment: the native launcher passes its build-time
+path, tests pass theirs, and a caller of the installed command cannot change it.
+
+The master-key commands live in `pinutil.cli_master_key`: its
+`add_parser(subparsers)` adds a `master-key` parser whose leaf parsers call
+`set_defaults(handler=fn)`, with `fn(ctx: Context) -> dict` returning the JSON fields
+of the result (a `"message"` key is the human line) and raising `PinutilError`s. This
+module checks that the caller is root before any handler runs.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+import termios
+import traceback
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable, Iterator
+
+from . import users
+from .errors import (
+    AlreadyEnrolled,
+    InvalidPin,
+    MasterKeyError,
+    NotEnrolled,
+    PermissionDenied,
+    PinLocked,
+    PinutilError,
+    PolicyError,
+    TpmUnavailable,
+    TpmUnsupported,
+    UnknownUser,
+    WrongPin,
+)
+from .policy import DEFAULT_POLICY_PATH, Policy, load_policy
+
+PROG = "pinutil"
+MAX_LINE_BYTES = 1024  # a PIN line longer than this is refused without reading on
+
+
+class ExitCode(IntEnum):
+    """Exit status of `pinutil` (see the module docstring and docs/pinutil.md)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    POLICY_ERROR = 3
+    TPM_UNSUPPORTED = 4
+    CANCELLED = 5
+    PERMISSION_DENIED = 6
+    PIN_REFUSED = 7
+    UNAVAILABLE = 9
+    UNKNOWN_USER = 10
+    LOCKED = 11
+    ALREADY_ENROLLED = 12
+
+
+class Cancelled(PinutilError):
+    """The operator declined, gave no input, or there is no terminal to ask on."""
+
+
+# One table: domain error -> (JSON result token, exit code). Most specific first.
+_ERROR_TABLE: tuple[tuple[type[PinutilError], str, ExitCode], ...] = (
+    (WrongPin, "wrong_pin", ExitCode.PIN_REFUSED),
+    (InvalidPin, "invalid_pin", ExitCode.PIN_REFUSED),
+    (PinLocked, "locked", ExitCode.LOCKED),
+    (NotEnrolled, "not_enrolled", ExitCode.UNAVAILABLE),
+    (TpmUnavailable, "tpm_unavailable", ExitCode.UNAVAILABLE),
+    (TpmUnsupported, "tpm_unsupported", ExitCode.TPM_UNSUPPORTED),
+    (AlreadyEnrolled, "already_enrolled", ExitCode.ALREADY_ENROLLED),
+    (PermissionDenied, "permission_denied", ExitCode.PERMISSION_DENIED),
+    (UnknownUser, "unknown_user", ExitCode.UNKNOWN_USER),
+    (PolicyError, "policy_error", ExitCode.POLICY_ERROR),
+    (Cancelled, "cancelled", ExitCode.CANCELLED),
+    (MasterKeyError, "master_key_error", ExitCode.ERROR),
+    (PinutilError, "error", ExitCode.ERROR),
+)
+
+
+def classify(error: PinutilError) -> tuple[str, ExitCode]:
+    """The JSON result token and exit code of a domain error."""
+    for cls, token, code in _ERROR_TABLE:
+        if isinstance(error, cls):
+            return token, code
+    return "error", ExitCode.ERROR
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "error"
+
+
+# --- reading PINs -------------------------------------------------------------------
+
+def _decode_pin(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPin("PIN is not valid UTF-8") from None
+
+
+class _LineSource:
+    """Bounded line reads from a file descriptor: never buffers more than one chunk
+    beyond a line, and refuses a line over MAX_LINE_BYTES without reading its rest."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+        self.eof = False
+
+    def readline(self) -> bytes | None:
+        """One line without its trailing newline; None at end of input."""
+        while b"\n" not in self.pending and not self.eof:
+            if len(self.pending) > MAX_LINE_BYTES:
+                break
+            try:
+                chunk = os.read(self.fd, 4096)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+            except OSError as e:
+                raise Cancelled(f"cannot read the PIN: {e.strerror}") from None
+            if not chunk:
+                self.eof = True
+            self.pending += chunk
+        line, newline, rest = self.pending.partition(b"\n")
+        if len(line) > MAX_LINE_BYTES:
+            self.pending = b""
+            raise InvalidPin(f"PIN is too long (input line over {MAX_LINE_BYTES} bytes)")
+        if not newline and not line and self.eof:
+            return None
+        self.pending = rest
+        return line
+
+
+class StdinPrompter:
+    """`--stdin`: one answer per line on standard input, no prompts."""
+
+    interactive = False
+
+    def __init__(self, fd: int = 0) -> None:
+        self.source = _LineSource(fd)
+
+    def _line(self, what: str) -> bytes:
+        line = self.source.readline()
+        if line is None:
+            raise Cancelled(f"no {what} on standard input")
+        return line
+
+    def secret(self, prompt: str) -> str:
+        return _decode_pin(self._line("PIN"))
+
+    def confirm(self, question: str) -> bool:
+        answer = self._line("answer").strip().lower()
+        return answer in (b"y", b"yes")
+
+
+class TtyPrompter:
+    """Interactive: prompts and answers on /dev/tty (never stdin/stdout), echo off
+    for secrets; the terminal settings are restored whatever happens."""
+
+    interactive = True
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def _tty(self) -> int:
+        if self.fd is None:
+            try:
+                self.fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            except OSError:
+                raise Cancelled("no terminal to ask on: use --stdin") from None
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _ask(self, prompt: str, echo: bool) -> bytes:
+        fd = self._tty()
+        try:
+            old = termios.tcgetattr(fd)
+        except termios.error:
+            raise Cancelled("no terminal to ask on: use --stdin") from None
+        new = list(old)
+        if not echo:
+            new[3] &= ~termios.ECHO
+        try:
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+            os.write(fd, prompt.encode())
+            line = _LineSource(fd).readline()
+        finally:
+            # TCSAFLUSH also discards what is left of an over-long line.
+            termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            if not echo:
+                os.write(fd, b"\n")
+        if line is None:
+            raise Cancelled("no input")
+        return line
+
+    def secret(self, prompt: str) -> str:
+        return _decode_pin(self._ask(prompt, echo=False))
+
+    def confirm(self, question: str) -> bool:
+        return self._ask(question, echo=True).strip().lower() in (b"y", b"yes")
+
+
+# --- command context ----------------------------------------------------------------
+
+@dataclass
+class Context:
+    """What a command handler gets: parsed arguments, the caller, the policy, the way
+    to ask for PINs, and the verbose flag."""
+
+    args: argparse.Namespace
+    caller: users.User
+    policy: Policy
+    policy_path: str
+    prompter: StdinPrompter | TtyPrompter
+    verbose: bool = False
+    target: users.User | None = field(default=None)
+
+    def note(self, text: str) -> None:
+        """A diagnostic line on stderr with -v (never a secret)."""
+        if self.verbose:
+            print(f"{PROG}: {text}", file=sys.stderr)
+
+    def pin(self, prompt: str = "PIN: ") -> bytes:
+        """Ask for an existing PIN once and check it against the policy."""
+        return self.policy.check_pin(self.prompter.secret(prompt))
+
+    def new_pin(self, prompt: str = "New PIN: ") -> bytes:
+        """Ask for a new PIN (twice when interactive) and check it against the policy."""
+        pin = self.policy.check_pin(self.prompter.secret(prompt))
+        if self.prompter.interactive:
+            again = self.prompter.secret("Repeat the PIN: ").encode("utf-8", "replace")
+            if again != pin:
+                raise InvalidPin("the two PINs differ")
+        return pin
+
+    @contextlib.contextmanager
+    def pin_index(self, user: users.User) -> Iterator[object]:
+        """The user's PinIndex on an open TPM; the handle is computed (and
+        range-checked) before the TPM is opened."""
+        from .pin_index import PinIndex  # TPM code is imported only when needed
+        from .tpm import Tpm
+
+        handle = PinIndex.handle_for(user.uid, self.policy.nv_base)
+        self.note(f"tcti {self.policy.tcti}, PIN index {handle:#010x} for {user.name}")
+        timeout_ms = int(self.policy.helper_timeout * 1000)
+        with Tpm(self.policy.tcti, timeout_ms=timeout_ms) as tpm:
+            yield PinIndex(tpm, handle)
+
+
+# --- commands -------------------------------------------------------------------------
+
+def _attempts_text(left: int | None) -> str:
+    if left is None:
+        return ""
+    if left <= 0:
+        return " (PIN now locked)"
+    if left == 1:
+        return " (last attempt left)"
+    return f" ({left} attempts left)"
+
+
+def cmd_setup(ctx: Context) -> dict:
+    user = ctx.target
+    users.may_setup(ctx.caller, user)
+    pin = ctx.new_pin()
+    limit = ctx.policy.pin_lockout_max_attempts
+    with ctx.pin_index(user) as index:
+        index.define(pin, limit, salted=ctx.policy.salted)
+    return {"limit": limit,
+            "message": f"PIN set up for {user.name} ({limit} failed attempts lock it)"}
+
+
+def cmd_change(ctx: Context) -> dict:
+    user = ctx.target
+    users.may_change(ctx.caller, user)
+    old = ctx.pin("Current PIN: ") if users.change_needs_old_pin(ctx.caller) else None
+    new = ctx.new_pin()
+    limit = ctx.policy.pin_lockout_max_attempts
+    with ctx.pin_index(user) as index:
+        if old is not None:
+            index.check(old, salted=ctx.policy.salted)
+        index.replace(new, limit, salted=ctx.policy.salted)
+    return {"limit": limit, "message": f"PIN changed for {user.name}"}
+
+
+def cmd_delete(ctx: Context) -> dict:
+    user = ctx.target
+    users.may_delete(ctx.caller, user)
+    pin = ctx.pin() if users.delete_needs_pin(ctx.caller) else None
+    if users.delete_needs_confirmation(ctx.caller) and not ctx.args.yes:
+        if not ctx.prompter.confirm(f"Delete the PIN of {user.name}? [y/N] "):
+            raise Cancelled("not deleted")
+    with ctx.pin_index(user) as index:
+        if pin is not None:
+            index.check(pin, salted=ctx.policy.salted)
+        index.delete()
+    return {"message": f"PIN deleted for {user.name}"}
+
+
+def cmd_status(ctx: Context) -> dict:
+    user = ctx.target
+    users.may_status(ctx.caller, user)
+    with ctx.pin_index(user) as index:
+        st = index.status()
+    fields = {"enrolled": bool(st.enrolled), "failures": st.failures, "limit": st.limit,
+              "locked": bool(st.locked), "attempts_left": st.attempts_left}
+    if not st.enrolled:
+        message = f"{user.name}: no PIN enrolled"
+    elif st.locked:
+        message = f"{user.name}: PIN locked ({st.failures} failures of {st.limit})"
+    else:
+        message = (f"{user.name}: PIN enrolled, {st.failures} failures of {st.limit}, "
+                   f"{st.attempts_left} attempts left")
+    return {**fields, "message": message}
+
+
+def cmd_test(ctx: Context) -> dict:
+    user = ctx.target
+    users.may_test(ctx.caller, user)  # before any TPM command: no lock-out of others
+    pin = ctx.pin()
+    with ctx.pin_index(user) as index:
+        index.check(pin, salted=ctx.policy.salted)
+        try:
+            left = index.status().attempts_left
+        except PinutilError:
+            left = None  # the check succeeded; the count is only informative
+    return {"attempts_left": left, "message": f"PIN correct for {user.name}"}
+
+
+_PIN_COMMANDS: dict[str, tuple[Callable[[Context], dict], str]] = {
+    "setup": (cmd_setup, "enrol a PIN (root, or for yourself)"),
+    "change": (cmd_change, "change a PIN (yours needs the old PIN; root needs none)"),
+    "delete": (cmd_delete, "delete a PIN (yours needs the PIN; root confirms)"),
+    "status": (cmd_status, "show enrolment, failures and the limit"),
+    "test": (cmd_test, "check a PIN; exits with the PAM code of the result"),
+}
+
+
+# --- argument parsing -------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code USAGE
+        self.print_usage(sys.stderr)
+        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Manage TPM-backed login PINs.",
+                     allow_abbrev=False)
+    parser.add_argument("--policy", metavar="PATH",
+                        help=f"policy file (root only; default {DEFAULT_POLICY_PATH})")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout")
+    parser.add_argument("--stdin", action="store_true",
+                        help="read PINs from standard input, one per line")
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="do not ask for confirmation (root delete)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="diagnostics on stderr")
+    parser.add_argument("-m", "--machine", action="store_true",
+                        help="pinpam's machine mode: --json --stdin")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (handler, help_text) in _PIN_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, allow_abbrev=False)
+        p.add_argument("user", nargs="?", metavar="USER",
+                       help="user name or uid (default: you)")
+        p.set_defaults(handler=handler)
+    # Tolerated absent (it is written separately); once present, a broken module is a
+    # bug that must show, so only absence is checked, not ImportError in general.
+    if importlib.util.find_spec(f"{__package__}.cli_master_key") is not None:
+        from . import cli_master_key
+        cli_master_key.add_parser(sub)
+    return parser
+
+
+# --- entry point ----------------------------------------------------------------------
+
+def _scrub_environment_if_setid() -> None:
+    """Under set-id, a caller's TSS2_* variables must never reach libtss2 (TSS2_LOGFILE
+    is a file write as the tss group). The launcher already clears the environment;
+    this is the second line."""
+    if os.getresuid()[0] != os.geteuid() or os.getresgid()[0] != os.getegid():
+        for name in [k for k in os.environ if k.startswith("TSS2_")]:
+            del os.environ[name]
+
+
+def _emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PATH) -> int:
+    """Run `pinutil` with `argv` (the arguments after the program name; default
+    `sys.argv[1:]`) and return the exit code. `policy_path` is the policy used when
+    `--policy` is not given (a build-time setting of the launcher, not the caller's)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else ExitCode.USAGE
+    if args.machine:
+        args.json = args.stdin = True
+    command = args.command
+    as_json = args.json or command == "test"
+    result: dict = {"command": command, "user": getattr(args, "user", None)}
+    prompter: StdinPrompter | TtyPrompter = StdinPrompter() if args.stdin else TtyPrompter()
+    try:
+        _scrub_environment_if_setid()
+        caller = users.current_caller()
+        if args.policy is not None:
+            users.may_choose_policy(caller)
+        if command == "master-key":
+            users.may_manage_master_key(caller)
+        path = args.policy if args.policy is not None else policy_path
+        ctx = Context(args=args, caller=caller, policy=load_policy(path),
+                      policy_path=path, prompter=prompter, verbose=args.verbose)
+        if hasattr(args, "user"):
+            ctx.target = users.resolve_target(args.user, caller)
+            result["user"] = ctx.target.name
+        fields = args.handler(ctx)
+        message = fields.pop("message", None)
+        result.update({"result": "success", **fields})
+        if as_json:
+            _emit_json(result)
+        elif message:
+            print(message)
+        return ExitCode.OK
+    except PinutilError as e:
+        token, code = classify(e)
+        message = _one_line(str(e))
+        if isinstance(e, WrongPin):
+            message += _attempts_text(e.attempts_left)
+        print(f"{PROG}: {message}", file=sys.stderr)
+        if as_json:
+            result.update({"result": token, "error": message})
+            if command == "test" or isinstance(e, (WrongPin, PinLocked)):
+                result["attempts_left"] = (e.attempts_left if isinstance(e, WrongPin)
+                                           else 0 if isinstance(e, PinLocked) else None)
+            _emit_json(result)
+        return code
+    except KeyboardInterrupt:
+        print(f"{PROG}: cancelled", file=sys.stderr)
+        if as_json:
+            result.update({"result": "cancelled", "error": "cancelled"})
+            _emit_json(result)
+        return ExitCode.CANCELLED
+    except Exception as e:  # a bug: say so on one line, details only with -v
+        print(f"{PROG}: internal error ({type(e).__name__}); run with -v for details",
+              file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        if as_json:
+            result.update({"result": "error", "error": f"internal error ({type(e).__name__})"})
+            _emit_json(result)
+        return ExitCode.ERROR
+    finally:
+        if isinstance(prompter, TtyPrompter):
+            prompter.close()
