@@ -21,19 +21,16 @@ must not break every login), sign (HMAC). Consequence, documented in the threat
 model: whoever can send commands to the TPM (root, the `tss` group) can derive every
 user's token.
 
-This module is on the PAM login path: it imports neither `tpm2_pytss` nor
-`cryptography` (the recovery file's crypto is imported lazily inside `recovery`).
+This module is on the PAM login path, so the token path imports only `pinutil.tpm`:
+not `tpm2_pytss`, not `cryptography`, not even `hashlib` (OpenSSL) or the recovery
+code, which the CLI-only operations import when called.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from pinutil import recovery
 from pinutil.errors import MasterKeyError, PinutilError
 from pinutil._tss import ffi, lib
 from pinutil.tpm import (RC_BAD_AUTH, RC_HANDLE, RC_NV_SPACE, Tpm, TpmCommandError,
@@ -53,8 +50,14 @@ MAX_USER_BYTES = 1024
 _PROBE = b"pinutil master-key probe"
 
 
+SECRET_SIZE = 32
+
+
 def software_token(secret: bytes, user: str) -> str:
     """The token computed without a TPM (recovery; the TPM must agree with this)."""
+    import hashlib
+    import hmac
+
     return hmac.new(secret, user.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
@@ -151,6 +154,9 @@ class MasterKey:
         if tr is None:
             return False
         try:
+            import hashlib
+            import hmac
+
             self._require_hmac_key(tr)
             expected = hmac.new(secret, _PROBE, hashlib.sha256).digest()
             return hmac.compare_digest(self._hmac(tr, _PROBE), expected)
@@ -161,8 +167,8 @@ class MasterKey:
         """Import `secret` as the persistent HMAC key. The secret crosses the bus only
         as the encrypted first parameter of TPM2_Create, in a session salted with the
         storage primary. Refuses if a key is present, unless `replace`."""
-        if len(secret) != recovery.SECRET_SIZE:
-            raise MasterKeyError(f"the master key must be {recovery.SECRET_SIZE} bytes")
+        if len(secret) != SECRET_SIZE:
+            raise MasterKeyError(f"the master key must be {SECRET_SIZE} bytes")
         old = self._open_persistent()
         try:
             if old is not None:
@@ -289,6 +295,10 @@ def init_master_key(tcti: str, sealed_path: str, confirm_phrase: Callable[[str],
     Refuses if a key is in the TPM or the file exists, unless `replace`. The file is
     written before the TPM is touched, so the TPM never holds a key without its
     recovery copy."""
+    import secrets
+
+    from pinutil import recovery
+
     with Tpm(tcti) as tpm:
         key = MasterKey(tpm)
         if not replace:
@@ -298,7 +308,7 @@ def init_master_key(tcti: str, sealed_path: str, confirm_phrase: Callable[[str],
             if os.path.lexists(sealed_path):
                 raise MasterKeyError(
                     f"{sealed_path} already exists (use --replace to replace it)")
-        secret = secrets.token_bytes(recovery.SECRET_SIZE)
+        secret = secrets.token_bytes(SECRET_SIZE)
         phrase = recovery.new_phrase()
         confirm_phrase(phrase)
         recovery.write_sealed_file(sealed_path, recovery.seal(secret, phrase))
@@ -317,6 +327,8 @@ def import_master_key(tcti: str, sealed_path: str, phrase: str) -> bool:
     first TPM command, so a wrong phrase or file changes nothing in the TPM. Returns
     False if the TPM already held this very key. Refuses to overwrite a different key
     (clear it first)."""
+    from pinutil import recovery
+
     secret = recovery.unseal(recovery.read_sealed_file(sealed_path), phrase)
     with Tpm(tcti) as tpm:
         key = MasterKey(tpm)
@@ -346,6 +358,8 @@ class MasterKeyStatus:
 def master_key_status(tcti: str, sealed_path: str) -> MasterKeyStatus:
     """The key's state in the TPM and on disk; TPM or file trouble is reported in the
     result, not raised, so one side can be inspected while the other is broken."""
+    from pinutil import recovery
+
     in_tpm: bool | None = None
     tpm_error = None
     try:
@@ -375,4 +389,6 @@ def clear_from_tpm(tcti: str) -> bool:
 
 def clear_from_disk(sealed_path: str) -> bool:
     """Delete the sealed recovery file; True if there was one."""
+    from pinutil import recovery
+
     return recovery.remove_sealed_file(sealed_path)
