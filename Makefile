@@ -1,0 +1,86 @@
+# pypam build. `make demo` and `make test` are the README's two commands: on a fresh
+# Debian 12 machine they install what they need (apt and pip), build, and run.
+#
+# `make build` wires everything to this source tree: build/pam_pypam.so loads modules
+# from ./modules and Python packages from . and .venv. `make install` builds a second
+# copy with the system paths and installs it (DESTDIR= for staging).
+
+SYS_PYTHON  := /usr/bin/python3
+VENV        := $(CURDIR)/.venv
+PY          := $(VENV)/bin/python
+PYVER       := $(shell $(SYS_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV_SITE   := $(VENV)/lib/python$(PYVER)/site-packages
+
+PREFIX      := /usr
+LIBDIR      := $(PREFIX)/lib/pypam
+SITE        := $(LIBDIR)/python
+MODULEDIR   := $(LIBDIR)/modules
+PAMDIR      := $(shell pkg-config --variable=securedir pam 2>/dev/null || echo /usr/lib/x86_64-linux-gnu/security)
+BINDIR      := $(PREFIX)/bin
+UDEVDIR     := $(PREFIX)/lib/udev/rules.d
+
+APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
+	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
+	libpam-python python3-pypamtest util-linux
+
+.PHONY: all deps apt venv build test demo bench install clean lint
+
+all: build
+
+deps: apt venv
+
+# Installs only what is missing, so a prepared machine does not need the network.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(SYS_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+build: venv
+	PYPAM_NATIVE_OUT=$(CURDIR)/build PYPAM_MODULE_DIR=$(CURDIR)/modules \
+	PYPAM_SEARCH_PATH=$(CURDIR):$(VENV_SITE) \
+	$(PY) setup.py -q build_ext --inplace --build-temp build/temp
+	gcc -O2 -Wall -Wextra -o build/pamhost tests/host/pamhost.c -lpam -lpthread
+
+test: deps build
+	$(VENV)/bin/pytest -q tests
+
+demo: deps build
+	$(PY) examples/demo.py
+
+bench: deps build
+	$(PY) bench/run.py
+
+lint: venv
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench
+
+install: venv
+	rm -rf build/install
+	PYPAM_NATIVE_OUT=$(CURDIR)/build/install PYPAM_MODULE_DIR=$(MODULEDIR) \
+	PYPAM_SEARCH_PATH=$(SITE) \
+	$(PY) setup.py -q build_ext --build-lib build/install/lib --build-temp build/install/temp
+	install -d $(DESTDIR)$(SITE) $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR)
+	$(PY) -m pip install -q --disable-pip-version-check --no-compile --upgrade \
+		--target $(DESTDIR)$(SITE) cffi cryptography
+	cp -r pypam pinutil $(DESTDIR)$(SITE)/
+	cp build/install/lib/pypam/_libpam*.py $(DESTDIR)$(SITE)/pypam/
+	cp build/install/lib/pinutil/_tss*.so $(DESTDIR)$(SITE)/pinutil/
+	find $(DESTDIR)$(SITE)/pypam $(DESTDIR)$(SITE)/pinutil -name '__pycache__' -prune -exec rm -rf {} +
+	install -m 0644 modules/tpm_pin.py modules/master_key.py $(DESTDIR)$(MODULEDIR)/
+	install -m 0644 build/install/pam_pypam.so $(DESTDIR)$(PAMDIR)/pam_pypam.so
+	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
+	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
+	install -m 2755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
+	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
+	else echo "warning: group tss missing: pinutil installed without setgid"; chmod 0755 $(DESTDIR)$(BINDIR)/pinutil; fi
+
+clean:
+	rm -rf build pypam/_libpam*.py pinutil/_tss*.so pinutil/_tss.c pinutil/_tss.o *.egg-info

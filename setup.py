@@ -1,0 +1,39 @@
+"""pypam: PAM modules in Python, and the TPM PIN / master-key modules built on it.
+
+`python setup.py build_ext` builds the cffi modules (pypam._libpam, pinutil._tss) and,
+when PYPAM_NATIVE_OUT is set, the native shim and launcher with the paths given in
+PYPAM_MODULE_DIR and PYPAM_SEARCH_PATH (the Makefile sets all three).
+"""
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim"))
+
+
+class BuildWithNative(build_ext):
+    def run(self):
+        super().run()
+        out = os.environ.get("PYPAM_NATIVE_OUT")
+        if out:
+            import build_native
+
+            search = [p for p in os.environ["PYPAM_SEARCH_PATH"].split(":") if p]
+            build_native.build(out, search + build_native.stdlib_paths(),
+                               os.environ["PYPAM_MODULE_DIR"])
+
+
+setup(
+    name="pypam",
+    version="0.1.0",
+    description="Linux PAM modules in Python; TPM 2.0 PIN login and master key",
+    packages=["pypam", "pinutil"],
+    package_data={"pinutil": ["bip39_english.txt"]},
+    python_requires=">=3.11",
+    install_requires=["cffi>=1.15", "cryptography>=44"],
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["pypam/_libpam_build.py:ffi", "pinutil/_tss_build.py:ffi"],
+    cmdclass={"build_ext": BuildWithNative},
+)

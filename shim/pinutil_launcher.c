@@ -1,0 +1,57 @@
+/* pinutil_launcher.c: the native `pinutil` executable, installed setgid `tss`.
+ *
+ * Linux ignores set-id bits on scripts, so this small program is what gets them. It
+ * trusts nothing the caller controls: the environment is cleared, fds 0-2 are made to
+ * exist (so a secret we write or a file we open can never land on a closed stdio fd),
+ * argv[0] is ignored (argc may even be 0), and Python starts with the fixed, isolated
+ * configuration of embed.c before running `python -m pinutil` equivalent.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "embed.h"
+
+enum { EXIT_LAUNCH_FAILED = 70 }; /* EX_SOFTWARE: nothing ran */
+
+static int ensure_stdio_open(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (nfd != fd) /* open returns the lowest free fd, which is this one */
+            return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char err[256];
+
+    if (ensure_stdio_open() != 0)
+        return EXIT_LAUNCH_FAILED;
+    if (clearenv() != 0)
+        return EXIT_LAUNCH_FAILED;
+    /* A fixed, minimal environment for any child the CLI may start. */
+    if (setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1) != 0)
+        return EXIT_LAUNCH_FAILED;
+    umask(077);
+
+    /* argv[0] is the caller's to choose: skip it, and cope with argc == 0. */
+    int nargs = argc > 0 ? argc - 1 : 0;
+    char *const *args = argc > 0 ? argv + 1 : NULL;
+    if (pypam_embed_init(nargs, args, "pinutil", err, sizeof err) != 0) {
+        dprintf(2, "pinutil: cannot start Python: %s\n", err);
+        return EXIT_LAUNCH_FAILED;
+    }
+    /* Runs pinutil/__main__.py, turns SystemExit into the exit status, flushes. */
+    return Py_RunMain();
+}
