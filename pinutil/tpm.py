@@ -324,6 +324,10 @@ class Tpm:
         """
         return self._start_session(primary, session_type, attributes)
 
+    def policy_session(self, salt_key: int = ESYS_TR_NONE) -> int:
+        """Policy session (continueSession), salted by `salt_key` unless it is ESYS_TR_NONE."""
+        return self._start_session(salt_key, lib.TPM2_SE_POLICY, SESSION_CONTINUE)
+
     def trial_session(self) -> int:
         """Unsalted trial policy session, to compute a policy digest."""
         return self._start_session(ESYS_TR_NONE, lib.TPM2_SE_TRIAL, SESSION_CONTINUE)

@@ -1,0 +1,358 @@
+"""A user's PIN as a TPM2 PIN_FAIL NV index, compatible with pinpam (the Rust original).
+
+Layout (one index per user, handle nv_base + uid in the owner range):
+  type PIN_FAIL, attributes AUTHREAD|OWNERREAD|POLICYWRITE|NO_DA (never ORDERLY: after
+  an unclean stop an ORDERLY index can lose WRITTEN and its counter), nameAlg SHA256,
+  dataSize 8 = pinCount||pinLimit (big-endian uint32), authValue = the PIN,
+  authPolicy = PolicyCommandCode(NV_Write); PolicyAuthValue; PolicyNvWritten(NO).
+The policy allows exactly one write ({0, limit} at enrolment); after it the TPM alone
+counts failures and refuses every PIN at the limit. The only way back is delete and
+define again.
+
+The PIN is verified by NV_Read(authHandle = the index) with the PIN as authValue: the
+TPM counts a failure (BAD_AUTH) or resets the counter on success. Nothing here ever
+resends a PIN after an error: a resent PIN spends another attempt.
+
+Importing this module loads only the stdlib and our cffi binding (no tpm2_pytss, no
+cryptography): it is on the PAM login path.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pinutil import errors
+from pinutil._tss import lib
+from pinutil.tpm import (
+    ESYS_TR_NONE,
+    ESYS_TR_PASSWORD,
+    ESYS_TR_RH_OWNER,
+    RC_AUTH_UNAVAILABLE,
+    RC_BAD_AUTH,
+    RC_HANDLE,
+    RC_NV_DEFINED,
+    RC_NV_SPACE,
+    SESSION_CONTINUE,
+    SESSION_DECRYPT,
+    SESSION_ENCRYPT,
+    NvPublic,
+    Tpm,
+    TpmCommandError,
+)
+
+OWNER_NV_FIRST = 0x01000000
+OWNER_NV_LAST = 0x013FFFFF
+
+PIN_INDEX_ATTRIBUTES = (
+    (lib.TPM2_NT_PIN_FAIL << lib.TPMA_NV_TPM2_NT_SHIFT)
+    | lib.TPMA_NV_AUTHREAD | lib.TPMA_NV_OWNERREAD | lib.TPMA_NV_POLICYWRITE | lib.TPMA_NV_NO_DA
+)
+PIN_DATA_SIZE = 8
+# PolicyCommandCode(NV_Write) ; PolicyAuthValue ; PolicyNvWritten(NO), SHA256.
+# tests/test_pin_index.py recomputes it with a trial session on a TPM.
+PIN_WRITE_POLICY = bytes.fromhex("d2e9f9d6553c12ae498291dc41b9c35151e37f7fdba75876ac42a7beafbe5d9b")
+# TPM2B_AUTH of an index is limited to the digest size of its nameAlg.
+MAX_PIN_BYTES = 32
+MAX_PIN_LIMIT = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class PinStatus:
+    """What the TPM says about a user's PIN, read without spending an attempt.
+
+    `detail` explains a non-obvious state (e.g. a half-finished enrolment).
+    """
+
+    enrolled: bool
+    failures: int
+    limit: int
+    locked: bool
+    attempts_left: int
+    detail: str = ""
+
+
+NOT_ENROLLED = PinStatus(enrolled=False, failures=0, limit=0, locked=False, attempts_left=0)
+
+
+def _validate_pin(pin: bytes) -> None:
+    # The policy module validates content; this guards what the TPM itself requires.
+    if not isinstance(pin, bytes):
+        raise errors.InvalidPin("the PIN must be bytes")
+    if not pin:
+        raise errors.InvalidPin("the PIN is empty")
+    if len(pin) > MAX_PIN_BYTES:
+        raise errors.InvalidPin(f"the PIN is longer than {MAX_PIN_BYTES} bytes")
+    if b"\0" in pin:
+        # The TPM strips trailing zero bytes of an authValue: "12\0" would equal "12".
+        raise errors.InvalidPin("the PIN contains a NUL byte")
+
+
+def _validate_limit(limit: int) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PIN_LIMIT:
+        # pinLimit 0 makes the index unusable from the start.
+        raise errors.PinutilError(f"the PIN failure limit must be 1..{MAX_PIN_LIMIT}")
+
+
+class PinIndex:
+    """The PIN_FAIL NV index at `handle` on an open `Tpm`."""
+
+    def __init__(self, tpm: Tpm, handle: int) -> None:
+        if not OWNER_NV_FIRST <= handle <= OWNER_NV_LAST:
+            raise errors.PinutilError(
+                f"NV handle 0x{handle:x} is outside the owner range "
+                f"0x{OWNER_NV_FIRST:08x}-0x{OWNER_NV_LAST:08x}")
+        self.tpm = tpm
+        self.handle = handle
+
+    @staticmethod
+    def handle_for(uid: int, nv_base: int) -> int:
+        """pinpam's handle for a user: nv_base + uid, which must stay in the owner range."""
+        if not OWNER_NV_FIRST <= nv_base <= OWNER_NV_LAST:
+            raise errors.PinutilError(f"nv_base 0x{nv_base:x} is outside the owner NV range")
+        if uid < 0 or nv_base + uid > OWNER_NV_LAST:
+            raise errors.PinutilError(
+                f"uid {uid} does not fit the TPM NV range (nv_base 0x{nv_base:08x} + uid must be "
+                f"<= 0x{OWNER_NV_LAST:08x}); PIN login is not available for this user")
+        return nv_base + uid
+
+    def expected_public(self, written: bool) -> NvPublic:
+        """The exact public area of our PIN index at this handle."""
+        attrs = PIN_INDEX_ATTRIBUTES | (lib.TPMA_NV_WRITTEN if written else 0)
+        return NvPublic(self.handle, lib.TPM2_ALG_SHA256, attrs, PIN_WRITE_POLICY, PIN_DATA_SIZE)
+
+    # ---- reading without spending an attempt
+    def status(self) -> PinStatus:
+        """Counter and limit, read as owner (OWNERREAD). Never sends a PIN.
+
+        Not defined -> enrolled=False. Defined but never written (a half-finished setup)
+        -> enrolled=False with `detail` saying so. Not a PIN index -> NotEnrolled.
+        """
+        nv = self._open()
+        if nv is None:
+            return NOT_ENROLLED
+        try:
+            if not self._is_enrolled_pin_index(nv):
+                return PinStatus(
+                    enrolled=False, failures=0, limit=0, locked=False, attempts_left=0,
+                    detail=f"PIN index 0x{self.handle:08x} is defined but was never written "
+                           "(a half-finished setup): delete it and enrol again")
+            failures, limit = self._read_counter(nv)
+        finally:
+            self._forget(nv)
+        return PinStatus(
+            enrolled=True, failures=failures, limit=limit, locked=failures >= limit,
+            attempts_left=max(limit - failures, 0))
+
+    # ---- the PIN check
+    def check(self, pin: bytes, salted: bool = True) -> None:
+        """Verify `pin` with the TPM; return on success, raise otherwise.
+
+        WrongPin(attempts_left) / PinLocked / NotEnrolled / TpmUnavailable / InvalidPin.
+        The index's public area is verified before the PIN is sent; a PIN is sent at
+        most once. salted=False uses a password session: the PIN crosses the TPM bus
+        in clear.
+        """
+        _validate_pin(pin)
+        nv = self._open()
+        if nv is None:
+            raise errors.NotEnrolled(f"no PIN index at 0x{self.handle:08x}")
+        try:
+            if not self._is_enrolled_pin_index(nv):
+                raise errors.NotEnrolled(
+                    f"PIN index 0x{self.handle:08x} was never written (a half-finished setup)")
+            self._send_pin(nv, pin, salted)
+        finally:
+            self._forget(nv)
+
+    def _send_pin(self, nv: int, pin: bytes, salted: bool) -> None:
+        tpm = self.tpm
+        tpm.set_auth(nv, pin)
+        session = ESYS_TR_PASSWORD
+        if salted:
+            # ENCRYPT hides the counter in the response; NV_Read's first command
+            # parameter is not a sized buffer, so DECRYPT is not allowed. No
+            # continueSession: the TPM flushes the session when the read succeeds.
+            session = self._salted(SESSION_ENCRYPT)
+        try:
+            tpm.nv_read(nv, nv, PIN_DATA_SIZE, session=session)
+        except TpmCommandError as e:
+            if session != ESYS_TR_PASSWORD:
+                tpm.flush_quietly(session)  # a failed command leaves the session loaded
+            if e.code == RC_BAD_AUTH:
+                raise errors.WrongPin(self._attempts_left_after_failure(nv)) from None
+            if e.code == RC_AUTH_UNAVAILABLE:
+                # The index is WRITTEN (checked above), so this is pinCount >= pinLimit.
+                raise errors.PinLocked(
+                    "too many wrong PINs: the PIN is locked; set a new one to unlock") from None
+            raise
+        except errors.TpmUnavailable:
+            # Transport failure: the PIN may or may not have been counted. Never resend.
+            raise
+
+    def _attempts_left_after_failure(self, nv: int) -> int:
+        """Attempts left after a counted failure; -1 if the counter cannot be read."""
+        try:
+            failures, limit = self._read_counter(nv)
+        except errors.TpmUnavailable:
+            return -1
+        return max(limit - failures, 0)
+
+    # ---- enrolment
+    def define(self, pin: bytes, limit: int, salted: bool = True) -> None:
+        """Create the index with `pin` as its auth and write {0, limit} once.
+
+        AlreadyEnrolled if the handle is taken; TpmUnsupported without
+        PolicyNvWritten. If the write fails the index is undefined again.
+        """
+        _validate_pin(pin)
+        _validate_limit(limit)
+        self._require_policy_nv_written()
+        tpm = self.tpm
+        hmac_session = ESYS_TR_PASSWORD
+        policy_session = ESYS_TR_NONE
+        try:
+            if salted:
+                primary = tpm.storage_primary()
+                try:
+                    # DECRYPT: NV_DefineSpace's first parameter is the new authValue (the PIN).
+                    hmac_session = tpm.salted_session(primary, SESSION_DECRYPT | SESSION_CONTINUE)
+                    # The write's PolicyAuthValue HMAC is keyed with the PIN: salt it too.
+                    policy_session = tpm.policy_session(primary)
+                finally:
+                    tpm.flush_quietly(primary)
+            else:
+                policy_session = tpm.policy_session()
+            nv = self._define_space(pin, hmac_session)
+            try:
+                tpm.policy_command_code(policy_session, lib.TPM2_CC_NV_Write)
+                tpm.policy_auth_value(policy_session)
+                tpm.policy_nv_written(policy_session, False)
+                tpm.set_auth(nv, pin)
+                tpm.nv_write(nv, nv, struct.pack(">II", 0, limit), session=policy_session)
+            except BaseException:
+                self._undefine_after_failed_write(nv)
+                raise
+            self._forget(nv)
+        finally:
+            for session in (hmac_session, policy_session):
+                if session not in (ESYS_TR_PASSWORD, ESYS_TR_NONE):
+                    tpm.flush_quietly(session)
+
+    def _define_space(self, pin: bytes, session: int) -> int:
+        try:
+            return self.tpm.nv_define_space(self.expected_public(written=False), pin, session)
+        except TpmCommandError as e:
+            if e.code == RC_NV_DEFINED:
+                raise errors.AlreadyEnrolled(
+                    f"NV index 0x{self.handle:08x} already exists") from None
+            if e.code == RC_NV_SPACE:
+                raise errors.PinutilError("the TPM has no NV space left for a PIN index") from None
+            raise
+
+    def _undefine_after_failed_write(self, nv: int) -> None:
+        try:
+            self.tpm.nv_undefine_space(nv)
+        except errors.TpmUnavailable:
+            # Left behind unwritten: status() reports it, check() refuses it.
+            pass
+
+    def _require_policy_nv_written(self) -> None:
+        if not self.tpm.get_command_supported(lib.TPM2_CC_PolicyNvWritten):
+            raise errors.TpmUnsupported(
+                "this TPM lacks TPM2_PolicyNvWritten, which the PIN index needs "
+                "(known on some firmware TPMs, cf. pinpam issue #20)")
+
+    # ---- removal
+    def delete(self) -> None:
+        """Owner NV_UndefineSpace of our PIN index (written or half-finished).
+
+        NotEnrolled if nothing is defined there, or if the index there is not a PIN
+        index (another application's data is never deleted).
+        """
+        nv = self._open()
+        if nv is None:
+            raise errors.NotEnrolled(f"no PIN index at 0x{self.handle:08x}")
+        try:
+            name = self.tpm.get_name(nv)
+            ours = {self.expected_public(written=w).name() for w in (True, False)}
+            if name not in ours:
+                raise errors.NotEnrolled(self._foreign_index_message(nv))
+            self.tpm.nv_undefine_space(nv)
+        except BaseException:
+            self._forget(nv)
+            raise
+
+    def replace(self, new_pin: bytes, limit: int, salted: bool = True) -> None:
+        """delete() then define(): the counter cannot be rewritten by design.
+
+        Everything that can be checked without the TPM changing state is checked
+        before the old index is deleted. Callers verify the old PIN first.
+        """
+        _validate_pin(new_pin)
+        _validate_limit(limit)
+        self._require_policy_nv_written()
+        self.delete()
+        self.define(new_pin, limit, salted=salted)
+
+    # ---- helpers
+    def _open(self) -> int | None:
+        """ESYS_TR of the index, or None if nothing is defined at the handle."""
+        try:
+            return self.tpm.tr_from_handle(self.handle)
+        except TpmCommandError as e:
+            if e.code == RC_HANDLE:
+                return None
+            raise
+
+    def _forget(self, nv: int) -> None:
+        try:
+            self.tpm.close_tr(nv)
+        except errors.TpmUnavailable:
+            pass
+
+    def _is_enrolled_pin_index(self, nv: int) -> bool:
+        """True for our exact WRITTEN layout, False for our unwritten layout.
+
+        Compares the Name (a hash over the whole public area) with the Name of the
+        expected public area: no extra TPM command on the login path. Anything else
+        at the handle raises NotEnrolled, before any PIN is sent.
+        """
+        name = self.tpm.get_name(nv)
+        if name == self.expected_public(written=True).name():
+            return True
+        if name == self.expected_public(written=False).name():
+            return False
+        raise errors.NotEnrolled(self._foreign_index_message(nv))
+
+    def _foreign_index_message(self, nv: int) -> str:
+        try:
+            pub = self.tpm.nv_read_public(nv)
+        except errors.TpmUnavailable:
+            return f"NV index 0x{self.handle:08x} is not a PIN index"
+        problems = []
+        if pub.nv_type != lib.TPM2_NT_PIN_FAIL:
+            problems.append(f"type {pub.nv_type} instead of PIN_FAIL")
+        if pub.attributes & ~lib.TPMA_NV_WRITTEN != PIN_INDEX_ATTRIBUTES:
+            problems.append(f"attributes 0x{pub.attributes:08x}")
+        if pub.name_alg != lib.TPM2_ALG_SHA256:
+            problems.append(f"nameAlg 0x{pub.name_alg:x}")
+        if pub.auth_policy != PIN_WRITE_POLICY:
+            problems.append("a different write policy")
+        if pub.data_size != PIN_DATA_SIZE:
+            problems.append(f"size {pub.data_size}")
+        detail = ", ".join(problems) or "an unexpected public area"
+        return f"NV index 0x{self.handle:08x} is not a PIN index ({detail}); refusing to use it"
+
+    def _salted(self, attributes: int) -> int:
+        primary = self.tpm.storage_primary()
+        try:
+            return self.tpm.salted_session(primary, attributes)
+        finally:
+            self.tpm.flush_quietly(primary)
+
+    def _read_counter(self, nv: int) -> tuple[int, int]:
+        data = self.tpm.nv_read(ESYS_TR_RH_OWNER, nv, PIN_DATA_SIZE)
+        if len(data) != PIN_DATA_SIZE:
+            raise errors.TpmUnavailable("the TPM returned a malformed PIN counter")
+        failures, limit = struct.unpack(">II", data)
+        return failures, limit
