@@ -389,24 +389,33 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(ExitCode.USAGE)
 
 
+def _add_options(parser: argparse.ArgumentParser, on_command: bool) -> None:
+    """The global options; also accepted after the command (`pinutil status --json`).
+    On a command parser they default to SUPPRESS so they never reset a value given
+    before the command."""
+    extra = {"default": argparse.SUPPRESS} if on_command else {}
+    flag = {"action": "store_true", **extra}
+    parser.add_argument("--policy", metavar="PATH", **extra,
+                        help=f"policy file (root only; default {DEFAULT_POLICY_PATH})")
+    parser.add_argument("--json", **flag, help="print one JSON object on stdout")
+    parser.add_argument("--stdin", **flag,
+                        help="read PINs from standard input, one per line")
+    parser.add_argument("--yes", "-y", **flag,
+                        help="do not ask for confirmation (root delete)")
+    parser.add_argument("-v", "--verbose", **flag, help="diagnostics on stderr")
+    parser.add_argument("-m", "--machine", **flag,
+                        help="pinpam's machine mode: --json --stdin")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Manage TPM-backed login PINs.",
                      allow_abbrev=False)
-    parser.add_argument("--policy", metavar="PATH",
-                        help=f"policy file (root only; default {DEFAULT_POLICY_PATH})")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object on stdout")
-    parser.add_argument("--stdin", action="store_true",
-                        help="read PINs from standard input, one per line")
-    parser.add_argument("--yes", "-y", action="store_true",
-                        help="do not ask for confirmation (root delete)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="diagnostics on stderr")
-    parser.add_argument("-m", "--machine", action="store_true",
-                        help="pinpam's machine mode: --json --stdin")
+    _add_options(parser, on_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (handler, help_text) in _PIN_COMMANDS.items():
         p = sub.add_parser(name, help=help_text, allow_abbrev=False)
+        _add_options(p, on_command=True)
         p.add_argument("user", nargs="?", metavar="USER",
                        help="user name or uid (default: you)")
         p.set_defaults(handler=handler)
