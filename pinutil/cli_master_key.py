@@ -1,0 +1,198 @@
+"""`pinutil master-key ...`: the master key's commands (root only).
+
+    pinutil master-key init [--replace]
+    pinutil master-key import [--file PATH]          (--stdin: phrase on stdin)
+    pinutil master-key get-user-token USER
+    pinutil master-key status [--json]
+    pinutil master-key clear-from-tpm                 (asks y/N; --yes skips)
+    pinutil master-key clear-from-disk                (asks y/N; --yes skips)
+
+`pinutil.cli` checks that the caller is root (real uid 0) before any handler runs,
+so before any TPM command. Each handler is thin: arguments -> one call into
+`pinutil.master_key` -> the JSON fields of the result ("message" is the human line).
+
+The recovery phrase never appears in argv. `init` shows it on /dev/tty (not stdout,
+which may be a log), clears the screen, and asks for it back; with `--yes` it is
+printed on stdout and not checked (for scripted installs that store it themselves).
+`import` reads it from /dev/tty with echo off, or from stdin with `--stdin`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+
+from pinutil import master_key
+from pinutil.errors import PinutilError
+
+_CLEAR_SCREEN = b"\033[H\033[2J\033[3J"  # home, clear screen, clear scrollback
+_PHRASE_TRIES = 2
+
+
+def _cancelled(message: str) -> PinutilError:
+    """pinutil.cli's Cancelled (exit code CANCELLED); imported late: cli imports us."""
+    from pinutil.cli import Cancelled
+
+    return Cancelled(message)
+
+
+def _confirm(ctx, question: str) -> None:
+    if ctx.args.yes:
+        return
+    if not ctx.prompter.confirm(question):
+        raise _cancelled("nothing changed")
+
+
+# --- init ------------------------------------------------------------------------------
+
+def _tty_show_and_check(ctx):
+    """The `confirm_phrase` callback of an interactive init: show the phrase once on
+    the terminal, wipe it from the screen, and have it typed back."""
+    def confirm_phrase(phrase: str) -> None:
+        try:
+            tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            raise _cancelled("no terminal to show the recovery phrase on "
+                             "(use --yes to print it on stdout)") from None
+        try:
+            words = phrase.split()
+            lines = [f"{i + 1:2}. {w:<10}" + ("\n" if i % 4 == 3 else "")
+                     for i, w in enumerate(words)]
+            os.write(tty, (
+                "\nYour master-key RECOVERY PHRASE (24 words). Write it down and keep it\n"
+                "safe: with the recovery file it restores every user's keyring token.\n"
+                "It is shown only this once.\n\n" + "".join(lines) +
+                "\nPress Enter when you have written it down.").encode())
+            os.read(tty, 4096)
+            os.write(tty, _CLEAR_SCREEN)
+        finally:
+            os.close(tty)
+        for attempt in range(_PHRASE_TRIES):
+            typed = ctx.prompter.secret("Type the recovery phrase back: ")
+            if " ".join(typed.lower().split()) == phrase:
+                return
+            print("pinutil: that is not the phrase", file=sys.stderr)
+        raise _cancelled("the recovery phrase was not confirmed; nothing was written")
+    return confirm_phrase
+
+
+def cmd_init(ctx) -> dict:
+    shown: list[str] = []
+
+    def print_phrase(phrase: str) -> None:
+        shown.append(phrase)
+
+    confirm = print_phrase if ctx.args.yes else _tty_show_and_check(ctx)
+    path = ctx.policy.master_key_file
+    master_key.init_master_key(ctx.policy.tcti, path, confirm_phrase=confirm,
+                               replace=ctx.args.replace)
+    fields = {"sealed_file": path, "tpm_handle": f"{master_key.MASTER_KEY_HANDLE:#x}"}
+    message = f"master key created: in the TPM at {fields['tpm_handle']}, recovery file {path}"
+    if shown:
+        # --yes: the caller asked for the phrase on stdout (and stores it themselves).
+        fields["recovery_phrase"] = shown[0]
+        message = f"{shown[0]}\n{message}" if not ctx.args.json else message
+    if ctx.args.replace:
+        message += ("\nEvery user's token has changed: keyrings keyed to the old tokens "
+                    "no longer open with it.")
+    return {**fields, "message": message}
+
+
+# --- the other commands --------------------------------------------------------------
+
+def cmd_import(ctx) -> dict:
+    path = ctx.args.file or ctx.policy.master_key_file
+    phrase = ctx.prompter.secret("Recovery phrase: ")
+    loaded = master_key.import_master_key(ctx.policy.tcti, path, phrase)
+    message = ("master key imported into the TPM" if loaded
+               else "the TPM already holds this master key; nothing changed")
+    return {"sealed_file": path, "loaded": loaded, "message": message}
+
+
+def cmd_get_user_token(ctx) -> dict:
+    token = master_key.user_token(ctx.policy.tcti, ctx.args.token_user)
+    return {"token_user": ctx.args.token_user, "token": token, "message": token}
+
+
+def cmd_status(ctx) -> dict:
+    st = master_key.master_key_status(ctx.policy.tcti, ctx.policy.master_key_file)
+    tpm_line = ({True: "present", False: "absent", None: f"unknown ({st.tpm_error})"}
+                [st.in_tpm])
+    if not st.file_present:
+        file_line = "absent"
+    elif st.file_error:
+        file_line = f"unusable ({st.file_error})"
+    else:
+        created = datetime.fromtimestamp(st.file_created_unix_ms / 1000, timezone.utc)
+        file_line = f"present, created {created:%Y-%m-%d %H:%M:%S} UTC"
+    message = (f"master key in TPM ({st.tpm_handle}): {tpm_line}\n"
+               f"recovery file {st.sealed_file}: {file_line}")
+    return {"in_tpm": st.in_tpm, "tpm_error": st.tpm_error, "tpm_handle": st.tpm_handle,
+            "sealed_file": st.sealed_file, "file_present": st.file_present,
+            "file_created_unix_ms": st.file_created_unix_ms, "file_error": st.file_error,
+            "message": message}
+
+
+def cmd_clear_from_tpm(ctx) -> dict:
+    _confirm(ctx, "Remove the master key from the TPM? Keyrings keyed to the tokens "
+                  "will not open until the recovery file is imported again. [y/N] ")
+    removed = master_key.clear_from_tpm(ctx.policy.tcti)
+    return {"removed": removed,
+            "message": "master key removed from the TPM" if removed
+            else "no master key in the TPM; nothing changed"}
+
+
+def cmd_clear_from_disk(ctx) -> dict:
+    path = ctx.policy.master_key_file
+    _confirm(ctx, f"Delete the recovery file {path}? Without it the master key cannot "
+                  "be recovered if the TPM is lost. [y/N] ")
+    removed = master_key.clear_from_disk(path)
+    return {"removed": removed, "sealed_file": path,
+            "message": f"recovery file {path} deleted" if removed
+            else f"no recovery file at {path}; nothing changed"}
+
+
+# --- parser ---------------------------------------------------------------------------
+
+def add_parser(subparsers) -> None:
+    """Register `master-key` and its subcommands on pinutil's subparsers."""
+    group = subparsers.add_parser(
+        "master-key", help="manage the TPM master key that derives keyring tokens (root)",
+        allow_abbrev=False)
+    sub = group.add_subparsers(dest="master_key_command", metavar="ACTION",
+                               parser_class=type(group))
+    sub.required = True
+
+    p = sub.add_parser("init", help="create the master key and its recovery phrase",
+                       allow_abbrev=False)
+    p.add_argument("--replace", action="store_true",
+                   help="replace an existing master key (every token changes)")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("import", help="load the recovery file into this TPM",
+                       allow_abbrev=False)
+    p.add_argument("--file", metavar="PATH",
+                   help="recovery file (default: the policy's master_key_file)")
+    p.add_argument("--stdin", action="store_true", default=argparse.SUPPRESS,
+                   help="read the recovery phrase from standard input")
+    p.set_defaults(handler=cmd_import)
+
+    p = sub.add_parser("get-user-token", help="print a user's token", allow_abbrev=False)
+    p.add_argument("token_user", metavar="USER", help="user name (as PAM_USER)")
+    p.set_defaults(handler=cmd_get_user_token)
+
+    p = sub.add_parser("status", help="show the key in the TPM and on disk",
+                       allow_abbrev=False)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print one JSON object")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("clear-from-tpm", help="evict the master key from the TPM",
+                       allow_abbrev=False)
+    p.set_defaults(handler=cmd_clear_from_tpm)
+
+    p = sub.add_parser("clear-from-disk", help="delete the recovery file",
+                       allow_abbrev=False)
+    p.set_defaults(handler=cmd_clear_from_disk)
+
