@@ -346,14 +346,20 @@ def cmd_status(ctx: Context) -> dict:
     users.may_status(ctx.caller, user)
     with ctx.pin_index(user) as index:
         st = index.status()
-    fields = {"enrolled": bool(st.enrolled), "failures": st.failures, "limit": st.limit,
-              "locked": bool(st.locked), "attempts_left": st.attempts_left}
+    # Without a PIN there is no counter: null, not a made-up 0.
+    known = bool(st.enrolled)
+    fields = {"enrolled": known, "failures": st.failures if known else None,
+              "limit": st.limit if known else None, "locked": bool(st.locked),
+              "attempts_left": st.attempts_left if known else None}
+    if getattr(st, "detail", ""):
+        fields["detail"] = _one_line(st.detail)
     if not st.enrolled:
-        message = f"{user.name}: no PIN enrolled"
+        message = f"{user.name}: no PIN enrolled" + (
+            f" ({fields['detail']})" if "detail" in fields else "")
     elif st.locked:
-        message = f"{user.name}: PIN locked ({st.failures} failures of {st.limit})"
+        message = f"{user.name}: PIN locked ({st.failures} of {st.limit} attempts failed)"
     else:
-        message = (f"{user.name}: PIN enrolled, {st.failures} failures of {st.limit}, "
+        message = (f"{user.name}: PIN enrolled, {st.failures} of {st.limit} attempts failed, "
                    f"{st.attempts_left} attempts left")
     return {**fields, "message": message}
 
