@@ -1,0 +1,93 @@
+"""pam_pypam module=master_key: hand keyring modules a TPM-derived token.
+
+    auth optional pam_pypam.so module=master_key [policy=/abs/path] [debug]
+
+`authenticate` asks the TPM for PAM_USER's token (HMAC-SHA256 of the user name under
+the master key, `pinutil.master_key`) and puts it in PAM_AUTHTOK, so the keyring
+module after it (pam_gnome_keyring, pam_kwallet5) is keyed to the token whichever
+login method succeeded, and never sees a PIN or a password.
+
+It returns PAM_IGNORE on every path: it must never change the authentication
+decision. When it cannot derive the token (no TPM access in this process, no master
+key, a bad policy), it logs why and leaves PAM_AUTHTOK as it was. The token is never
+logged. Place it after the "decide" substack (see examples/pam.d/README.md).
+
+Arguments: `policy=PATH` (absolute; default /etc/pinpam/policy, which gives `tcti`),
+`debug` (log successes too). Anything else is logged as a warning and ignored.
+"""
+from __future__ import annotations
+
+import syslog
+
+import pypam
+
+# pinutil is imported inside authenticate(): even a broken install (say, a missing
+# compiled TSS binding) must end in PAM_IGNORE, not in the framework's
+# PAM_SERVICE_ERR for a module that fails to import.
+
+
+class _BadArguments(Exception):
+    """The pam.d line is unusable; the message is for syslog."""
+
+
+def _shown(text: str) -> str:
+    """A user-supplied string made safe for one syslog line."""
+    return repr(text[:64] + ("..." if len(text) > 64 else ""))
+
+
+def _policy_path(pamh, args: list[str], default: str) -> str:
+    """The policy file from the arguments; warns about unknown ones."""
+    path = default
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if arg == "debug":
+            continue
+        if sep and key == "policy":
+            if not value.startswith("/"):
+                raise _BadArguments(f"policy= must be an absolute path, not {_shown(value)}")
+            path = value
+            continue
+        pamh.syslog(syslog.LOG_WARNING, f"unknown argument ignored: {_shown(arg)}")
+    return path
+
+
+def authenticate(pamh, flags: int, args: list[str]) -> int:
+    """Set PAM_AUTHTOK to PAM_USER's token; PAM_IGNORE always."""
+    user = None
+    try:
+        from pinutil.errors import PinutilError
+        from pinutil.master_key import user_token
+        from pinutil.policy import DEFAULT_POLICY_PATH, load_policy
+    except BaseException as e:  # noqa: BLE001
+        _log_failure(pamh, user, f"pinutil cannot be imported ({type(e).__name__})")
+        return pypam.PAM_IGNORE
+    try:
+        policy_path = _policy_path(pamh, args, DEFAULT_POLICY_PATH)
+        user = pamh.user
+        if not user:
+            pamh.syslog(syslog.LOG_NOTICE, "no PAM_USER yet; keyring token not set")
+            return pypam.PAM_IGNORE
+        token = user_token(load_policy(policy_path).tcti, user)
+        pamh.authtok = token
+        if pamh.debug:
+            pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {_shown(user)}")
+    except PinutilError as e:  # messages of the core never hold a secret
+        _log_failure(pamh, user, str(e))
+    except _BadArguments as e:
+        _log_failure(pamh, user, str(e))
+    except BaseException as e:  # noqa: BLE001 - nothing may change the decision
+        _log_failure(pamh, user, f"internal error ({type(e).__name__})")
+    return pypam.PAM_IGNORE
+
+
+def _log_failure(pamh, user: str | None, reason: str) -> None:
+    try:
+        who = _shown(user) if user else "the user"
+        pamh.syslog(syslog.LOG_WARNING, f"keyring token not set for {who}: {reason}")
+    except BaseException:  # noqa: BLE001 - a logging failure must not escape either
+        pass
+
+
+def setcred(pamh, flags: int, args: list[str]) -> int:
+    """Nothing to do: the token lives only in PAM_AUTHTOK."""
+    return pypam.PAM_IGNORE
