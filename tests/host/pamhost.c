@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -96,13 +95,25 @@ static long current_rss_kb(void)
 	return (long)(resident * (unsigned long)(page / 1024));
 }
 
+/*
+ * Peak RSS in KiB of this process image.  VmHWM, not getrusage: ru_maxrss
+ * survives exec, so a 30 MB Python parent would show up as our peak.
+ */
 static long peak_rss_kb(void)
 {
-	struct rusage ru;
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[256];
+	long kb = -1;
 
-	if (getrusage(RUSAGE_SELF, &ru) != 0)
+	if (f == NULL)
 		return -1;
-	return ru.ru_maxrss; /* KiB on Linux */
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+		kb = -1;
+	}
+	fclose(f);
+	return kb;
 }
 
 /* Number of open fds, so repeated transactions can be checked for fd leaks. */
