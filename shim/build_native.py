@@ -44,6 +44,28 @@ def stdlib_paths() -> list[str]:
     return [stdlib, os.path.join(stdlib, "lib-dynload")]
 
 
+DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
+
+
+def _check_policy_path(path: str) -> str:
+    # It is pasted into a Python string literal in the launcher.
+    if not os.path.isabs(path) or any(c in path for c in "'\"\\\n"):
+        raise SystemExit(f"policy path must be absolute, without quotes or backslashes: {path}")
+    return path
+
+
+def build_launcher(out_path: str, search_path: list[str], module_dir: str,
+                   policy_path: str = DEFAULT_POLICY_PATH) -> None:
+    """The pinutil launcher alone (tests build set-id copies with their own policy)."""
+    cflags, ldflags, _ = python_flags()
+    subprocess.run(
+        ["gcc", "-fPIE", "-pie", *HARDENING, *cflags, *defines(search_path, module_dir),
+         f'-DPINUTIL_POLICY_PATH="{_check_policy_path(policy_path)}"',
+         "-Wl,-z,relro", "-Wl,-z,now", "-o", out_path,
+         os.path.join(HERE, "pinutil_launcher.c"), os.path.join(HERE, "embed.c"), *ldflags],
+        check=True)
+
+
 def build(out_dir: str, search_path: list[str], module_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     cflags, ldflags, soname = python_flags()
@@ -57,11 +79,7 @@ def build(out_dir: str, search_path: list[str], module_dir: str) -> None:
          "-o", os.path.join(out_dir, "pam_pypam.so"),
          os.path.join(HERE, "pam_pypam.c"), embed, *ldflags, "-lpam", "-ldl", "-lpthread"],
         check=True)
-    subprocess.run(
-        ["gcc", "-fPIE", "-pie", *common, "-Wl,-z,relro", "-Wl,-z,now",
-         "-o", os.path.join(out_dir, "pinutil"),
-         os.path.join(HERE, "pinutil_launcher.c"), embed, *ldflags],
-        check=True)
+    build_launcher(os.path.join(out_dir, "pinutil"), search_path, module_dir)
 
 
 def main() -> None:

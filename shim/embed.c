@@ -76,7 +76,7 @@ static PyStatus set_search_path(PyConfig *config)
 }
 
 int pypam_embed_init(int argc, char *const *argv, const char *run_module,
-                     char *err, size_t errlen)
+                     const char *run_command, char *err, size_t errlen)
 {
     PyPreConfig pre;
     PyPreConfig_InitIsolatedConfig(&pre);
@@ -106,6 +106,8 @@ int pypam_embed_init(int argc, char *const *argv, const char *run_module,
         st = set_search_path(&config);
     if (!PyStatus_Exception(st) && run_module != NULL)
         st = PyConfig_SetBytesString(&config, &config.run_module, run_module);
+    if (!PyStatus_Exception(st) && run_command != NULL)
+        st = PyConfig_SetBytesString(&config, &config.run_command, run_command);
     if (!PyStatus_Exception(st)) {
         /* sys.argv[0] is a fixed name: nothing may be derived from the caller's argv[0]. */
         char *fixed[1] = {"pypam"};
@@ -116,7 +118,7 @@ int pypam_embed_init(int argc, char *const *argv, const char *run_module,
             if (all == NULL) {
                 st = PyStatus_NoMemory();
             } else {
-                all[0] = run_module ? (char *)run_module : fixed[0];
+                all[0] = fixed[0];
                 for (int i = 0; i < argc; i++)
                     all[i + 1] = argv[i];
                 n = argc + 1;

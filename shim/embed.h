@@ -11,10 +11,11 @@
 
 /* Fill the interpreter configuration every pypam binary uses: isolated, UTF-8 mode,
  * no signal handlers, no bytecode writing, no site import, and sys.path set to the
- * build-time list. `argv` (may be NULL) becomes sys.argv after a fixed program name.
+ * build-time list. `argv` (may be NULL) becomes sys.argv after a fixed program name;
+ * `run_module` / `run_command` (may be NULL) are for Py_RunMain.
  * Returns 0 on success; on failure writes a reason into `err` and returns -1. */
 int pypam_embed_init(int argc, char *const *argv, const char *run_module,
-                     char *err, size_t errlen);
+                     const char *run_command, char *err, size_t errlen);
 
 /* The major.minor this binary was compiled against, e.g. "3.11". */
 const char *pypam_embed_build_version(void);

@@ -101,7 +101,7 @@ static void start_interpreter(void)
         snprintf(start_error, sizeof start_error, "cannot make %s global", PYPAM_LIBPYTHON);
         return;
     }
-    if (pypam_embed_init(0, NULL, NULL, start_error, sizeof start_error) != 0)
+    if (pypam_embed_init(0, NULL, NULL, NULL, start_error, sizeof start_error) != 0)
         return;
     if (silence_stdio() != 0) {
         PyErr_Clear();

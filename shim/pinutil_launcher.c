@@ -4,7 +4,8 @@
  * trusts nothing the caller controls: the environment is cleared, fds 0-2 are made to
  * exist (so a secret we write or a file we open can never land on a closed stdio fd),
  * argv[0] is ignored (argc may even be 0), and Python starts with the fixed, isolated
- * configuration of embed.c before running `python -m pinutil` equivalent.
+ * configuration of embed.c before running the CLI. The default policy path is fixed
+ * at build time too (PINUTIL_POLICY_PATH): a caller cannot point it elsewhere.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,6 +18,15 @@
 #include <unistd.h>
 
 #include "embed.h"
+
+#ifndef PINUTIL_POLICY_PATH
+#error "PINUTIL_POLICY_PATH must be fixed at build time"
+#endif
+
+/* Checked by build_native.py: the path holds no quote or backslash. */
+static const char run_cli[] =
+    "import sys, pinutil.cli\n"
+    "sys.exit(pinutil.cli.main(sys.argv[1:], policy_path='" PINUTIL_POLICY_PATH "'))\n";
 
 enum { EXIT_LAUNCH_FAILED = 70 }; /* EX_SOFTWARE: nothing ran */
 
@@ -48,10 +58,10 @@ int main(int argc, char **argv)
     /* argv[0] is the caller's to choose: skip it, and cope with argc == 0. */
     int nargs = argc > 0 ? argc - 1 : 0;
     char *const *args = argc > 0 ? argv + 1 : NULL;
-    if (pypam_embed_init(nargs, args, "pinutil", err, sizeof err) != 0) {
+    if (pypam_embed_init(nargs, args, NULL, run_cli, err, sizeof err) != 0) {
         dprintf(2, "pinutil: cannot start Python: %s\n", err);
         return EXIT_LAUNCH_FAILED;
     }
-    /* Runs pinutil/__main__.py, turns SystemExit into the exit status, flushes. */
+    /* Runs the CLI, turns SystemExit into the exit status, flushes stdout. */
     return Py_RunMain();
 }
