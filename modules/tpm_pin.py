@@ -1,0 +1,126 @@
+"""tpm_pin: log in with a PIN that the TPM protects with its own failure counter.
+
+    auth sufficient pam_pypam.so module=tpm_pin [policy=PATH] [try_first_pass]
+                                 [use_first_pass] [backend=auto|direct|helper] [debug]
+
+A thin adapter: PAM in, a call into pinutil's core, a PAM code out. Every outcome is
+one row of OUTCOMES; any unexpected exception becomes PAM_SERVICE_ERR in pypam's
+dispatcher, so no error path can end in PAM_SUCCESS. See docs/pam_tpm_pin.md.
+"""
+import pwd
+import syslog
+
+import pypam
+from pinutil import errors
+from pinutil.login import choose_backend
+from pinutil.policy import DEFAULT_POLICY_PATH, load_policy
+from pinutil.users import User
+
+FLAG_ARGS = {"try_first_pass", "use_first_pass", "debug"}
+VALUE_ARGS = {"policy", "backend"}
+
+LOCKED_TEXT = "PIN locked (too many failures). Use your password."
+
+# Domain error -> (message for the user or None, syslog priority, PAM code).
+OUTCOMES = {
+    errors.NotEnrolled: (None, syslog.LOG_INFO, pypam.PAM_AUTHINFO_UNAVAIL),
+    errors.PinLocked: (LOCKED_TEXT, syslog.LOG_NOTICE, pypam.PAM_MAXTRIES),
+    errors.InvalidPin: ("Invalid PIN.", syslog.LOG_NOTICE, pypam.PAM_AUTH_ERR),
+    errors.UnknownUser: (None, syslog.LOG_NOTICE, pypam.PAM_USER_UNKNOWN),
+    errors.PolicyError: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
+    errors.TpmUnavailable: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
+    errors.TpmUnsupported: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
+    errors.PermissionDenied: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
+    errors.PinutilError: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
+}
+
+
+def _parse_args(pamh, args):
+    options = {"policy": None, "backend": "auto"}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in VALUE_ARGS:
+            options[key] = value
+        elif not sep and arg in FLAG_ARGS:
+            options[arg] = True
+        else:
+            pamh.syslog(syslog.LOG_WARNING, f"ignoring unknown argument {arg[:64]!r}")
+    return options
+
+
+def _prompt_text(status):
+    if status.failures == 0:
+        return "PIN: "
+    if status.attempts_left == 1:
+        return "PIN (last attempt): "
+    return f"PIN ({status.attempts_left} attempts left): "
+
+
+def _wrong_pin_text(left):
+    if left == 0:
+        return "Incorrect PIN. " + LOCKED_TEXT
+    if left == 1:
+        return "Incorrect PIN (1 attempt left)."
+    if left > 1:
+        return f"Incorrect PIN ({left} attempts left)."
+    return "Incorrect PIN."
+
+
+def _read_pin(pamh, options, policy, status):
+    """The PIN as bytes valid under the policy; raises InvalidPin before any TPM use."""
+    if options.get("use_first_pass") or options.get("try_first_pass"):
+        typed = pamh.authtok
+        if typed is not None:
+            try:
+                return policy.check_pin(typed)
+            except errors.InvalidPin:
+                # A password that is not a PIN must never spend a TPM attempt.
+                if options.get("use_first_pass"):
+                    raise
+        elif options.get("use_first_pass"):
+            raise errors.InvalidPin("no PIN was entered earlier in the stack")
+    return policy.check_pin(pamh.prompt(_prompt_text(status)))
+
+
+def _finish(pamh, error):
+    for kind, (text, priority, code) in OUTCOMES.items():
+        if isinstance(error, kind):
+            pamh.syslog(priority, f"{type(error).__name__}: {error}")
+            if text:
+                pamh.error(text)
+            return code
+    raise error
+
+
+def authenticate(pamh, flags, args):
+    options = _parse_args(pamh, args)
+    try:
+        policy_path = options["policy"] or DEFAULT_POLICY_PATH
+        policy = load_policy(policy_path)
+        backend = choose_backend(options["backend"], policy, options["policy"])
+        name = pamh.get_user()
+        try:
+            user = User(name, pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            raise errors.UnknownUser("unknown user") from None
+        if options.get("debug"):
+            pamh.syslog(syslog.LOG_DEBUG, f"backend {backend.name} for {name}")
+        status = backend.status(user)
+        if not status.enrolled:
+            raise errors.NotEnrolled("no PIN enrolled")
+        if status.locked:
+            raise errors.PinLocked("locked")
+        pin = _read_pin(pamh, options, policy, status)
+        backend.check(user, pin)
+    except errors.WrongPin as e:
+        pamh.syslog(syslog.LOG_NOTICE, f"wrong PIN for {pamh.user}")
+        pamh.error(_wrong_pin_text(e.attempts_left))
+        return pypam.PAM_AUTH_ERR
+    except errors.PinutilError as e:
+        return _finish(pamh, e)
+    pamh.syslog(syslog.LOG_INFO, f"PIN accepted for {name}")
+    return pypam.PAM_SUCCESS
+
+
+def setcred(pamh, flags, args):
+    return pypam.PAM_SUCCESS

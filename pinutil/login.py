@@ -1,0 +1,169 @@
+"""PIN login for a PAM module: read the status, check a PIN, in-process or via the helper.
+
+Two backends answer the same two questions (`status`, `check`) with the same domain
+errors, so the PAM adapter has one code path:
+
+- `DirectBackend` talks to the TPM in this process (fast; only for processes whose
+  environment is their own and that may open the TPM);
+- `HelperBackend` runs the set-gid `pinutil` launcher with an empty environment, the
+  PIN on stdin and a timeout (sudo/su, where the caller owns the environment, and
+  screen lockers running as the user, who may not open the TPM).
+
+`choose_backend("auto", ...)` picks between them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+
+from . import errors
+from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
+from .policy import Policy
+from .users import User
+
+BACKENDS = ("auto", "direct", "helper")
+_AT_SECURE = 23  # <elf.h>: the kernel's "this process is set-id" auxv entry
+_MAX_HELPER_OUTPUT = 64 * 1024
+
+
+def running_setid() -> bool:
+    """True when the kernel marked this process AT_SECURE (set-id or file caps)."""
+    try:
+        with open("/proc/self/auxv", "rb") as f:
+            auxv = f.read()
+    except OSError:
+        return True  # cannot tell: assume the worst
+    for i in range(0, len(auxv) - 15, 16):
+        key = int.from_bytes(auxv[i:i + 8], "little")
+        if key == _AT_SECURE:
+            return int.from_bytes(auxv[i + 8:i + 16], "little") != 0
+        if key == 0:
+            break
+    return os.getuid() != os.geteuid() or os.getgid() != os.getegid()
+
+
+def tpm_reachable(tcti: str) -> bool:
+    """Whether this process may open the TPM named by a device: or swtpm: TCTI."""
+    name, _, conf = tcti.partition(":")
+    if name == "device":
+        path = conf or "/dev/tpmrm0"
+    elif name == "swtpm":
+        path = dict(p.partition("=")[::2] for p in conf.split(",")).get("path", "")
+        if not path:
+            return True  # host/port form: nothing to check locally
+    else:
+        return True
+    return os.access(path, os.R_OK | os.W_OK, effective_ids=True)
+
+
+class DirectBackend:
+    """The TPM, opened in this process for each call."""
+
+    name = "direct"
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def _index(self, tpm, user: User) -> PinIndex:
+        return PinIndex(tpm, PinIndex.handle_for(user.uid, self.policy.nv_base))
+
+    def _open(self):
+        from .tpm import Tpm
+
+        return Tpm(self.policy.tcti, timeout_ms=int(self.policy.helper_timeout * 1000))
+
+    def status(self, user: User) -> PinStatus:
+        with self._open() as tpm:
+            return self._index(tpm, user).status()
+
+    def check(self, user: User, pin: bytes) -> None:
+        with self._open() as tpm:
+            self._index(tpm, user).check(pin, salted=self.policy.salted)
+
+
+@dataclass(frozen=True)
+class HelperReply:
+    exit_code: int
+    fields: dict
+
+
+class HelperBackend:
+    """`pinutil` in a child process: empty environment, PIN on stdin, bounded time."""
+
+    name = "helper"
+
+    def __init__(self, policy: Policy, policy_path: str | None = None) -> None:
+        self.policy = policy
+        # --policy is honoured by pinutil for root only; others get its built-in path.
+        self.policy_args = ["--policy", policy_path] if policy_path and os.getuid() == 0 else []
+
+    def _run(self, command: str, user: User, stdin: bytes) -> HelperReply:
+        argv = [self.policy.pinutil_path, *self.policy_args, "--json", "--stdin",
+                command, user.name]
+        try:
+            done = subprocess.run(argv, input=stdin, env={}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, close_fds=True, cwd="/",
+                                  timeout=self.policy.helper_timeout)
+        except subprocess.TimeoutExpired:
+            raise errors.TpmUnavailable(
+                f"pinutil did not answer within {self.policy.helper_timeout:g} s") from None
+        except OSError as e:
+            raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
+        try:
+            fields = json.loads(done.stdout[:_MAX_HELPER_OUTPUT].decode().splitlines()[-1])
+            if not isinstance(fields, dict):
+                raise ValueError
+        except (ValueError, IndexError, UnicodeDecodeError):
+            raise errors.TpmUnavailable(
+                f"pinutil gave no usable answer (exit {done.returncode})") from None
+        return HelperReply(done.returncode, fields)
+
+    def status(self, user: User) -> PinStatus:
+        reply = self._run("status", user, b"")
+        f = reply.fields
+        if reply.exit_code != 0 or f.get("result") != "success":
+            _raise_for(f.get("result"), f)
+        if not f.get("enrolled"):
+            return NOT_ENROLLED
+        return PinStatus(enrolled=True, failures=int(f["failures"]), limit=int(f["limit"]),
+                         locked=bool(f["locked"]), attempts_left=int(f["attempts_left"]))
+
+    def check(self, user: User, pin: bytes) -> None:
+        reply = self._run("test", user, pin + b"\n")
+        # Success needs BOTH the exit status and the JSON line: with SIGCHLD ignored by
+        # the host, a child's exit status reads as 0 whatever it was.
+        if reply.exit_code == 0 and reply.fields.get("result") == "success":
+            return
+        _raise_for(reply.fields.get("result"), reply.fields)
+
+
+def _raise_for(result: object, fields: dict) -> None:
+    """Turn a helper's JSON `result` into the domain error; unknown means unavailable."""
+    if result == "wrong_pin":
+        left = fields.get("attempts_left")
+        raise errors.WrongPin(left if isinstance(left, int) else -1)
+    if result == "locked":
+        raise errors.PinLocked("too many wrong PINs: the PIN is locked")
+    if result == "not_enrolled":
+        raise errors.NotEnrolled("no PIN enrolled")
+    if result == "invalid_pin":
+        raise errors.InvalidPin("the PIN does not match the policy")
+    if result == "unknown_user":
+        raise errors.UnknownUser("no such user")
+    if result == "permission_denied":
+        raise errors.PermissionDenied("pinutil refused this request")
+    raise errors.TpmUnavailable(f"pinutil answered {str(result)[:40]!r}")
+
+
+def choose_backend(mode: str, policy: Policy, policy_path: str | None = None):
+    """`direct`, `helper`, or for `auto` direct only when this process owns its
+    environment (not AT_SECURE: sudo/su must never feed their caller's TSS2_* variables
+    to libtss2) and may open the TPM."""
+    if mode not in BACKENDS:
+        raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
+    if mode == "direct" or (mode == "auto" and not running_setid()
+                            and tpm_reachable(policy.tcti)):
+        return DirectBackend(policy)
+    return HelperBackend(policy, policy_path)
