@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import ContextManager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAM_PYTHON_CANDIDATES = (
@@ -36,7 +36,7 @@ class Context:
     pam_python_so: str  # Debian's pam_python.so, or "" if not installed
 
 
-Setup = Callable[[Context], ContextManager[dict[str, str]]]
+Setup = Callable[[Context], AbstractContextManager[dict[str, str]]]
 
 
 @contextlib.contextmanager

@@ -25,11 +25,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.cases import CASES, ROOT, Case, Context, Skip, find_pam_python  # noqa: E402
-from bench.measure import (  # noqa: E402
-    ColdResult, Prepared, RepeatResult, measure_cold, measure_repeated, prepare,
+from bench.cases import CASES, ROOT, Case, Context, Skip, find_pam_python
+from bench.measure import (
+    ColdResult,
+    Prepared,
+    RepeatResult,
+    measure_cold,
+    measure_repeated,
+    prepare,
 )
-from tests.support.pamhost import build_host  # noqa: E402
+from tests.support.pamhost import build_host
 
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 OURS, PYTHON_REF, FLOOR = "pam_pypam", "pam_python", "pam_permit"

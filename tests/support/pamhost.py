@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -154,7 +154,7 @@ class PamService:
     def __str__(self) -> str:
         return self.path
 
-    def __enter__(self) -> PamService:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,7 +238,8 @@ def run_pam(
             stderr=subprocess.PIPE,
             env=_host_env(env),
             pass_fds=(answers_r, report_w),
-            preexec_fn=preexec,
+            # Our feeder/reader threads start only after the fork.
+            preexec_fn=preexec,  # noqa: PLW1509
             start_new_session=True,  # so a timeout can kill helpers too
         )
     except BaseException:
