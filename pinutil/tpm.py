@@ -208,7 +208,7 @@ class Tpm:
             lib.Tss2_TctiLdr_Finalize(self._tcti_pp)
             self._tcti_pp[0] = ffi.NULL
 
-    def __enter__(self) -> Tpm:
+    def __enter__(self) -> Tpm:  # noqa: PYI034 - typing.Self would import typing on the login path
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -7,9 +7,9 @@ import sys
 import threading
 
 import pytest
+from pinutil._tss import lib
 
 from pinutil import errors
-from pinutil._tss import lib
 from pinutil.pin_index import (
     NOT_ENROLLED,
     OWNER_NV_LAST,
@@ -329,9 +329,8 @@ def test_killed_tpm_then_restart_keeps_the_counter(swtpm):
 
 
 def test_check_on_absent_tpm_is_unavailable():
-    with pytest.raises(errors.TpmUnavailable):
-        with Tpm("swtpm:path=/tmp/pypam-no-such-tpm/sock") as t:
-            PinIndex(t, HANDLE).check(PIN)
+    with pytest.raises(errors.TpmUnavailable), Tpm("swtpm:path=/tmp/pypam-no-such-tpm/sock") as t:
+        PinIndex(t, HANDLE).check(PIN)
 
 
 def test_check_on_paused_tpm_finishes_after_resume_and_counts_once(swtpm):
@@ -375,9 +374,9 @@ def test_check_path_sends_few_commands(index, salted, commands):
 
 def test_import_does_not_load_tpm2_pytss_or_cryptography():
     code = (
-        "import sys; sys.path.insert(0, %r); import pinutil.pin_index; "
+        f"import sys; sys.path.insert(0, {ROOT!r}); import pinutil.pin_index; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('tpm2_pytss', 'cryptography', 'pypam')); print(bad)" % ROOT
+        "('tpm2_pytss', 'cryptography', 'pypam')); print(bad)"
     )
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, timeout=30, check=True)
     assert out.stdout.strip() == b"[]", out.stdout

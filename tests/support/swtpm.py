@@ -65,7 +65,7 @@ class Swtpm:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no Python locks touched
             close_fds=True,
         )
         deadline = time.monotonic() + _START_TIMEOUT_S
