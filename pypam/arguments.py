@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 
 class ArgumentError(Exception):
     """A pam.d line pam_pypam cannot accept (the message is for syslog)."""
 
 
-@dataclass(frozen=True)
 class ModuleArguments:
-    module: str
-    moduledir: str
-    args: list[str]
+    """What pam_pypam took from a pam.d line (a plain class: see conversation.py)."""
+
+    __slots__ = ("module", "moduledir", "args")
+
+    def __init__(self, module: str, moduledir: str, args: list[str]) -> None:
+        self.module = module
+        self.moduledir = moduledir
+        self.args = args
 
 
 def parse_arguments(argv: list[str], default_moduledir: str) -> ModuleArguments:

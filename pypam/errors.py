@@ -1,5 +1,5 @@
 """The one exception a module raises to return a specific PAM code."""
-from .constants import RESULT_LIMIT, Result
+from .constants import RESULT_LIMIT
 
 
 class PamError(Exception):
@@ -10,10 +10,10 @@ class PamError(Exception):
     """
 
     def __init__(self, code: int, message: str | None = None) -> None:
-        if type(code) is not int and not isinstance(code, Result):
+        if not isinstance(code, int) or isinstance(code, bool):
             raise TypeError("PamError code must be an int")
         if not 0 < int(code) < RESULT_LIMIT:
             raise ValueError(f"PamError code {code!r} is not a PAM failure code")
-        super().__init__(message or Result(code).name)
+        super().__init__(message or f"PAM error {int(code)}")
         self.code = int(code)
         self.message = message

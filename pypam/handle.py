@@ -6,25 +6,23 @@ except the module's own `data`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import handle_data
-from .constants import PAM_CONV_ERR, PAM_SUCCESS, Item, MessageStyle, PAM_MAX_NUM_MSG
+from .constants import (PAM_AUTHTOK, PAM_AUTHTOK_TYPE, PAM_CONV, PAM_CONV_ERR, PAM_ERROR_MSG,
+                        PAM_MAX_NUM_MSG, PAM_OLDAUTHTOK, PAM_RHOST, PAM_RUSER, PAM_SERVICE,
+                        PAM_SUCCESS, PAM_TEXT_INFO, PAM_TTY, PAM_USER, PAM_USER_PROMPT,
+                        PAM_XAUTHDATA, PAM_XDISPLAY)
 from .conversation import Message, Response
 from .env import PamEnv
 from .errors import PamError
 from .libpam import ffi, libc, pam
 from .text import decode, encode
 
-if TYPE_CHECKING:
-    import logging
-
 
 class _StringItem:
     """A string PAM item as a property; None means unset."""
 
-    def __init__(self, item: Item) -> None:
-        self.item = int(item)
+    def __init__(self, item: int) -> None:
+        self.item = item
 
     def __get__(self, pamh: PamHandle | None, owner=None):
         if pamh is None:
@@ -50,29 +48,29 @@ class _StringItem:
 class PamHandle:
     """One PAM transaction, seen from one pypam module."""
 
-    service = _StringItem(Item.PAM_SERVICE)
-    user = _StringItem(Item.PAM_USER)
-    user_prompt = _StringItem(Item.PAM_USER_PROMPT)
-    tty = _StringItem(Item.PAM_TTY)
-    rhost = _StringItem(Item.PAM_RHOST)
-    ruser = _StringItem(Item.PAM_RUSER)
-    authtok = _StringItem(Item.PAM_AUTHTOK)
-    oldauthtok = _StringItem(Item.PAM_OLDAUTHTOK)
-    xdisplay = _StringItem(Item.PAM_XDISPLAY)
-    authtok_type = _StringItem(Item.PAM_AUTHTOK_TYPE)
+    service = _StringItem(PAM_SERVICE)
+    user = _StringItem(PAM_USER)
+    user_prompt = _StringItem(PAM_USER_PROMPT)
+    tty = _StringItem(PAM_TTY)
+    rhost = _StringItem(PAM_RHOST)
+    ruser = _StringItem(PAM_RUSER)
+    authtok = _StringItem(PAM_AUTHTOK)
+    oldauthtok = _StringItem(PAM_OLDAUTHTOK)
+    xdisplay = _StringItem(PAM_XDISPLAY)
+    authtok_type = _StringItem(PAM_AUTHTOK_TYPE)
 
     def __init__(self, address: int, module: str, args: list[str] | None = None) -> None:
         self._h = ffi.cast("pam_handle_t *", address)
         self.module = module
         self._debug = "debug" in (args or ())
-        self._logger: logging.Logger | None = None
+        self._logger = None
 
     # -- items that are not plain strings -------------------------------------------
     @property
     def xauthdata(self) -> tuple[str, bytes] | None:
         """PAM_XAUTHDATA as (name, data), or None."""
         slot = ffi.new("const void **")
-        rc = pam.pam_get_item(self._h, int(Item.PAM_XAUTHDATA), slot)
+        rc = pam.pam_get_item(self._h, PAM_XAUTHDATA, slot)
         if rc != PAM_SUCCESS:
             raise PamError(rc)
         if slot[0] == ffi.NULL:
@@ -89,7 +87,7 @@ class PamHandle:
         xa = ffi.new("struct pam_xauth_data *", {
             "namelen": len(name), "name": c_name, "datalen": len(data), "data": c_data,
         })
-        rc = pam.pam_set_item(self._h, int(Item.PAM_XAUTHDATA), xa)
+        rc = pam.pam_set_item(self._h, PAM_XAUTHDATA, xa)
         libc.explicit_bzero(c_data, len(data))
         if rc != PAM_SUCCESS:
             raise PamError(rc)
@@ -108,7 +106,7 @@ class PamHandle:
     def get_authtok(self, prompt: str | None = None) -> str:
         """pam_get_authtok(PAM_AUTHTOK): the token, asking if unset (honours use_first_pass...)."""
         out = ffi.new("const char **")
-        rc = pam.pam_get_authtok(self._h, int(Item.PAM_AUTHTOK), out,
+        rc = pam.pam_get_authtok(self._h, PAM_AUTHTOK, out,
                                  ffi.NULL if prompt is None else encode(prompt))
         if rc != PAM_SUCCESS:
             raise PamError(rc)
@@ -137,7 +135,7 @@ class PamHandle:
         if not 0 < len(batch) <= PAM_MAX_NUM_MSG:
             raise ValueError(f"a conversation takes 1 to {PAM_MAX_NUM_MSG} messages")
         slot = ffi.new("const void **")
-        rc = pam.pam_get_item(self._h, int(Item.PAM_CONV), slot)
+        rc = pam.pam_get_item(self._h, PAM_CONV, slot)
         if rc != PAM_SUCCESS or slot[0] == ffi.NULL:
             raise PamError(PAM_CONV_ERR)
         conv = ffi.cast("struct pam_conv *", slot[0])
@@ -168,10 +166,10 @@ class PamHandle:
         return answer.resp
 
     def info(self, text: str) -> None:
-        self.conversation(Message(int(MessageStyle.PAM_TEXT_INFO), text))
+        self.conversation(Message(PAM_TEXT_INFO, text))
 
     def error(self, text: str) -> None:
-        self.conversation(Message(int(MessageStyle.PAM_ERROR_MSG), text))
+        self.conversation(Message(PAM_ERROR_MSG, text))
 
     # -- environment and data ---------------------------------------------------------
     @property
@@ -190,7 +188,7 @@ class PamHandle:
         pam.pam_syslog(self._h, priority, b"%s", ffi.new("char[]", line))
 
     @property
-    def logger(self) -> logging.Logger:
+    def logger(self) -> "logging.Logger":  # noqa: F821 - imported lazily
         """A logging.Logger writing to pam_syslog; DEBUG only with a `debug` argument."""
         if self._logger is None:
             from .log import make_logger

@@ -13,7 +13,7 @@ def _load_pam():
     try:
         _global.pam_get_item  # noqa: B018 - probing whether the symbol is global
         return _global
-    except (AttributeError, NotImplementedError):
+    except (AttributeError, NotImplementedError, ffi.error):
         return ffi.dlopen("libpam.so.0")
 
 

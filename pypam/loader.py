@@ -9,11 +9,10 @@ the code compiled from that same descriptor, so a swap between check and use is 
 from __future__ import annotations
 
 import os
-import re
 import stat
 import types
 
-MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_NAME_LENGTH = 64
 MAX_MODULE_BYTES = 1 << 20
 
 
@@ -88,7 +87,8 @@ def _read_vetted(name: str, directory: str) -> tuple[str, tuple, bytes | None]:
 
 def load_module(name: str, directory: str) -> types.ModuleType:
     """The module `name` from `directory`, executed once per file version."""
-    if not MODULE_NAME.fullmatch(name):
+    # [A-Za-z_][A-Za-z0-9_]*, checked without `re` (its import costs a login ~1.5 ms).
+    if not (name.isascii() and name.isidentifier() and len(name) <= MAX_NAME_LENGTH):
         raise ModuleLoadError(f"invalid module name {name!r}")
     path, identity, source = _read_vetted(name, directory)
     if source is None:
