@@ -1,0 +1,429 @@
+"""The master key against a real swtpm: tokens, restart, migration, refusals, CLI.
+
+Oracles that share no code with `pinutil.master_key`: the token is checked against
+`hmac` computed in software from the secret that `cryptography` (Argon2id + AES-GCM,
+written out in tests/test_recovery.py) recovers from the sealed file with the phrase;
+the TPM's persistent handles and the key's Name are read with tpm2-tools; a key put in
+place by tpm2-tools alone (as pinpam's would be) must give the same tokens.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from pinutil import master_key, recovery
+from pinutil.errors import MasterKeyError
+from pinutil.master_key import MASTER_KEY_HANDLE, MasterKey
+from pinutil.tpm import Tpm
+from tests.support.swtpm import Swtpm
+from tests.test_recovery import independent_seal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USERS = ["alice", "root", "zoë", "a" * 300]
+_SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+# `python -I` does not put the source tree on sys.path: the runner does.
+_MAIN_CODE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli import main; "
+    "sys.exit(main(sys.argv[3:], policy_path=sys.argv[2]))"
+)
+
+
+def software_token(secret: bytes, user: str) -> str:
+    return hmac.new(secret, user.encode(), hashlib.sha256).hexdigest()
+
+
+def recover_secret(path: str, phrase: str) -> bytes:
+    """The secret out of a sealed file, with cryptography directly (no pinutil)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    doc = json.loads(open(path, "rb").read())
+    key = Argon2id(salt=base64.b64decode(doc["salt_b64"]), length=32, iterations=3,
+                   lanes=1, memory_cost=32768).derive(phrase.encode())
+    return AESGCM(key).decrypt(base64.b64decode(doc["nonce_b64"]),
+                               base64.b64decode(doc["ciphertext_b64"]), None)
+
+
+class Setup:
+    """One swtpm, one policy file and a place for the recovery file."""
+
+    def __init__(self, swtpm: Swtpm, workdir: str) -> None:
+        self.swtpm = swtpm
+        self.workdir = workdir
+        self.sealed = os.path.join(workdir, "pinpam", "sealed_master_key")
+        self.policy = os.path.join(workdir, "policy")
+        with open(self.policy, "w") as f:
+            f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n")
+        os.chmod(self.policy, 0o644)
+
+    def cli(self, *args: str, stdin: str = "", as_nobody: bool = False,
+            policy: str | None = None) -> subprocess.CompletedProcess:
+        policy = policy or self.policy
+        if as_nobody:  # the policy only as main()'s default: --policy is root-only
+            cmd = [*_SETPRIV, sys.executable, "-I", "-c", _MAIN_CODE, ROOT, policy, *args]
+        else:
+            cmd = [sys.executable, "-I", "-c", _MAIN_CODE, ROOT, "/nonexistent",
+                   "--policy", policy, *args]
+        return subprocess.run(cmd, input=stdin.encode(), capture_output=True, cwd=ROOT,
+                              env={"PATH": "/usr/bin:/bin"}, timeout=120,
+                              start_new_session=True)
+
+    def init(self, *extra: str) -> str:
+        """`master-key init --yes`; returns the phrase printed on stdout."""
+        result = self.cli("--yes", "--json", "master-key", "init", *extra)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["recovery_phrase"]
+
+    def token(self, user: str) -> str:
+        result = self.cli("master-key", "get-user-token", user)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.decode().rstrip("\n")
+
+    # -- out of band (tpm2-tools) --------------------------------------------------
+    def persistent_handles(self) -> list[int]:
+        out = self.swtpm.tools("tpm2_getcap", "handles-persistent").stdout.decode()
+        return [int(line.strip().lstrip("- "), 16) for line in out.splitlines()
+                if line.strip()]
+
+    def key_name(self) -> bytes | None:
+        """The Name of the object at 0x81000081 (changes with the secret), or None."""
+        if MASTER_KEY_HANDLE not in self.persistent_handles():
+            return None
+        name_file = os.path.join(self.workdir, "name.bin")
+        self.swtpm.tools("tpm2_readpublic", "-c", hex(MASTER_KEY_HANDLE), "-n", name_file)
+        return open(name_file, "rb").read()
+
+    def tools_hmac(self, user: str) -> str:
+        return self.swtpm.tools("tpm2_hmac", "-c", hex(MASTER_KEY_HANDLE), "-g", "sha256",
+                                input=user.encode()).stdout.hex()
+
+
+@pytest.fixture
+def setup(swtpm):
+    workdir = tempfile.mkdtemp(prefix="pypam-mk-", dir="/tmp")
+    try:
+        yield Setup(swtpm, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def second_swtpm():
+    """A second, fresh TPM (another machine's) for migration tests."""
+    state_dir = tempfile.mkdtemp(prefix="pypam-tpm2-", dir="/tmp")
+    tpm = Swtpm(state_dir)
+    try:
+        tpm.start()
+        yield tpm
+    finally:
+        tpm.kill()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+def test_token_is_hmac_of_the_secret_recovered_from_the_file(setup):
+    assert setup.persistent_handles() == []
+    phrase = setup.init()
+    assert len(phrase.split()) == 24
+    secret = recover_secret(setup.sealed, phrase)
+    for user in USERS:
+        token = setup.token(user)
+        assert token == software_token(secret, user)
+        assert len(token) == 64 and token == token.lower()
+        assert setup.tools_hmac(user) == token  # tpm2-tools agrees
+    # exactly one persistent handle: no SRK kept in the TPM
+    assert setup.persistent_handles() == [MASTER_KEY_HANDLE]
+    st = os.stat(setup.sealed)
+    assert st.st_mode & 0o777 == 0o600 and st.st_uid == 0
+    assert os.stat(os.path.dirname(setup.sealed)).st_mode & 0o777 == 0o700
+
+
+def test_token_is_stable_across_a_tpm_restart(setup):
+    phrase = setup.init()
+    before = {user: setup.token(user) for user in USERS[:2]}
+    setup.swtpm.stop()
+    setup.swtpm.start()
+    after = {user: setup.token(user) for user in USERS[:2]}
+    assert after == before
+    assert after["alice"] == software_token(recover_secret(setup.sealed, phrase), "alice")
+
+
+def test_import_into_a_fresh_tpm_gives_the_same_tokens(setup, second_swtpm):
+    phrase = setup.init()
+    tokens = {user: setup.token(user) for user in USERS}
+    other = Setup(second_swtpm, setup.workdir)  # same recovery file, other TPM
+    other.policy = os.path.join(setup.workdir, "policy2")
+    with open(other.policy, "w") as f:
+        f.write(f"tcti = {second_swtpm.tcti}\nmaster_key_file = {setup.sealed}\n")
+    assert other.cli("master-key", "get-user-token", "alice").returncode != 0
+    result = other.cli("--stdin", "master-key", "import", stdin=phrase + "\n")
+    assert result.returncode == 0, result.stderr
+    assert {user: other.token(user) for user in USERS} == tokens
+    # importing again is a no-op, not an error
+    result = other.cli("--stdin", "master-key", "import", stdin=phrase + "\n")
+    assert result.returncode == 0 and b"already holds" in result.stdout
+
+
+def test_an_independently_sealed_file_imports(setup):
+    secret = secrets.token_bytes(32)
+    phrase = recovery.new_phrase()
+    os.makedirs(os.path.dirname(setup.sealed), mode=0o700)
+    with open(setup.sealed, "wb") as f:
+        f.write(independent_seal(secret, phrase))
+    os.chmod(setup.sealed, 0o600)
+    result = setup.cli("master-key", "import", "--stdin", stdin=phrase + "\n")
+    assert result.returncode == 0, result.stderr
+    assert setup.token("alice") == software_token(secret, "alice")
+
+
+def test_a_key_made_by_tpm2_tools_under_an_rsa_srk_gives_the_same_tokens(setup):
+    """pinpam's layout (RSA SRK at 0x81000080, HMAC key at 0x81000081, imported with
+    TPM2_Import), built with tpm2-tools only: our token path must work on a key we
+    did not create."""
+    secret = secrets.token_bytes(32)
+    # tpm2-tools run in the simulator's state dir, which the fixture removes
+    with open(os.path.join(setup.swtpm.state_dir, "secret.bin"), "wb") as f:
+        f.write(secret)
+    tools = setup.swtpm.tools
+    flush = ("tpm2_flushcontext", "-t")  # no resource manager: free object slots
+    tools("tpm2_createprimary", "-C", "o", "-G", "rsa", "-c", "srk.ctx")
+    tools("tpm2_evictcontrol", "-C", "o", "-c", "srk.ctx", "0x81000080")
+    tools(*flush)
+    tools("tpm2_import", "-C", "0x81000080", "-G", "hmac", "-i", "secret.bin",
+          "-u", "k.pub", "-r", "k.priv")
+    tools(*flush)
+    tools("tpm2_load", "-C", "0x81000080", "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx")
+    tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(MASTER_KEY_HANDLE))
+    tools(*flush)
+    with Tpm(setup.swtpm.tcti) as tpm:
+        key = MasterKey(tpm)
+        assert key.exists()
+        assert key.holds(secret)
+        for user in USERS:
+            assert key.token_for(user) == software_token(secret, user)
+
+
+# --- refusals that change nothing -----------------------------------------------------
+
+def _corruptions(data: bytes) -> dict[str, bytes]:
+    doc = json.loads(data)
+    tampered = dict(doc)
+    raw = bytearray(base64.b64decode(doc["ciphertext_b64"]))
+    raw[0] ^= 0x80
+    tampered["ciphertext_b64"] = base64.b64encode(bytes(raw)).decode()
+    return {
+        "truncated": data[: len(data) // 2],
+        "tampered": json.dumps(tampered).encode(),
+        "version 2": json.dumps({**doc, "version": 2}).encode(),
+        "garbage": b"\x00garbage",
+        "bad base64": json.dumps({**doc, "salt_b64": "***"}).encode(),
+    }
+
+
+@pytest.mark.parametrize("tpm_has_key", [False, True], ids=["empty-tpm", "other-key"])
+def test_bad_phrase_or_file_changes_nothing_in_the_tpm(setup, tpm_has_key):
+    phrase = setup.init()
+    good = open(setup.sealed, "rb").read()
+    if not tpm_has_key:
+        with Tpm(setup.swtpm.tcti) as tpm:
+            assert MasterKey(tpm).clear()
+    handles, name = setup.persistent_handles(), setup.key_name()
+    cases = [("wrong phrase", good, recovery.new_phrase()),
+             ("mistyped phrase", good, phrase.replace(phrase.split()[3], "zzzz", 1))]
+    cases += [(label, data, phrase) for label, data in _corruptions(good).items()]
+    for label, data, typed in cases:
+        with open(setup.sealed, "wb") as f:
+            f.write(data)
+        result = setup.cli("--stdin", "master-key", "import", stdin=typed + "\n")
+        assert result.returncode == 1, label
+        message = result.stderr.decode()
+        assert message.startswith("pinutil: ") and message.count("\n") == 1, label
+        assert "Traceback" not in message and typed not in message, label
+        assert setup.persistent_handles() == handles, label
+        assert setup.key_name() == name, label
+
+
+def test_import_refuses_to_overwrite_a_different_key(setup):
+    setup.init()
+    name = setup.key_name()
+    other_phrase = recovery.new_phrase()
+    other = os.path.join(setup.workdir, "other")
+    recovery.write_sealed_file(other, recovery.seal(secrets.token_bytes(32), other_phrase))
+    result = setup.cli("--stdin", "master-key", "import", "--file", other,
+                       stdin=other_phrase + "\n")
+    assert result.returncode == 1 and b"different master key" in result.stderr
+    assert setup.key_name() == name
+
+
+def test_init_refuses_when_a_key_or_file_exists_unless_replace(setup):
+    phrase = setup.init()
+    token = setup.token("alice")
+    result = setup.cli("--yes", "master-key", "init")
+    assert result.returncode == 1 and b"already in the TPM" in result.stderr
+    with Tpm(setup.swtpm.tcti) as tpm:
+        MasterKey(tpm).clear()
+    result = setup.cli("--yes", "master-key", "init")
+    assert result.returncode == 1 and b"already exists" in result.stderr
+    assert recover_secret(setup.sealed, phrase)  # the file was not touched
+    new_phrase = setup.init("--replace")
+    assert new_phrase != phrase
+    new_token = setup.token("alice")
+    assert new_token != token
+    assert new_token == software_token(recover_secret(setup.sealed, new_phrase), "alice")
+    # --replace over a key in the TPM too
+    newer = setup.init("--replace")
+    assert setup.token("alice") == software_token(recover_secret(setup.sealed, newer),
+                                                  "alice")
+    assert setup.persistent_handles() == [MASTER_KEY_HANDLE]
+
+
+def test_a_foreign_object_at_the_handle_is_never_used_or_evicted(setup):
+    tools = setup.swtpm.tools
+    flush = ("tpm2_flushcontext", "-t")
+    tools("tpm2_createprimary", "-C", "o", "-G", "ecc", "-c", "p.ctx")
+    tools(*flush)
+    tools("tpm2_create", "-C", "p.ctx", "-G", "ecc", "-u", "r.pub", "-r", "r.priv")
+    tools(*flush)
+    tools("tpm2_load", "-C", "p.ctx", "-u", "r.pub", "-r", "r.priv", "-c", "r.ctx")
+    tools("tpm2_evictcontrol", "-C", "o", "-c", "r.ctx", hex(MASTER_KEY_HANDLE))
+    tools(*flush)
+    name = setup.key_name()
+    for args in (["--yes", "master-key", "init"], ["--yes", "master-key", "init", "--replace"],
+                 ["--yes", "master-key", "clear-from-tpm"],
+                 ["master-key", "get-user-token", "alice"]):
+        result = setup.cli(*args)
+        assert result.returncode != 0, args
+        assert setup.key_name() == name, args
+    assert b"not an HMAC-SHA256 key" in setup.cli("--yes", "master-key", "init").stderr
+
+
+# --- the other commands ---------------------------------------------------------------
+
+def test_status_and_clear_commands(setup):
+    result = setup.cli("--json", "master-key", "status")
+    status = json.loads(result.stdout)
+    assert status["in_tpm"] is False and status["file_present"] is False
+    setup.init()
+    status = json.loads(setup.cli("master-key", "status", "--json").stdout)
+    assert status["in_tpm"] is True and status["file_present"] is True
+    assert isinstance(status["file_created_unix_ms"], int)
+    assert status["tpm_handle"] == "0x81000081"
+    # declined confirmations change nothing
+    assert setup.cli("--stdin", "master-key", "clear-from-tpm", stdin="n\n").returncode == 5
+    assert setup.cli("--stdin", "master-key", "clear-from-disk", stdin="\n").returncode == 5
+    assert setup.persistent_handles() == [MASTER_KEY_HANDLE]
+    assert os.path.exists(setup.sealed)
+    assert setup.cli("--stdin", "master-key", "clear-from-tpm", stdin="y\n").returncode == 0
+    assert setup.persistent_handles() == []
+    assert setup.cli("--yes", "master-key", "clear-from-disk").returncode == 0
+    assert not os.path.exists(setup.sealed)
+    status = json.loads(setup.cli("--json", "master-key", "status").stdout)
+    assert status["in_tpm"] is False and status["file_present"] is False
+    result = setup.cli("--yes", "master-key", "clear-from-tpm")
+    assert result.returncode == 0 and b"nothing changed" in result.stdout
+
+
+def test_status_reports_an_unreachable_tpm_without_failing(setup):
+    setup.init()
+    setup.swtpm.stop()
+    status = json.loads(setup.cli("--json", "master-key", "status").stdout)
+    assert status["in_tpm"] is None and status["tpm_error"]
+    assert status["file_present"] is True
+
+
+@pytest.mark.parametrize("args", [
+    ["master-key", "get-user-token", "alice"],
+    ["--yes", "master-key", "init"],
+    ["master-key", "status"],
+    ["--yes", "master-key", "clear-from-tpm"],
+])
+def test_non_root_is_refused_before_any_tpm_command(setup, args):
+    setup.init()
+    # A policy whose TPM nobody could reach anyway would hide the rule; this one
+    # points at the live swtpm, whose socket nobody may not even open: the refusal
+    # must be the permission rule (exit 6), not "TPM unavailable" (exit 9).
+    result = setup.cli(*args, as_nobody=True)
+    assert result.returncode == 6, result.stderr
+    assert b"only root may manage the master key" in result.stderr
+    assert result.stdout == b""
+    assert setup.persistent_handles() == [MASTER_KEY_HANDLE]
+
+
+def test_no_option_takes_the_phrase_on_the_command_line():
+    from pinutil.cli import build_parser
+
+    assert not any("phrase" in option for option in _all_options(build_parser()))
+
+
+def _all_options(parser):
+    import argparse
+
+    for action in parser._actions:
+        yield from action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_options(sub)
+
+
+# --- costs and the login path -----------------------------------------------------------
+
+def test_token_path_cost_and_imports(setup, capsys):
+    phrase = setup.init()
+    secret = recover_secret(setup.sealed, phrase)
+    with Tpm(setup.swtpm.tcti) as tpm:
+        key = MasterKey(tpm)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            assert key.token_for("alice") == software_token(secret, "alice")
+        per_token_ms = (time.perf_counter() - t0) / 20 * 1000
+    t0 = time.perf_counter()
+    assert master_key.user_token(setup.swtpm.tcti, "alice") == software_token(secret, "alice")
+    open_and_token_ms = (time.perf_counter() - t0) * 1000
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pinutil.master_key; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('cryptography', 'tpm2_pytss', 'hashlib', 'pinutil.recovery', 'pypam')"
+            " or m == 'pinutil.recovery']; print(bad)")
+    out = subprocess.run([sys.executable, "-I", "-c", code, ROOT], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+    with capsys.disabled():
+        print(f"\n[cost] token_for {per_token_ms:.3f} ms; Tpm()+token {open_and_token_ms:.2f} ms")
+
+
+def test_init_and_import_cost(setup, capsys):
+    t0 = time.perf_counter()
+    phrase = setup.init()
+    init_ms = (time.perf_counter() - t0) * 1000
+    with Tpm(setup.swtpm.tcti) as tpm:
+        MasterKey(tpm).clear()
+    t0 = time.perf_counter()
+    master_key.import_master_key(setup.swtpm.tcti, setup.sealed, phrase)
+    import_ms = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    recovery.unseal(open(setup.sealed, "rb").read(), phrase)
+    argon_ms = (time.perf_counter() - t0) * 1000
+    with capsys.disabled():
+        print(f"\n[cost] init (CLI process) {init_ms:.0f} ms; import (in-process) "
+              f"{import_ms:.0f} ms; of which unseal (Argon2id) {argon_ms:.0f} ms")
+
+
+def test_user_names_the_tpm_cannot_take_are_refused(setup):
+    setup.init()
+    with Tpm(setup.swtpm.tcti) as tpm:
+        key = MasterKey(tpm)
+        for user in ("", "a\0b", "x" * 1025):
+            with pytest.raises(MasterKeyError):
+                key.token_for(user)
+        assert key.token_for("x" * 1024)
