@@ -363,6 +363,39 @@ def test_check_on_paused_tpm_finishes_after_resume_and_counts_once(swtpm):
     assert swtpm.read_pin_counter(HANDLE) == (1, 5)
 
 
+def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, monkeypatch):
+    """The TPM hangs with NV_Read in its socket and is then killed: the client gets
+    TpmUnavailable, the PIN was sent once, and after a restart the index works."""
+    with Tpm(swtpm.tcti) as t:
+        index = PinIndex(t, HANDLE)
+        index.define(PIN, 5)
+        real_nv_read = t.nv_read
+        reads: list[int] = []
+        killers: list[threading.Timer] = []
+
+        def nv_read_into_a_dying_tpm(auth_handle, nv, size, **kwargs):
+            if auth_handle != nv:  # the owner read of the counter is not the PIN read
+                return real_nv_read(auth_handle, nv, size, **kwargs)
+            reads.append(nv)
+            swtpm.pause()
+            killers.append(threading.Timer(0.3, swtpm.kill))
+            killers[0].start()
+            return real_nv_read(auth_handle, nv, size, **kwargs)
+
+        monkeypatch.setattr(t, "nv_read", nv_read_into_a_dying_tpm)
+        with pytest.raises(errors.TpmUnavailable) as info:
+            index.check(OTHER_PIN)
+        assert not isinstance(info.value, TpmCommandError)
+        assert len(reads) == 1
+    killers[0].join()  # the client may see the dead socket before kill() has reaped swtpm
+    swtpm.start()
+    failures, limit = swtpm.read_pin_counter(HANDLE)
+    assert limit == 5 and failures <= 1
+    with Tpm(swtpm.tcti) as t:
+        PinIndex(t, HANDLE).check(PIN)
+    assert swtpm.read_pin_counter(HANDLE) == (0, 5)
+
+
 # ---- cost of the login path ------------------------------------------------------------------
 @pytest.mark.parametrize("salted, commands", [(True, 5), (False, 2)])
 def test_check_path_sends_few_commands(index, salted, commands):

@@ -15,7 +15,10 @@ import subprocess
 import tempfile
 import time
 
-import pytest
+try:  # start_swtpm() also serves scripts (demo, benchmark) that run without pytest
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
 
 _PR_SET_PDEATHSIG = 1
 _START_TIMEOUT_S = 5.0
@@ -148,8 +151,7 @@ def start_swtpm(state_dir: str) -> Swtpm:
     return tpm
 
 
-@pytest.fixture
-def swtpm():
+def _swtpm_fixture():
     """A fresh swtpm in its own /tmp/pypam-tpm-* dir; killed and removed afterwards."""
     state_dir = tempfile.mkdtemp(prefix="pypam-tpm-", dir="/tmp")
     tpm = Swtpm(state_dir)
@@ -162,3 +164,7 @@ def swtpm():
         assert proc is None or proc.poll() is not None, "swtpm survived teardown"
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not os.path.exists(state_dir)
+
+
+if pytest is not None:
+    swtpm = pytest.fixture(_swtpm_fixture, name="swtpm")
