@@ -1,0 +1,107 @@
+"""`make demo`: the PIN login story, through real libpam, against a software TPM.
+
+Everything lives in a temporary directory (a swtpm, a policy file, a private pam.d
+directory and a throw-away password file for pam_wrapper's pam_matrix); nothing on the
+machine is changed, and the directory is removed at the end. The demo user is the one
+running it (root under `make demo`): its PIN index exists only in the demo's own TPM.
+"""
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.support.pamhost import PAM_WRAPPER_DIR, run_pam  # noqa: E402
+from tests.support.swtpm import start_swtpm  # noqa: E402
+
+SHIM = os.path.join(ROOT, "build", "pam_pypam.so")
+PINUTIL = os.path.join(ROOT, "build", "pinutil")
+PIN, PASSWORD = "2468", "correct horse battery staple"
+
+
+def say(text: str) -> None:
+    print(f"\n=== {text}")
+
+
+def login(confdir: str, user: str, answers: list[str], note: str) -> int:
+    """One PAM authentication; print what the user would see and the result."""
+    print(f"--- {note}")
+    report = run_pam(confdir, "demo-login", user=user, answers=answers)
+    typed = iter(answers)
+    for message in report["messages"]:
+        if message["style"] in (1, 2):  # a prompt: show what was typed (masked)
+            answer = next(typed, "")
+            print(f"  {message['text']}{'*' * len(answer)}")
+        else:
+            print(f"  [{'error' if message['style'] == 3 else 'info'}] {message['text']}")
+    stage = report["stages"][0]
+    print(f"  => {stage['name']}")
+    return stage["rc"]
+
+
+def pinutil(policy: str, *args: str, stdin: str = "") -> str:
+    done = subprocess.run([PINUTIL, "--policy", policy, *args], input=stdin.encode(),
+                          capture_output=True, check=False)
+    return (done.stdout or done.stderr).decode().strip()
+
+
+def main() -> int:
+    user = pwd.getpwuid(os.getuid()).pw_name
+    work = tempfile.mkdtemp(prefix="pypam-demo-", dir="/tmp")
+    tpm = None
+    try:
+        say("Software TPM")
+        tpm = start_swtpm(os.path.join(work, "tpm"))
+        print(f"swtpm running, TCTI {tpm.tcti}")
+
+        policy = os.path.join(work, "policy")
+        with open(policy, "w") as f:
+            f.write(f"# demo policy\npin_min_length = 4\npin_lockout_max_attempts = 3\n"
+                    f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n")
+        passdb = os.path.join(work, "passdb")
+        with open(passdb, "w") as f:
+            f.write(f"{user}:{PASSWORD}:demo-login\n")
+        confdir = os.path.join(work, "pam.d")
+        os.mkdir(confdir)
+        with open(os.path.join(confdir, "demo-login"), "w") as f:
+            f.write(f"auth sufficient {SHIM} module=tpm_pin policy={policy}\n"
+                    f"auth required {PAM_WRAPPER_DIR}/pam_matrix.so passdb={passdb}\n")
+        print("pam.d/demo-login:\n  " + open(os.path.join(confdir, "demo-login")).read()
+              .strip().replace("\n", "\n  "))
+
+        say(f"Enrol a PIN for {user} (pinutil setup)")
+        print(pinutil(policy, "--stdin", "setup", user, stdin=PIN + "\n"))
+        print(pinutil(policy, "status", user))
+
+        say("Log in with the PIN")
+        ok = login(confdir, user, [PIN], "right PIN") == 0
+
+        say("A wrong PIN: the TPM counts it")
+        ok &= login(confdir, user, ["1111", "not-my-password"],
+                    "wrong PIN, then a wrong password: the login fails") == 7
+        print("  " + pinutil(policy, "status", user))
+
+        say("Two more wrong PINs: the TPM locks the PIN")
+        login(confdir, user, ["2222", "x"], "wrong PIN (the prompt shows the attempts left)")
+        login(confdir, user, ["3333", "x"], "wrong PIN (last attempt)")
+        print("  " + pinutil(policy, "status", user))
+        ok &= login(confdir, user, [PASSWORD], "locked: the stack falls back to the password") == 0
+
+        say("The TPM is gone: password still works")
+        tpm.kill()
+        ok &= login(confdir, user, [PASSWORD], "TPM unavailable") == 0
+
+        say("Demo " + ("finished: every step behaved as described" if ok else "FAILED"))
+        return 0 if ok else 1
+    finally:
+        if tpm is not None:
+            tpm.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
