@@ -53,9 +53,9 @@ import os
 import sys
 import termios
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Iterator
 
 from . import users
 from .errors import (
@@ -331,9 +331,9 @@ def cmd_delete(ctx: Context) -> dict:
     user = ctx.target
     users.may_delete(ctx.caller, user)
     pin = ctx.pin() if users.delete_needs_pin(ctx.caller) else None
-    if users.delete_needs_confirmation(ctx.caller) and not ctx.args.yes:
-        if not ctx.prompter.confirm(f"Delete the PIN of {user.name}? [y/N] "):
-            raise Cancelled("not deleted")
+    if (users.delete_needs_confirmation(ctx.caller) and not ctx.args.yes
+            and not ctx.prompter.confirm(f"Delete the PIN of {user.name}? [y/N] ")):
+        raise Cancelled("not deleted")
     with ctx.pin_index(user) as index:
         if pin is not None:
             index.check(pin, salted=ctx.policy.salted)
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
             result.update({"result": "cancelled", "error": "cancelled"})
             _emit_json(result)
         return ExitCode.CANCELLED
-    except Exception as e:  # a bug: say so on one line, details only with -v
+    except Exception as e:  # noqa: BLE001 - a bug: one line, details only with -v
         print(f"{PROG}: internal error ({type(e).__name__}); run with -v for details",
               file=sys.stderr)
         if args.verbose:

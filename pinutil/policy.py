@@ -230,8 +230,7 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     lines_of: dict[str, int] = {}
     for number, line in enumerate(text.split("\n"), start=1):
         where = f"{path}, line {number}"
-        if line.endswith("\r"):
-            line = line[:-1]
+        line = line.removesuffix("\r")
         if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in line):
             raise PolicyError(f"{where}: control character in the line")
         stripped = line.strip(" \t")

@@ -12,6 +12,7 @@ After every step the TPM's own counter is read out of band with tpm2-tools.
 """
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pty
@@ -73,7 +74,7 @@ class Cli:
                    self.policy, *args]
         else:
             cmd = [*PINUTIL, "--policy", self.policy, *args]
-        return subprocess.run(cmd, input=stdin, capture_output=True, cwd=ROOT,
+        return subprocess.run(cmd, input=stdin, check=False, capture_output=True, cwd=ROOT,
                               env=self._env(), timeout=timeout, start_new_session=True)
 
     def json(self, *args: str, **kw) -> tuple[int, dict]:
@@ -200,7 +201,7 @@ def test_wrong_pins_exit_7_and_the_tpm_counter_equals_the_failures(cli):
         out = one_json(result)
         assert (out["result"], out["attempts_left"]) == ("wrong_pin", 5 - failures)
         assert cli.counter(ROOT_UID) == (failures, 5)
-        code, st = cli.json("status")
+        _, st = cli.json("status")
         assert (st["failures"], st["attempts_left"]) == (failures, 5 - failures)
         assert b"Incorrect PIN" in result.stderr
     assert cli.run("--stdin", "test", stdin=PIN + "\n").returncode == 0
@@ -220,7 +221,7 @@ def test_lockout_exits_11_even_with_the_right_pin(cli):
         out = one_json(result)
         assert (out["result"], out["attempts_left"]) == ("locked", 0)
     assert cli.counter(ROOT_UID) == (2, 2)
-    code, st = cli.json("status")
+    _, st = cli.json("status")
     assert (st["locked"], st["attempts_left"]) == (True, 0)
     # root resets a locked PIN with change (no old PIN needed)
     assert cli.run("--stdin", "change", stdin=PIN2 + "\n").returncode == 0
@@ -414,7 +415,8 @@ def test_environment_does_not_name_the_caller(cli):
     cmd = [*_SETPRIV, "env", "USER=root", "LOGNAME=root", "SUDO_UID=0", "HOME=/root",
            sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT, cli.policy,
            "--stdin", "test"]
-    result = subprocess.run(cmd, input=b"0000\n", capture_output=True, timeout=TIMEOUT,
+    result = subprocess.run(cmd, input=b"0000\n", check=False, capture_output=True,
+                            timeout=TIMEOUT,
                             env={"PATH": "/usr/bin:/bin"}, start_new_session=True)
     out = one_json(result)
     assert out["user"] == "nobody" and out["result"] == "not_enrolled"
@@ -477,7 +479,8 @@ def test_bad_policy_is_3_and_never_defaults(cli, content, mode, needle):
 def test_symlinked_policy_is_3(cli):
     link = os.path.join(cli.policy_dir, "link")
     os.symlink(cli.policy, link)
-    result = subprocess.run([*PINUTIL, "--policy", link, "status"], capture_output=True, cwd=ROOT, timeout=TIMEOUT)
+    result = subprocess.run([*PINUTIL, "--policy", link, "status"], check=False,
+                            capture_output=True, cwd=ROOT, timeout=TIMEOUT)
     assert result.returncode == 3
     assert b"symbolic link" in result.stderr
 
@@ -494,7 +497,7 @@ def test_usage_and_unknown_user(cli):
 
 def test_help_exits_0():
     result = subprocess.run([*PINUTIL, "--help"],
-                            capture_output=True, cwd=ROOT, timeout=TIMEOUT)
+                            check=False, capture_output=True, cwd=ROOT, timeout=TIMEOUT)
     assert result.returncode == 0 and b"setup" in result.stdout
 
 
@@ -547,3 +550,82 @@ def test_interactive_setup_with_different_entries_enrols_nothing(cli):
     assert code == 7, shown
     assert b"differ" in shown
     assert handle(ROOT_UID) not in cli.handles()
+
+
+# --- the installed shape: the setgid-tss launcher -------------------------------------
+
+LAUNCHER = os.path.join(ROOT, "build", "pinutil")
+
+
+@pytest.fixture
+def setgid_launcher():
+    """A temporary setgid-tss copy of build/pinutil (`make build` makes it)."""
+    assert os.path.isfile(LAUNCHER), "build/pinutil missing: run `make build`"
+    tmp = tempfile.mkdtemp(prefix="pinutil-sgid-", dir="/tmp")
+    os.chmod(tmp, 0o755)
+    path = os.path.join(tmp, "pinutil")
+    shutil.copy(LAUNCHER, path)
+    os.chown(path, 0, grp_tss())
+    os.chmod(path, 0o2755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(tmp)
+
+
+def grp_tss() -> int:
+    return grp.getgrnam("tss").gr_gid
+
+
+def test_setgid_launcher_refuses_cross_user_and_policy(setgid_launcher):
+    trap = os.path.join(os.path.dirname(setgid_launcher), "tss.log")
+    hostile = {"PATH": "/usr/bin:/bin", "USER": "root", "SUDO_UID": "0",
+               "TSS2_LOG": "all+trace", "TSS2_LOGFILE": trap, "PYTHONPATH": "/tmp"}
+    for args, stdin in ((["--stdin", "test", "root"], b"0000\n"),
+                        (["--stdin", "delete", "root"], b"0000\n"),
+                        (["--stdin", "setup", "root"], b"1234\n"),
+                        (["--policy", "/tmp/x", "status"], b"")):
+        result = subprocess.run([*_SETPRIV, setgid_launcher, "--json", *args],
+                                input=stdin, check=False, capture_output=True,
+                                env=hostile, timeout=TIMEOUT, start_new_session=True)
+        assert result.returncode == 6, (args, result.stderr)
+        assert one_json(result)["result"] == "permission_denied"
+    assert not os.path.exists(trap)
+
+
+# --- the rules as pure functions ----------------------------------------------------------
+
+def test_rules_root_self_other():
+    from pinutil import users
+    from pinutil.errors import PermissionDenied
+
+    root, alice, bob = users.User("root", 0), users.User("alice", 1000), users.User("bob", 1001)
+    rules = (users.may_setup, users.may_change, users.may_delete, users.may_test,
+             users.may_status)
+    for rule in rules:
+        rule(root, alice)
+        rule(alice, alice)
+        with pytest.raises(PermissionDenied):
+            rule(alice, bob)
+        with pytest.raises(PermissionDenied):
+            rule(alice, root)
+    users.may_manage_master_key(root)
+    users.may_choose_policy(root)
+    for rule in (users.may_manage_master_key, users.may_choose_policy):
+        with pytest.raises(PermissionDenied):
+            rule(alice)
+    assert users.change_needs_old_pin(alice) and not users.change_needs_old_pin(root)
+    assert users.delete_needs_pin(alice) and not users.delete_needs_pin(root)
+    assert users.delete_needs_confirmation(root) and not users.delete_needs_confirmation(alice)
+
+
+def test_user_lookup():
+    from pinutil import users
+    from pinutil.errors import UnknownUser
+
+    assert users.lookup_user("root") == users.User("root", 0)
+    assert users.lookup_user(str(OTHER.pw_uid)).name == OTHER.pw_name
+    for bad in ("", "no-such-user-xyz", "x" * 300, "a\x00b", "4000000000", "-1", "\u0661"):
+        with pytest.raises(UnknownUser):
+            users.lookup_user(bad)
+    assert users.current_caller().uid == os.getuid()
