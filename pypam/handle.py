@@ -36,6 +36,10 @@ class _StringItem:
         return decode(ffi.string(ffi.cast("const char *", slot[0])))
 
     def __set__(self, pamh: PamHandle, value: str | None) -> None:
+        if value is None and self.item == Item.PAM_SERVICE:
+            # libpam (1.5.2) lowercases the new service name without a NULL check:
+            # unsetting PAM_SERVICE would crash the host process.
+            raise PamError(PAM_BAD_ITEM)
         raw = ffi.NULL if value is None else ffi.new("char[]", encode(value))
         rc = pam.pam_set_item(pamh._h, self.item, raw)
         if raw != ffi.NULL:
