@@ -1,0 +1,214 @@
+"""The documented stack (examples/pam.d) through real libpam, build/pam_pypam.so and a
+real swtpm: the keyring receives the token whichever method succeeded, never the PIN
+or the password, and a missing TPM never costs the login.
+
+The stack is the example files themselves, with only the system modules swapped for
+test stand-ins: pam_unix -> pam_matrix (a password database in a file, so no real
+account's password is touched), pam_gnome_keyring -> tests/modules/fake_keyring.py
+(stashes PAM_AUTHTOK in pamh.data during auth and uses it in open_session, like
+pam_kwallet5, and records what it got), and `policy=` added to the pypam lines.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from pinutil import recovery
+from tests.support.pamhost import (
+    PAM_AUTH_ERR,
+    PAM_PYPAM_SO,
+    PAM_SUCCESS,
+    PAM_WRAPPER_DIR,
+    prompts,
+    result_code,
+    run_pam,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples", "pam.d")
+TEST_MODULES = os.path.join(ROOT, "tests", "modules")
+USER = "daemon"  # a real account (tpm_pin needs its uid); its real password is untouched
+PIN = "7391"
+PASSWORD = "correct-horse-42"
+SERVICE = "login"
+_MAIN_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli import main; "
+              "sys.exit(main(sys.argv[2:]))")
+
+
+class Stack:
+    """swtpm + policy + master key + the example stack in a private pam.d dir."""
+
+    def __init__(self, swtpm, pam_confdir, workdir: str) -> None:
+        self.swtpm = swtpm
+        self.confdir = pam_confdir
+        self.workdir = workdir
+        self.policy = os.path.join(workdir, "policy")
+        self.sealed = os.path.join(workdir, "pinpam", "sealed_master_key")
+        self.record = os.path.join(workdir, "keyring.jsonl")
+        with open(self.policy, "w") as f:
+            f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n")
+        os.chmod(self.policy, 0o644)
+        passdb = os.path.join(workdir, "passdb")
+        with open(passdb, "w") as f:
+            f.write(f"{USER}:{PASSWORD}:{SERVICE}\n")
+        self.install(passdb)
+
+    def install(self, passdb: str) -> None:
+        swaps = [
+            (r"pam_pypam\.so module=(\w+)",
+             rf"{PAM_PYPAM_SO} module=\1 policy={self.policy}"),
+            (r"pam_unix\.so try_first_pass",
+             f"{PAM_WRAPPER_DIR}/pam_matrix.so passdb={passdb}"),
+            (r"^(auth|session)(\s+)optional(\s+)pam_gnome_keyring\.so.*$",
+             rf"\1\2optional\3{PAM_PYPAM_SO} module=fake_keyring "
+             rf"moduledir={TEST_MODULES} record={self.record}"),
+            (r"^auth\s+requisite\s+pam_nologin\.so\s*$", ""),  # the host's /etc/nologin
+            (r"^\w+\s+include\s+common-\w+\s*$", ""),  # the host's real stacks
+            # libpam 1.5.2 looks up a relative substack in /etc/pam.d even under
+            # pam_start_confdir: name the private copy by its absolute path
+            (r"substack(\s+)pypam-decide", rf"substack\1{self.confdir.path}/pypam-decide"),
+        ]
+        for name in ("pypam-decide", "login"):
+            lines = []
+            for line in open(os.path.join(EXAMPLES, name)):
+                line = line.split("#", 1)[0].rstrip()
+                for pattern, replacement in swaps:
+                    line = re.sub(pattern, replacement, line)
+                if line.strip():
+                    lines.append(line)
+            self.confdir.write(name, "\n".join(lines))
+        text = open(os.path.join(self.confdir.path, "login")).read()
+        assert f"auth substack {self.confdir.path}/pypam-decide" in " ".join(text.split())
+        assert "module=master_key" in text and "module=fake_keyring" in text
+
+    def pinutil(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", _MAIN_CODE, ROOT, "--policy", self.policy, *args],
+            input=stdin.encode(), capture_output=True, env={"PATH": "/usr/bin:/bin"},
+            timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def init_master_key(self) -> bytes:
+        """Create the master key; return the secret (recovered with the phrase)."""
+        out = self.pinutil("--yes", "--json", "master-key", "init").stdout
+        phrase = json.loads(out)["recovery_phrase"]
+        return recovery.unseal(recovery.read_sealed_file(self.sealed), phrase)
+
+    def login(self, answers: list[str], stages=("auth", "open")) -> dict:
+        if os.path.exists(self.record):
+            os.unlink(self.record)
+        return run_pam(self.confdir, SERVICE, user=USER, stages=stages, answers=answers)
+
+    def without_master_key(self, answers: list[str]) -> str | None:
+        """What the keyring gets from the same login with the master_key line removed."""
+        path = os.path.join(self.confdir.path, "login")
+        original = open(path).read()
+        stripped = "\n".join(line for line in original.splitlines()
+                              if "module=master_key" not in line)
+        self.confdir.write("login", stripped)
+        try:
+            report = self.login(answers, stages=("auth",))
+            assert result_code(report, "auth") == PAM_SUCCESS
+            return self.keyring()["auth"]
+        finally:
+            self.confdir.write("login", original)
+
+    def keyring(self) -> dict[str, str | None]:
+        """What the stand-in keyring received, per stage."""
+        if not os.path.exists(self.record):
+            return {}
+        return {entry["stage"]: entry["authtok"]
+                for entry in map(json.loads, open(self.record))}
+
+
+def token_for(secret: bytes, user: str) -> str:
+    return hmac.new(secret, user.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.fixture
+def stack(swtpm, pam_confdir):
+    if not os.path.exists(PAM_PYPAM_SO):
+        pytest.skip("build/pam_pypam.so is not built (make build)")
+    workdir = tempfile.mkdtemp(prefix="pypam-stack-", dir="/tmp")
+    os.chmod(workdir, 0o755)
+    try:
+        yield Stack(swtpm, pam_confdir, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_pin_login_gives_the_keyring_the_token(stack):
+    secret = stack.init_master_key()
+    stack.pinutil("--stdin", "setup", USER, stdin=PIN + "\n")
+    report = stack.login([PIN])
+    assert result_code(report, "auth") == PAM_SUCCESS
+    assert result_code(report, "open") == PAM_SUCCESS
+    assert prompts(report) == ["PIN: "]
+    expected = token_for(secret, USER)
+    assert stack.keyring() == {"auth": expected, "open_session": expected}
+
+
+def test_password_login_gives_the_keyring_the_token(stack):
+    secret = stack.init_master_key()
+    # no PIN enrolled: tpm_pin steps aside, the password decides
+    report = stack.login([PASSWORD])
+    assert result_code(report, "auth") == PAM_SUCCESS
+    assert result_code(report, "open") == PAM_SUCCESS
+    expected = token_for(secret, USER)
+    assert stack.keyring() == {"auth": expected, "open_session": expected}
+
+
+def test_password_typed_at_the_pin_prompt_gives_the_keyring_the_token(stack):
+    secret = stack.init_master_key()
+    stack.pinutil("--stdin", "setup", USER, stdin=PIN + "\n")
+    # not a valid PIN: no TPM attempt spent, then the password prompt
+    report = stack.login([PASSWORD, PASSWORD])
+    assert result_code(report, "auth") == PAM_SUCCESS
+    got = stack.keyring()
+    assert got == {"auth": token_for(secret, USER), "open_session": token_for(secret, USER)}
+    assert PASSWORD not in got.values() and PIN not in got.values()
+    assert stack.swtpm.read_pin_counter(0x01000000 + 1)[0] == 0
+
+
+def test_without_a_tpm_login_still_succeeds_and_the_keyring_gets_no_token(stack):
+    secret = stack.init_master_key()
+    stack.swtpm.stop()
+    report = stack.login([PASSWORD, PASSWORD, PASSWORD])
+    assert result_code(report, "auth") == PAM_SUCCESS
+    assert result_code(report, "open") == PAM_SUCCESS
+    got = stack.keyring()
+    assert token_for(secret, USER) not in got.values()
+    # master_key left PAM_AUTHTOK alone: the keyring sees whatever the password module
+    # left there (pam_unix: the password; the pam_matrix stand-in: an empty string)
+    assert got["auth"] == got["open_session"] == stack.without_master_key([PASSWORD])
+
+
+def test_without_a_master_key_the_keyring_gets_no_token(stack):
+    report = stack.login([PASSWORD])
+    assert result_code(report, "auth") == PAM_SUCCESS
+    got = stack.keyring()
+    assert got["auth"] == stack.without_master_key([PASSWORD])  # untouched
+    assert not re.fullmatch(r"[0-9a-f]{64}", got["auth"] or "")
+
+
+def test_a_failed_login_still_runs_the_lines_after_the_substack(stack):
+    secret = stack.init_master_key()
+    stack.pinutil("--stdin", "setup", USER, stdin=PIN + "\n")
+    # an application opens no session after a failed pam_authenticate
+    report = stack.login(["0000", "wrong-password"], stages=("auth",))
+    assert result_code(report, "auth") == PAM_AUTH_ERR
+    got = stack.keyring()
+    # Substack semantics: the lines after the substack still run after a failure, so
+    # an auth-time keyring (pam_gnome_keyring with a running daemon) is handed the
+    # token even though authentication failed (see examples/pam.d/README.md).
+    assert got.get("auth") == token_for(secret, USER)
