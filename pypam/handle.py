@@ -7,8 +7,8 @@ except the module's own `data`.
 from __future__ import annotations
 
 from . import handle_data
-from .constants import (PAM_AUTHTOK, PAM_AUTHTOK_TYPE, PAM_CONV, PAM_CONV_ERR, PAM_ERROR_MSG,
-                        PAM_MAX_NUM_MSG, PAM_OLDAUTHTOK, PAM_RHOST, PAM_RUSER, PAM_SERVICE,
+from .constants import (PAM_AUTHTOK, PAM_AUTHTOK_TYPE, PAM_BAD_ITEM, PAM_CONV, PAM_CONV_ERR,
+                        PAM_ERROR_MSG, PAM_MAX_NUM_MSG, PAM_OLDAUTHTOK, PAM_RHOST, PAM_RUSER, PAM_SERVICE,
                         PAM_SUCCESS, PAM_TEXT_INFO, PAM_TTY, PAM_USER, PAM_USER_PROMPT,
                         PAM_XAUTHDATA, PAM_XDISPLAY)
 from .conversation import Message, Response
@@ -36,7 +36,7 @@ class _StringItem:
         return decode(ffi.string(ffi.cast("const char *", slot[0])))
 
     def __set__(self, pamh: PamHandle, value: str | None) -> None:
-        if value is None and self.item == Item.PAM_SERVICE:
+        if value is None and self.item == PAM_SERVICE:
             # libpam (1.5.2) lowercases the new service name without a NULL check:
             # unsetting PAM_SERVICE would crash the host process.
             raise PamError(PAM_BAD_ITEM)
