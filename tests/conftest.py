@@ -8,4 +8,5 @@ sys.path.insert(0, ROOT)
 pytest_plugins = [
     "tests.support.swtpm",
     "tests.support.pamhost",
+    "tests.support.syslog_capture",
 ]
