@@ -99,6 +99,8 @@ class PamHandle:
     # -- libpam helpers ---------------------------------------------------------------
     def get_user(self, prompt: str | None = None) -> str:
         """pam_get_user: the user name, asking through the conversation if unset."""
+        if self.user is None:
+            self._require_conversation()
         out = ffi.new("const char **")
         rc = pam.pam_get_user(self._h, out, ffi.NULL if prompt is None else encode(prompt))
         if rc != PAM_SUCCESS:
@@ -117,6 +119,16 @@ class PamHandle:
         if out[0] == ffi.NULL:
             raise PamError(PAM_CONV_ERR)
         return decode(ffi.string(out[0]))
+
+    def _require_conversation(self) -> None:
+        # libpam (1.5.2) pam_get_user calls the application's conv function without a
+        # NULL check when it prompts: a host without one would crash (SIGSEGV).
+        # (pam_get_authtok checks it itself and returns PAM_AUTHTOK_ERR.)
+        slot = ffi.new("const void **")
+        rc = pam.pam_get_item(self._h, PAM_CONV, slot)
+        if rc != PAM_SUCCESS or slot[0] == ffi.NULL \
+                or ffi.cast("struct pam_conv *", slot[0]).conv == ffi.NULL:
+            raise PamError(PAM_CONV_ERR)
 
     def fail_delay(self, usec: int) -> None:
         rc = pam.pam_fail_delay(self._h, usec)
