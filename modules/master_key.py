@@ -84,7 +84,7 @@ def _log_failure(pamh, user: str | None, reason: str) -> None:
     try:
         who = _shown(user) if user else "the user"
         pamh.syslog(syslog.LOG_WARNING, f"keyring token not set for {who}: {reason}")
-    except BaseException:  # noqa: BLE001 - a logging failure must not escape either
+    except BaseException:  # noqa: BLE001, S110 - a logging failure must not escape either
         pass
 
 

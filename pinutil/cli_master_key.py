@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pinutil import master_key
 from pinutil.errors import PinutilError
@@ -124,7 +124,7 @@ def cmd_status(ctx) -> dict:
     elif st.file_error:
         file_line = f"unusable ({st.file_error})"
     else:
-        created = datetime.fromtimestamp(st.file_created_unix_ms / 1000, timezone.utc)
+        created = datetime.fromtimestamp(st.file_created_unix_ms / 1000, UTC)
         file_line = f"present, created {created:%Y-%m-%d %H:%M:%S} UTC"
     message = (f"master key in TPM ({st.tpm_handle}): {tpm_line}\n"
                f"recovery file {st.sealed_file}: {file_line}")

@@ -31,10 +31,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pinutil.errors import MasterKeyError, PinutilError
 from pinutil._tss import ffi, lib
-from pinutil.tpm import (RC_BAD_AUTH, RC_HANDLE, RC_NV_SPACE, Tpm, TpmCommandError,
-                         check_rc)
+from pinutil.errors import MasterKeyError, PinutilError
+from pinutil.tpm import (
+    RC_BAD_AUTH,
+    RC_HANDLE,
+    RC_NV_SPACE,
+    Tpm,
+    TpmCommandError,
+    check_rc,
+)
 
 RC_AUTH_FAIL = 0x08E  # TPM_RC_AUTH_FAIL: an HMAC session's authorization failed
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,7 +49,7 @@ def recover_secret(path: str, phrase: str) -> bytes:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-    doc = json.loads(open(path, "rb").read())
+    doc = json.loads(Path(path).read_bytes())
     key = Argon2id(salt=base64.b64decode(doc["salt_b64"]), length=32, iterations=3,
                    lanes=1, memory_cost=32768).derive(phrase.encode())
     return AESGCM(key).decrypt(base64.b64decode(doc["nonce_b64"]),
@@ -77,7 +78,7 @@ class Setup:
                    "--policy", policy, *args]
         return subprocess.run(cmd, input=stdin.encode(), capture_output=True, cwd=ROOT,
                               env={"PATH": "/usr/bin:/bin"}, timeout=120,
-                              start_new_session=True)
+                              start_new_session=True, check=False)
 
     def init(self, *extra: str) -> str:
         """`master-key init --yes`; returns the phrase printed on stdout."""
@@ -102,7 +103,7 @@ class Setup:
             return None
         name_file = os.path.join(self.workdir, "name.bin")
         self.swtpm.tools("tpm2_readpublic", "-c", hex(MASTER_KEY_HANDLE), "-n", name_file)
-        return open(name_file, "rb").read()
+        return Path(name_file).read_bytes()
 
     def tools_hmac(self, user: str) -> str:
         return self.swtpm.tools("tpm2_hmac", "-c", hex(MASTER_KEY_HANDLE), "-g", "sha256",
@@ -235,7 +236,7 @@ def _corruptions(data: bytes) -> dict[str, bytes]:
 @pytest.mark.parametrize("tpm_has_key", [False, True], ids=["empty-tpm", "other-key"])
 def test_bad_phrase_or_file_changes_nothing_in_the_tpm(setup, tpm_has_key):
     phrase = setup.init()
-    good = open(setup.sealed, "rb").read()
+    good = Path(setup.sealed).read_bytes()
     if not tpm_has_key:
         with Tpm(setup.swtpm.tcti) as tpm:
             assert MasterKey(tpm).clear()
@@ -412,7 +413,7 @@ def test_init_and_import_cost(setup, capsys):
     master_key.import_master_key(setup.swtpm.tcti, setup.sealed, phrase)
     import_ms = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
-    recovery.unseal(open(setup.sealed, "rb").read(), phrase)
+    recovery.unseal(Path(setup.sealed).read_bytes(), phrase)
     argon_ms = (time.perf_counter() - t0) * 1000
     with capsys.disabled():
         print(f"\n[cost] init (CLI process) {init_ms:.0f} ms; import (in-process) "

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -69,8 +70,8 @@ class Stack:
             (r"pam_unix\.so try_first_pass",
              f"{PAM_WRAPPER_DIR}/pam_matrix.so passdb={passdb}"),
             (r"^(auth|session)(\s+)optional(\s+)pam_gnome_keyring\.so.*$",
-             rf"\1\2optional\3{PAM_PYPAM_SO} module=fake_keyring "
-             rf"moduledir={TEST_MODULES} record={self.record}"),
+             (rf"\1\2optional\3{PAM_PYPAM_SO} module=fake_keyring "
+              rf"moduledir={TEST_MODULES} record={self.record}")),
             (r"^auth\s+requisite\s+pam_nologin\.so\s*$", ""),  # the host's /etc/nologin
             (r"^\w+\s+include\s+common-\w+\s*$", ""),  # the host's real stacks
             # libpam 1.5.2 looks up a relative substack in /etc/pam.d even under
@@ -79,14 +80,14 @@ class Stack:
         ]
         for name in ("pypam-decide", "login"):
             lines = []
-            for line in open(os.path.join(EXAMPLES, name)):
+            for line in Path(EXAMPLES, name).read_text().splitlines():
                 line = line.split("#", 1)[0].rstrip()
                 for pattern, replacement in swaps:
                     line = re.sub(pattern, replacement, line)
                 if line.strip():
                     lines.append(line)
             self.confdir.write(name, "\n".join(lines))
-        text = open(os.path.join(self.confdir.path, "login")).read()
+        text = Path(self.confdir.path, "login").read_text()
         assert f"auth substack {self.confdir.path}/pypam-decide" in " ".join(text.split())
         assert "module=master_key" in text and "module=fake_keyring" in text
 
@@ -94,7 +95,7 @@ class Stack:
         result = subprocess.run(
             [sys.executable, "-I", "-c", _MAIN_CODE, ROOT, "--policy", self.policy, *args],
             input=stdin.encode(), capture_output=True, env={"PATH": "/usr/bin:/bin"},
-            timeout=120)
+            timeout=120, check=False)
         assert result.returncode == 0, result.stderr
         return result
 
@@ -112,7 +113,7 @@ class Stack:
     def without_master_key(self, answers: list[str]) -> str | None:
         """What the keyring gets from the same login with the master_key line removed."""
         path = os.path.join(self.confdir.path, "login")
-        original = open(path).read()
+        original = Path(path).read_text()
         stripped = "\n".join(line for line in original.splitlines()
                               if "module=master_key" not in line)
         self.confdir.write("login", stripped)
@@ -127,8 +128,8 @@ class Stack:
         """What the stand-in keyring received, per stage."""
         if not os.path.exists(self.record):
             return {}
-        return {entry["stage"]: entry["authtok"]
-                for entry in map(json.loads, open(self.record))}
+        lines = Path(self.record).read_text().splitlines()
+        return {entry["stage"]: entry["authtok"] for entry in map(json.loads, lines)}
 
 
 def token_for(secret: bytes, user: str) -> str:
@@ -212,3 +213,97 @@ def test_a_failed_login_still_runs_the_lines_after_the_substack(stack):
     # an auth-time keyring (pam_gnome_keyring with a running daemon) is handed the
     # token even though authentication failed (see examples/pam.d/README.md).
     assert got.get("auth") == token_for(secret, USER)
+
+
+# --- the module alone, with a stand-in handle: PAM_IGNORE on every path ---------------
+
+class FakeHandle:
+    """Just what modules/master_key.py touches of a PamHandle."""
+
+    def __init__(self, user: str | None, authtok: str | None = "typed") -> None:
+        self.user = user
+        self.authtok = authtok
+        self.debug = False
+        self.logged: list[tuple[int, str]] = []
+
+    def syslog(self, priority: int, message: str) -> None:
+        self.logged.append((priority, message))
+
+
+def _load_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "master_key_module", os.path.join(ROOT, "modules", "master_key.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def module_env(swtpm):
+    workdir = tempfile.mkdtemp(prefix="pypam-mkmod-", dir="/tmp")
+    policy = os.path.join(workdir, "policy")
+    with open(policy, "w") as f:
+        f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {workdir}/sealed\n")
+    os.chmod(policy, 0o644)
+    try:
+        yield _load_module(), policy, swtpm
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_module_returns_ignore_on_every_path_and_never_logs_the_token(module_env):
+    import pypam
+    from pinutil import master_key
+
+    module, policy, swtpm = module_env
+    cases = [
+        ("no key", FakeHandle("alice"), [f"policy={policy}"]),
+        ("no user", FakeHandle(None), [f"policy={policy}"]),
+        ("relative policy", FakeHandle("alice"), ["policy=etc/policy"]),
+        ("missing policy dir", FakeHandle("alice"), ["policy=/nonexistent/dir/policy"]),
+    ]
+    for label, pamh, args in cases:
+        assert module.authenticate(pamh, 0, args) == pypam.PAM_IGNORE, label
+        assert pamh.authtok == "typed", label
+    secret = os.urandom(32)
+    from pinutil.tpm import Tpm
+
+    with Tpm(swtpm.tcti) as tpm:
+        master_key.MasterKey(tpm).load_secret(secret)
+    pamh = FakeHandle("alice")
+    pamh.debug = True  # what pypam derives from the `debug` argument
+    assert module.authenticate(pamh, 0, [f"policy={policy}", "debug", "bogus=1"]) \
+        == pypam.PAM_IGNORE
+    assert pamh.authtok == token_for(secret, "alice")
+    assert any("unknown argument" in message and "bogus" in message
+               for _, message in pamh.logged)
+    assert any("token set" in message for _, message in pamh.logged)  # debug
+    assert not any(pamh.authtok in message for _, message in pamh.logged)
+    swtpm.stop()
+    pamh = FakeHandle("alice")
+    assert module.authenticate(pamh, 0, [f"policy={policy}"]) == pypam.PAM_IGNORE
+    assert pamh.authtok == "typed"
+    assert any("token not set" in message for _, message in pamh.logged)
+    assert module.setcred(pamh, 0, []) == pypam.PAM_IGNORE
+
+
+def test_module_survives_a_handle_that_raises(module_env):
+    import pypam
+
+    module, policy, _ = module_env
+
+    class Broken(FakeHandle):
+        @property
+        def user(self):
+            raise RuntimeError("boom")
+
+        @user.setter
+        def user(self, value):
+            pass
+
+        def syslog(self, priority, message):
+            raise OSError("syslog gone")
+
+    assert module.authenticate(Broken("x"), 0, [f"policy={policy}"]) == pypam.PAM_IGNORE

@@ -22,12 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Vectors from the BIP39 reference (trezor/python-mnemonic vectors.json), 256-bit.
 BIP39_VECTORS = [
     ("00" * 32, " ".join(["abandon"] * 23 + ["art"])),
-    ("7f" * 32, "legal winner thank year wave sausage worth useful legal winner thank "
-                "year wave sausage worth useful legal winner thank year wave sausage "
-                "worth title"),
-    ("80" * 32, "letter advice cage absurd amount doctor acoustic avoid letter advice "
-                "cage absurd amount doctor acoustic avoid letter advice cage absurd "
-                "amount doctor acoustic bless"),
+    ("7f" * 32, ("legal winner thank year wave sausage worth useful legal winner thank "
+                 "year wave sausage worth useful legal winner thank year wave sausage "
+                 "worth title")),
+    ("80" * 32, ("letter advice cage absurd amount doctor acoustic avoid letter advice "
+                 "cage absurd amount doctor acoustic avoid letter advice cage absurd "
+                 "amount doctor acoustic bless")),
     ("ff" * 32, " ".join(["zoo"] * 23 + ["vote"])),
 ]
 
@@ -59,7 +59,8 @@ def sealed(phrase):
 
 
 def test_wordlist_is_the_official_bip39_english_list():
-    raw = open(os.path.join(ROOT, "pinutil", "bip39_english.txt"), "rb").read()
+    with open(os.path.join(ROOT, "pinutil", "bip39_english.txt"), "rb") as f:
+        raw = f.read()
     assert hashlib.sha256(raw).hexdigest() == (
         "2f5eed53a4727b4bf8880d8f3f199efc90e58503646d9ff8eff3a2ed3b24dbda")
     assert len(recovery.wordlist()) == 2048
