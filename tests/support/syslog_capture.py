@@ -204,6 +204,11 @@ class SyslogCapture:
 
     def close(self) -> None:
         self._stop = True
+        try:  # wake the reader at once instead of at its next select() timeout
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(b"\0stop", self.socket_path)
+        except OSError:
+            pass
         self._reader.join(timeout=2)
         self._sock.close()
         shutil.rmtree(self.root, ignore_errors=True)
