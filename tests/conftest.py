@@ -8,5 +8,6 @@ sys.path.insert(0, ROOT)
 pytest_plugins = [
     "tests.support.swtpm",
     "tests.support.pamhost",
+    "tests.support.pin_env",
     "tests.support.syslog_capture",
 ]
