@@ -530,7 +530,7 @@ struct options {
 	long repeat, threads, sample_every, expect;
 	bool fork_between, child_pam_end;
 	long child_timeout_s;
-	bool get_env, no_conv, silent, stop_on_fail;
+	bool get_env, no_conv, silent, stop_on_fail, report_signals;
 	enum conv_mode conv_mode;
 	long report_fd;
 };
@@ -562,6 +562,7 @@ static void usage(FILE *f)
 "  --child-timeout S        seconds to wait for that child (default 20)\n"
 "  --child-pam-end          the child calls pam_end before exiting\n"
 "  --report-fd N            write the JSON report to fd N instead of stdout\n"
+"  --report-signals         report signal mask and dispositions before/after\n"
 "  --quiet                  no diagnostics on stderr\n", f);
 }
 
@@ -663,6 +664,7 @@ static int parse_args(struct options *o, int argc, char **argv)
 			else if (strcmp(a, "--fork-between") == 0) o->fork_between = true;
 			else if (strcmp(a, "--child-pam-end") == 0) o->child_pam_end = true;
 			else if (strcmp(a, "--quiet") == 0) g_quiet = true;
+			else if (strcmp(a, "--report-signals") == 0) o->report_signals = true;
 			else if (strcmp(a, "--help") == 0) { usage(stdout); exit(0); }
 			else {
 				diag("unknown option '%s'", a);
@@ -1003,6 +1005,50 @@ static void *worker_main(void *arg)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Signals (--report-signals): a PAM module must leave them as it found them */
+
+struct sig_snapshot {
+	sigset_t mask;
+	struct sigaction act[NSIG];
+};
+
+static void sig_snapshot(struct sig_snapshot *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_sigmask(SIG_SETMASK, NULL, &s->mask);
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, NULL, &s->act[sig]); /* glibc-internal ones stay zeroed */
+}
+
+/* {"blocked":[N,...],"handlers":{"N":"ignore|handler flags=0x.."}}, non-default only. */
+static void jb_signals(struct jbuf *b, const struct sig_snapshot *s)
+{
+	bool first = true;
+
+	jb_raw(b, "{\"blocked\":[");
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sigismember(&s->mask, sig) == 1) {
+			jb_fmt(b, "%s%d", first ? "" : ",", sig);
+			first = false;
+		}
+	}
+	jb_raw(b, "],\"handlers\":{");
+	first = true;
+	for (int sig = 1; sig < NSIG; sig++) {
+		const struct sigaction *a = &s->act[sig];
+		bool info = (a->sa_flags & SA_SIGINFO) != 0;
+
+		if (!info && a->sa_handler == SIG_DFL)
+			continue;
+		jb_fmt(b, "%s\"%d\":\"%s flags=%#x\"", first ? "" : ",", sig,
+		       !info && a->sa_handler == SIG_IGN ? "ignore" : "handler",
+		       (unsigned)a->sa_flags & ~0x04000000u /* SA_RESTORER: libc's */);
+		first = false;
+	}
+	jb_raw(b, "}}");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Report                                                                   */
 
 static void jb_child(struct jbuf *b, const struct child_report *cr)
@@ -1057,7 +1103,7 @@ static void jb_env(struct jbuf *b, char **env)
 static void build_report(struct jbuf *b, const struct options *o,
 			 const struct txn_report *r, const struct worker *w0,
 			 long failures, double elapsed, long rss_start,
-			 int fds_before)
+			 int fds_before, const struct sig_snapshot *sigs)
 {
 	bool first = true;
 	long transactions = o->repeat * o->threads;
@@ -1135,6 +1181,10 @@ static void build_report(struct jbuf *b, const struct options *o,
 	jb_key(b, &first, "fds_before"); jb_fmt(b, "%d", fds_before);
 	jb_key(b, &first, "fds_after"); jb_fmt(b, "%d", count_open_fds());
 	jb_key(b, &first, "pid"); jb_fmt(b, "%ld", (long)getpid());
+	if (o->report_signals) {
+		jb_key(b, &first, "signals_before"); jb_signals(b, &sigs[0]);
+		jb_key(b, &first, "signals_after"); jb_signals(b, &sigs[1]);
+	}
 	jb_key(b, &first, "maxrss_kb"); jb_fmt(b, "%ld", peak_rss_kb());
 	jb_key(b, &first, "elapsed_ms"); jb_fmt(b, "%.3f", elapsed);
 	jb_key(b, &first, "per_txn_ms"); jb_fmt(b, "%.6f", elapsed / (double)transactions);
@@ -1154,6 +1204,7 @@ int main(int argc, char **argv)
 {
 	static struct options o; /* large; keep it off the stack */
 	static struct txn_report rep;
+	static struct sig_snapshot sigs[2];
 	struct worker *workers = NULL;
 	struct jbuf out = { 0 };
 	long failures = 0, rss_start;
@@ -1192,6 +1243,7 @@ int main(int argc, char **argv)
 
 	fds_before = count_open_fds();
 	rss_start = current_rss_kb();
+	sig_snapshot(&sigs[0]);
 	t0 = now_ms();
 	if (o.threads == 1) {
 		workers[0].o = &o;
@@ -1213,6 +1265,7 @@ int main(int argc, char **argv)
 			pthread_join(workers[t].tid, NULL);
 	}
 	elapsed = now_ms() - t0;
+	sig_snapshot(&sigs[1]);
 	for (long t = 0; t < o.threads; t++)
 		failures += workers[t].failures;
 	if (rep.child.ran) {
@@ -1225,7 +1278,7 @@ int main(int argc, char **argv)
 			failures++;
 	}
 
-	build_report(&out, &o, &rep, &workers[0], failures, elapsed, rss_start, fds_before);
+	build_report(&out, &o, &rep, &workers[0], failures, elapsed, rss_start, fds_before, sigs);
 	if (out.oom) {
 		diag("out of memory building the report");
 		goto out;
