@@ -4,7 +4,10 @@ Two backends answer the same two questions (`status`, `check`) with the same dom
 errors, so the PAM adapter has one code path:
 
 - `DirectBackend` talks to the TPM in this process (fast; only for processes whose
-  environment is their own and that may open the TPM);
+  environment is their own and that may open the TPM), from a worker thread that the
+  caller waits for at most `helper_timeout` seconds: neither tcti-swtpm nor the
+  synchronous Esys calls bound a hung TPM (see tpm.py), so without it a stopped TPM
+  would hang the PAM host for as long as the TPM does;
 - `HelperBackend` runs the set-gid `pinutil` launcher with an empty environment, the
   PIN on stdin and a timeout (sudo/su, where the caller owns the environment, and
   screen lockers running as the user, who may not open the TPM).
@@ -13,6 +16,7 @@ errors, so the PAM adapter has one code path:
 """
 from __future__ import annotations
 
+import _thread  # not `threading`: a builtin, nothing more to import on the login path
 import json
 import os
 import subprocess
@@ -74,13 +78,51 @@ class DirectBackend:
 
         return Tpm(self.policy.tcti, timeout_ms=int(self.policy.helper_timeout * 1000))
 
-    def status(self, user: User) -> PinStatus:
+    def _status(self, user: User) -> PinStatus:
         with self._open() as tpm:
             return self._index(tpm, user).status()
 
-    def check(self, user: User, pin: bytes) -> None:
+    def _check(self, user: User, pin: bytes) -> None:
         with self._open() as tpm:
             self._index(tpm, user).check(pin, salted=self.policy.salted)
+
+    def status(self, user: User) -> PinStatus:
+        return _within(self.policy.helper_timeout, self._status, user)
+
+    def check(self, user: User, pin: bytes) -> None:
+        _within(self.policy.helper_timeout, self._check, user, pin)
+
+
+def _within(seconds: float, function, *args):
+    """`function(*args)` in a worker thread; its result or exception, or TpmUnavailable
+    after `seconds`.
+
+    A worker still blocked on a hung TPM is abandoned, not killed (a thread cannot be):
+    it holds only its own ESYS context and never touches the PAM handle, and if the TPM
+    wakes up it finishes its call and closes the context. A PIN already sent is never
+    resent, so the TPM counts it at most once (as when a TPM dies mid-check).
+    The caller releases the GIL while it waits, and cffi releases it around every
+    Esys call, so a blocked worker cannot block the caller.
+    """
+    done = _thread.allocate_lock()
+    done.acquire()
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, function(*args)))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as is
+            outcome.append((False, e))
+        finally:
+            done.release()
+
+    _thread.start_new_thread(work, ())
+    if not done.acquire(timeout=seconds):
+        raise errors.TpmUnavailable(f"the TPM did not answer within {seconds:g} s")
+    ok, value = outcome.pop()  # no cycle: a traceback's frames see an empty list
+    if ok:
+        return value
+    raise value
 
 
 @dataclass(frozen=True)
@@ -103,7 +145,7 @@ class HelperBackend:
         argv = [self.policy.pinutil_path, *self.policy_args, "--json", "--stdin",
                 command, user.name]
         try:
-            done = subprocess.run(argv, input=stdin, env={}, stdout=subprocess.PIPE,
+            done = subprocess.run(argv, input=stdin, env={}, stdout=subprocess.PIPE, check=False,
                                   stderr=subprocess.DEVNULL, close_fds=True, cwd="/",
                                   timeout=self.policy.helper_timeout)
         except subprocess.TimeoutExpired:

@@ -10,7 +10,7 @@ import pypam
 
 
 def authenticate(pamh, flags, args):
-    path = [a.partition("=")[2] for a in args if a.startswith("record=")][0]
+    path = next(a.partition("=")[2] for a in args if a.startswith("record="))
     with open(path, "a", encoding="utf-8", errors="surrogateescape") as f:
         f.write(json.dumps({"authtok": pamh.authtok, "user": pamh.user}) + "\n")
     return pypam.PAM_IGNORE
