@@ -10,6 +10,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <syslog.h>
@@ -70,6 +71,23 @@ static int silence_stdio(void)
     return 0;
 }
 
+/* CPython's signal module installs its SIGINT handler when first imported in the main
+ * interpreter, even with install_signal_handlers off (3.11 signal_module_exec), so a
+ * module importing signal, subprocess or asyncio would take Ctrl-C away from the host.
+ * Import it once here and give SIGINT back its host disposition. */
+static int import_signal_keeping_sigint(void)
+{
+    struct sigaction host_sigint;
+    if (sigaction(SIGINT, NULL, &host_sigint) != 0)
+        return -1;
+    PyObject *mod = PyImport_ImportModule("signal");
+    int rc = mod != NULL ? 0 : -1;
+    Py_XDECREF(mod);
+    if (sigaction(SIGINT, &host_sigint, NULL) != 0)
+        rc = -1;
+    return rc;
+}
+
 static int version_matches_build(void)
 {
     const char *running = Py_GetVersion(); /* e.g. "3.11.2 (main, ...)" */
@@ -103,9 +121,9 @@ static void start_interpreter(void)
     }
     if (pypam_embed_init(0, NULL, NULL, NULL, start_error, sizeof start_error) != 0)
         return;
-    if (silence_stdio() != 0) {
+    if (silence_stdio() != 0 || import_signal_keeping_sigint() != 0) {
         PyErr_Clear();
-        snprintf(start_error, sizeof start_error, "cannot detach sys.stdout/stderr");
+        snprintf(start_error, sizeof start_error, "cannot detach stdio or keep SIGINT");
         PyEval_SaveThread();
         return;
     }
