@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -363,6 +365,110 @@ def test_hung_tpm_is_unavailable_within_the_helper_timeout(pin_env, backend):
     assert report["elapsed"] >= HUNG_TIMEOUT_S * 0.9  # it did wait for the TPM
     assert pin_env.counter("root") == (0, LIMIT)
     assert auth(login(pin_env, svc, [PIN])) == "PAM_SUCCESS"
+
+
+TPM_CC_NV_READ = 0x0000014E
+
+
+def _read_tpm_message(sock: socket.socket) -> bytes | None:
+    """One TPM command or response (10-byte header with the total size at offset 2)."""
+    data = b""
+    while len(data) < 10 or len(data) < int.from_bytes(data[2:6], "big"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+class StallingTpmProxy:
+    """Relays tcti-swtpm traffic to a swtpm and stalls the PIN check itself: the
+    NV_Read whose authHandle is the PIN index (the owner's counter read, done first,
+    has authHandle OWNER and passes). `deliver=False`: that command never reaches the
+    TPM; `deliver=True`: the TPM executes it (and counts a wrong PIN) but its answer
+    never comes back. The upstream connection is closed while stalling, so tpm2-tools
+    can still read the counter (swtpm serves one connection at a time)."""
+
+    def __init__(self, swtpm, path: str, handle: int, deliver: bool) -> None:
+        self.swtpm, self.path, self.handle, self.deliver = swtpm, path, handle, deliver
+        self.tcti = f"swtpm:path={path}"
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        self.listeners = [self._listen(path, swtpm.sock, self._relay_commands),
+                          self._listen(path + ".ctrl", swtpm.sock + ".ctrl", self._relay_raw)]
+
+    def _listen(self, path, upstream_path, handler) -> socket.socket:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(16)
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                threading.Thread(target=handler, args=(client, upstream_path),
+                                 daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return server
+
+    def _relay_commands(self, client: socket.socket, upstream_path: str) -> None:
+        with client:
+            while (command := _read_tpm_message(client)) is not None:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
+                    up.connect(upstream_path)
+                    pin_check = (int.from_bytes(command[6:10], "big") == TPM_CC_NV_READ
+                                 and int.from_bytes(command[10:14], "big") == self.handle)
+                    if not pin_check or self.deliver:
+                        up.sendall(command)
+                        response = _read_tpm_message(up)
+                if pin_check:
+                    self.stalled.set()
+                    self.release.wait(60)
+                    return
+                if response is None:
+                    return
+                client.sendall(response)
+
+    def _relay_raw(self, client: socket.socket, upstream_path: str) -> None:
+        with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
+            up.connect(upstream_path)
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    return
+                up.sendall(data)
+                client.sendall(up.recv(65536))
+
+    def close(self) -> None:
+        self.release.set()
+        for server in self.listeners:
+            server.close()
+
+
+@pytest.mark.parametrize("deliver", [False, True], ids=["command_lost", "answer_lost"])
+def test_tpm_hanging_during_the_pin_check_is_unavailable_and_counts_at_most_once(
+        pin_env, backend, deliver):
+    pin_env.enrol("root", PIN)
+    proxy = StallingTpmProxy(pin_env.swtpm, os.path.join(pin_env.dir, "proxy"),
+                             handle_of("root"), deliver)
+    try:
+        pin_env.write_policy(tcti=proxy.tcti, helper_timeout=HUNG_TIMEOUT_S)
+        svc = pin_service(pin_env, backend)
+        report = login(pin_env, svc, [WRONG], timeout=HUNG_BOUND_S + 5)
+        assert proxy.stalled.is_set()  # the hang really was in the PIN check
+        assert auth(report) == "PAM_AUTHINFO_UNAVAIL"
+        assert prompts(report) == ["PIN: "] and errors_shown(report) == []
+        assert HUNG_TIMEOUT_S * 0.9 <= report["elapsed"] <= HUNG_BOUND_S, report["elapsed"]
+        # Sent at most once: lost on the way, or counted once and never resent.
+        assert pin_env.counter("root") == (1 if deliver else 0, LIMIT)
+    finally:
+        proxy.close()
+    pin_env.write_policy()
+    assert auth(login(pin_env, svc, [PIN])) == "PAM_SUCCESS"
+    assert pin_env.counter("root") == (0, LIMIT)
 
 
 # ---- both backends alike ----------------------------------------------------------------------
