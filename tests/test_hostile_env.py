@@ -129,7 +129,8 @@ class Planted:
     def __init__(self) -> None:
         self.root = tempfile.mkdtemp(prefix="pypam-hostile-", dir="/tmp")
         os.chmod(self.root, 0o755)
-        j = lambda *p: os.path.join(self.root, *p)  # noqa: E731
+        def j(*parts: str) -> str:
+            return os.path.join(self.root, *parts)
         self.markers = j("markers")
         os.mkdir(self.markers, 0o755)
         # The set-id host: root-owned, 04755, in a root-owned 0755 directory.
@@ -159,9 +160,10 @@ class Planted:
             site = os.path.join(base, "lib", f"python{PYVER}", "site-packages")
             _write(os.path.join(site, "usercustomize.py"),
                    marker_code(self.markers, f"{tag}-usercustomize"))
+            marker = os.path.join(self.markers, f"{tag}-pth")
             _write(os.path.join(site, "planted.pth"),
-                   "import posix; posix.close(posix.open(%r, posix.O_WRONLY | posix.O_CREAT))\n"
-                   % os.path.join(self.markers, f"{tag}-pth"))
+                   f"import posix; posix.close(posix.open({marker!r}, posix.O_WRONLY"
+                   " | posix.O_CREAT))\n")
         self.tmpdir = j("tmpdir")
         os.mkdir(self.tmpdir)
         os.chmod(self.tmpdir, 0o1777)

@@ -238,6 +238,7 @@ def test_module_name_as_an_absolute_file(syslog_capture, pam_confdir, trusted_tm
     path = trusted_tmp.module("evil")
     report, log = run_logged(syslog_capture, pam_confdir, path, moduledir=None)
     assert stage_rcs(report) == [PAM_SERVICE_ERR]
+    assert "invalid module name" in log
     assert not os.path.exists(trusted_tmp.marker("evil"))
 
 

@@ -20,7 +20,6 @@ from tests.support.pamhost import (
     PAM_SUCCESS,
     PAM_TEXT_INFO,
     prompts,
-    result_code,
     run_pam,
 )
 from tests.support.pypam_stacks import (

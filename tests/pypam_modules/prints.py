@@ -9,7 +9,7 @@ import pypam
 def authenticate(pamh, flags, args):
     print("PRINTED-TO-STDOUT")
     print("PRINTED-TO-STDERR", file=sys.stderr)
-    logging.warning("LOGGED-TO-ROOT-LOGGER")
+    logging.warning("LOGGED-TO-ROOT-LOGGER")  # noqa: LOG015 - the root logger on purpose
     warnings.warn("WARNED")
     if sys.stdout is not None:
         sys.stdout.flush()

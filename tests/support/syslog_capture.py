@@ -54,7 +54,7 @@ SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
 _ENTER = 'set -e; mount --rbind "$1" /dev; shift; exec "$@"'
 
 # "<PRI>Mon DD HH:MM:SS ident[pid]: message" (glibc's syslog(3) wire format).
-_LINE = re.compile(r"^<(\d+)>(\w{3} [ \d]\d \d\d:\d\d:\d\d) ([^:\[]*)(?:\[(\d+)\])?: ?(.*)$", re.S)
+_LINE = re.compile(r"^<(\d+)>(\w{3} [ \d]\d \d\d:\d\d:\d\d) ([^:\[]*)(?:\[(\d+)\])?: ?(.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
