@@ -5,6 +5,7 @@ messages, through items the host reads back, or through the PAM environment.
 """
 from __future__ import annotations
 
+import os
 import syslog
 
 import pytest
@@ -293,3 +294,13 @@ def test_logger_debug_lines_only_with_debug_argument(syslog_capture, pam_confdir
     lines = _log_lines(syslog_capture)
     assert (syslog.LOG_AUTHPRIV >> 3, syslog.LOG_DEBUG, "logger-debug-line 1") in lines
     assert len(lines) == 7
+
+
+def test_syslog_capture_leaves_the_system_alone(syslog_capture, pam_confdir):
+    # The fake /dev/log exists only inside the run's mount namespace.
+    pam_confdir.write(SERVICE, pypam_service("logs"))
+    syslog_capture.run_pam(pam_confdir, SERVICE)
+    assert syslog_capture.lines()
+    assert not os.path.exists("/dev/log")
+    with open("/proc/self/mountinfo") as f:
+        assert syslog_capture.root not in f.read()
