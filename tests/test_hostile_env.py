@@ -128,6 +128,13 @@ class Planted:
 
     def __init__(self) -> None:
         self.root = tempfile.mkdtemp(prefix="pypam-hostile-", dir="/tmp")
+        try:
+            self._build()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _build(self) -> None:
         os.chmod(self.root, 0o755)
         def j(*parts: str) -> str:
             return os.path.join(self.root, *parts)
