@@ -89,7 +89,8 @@ class Stack:
             self.confdir.write(name, "\n".join(lines))
         text = Path(self.confdir.path, "login").read_text()
         assert f"auth substack {self.confdir.path}/pypam-decide" in " ".join(text.split())
-        assert "module=master_key" in text and "module=fake_keyring" in text
+        decide = Path(self.confdir.path, "pypam-decide").read_text()
+        assert "module=master_key" in decide and "module=fake_keyring" in text
 
     def pinutil(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         result = subprocess.run(
@@ -111,18 +112,19 @@ class Stack:
         return run_pam(self.confdir, SERVICE, user=USER, stages=stages, answers=answers)
 
     def without_master_key(self, answers: list[str]) -> str | None:
-        """What the keyring gets from the same login with the master_key line removed."""
-        path = os.path.join(self.confdir.path, "login")
+        """What the keyring gets from the same login with master_key replaced by a
+        do-nothing line (the same number of lines: the decide file's jumps count them)."""
+        path = os.path.join(self.confdir.path, "pypam-decide")
         original = Path(path).read_text()
-        stripped = "\n".join(line for line in original.splitlines()
-                              if "module=master_key" not in line)
-        self.confdir.write("login", stripped)
+        stripped = "\n".join("auth optional pam_permit.so" if "module=master_key" in line
+                             else line for line in original.splitlines())
+        self.confdir.write("pypam-decide", stripped)
         try:
             report = self.login(answers, stages=("auth",))
             assert result_code(report, "auth") == PAM_SUCCESS
             return self.keyring()["auth"]
         finally:
-            self.confdir.write("login", original)
+            self.confdir.write("pypam-decide", original)
 
     def keyring(self) -> dict[str, str | None]:
         """What the stand-in keyring received, per stage."""
@@ -202,17 +204,18 @@ def test_without_a_master_key_the_keyring_gets_no_token(stack):
     assert not re.fullmatch(r"[0-9a-f]{64}", got["auth"] or "")
 
 
-def test_a_failed_login_still_runs_the_lines_after_the_substack(stack):
+def test_a_failed_login_never_hands_the_keyring_the_token(stack):
     secret = stack.init_master_key()
     stack.pinutil("--stdin", "setup", USER, stdin=PIN + "\n")
     # an application opens no session after a failed pam_authenticate
     report = stack.login(["0000", "wrong-password"], stages=("auth",))
     assert result_code(report, "auth") == PAM_AUTH_ERR
     got = stack.keyring()
-    # Substack semantics: the lines after the substack still run after a failure, so
-    # an auth-time keyring (pam_gnome_keyring with a running daemon) is handed the
-    # token even though authentication failed (see examples/pam.d/README.md).
-    assert got.get("auth") == token_for(secret, USER)
+    # Substack semantics: the keyring line after the substack still runs after a
+    # failure, but master_key sits inside the substack behind the decision, so the
+    # keyring sees at most the wrong password just typed: never the token, never the PIN.
+    assert "auth" in got  # the keyring line did run
+    assert got["auth"] not in (token_for(secret, USER), PIN, "0000")
 
 
 # --- the module alone, with a stand-in handle: PAM_IGNORE on every path ---------------
