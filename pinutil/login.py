@@ -17,14 +17,12 @@ errors, so the PAM adapter has one code path:
 from __future__ import annotations
 
 import _thread  # not `threading`: a builtin, nothing more to import on the login path
-import json
 import os
-import subprocess
-from dataclasses import dataclass
 
 from . import errors
 from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
 from .policy import Policy
+from .record import Record
 from .users import User
 
 BACKENDS = ("auto", "direct", "helper")
@@ -125,8 +123,10 @@ def _within(seconds: float, function, *args):
     raise value
 
 
-@dataclass(frozen=True)
-class HelperReply:
+class HelperReply(Record):
+    """What `pinutil` answered: its exit status and its JSON line."""
+
+    __slots__ = _FIELDS = ("exit_code", "fields")
     exit_code: int
     fields: dict
 
@@ -142,6 +142,9 @@ class HelperBackend:
         self.policy_args = ["--policy", policy_path] if policy_path and os.getuid() == 0 else []
 
     def _run(self, command: str, user: User, stdin: bytes) -> HelperReply:
+        import json  # only the helper path pays for these (~7 ms)
+        import subprocess
+
         argv = [self.policy.pinutil_path, *self.policy_args, "--json", "--stdin",
                 command, user.name]
         try:

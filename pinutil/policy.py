@@ -51,14 +51,13 @@ Why these limits:
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
 
 from .errors import InvalidPin, PolicyError
+from .record import Record
 
 DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
 
@@ -83,21 +82,36 @@ _CHARSET_TEXT = {
 }
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
     """The PIN policy. Build one with `load_policy`; the defaults are the documented
     ones (used when no policy file exists)."""
 
-    pin_min_length: int = 4
-    pin_max_length: int = 8
-    pin_lockout_max_attempts: int = 5
-    pin_charset: str = "digits"
-    pinutil_path: str = "/usr/bin/pinutil"
-    tcti: str = "device:/dev/tpmrm0"
-    nv_base: int = NV_OWNER_FIRST
-    helper_timeout: float = 10
-    pin_session: str = "salted"
-    master_key_file: str = "/var/pinpam/sealed_master_key"
+    __slots__ = _FIELDS = (
+        "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
+        "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
+    )
+    _DEFAULTS = {
+        "pin_min_length": 4,
+        "pin_max_length": 8,
+        "pin_lockout_max_attempts": 5,
+        "pin_charset": "digits",
+        "pinutil_path": "/usr/bin/pinutil",
+        "tcti": "device:/dev/tpmrm0",
+        "nv_base": NV_OWNER_FIRST,
+        "helper_timeout": 10,
+        "pin_session": "salted",
+        "master_key_file": "/var/pinpam/sealed_master_key",
+    }
+    pin_min_length: int
+    pin_max_length: int
+    pin_lockout_max_attempts: int
+    pin_charset: str
+    pinutil_path: str
+    tcti: str
+    nv_base: int
+    helper_timeout: float
+    pin_session: str
+    master_key_file: str
 
     @property
     def salted(self) -> bool:
@@ -198,7 +212,7 @@ _PARSERS = {
     "pin_session": _choice(PIN_SESSIONS),
     "master_key_file": _absolute_path,
 }
-assert set(_PARSERS) == {f.name for f in dataclasses.fields(Policy)}
+assert set(_PARSERS) == set(Policy._FIELDS)
 
 _LINE_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)\Z")
 _TRAILING_COMMENT_RE = re.compile(r"[ \t]#.*\Z")

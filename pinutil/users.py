@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass
 
 from .errors import PermissionDenied, UnknownUser
+from .record import Record
 
 ROOT_UID = 0
 _MAX_NAME = 256
 
 
-@dataclass(frozen=True)
-class User:
+class User(Record):
     """A local account: its name and uid (the PIN index is `nv_base + uid`)."""
 
+    __slots__ = _FIELDS = ("name", "uid")
     name: str
     uid: int
 
