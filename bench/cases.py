@@ -115,3 +115,21 @@ CASES: list[Case] = [
         note="our shim, trivial module",
     ),
 ]
+
+
+def _pin_case(backend: str, repeat: int | None) -> Case:
+    from bench.pin import PIN, pin_setup
+
+    return Case(
+        name=f"tpm_pin {backend}",
+        pam_lines=("auth required {pypam_so} module=tpm_pin policy={policy} "
+                   f"backend={backend}\n"),
+        answers=(PIN,),
+        setup=pin_setup,
+        repeat=repeat,
+        note=f"PIN login, {backend} backend, salted session, against a swtpm",
+    )
+
+
+# The helper backend starts a process per login: 2,000 repeats are plenty.
+CASES += [_pin_case("direct", 2000), _pin_case("helper", 100)]

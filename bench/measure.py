@@ -29,6 +29,7 @@ class Prepared:
     confdir: str
     service: str
     env: dict[str, str]
+    variables: dict[str, str]
 
 
 def host_argv(host: str, p: Prepared, *extra: str) -> list[str]:
@@ -135,4 +136,5 @@ def prepare(case: Case, confdir: str, index: int, variables: dict[str, str]) -> 
     path = os.path.join(confdir, service)
     with open(path, "w", encoding="utf-8") as f:
         f.write(case.pam_lines.format(**variables))
-    return Prepared(case=case, confdir=confdir, service=service, env=dict(case.env))
+    return Prepared(case=case, confdir=confdir, service=service, env=dict(case.env),
+                    variables=variables)

@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.cases import CASES, ROOT, Case, Context, Skip, find_pam_python
+from bench.pin import tpm_only_ms
 from bench.measure import (
     ColdResult,
     Prepared,
@@ -41,6 +42,9 @@ OURS, PYTHON_REF, FLOOR = "pam_pypam", "pam_python", "pam_permit"
 TARGET_COLD_RATIO = 0.8        # cold pam_pypam <= 0.8 x pam_python
 TARGET_REPEAT_MS = 0.05        # per transaction in a long-lived host
 TARGET_GROWTH_KB = 1024        # RSS growth over 1,000 -> 10,000 transactions
+PIN_DIRECT, PIN_HELPER = "tpm_pin direct", "tpm_pin helper"
+TARGET_PIN_COLD_RATIO = 1.0    # cold direct PIN login <= 1.0 x pam_python doing nothing
+TARGET_PIN_OVER_TPM_MS = 1.0   # repeated PIN login within 1 ms of the TPM's own time
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -91,11 +95,15 @@ def main(argv: list[str]) -> int:
                 p.case.name: measure_repeated(host, p, p.case.repeat or args.repeat)
                 for p in prepared if p.case.repeat != 0
             }
+            pin = next((p for p in prepared if p.case.name == PIN_DIRECT), None)
+            tpm_ms = tpm_only_ms(pin.variables["policy"]) if pin else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print_tables(prepared, cold, repeated, skipped, args)
-    targets = check_targets(cold, repeated)
+    if tpm_ms is not None:
+        print(f"\nPIN check through the core alone (no PAM, one process): {tpm_ms:.3f} ms")
+    targets = check_targets(cold, repeated, tpm_ms)
     print_targets(targets)
     write_json(args, cold, repeated, skipped, targets, prepared)
     return 0
@@ -141,21 +149,27 @@ def print_tables(prepared: list[Prepared], cold: dict[str, ColdResult],
 
 def cold_ratios(cold: dict[str, ColdResult]) -> dict[str, tuple[float, float]]:
     out = {}
-    for ref in (PYTHON_REF, FLOOR):
-        if OURS in cold and ref in cold:
-            a, b = cold[OURS], cold[ref]
-            out[f"{OURS} / {ref}"] = (a.pam_ms_median / b.pam_ms_median,
-                                      a.wall_ms_median / b.wall_ms_median)
+    for ours in (OURS, PIN_DIRECT, PIN_HELPER):
+        for ref in (PYTHON_REF, FLOOR):
+            if ours in cold and ref in cold:
+                a, b = cold[ours], cold[ref]
+                out[f"{ours} / {ref}"] = (a.pam_ms_median / b.pam_ms_median,
+                                          a.wall_ms_median / b.wall_ms_median)
     return out
 
 
-def check_targets(cold: dict[str, ColdResult], repeated: dict[str, RepeatResult]) -> list[dict]:
+def check_targets(cold: dict[str, ColdResult], repeated: dict[str, RepeatResult],
+                  tpm_ms: float | None = None) -> list[dict]:
     """Each target: what, limit, measured value or None, and pass/fail/n.a."""
     def verdict(value: float | None, limit: float) -> str:
         return "n/a" if value is None else ("PASS" if value <= limit else "FAIL")
 
     ratio = (cold[OURS].pam_ms_median / cold[PYTHON_REF].pam_ms_median
              if OURS in cold and PYTHON_REF in cold else None)
+    pin_ratio = (cold[PIN_DIRECT].pam_ms_median / cold[PYTHON_REF].pam_ms_median
+                 if PIN_DIRECT in cold and PYTHON_REF in cold else None)
+    pin_rep = repeated.get(PIN_DIRECT)
+    pin_over = pin_rep.per_txn_ms - tpm_ms if pin_rep and tpm_ms is not None else None
     ours = repeated.get(OURS)
     per_txn = ours.per_txn_ms if ours else None
     growth = ours.growth_kb_per_9000 if ours else None
@@ -167,6 +181,13 @@ def check_targets(cold: dict[str, ColdResult], repeated: dict[str, RepeatResult]
         {"target": f"{OURS} RSS growth < 1 MB over 1,000 -> 10,000 transactions (KB)",
          "limit": TARGET_GROWTH_KB, "value": growth,
          "verdict": verdict(growth, TARGET_GROWTH_KB - 1e-9)},
+        {"target": f"cold {PIN_DIRECT} <= {TARGET_PIN_COLD_RATIO} x {PYTHON_REF} (in-PAM median)",
+         "limit": TARGET_PIN_COLD_RATIO, "value": pin_ratio,
+         "verdict": verdict(pin_ratio, TARGET_PIN_COLD_RATIO)},
+        {"target": f"repeated {PIN_DIRECT} minus the core's own check "
+                   f"({'-' if tpm_ms is None else f'{tpm_ms:.3f}'} ms) <= {TARGET_PIN_OVER_TPM_MS} ms",
+         "limit": TARGET_PIN_OVER_TPM_MS, "value": pin_over,
+         "verdict": verdict(pin_over, TARGET_PIN_OVER_TPM_MS)},
     ]
 
 

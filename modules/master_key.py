@@ -10,7 +10,8 @@ login method succeeded, and never sees a PIN or a password.
 It returns PAM_IGNORE on every path: it must never change the authentication
 decision. When it cannot derive the token (no TPM access in this process, no master
 key, a bad policy), it logs why and leaves PAM_AUTHTOK as it was. The token is never
-logged. Place it after the "decide" substack (see examples/pam.d/README.md).
+logged. Place it at the end of the "decide" substack, behind pam_deny, so it runs only
+after a successful login (see examples/pam.d/README.md).
 
 Arguments: `policy=PATH` (absolute; default /etc/pinpam/policy, which gives `tcti`),
 `debug` (log successes too). Anything else is logged as a warning and ignored.

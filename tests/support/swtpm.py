@@ -47,6 +47,7 @@ class Swtpm:
         self.state_dir = state_dir
         self.sock = os.path.join(state_dir, "sock")
         self.tcti = f"swtpm:path={self.sock}"
+        self.log = os.path.join(state_dir, "swtpm.log")
         self.proc: subprocess.Popen | None = None
 
     # -- life cycle ----------------------------------------------------------------
@@ -57,24 +58,28 @@ class Swtpm:
         for path in (self.sock, self.sock + ".ctrl"):
             if os.path.exists(path):
                 os.unlink(path)
-        self.proc = subprocess.Popen(
-            [
-                "swtpm", "socket", "--tpm2",
-                "--tpmstate", f"dir={self.state_dir}",
-                "--server", f"type=unixio,path={self.sock}",
-                "--ctrl", f"type=unixio,path={self.sock}.ctrl",
-                "--flags", "not-need-init,startup-clear",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no Python locks touched
-            close_fds=True,
-        )
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [
+                    "swtpm", "socket", "--tpm2",
+                    "--tpmstate", f"dir={self.state_dir}",
+                    "--server", f"type=unixio,path={self.sock}",
+                    "--ctrl", f"type=unixio,path={self.sock}.ctrl",
+                    "--flags", "not-need-init,startup-clear",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                # A file, not a pipe: nobody reads a pipe during a long run, and a full pipe
+                # would stall swtpm mid-command (a "hung TPM" of our own making).
+                stderr=log,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no Python locks touched
+                close_fds=True,
+            )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not (os.path.exists(self.sock) and os.path.exists(self.sock + ".ctrl")):
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                with open(self.log, "rb") as f:
+                    err = f.read()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"swtpm exited with {self.proc.returncode}: {err.strip()}")
             if time.monotonic() > deadline:
                 self.kill()

@@ -1,0 +1,66 @@
+"""PIN-login rows for the benchmark: a swtpm, a policy and an enrolled PIN.
+
+`pin_setup` starts a simulator for the bench run and enrols root's PIN in it (root's
+index exists only in this private TPM). `tpm_only_ms` times the core's PIN check
+without PAM, in one process: the "TPM's own time" that repeated PAM logins are
+compared with.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+from bench.cases import ROOT, Context, Skip
+
+PIN = "2468"
+PINUTIL = os.path.join(ROOT, "build", "pinutil")
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+
+_TPM_ONLY = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pinutil.login import DirectBackend
+from pinutil.policy import load_policy
+from pinutil.users import User
+backend, user = DirectBackend(load_policy({policy!r})), User("root", 0)
+for _ in range(5):
+    backend.check(user, {pin!r}.encode())
+t = time.perf_counter()
+for _ in range({n}):
+    backend.check(user, {pin!r}.encode())
+print((time.perf_counter() - t) * 1000 / {n})
+"""
+
+
+@contextlib.contextmanager
+def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
+    if not os.path.exists(PINUTIL):
+        raise Skip(f"{PINUTIL} not built (make build)")
+    sys.path.insert(0, ROOT)
+    from tests.support.swtpm import start_swtpm
+
+    mine = tempfile.mkdtemp(prefix="pin-", dir=ctx.workdir)
+    os.chmod(mine, 0o755)
+    tpm = start_swtpm(os.path.join(mine, "tpm"))
+    try:
+        policy = os.path.join(mine, "policy")
+        with open(policy, "w") as f:
+            f.write(f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n"
+                    "pin_lockout_max_attempts = 5\nhelper_timeout = 10\n")
+        os.chmod(policy, 0o644)
+        subprocess.run([PINUTIL, "--policy", policy, "--stdin", "setup", "root"],
+                       input=(PIN + "\n").encode(), check=True, capture_output=True)
+        yield {"policy": policy}
+    finally:
+        tpm.kill()
+
+
+def tpm_only_ms(policy: str, n: int = 200) -> float:
+    """Milliseconds per PIN check through the core alone (salted session, no PAM)."""
+    code = _TPM_ONLY.format(root=ROOT, policy=policy, pin=PIN, n=n)
+    out = subprocess.run([PYTHON, "-I", "-c", code], check=True, capture_output=True)
+    return float(out.stdout)
