@@ -16,11 +16,11 @@ errors, so the PAM adapter has one code path:
 """
 from __future__ import annotations
 
-import _thread  # not `threading`: a builtin, nothing more to import on the login path
 import os
 
 from . import errors
 from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
+from .deadline import run_within
 from .policy import Policy
 from .record import Record
 from .users import User
@@ -85,42 +85,10 @@ class DirectBackend:
             self._index(tpm, user).check(pin, salted=self.policy.salted)
 
     def status(self, user: User) -> PinStatus:
-        return _within(self.policy.helper_timeout, self._status, user)
+        return run_within(self.policy.helper_timeout, self._status, user)
 
     def check(self, user: User, pin: bytes) -> None:
-        _within(self.policy.helper_timeout, self._check, user, pin)
-
-
-def _within(seconds: float, function, *args):
-    """`function(*args)` in a worker thread; its result or exception, or TpmUnavailable
-    after `seconds`.
-
-    A worker still blocked on a hung TPM is abandoned, not killed (a thread cannot be):
-    it holds only its own ESYS context and never touches the PAM handle, and if the TPM
-    wakes up it finishes its call and closes the context. A PIN already sent is never
-    resent, so the TPM counts it at most once (as when a TPM dies mid-check).
-    The caller releases the GIL while it waits, and cffi releases it around every
-    Esys call, so a blocked worker cannot block the caller.
-    """
-    done = _thread.allocate_lock()
-    done.acquire()
-    outcome: list = []
-
-    def work() -> None:
-        try:
-            outcome.append((True, function(*args)))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller as is
-            outcome.append((False, e))
-        finally:
-            done.release()
-
-    _thread.start_new_thread(work, ())
-    if not done.acquire(timeout=seconds):
-        raise errors.TpmUnavailable(f"the TPM did not answer within {seconds:g} s")
-    ok, value = outcome.pop()  # no cycle: a traceback's frames see an empty list
-    if ok:
-        return value
-    raise value
+        run_within(self.policy.helper_timeout, self._check, user, pin)
 
 
 class HelperReply(Record):

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ class Stack:
         self.sealed = os.path.join(workdir, "pinpam", "sealed_master_key")
         self.record = os.path.join(workdir, "keyring.jsonl")
         with open(self.policy, "w") as f:
-            f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n")
+            f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
+                    "helper_timeout = 1\n")
         os.chmod(self.policy, 0o644)
         passdb = os.path.join(workdir, "passdb")
         with open(passdb, "w") as f:
@@ -194,6 +196,22 @@ def test_without_a_tpm_login_still_succeeds_and_the_keyring_gets_no_token(stack)
     # master_key left PAM_AUTHTOK alone: the keyring sees whatever the password module
     # left there (pam_unix: the password; the pam_matrix stand-in: an empty string)
     assert got["auth"] == got["open_session"] == stack.without_master_key([PASSWORD])
+
+
+def test_a_hung_tpm_delays_login_by_the_timeouts_only_and_gives_no_token(stack):
+    secret = stack.init_master_key()
+    stack.pinutil("--stdin", "setup", USER, stdin=PIN + "\n")
+    stack.swtpm.pause()
+    try:
+        started = time.monotonic()
+        report = stack.login([PASSWORD], stages=("auth",))
+        elapsed = time.monotonic() - started
+    finally:
+        stack.swtpm.resume()
+    assert result_code(report, "auth") == PAM_SUCCESS  # the password still decides
+    # tpm_pin's status and master_key's token each wait helper_timeout (1 s) at most
+    assert elapsed < 2 * 1 + 3, elapsed
+    assert token_for(secret, USER) not in stack.keyring().values()
 
 
 def test_without_a_master_key_the_keyring_gets_no_token(stack):
