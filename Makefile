@@ -62,7 +62,7 @@ bench: deps build
 lint: venv
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench
 
-install: venv
+install: build
 	rm -rf build/install
 	PYPAM_NATIVE_OUT=$(CURDIR)/build/install PYPAM_MODULE_DIR=$(MODULEDIR) \
 	PYPAM_SEARCH_PATH=$(SITE) \
@@ -70,10 +70,11 @@ install: venv
 	install -d $(DESTDIR)$(SITE) $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR)
 	$(PY) -m pip install -q --disable-pip-version-check --no-compile --upgrade \
 		--target $(DESTDIR)$(SITE) cffi cryptography
+	# The cffi modules built in place by `build` hold no paths: copied as they are.
 	cp -r pypam pinutil $(DESTDIR)$(SITE)/
-	cp build/install/lib/pypam/_libpam*.py $(DESTDIR)$(SITE)/pypam/
-	cp build/install/lib/pinutil/_tss*.so $(DESTDIR)$(SITE)/pinutil/
 	find $(DESTDIR)$(SITE)/pypam $(DESTDIR)$(SITE)/pinutil -name '__pycache__' -prune -exec rm -rf {} +
+	# Root-owned bytecode, made now: the embedded interpreter never writes any.
+	$(SYS_PYTHON) -m compileall -q $(DESTDIR)$(SITE)/pypam $(DESTDIR)$(SITE)/pinutil
 	install -m 0644 modules/tpm_pin.py modules/master_key.py $(DESTDIR)$(MODULEDIR)/
 	install -m 0644 build/install/pam_pypam.so $(DESTDIR)$(PAMDIR)/pam_pypam.so
 	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
