@@ -15,7 +15,8 @@ PREFIX      := /usr
 LIBDIR      := $(PREFIX)/lib/pypam
 SITE        := $(LIBDIR)/python
 MODULEDIR   := $(LIBDIR)/modules
-PAMDIR      := $(shell pkg-config --variable=securedir pam 2>/dev/null || echo /usr/lib/x86_64-linux-gnu/security)
+MULTIARCH   := $(or $(shell gcc -print-multiarch 2>/dev/null),x86_64-linux-gnu)
+PAMDIR      := $(or $(shell pkg-config --variable=securedir pam 2>/dev/null),/usr/lib/$(MULTIARCH)/security)
 BINDIR      := $(PREFIX)/bin
 UDEVDIR     := $(PREFIX)/lib/udev/rules.d
 
