@@ -26,7 +26,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.cases import CASES, ROOT, Case, Context, Skip, find_pam_python
-from bench.pin import tpm_only_ms
 from bench.measure import (
     ColdResult,
     Prepared,
@@ -35,6 +34,7 @@ from bench.measure import (
     measure_repeated,
     prepare,
 )
+from bench.pin import tpm_only_ms
 from tests.support.pamhost import build_host
 
 RESULTS = os.path.join(ROOT, "bench", "results.json")

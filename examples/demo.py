@@ -15,8 +15,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.support.pamhost import PAM_WRAPPER_DIR, run_pam  # noqa: E402
-from tests.support.swtpm import start_swtpm  # noqa: E402
+from tests.support.pamhost import PAM_WRAPPER_DIR, run_pam
+from tests.support.swtpm import start_swtpm
 
 SHIM = os.path.join(ROOT, "build", "pam_pypam.so")
 PINUTIL = os.path.join(ROOT, "build", "pinutil")
@@ -70,8 +70,8 @@ def main() -> int:
         with open(os.path.join(confdir, "demo-login"), "w") as f:
             f.write(f"auth sufficient {SHIM} module=tpm_pin policy={policy}\n"
                     f"auth required {PAM_WRAPPER_DIR}/pam_matrix.so passdb={passdb}\n")
-        print("pam.d/demo-login:\n  " + open(os.path.join(confdir, "demo-login")).read()
-              .strip().replace("\n", "\n  "))
+        with open(os.path.join(confdir, "demo-login")) as f:
+            print("pam.d/demo-login:\n  " + f.read().strip().replace("\n", "\n  "))
 
         say(f"Enrol a PIN for {user} (pinutil setup)")
         print(pinutil(policy, "--stdin", "setup", user, stdin=PIN + "\n"))

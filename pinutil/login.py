@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 
 from . import errors
-from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
 from .deadline import run_within
+from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
 from .policy import Policy
 from .record import Record
 from .users import User
@@ -126,11 +126,10 @@ class HelperBackend:
             raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
         try:
             fields = json.loads(done.stdout[:_MAX_HELPER_OUTPUT].decode().splitlines()[-1])
-            if not isinstance(fields, dict):
-                raise ValueError
         except (ValueError, IndexError, UnicodeDecodeError):
-            raise errors.TpmUnavailable(
-                f"pinutil gave no usable answer (exit {done.returncode})") from None
+            fields = None
+        if not isinstance(fields, dict):
+            raise errors.TpmUnavailable(f"pinutil gave no usable answer (exit {done.returncode})")
         return HelperReply(done.returncode, fields)
 
     def status(self, user: User) -> PinStatus:

@@ -35,7 +35,6 @@ from pinutil._tss import ffi, lib
 from pinutil.errors import MasterKeyError, PinutilError
 from pinutil.tpm import (
     RC_BAD_AUTH,
-    RC_HANDLE,
     RC_NV_SPACE,
     Tpm,
     TpmCommandError,
@@ -84,12 +83,7 @@ class MasterKey:
     # -- helpers ---------------------------------------------------------------------
     def _open_persistent(self) -> int | None:
         """An ESYS_TR for our handle (one ReadPublic), or None if the slot is empty."""
-        try:
-            return self.tpm.tr_from_handle(self.handle)
-        except TpmCommandError as e:
-            if e.code == RC_HANDLE:
-                return None
-            raise
+        return self.tpm.tr_if_present(self.handle)
 
     def _require_hmac_key(self, tr: int) -> None:
         """Fail closed if the slot holds something other than an HMAC key we can use."""

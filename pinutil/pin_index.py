@@ -21,15 +21,14 @@ from __future__ import annotations
 import struct
 
 from pinutil import errors
-from pinutil.record import Record
 from pinutil._tss import lib
+from pinutil.record import Record
 from pinutil.tpm import (
     ESYS_TR_NONE,
     ESYS_TR_PASSWORD,
     ESYS_TR_RH_OWNER,
     RC_AUTH_UNAVAILABLE,
     RC_BAD_AUTH,
-    RC_HANDLE,
     RC_NV_DEFINED,
     RC_NV_SPACE,
     SESSION_CONTINUE,
@@ -63,7 +62,7 @@ class PinStatus(Record):
     """
 
     __slots__ = _FIELDS = ("enrolled", "failures", "limit", "locked", "attempts_left", "detail")
-    _DEFAULTS = {"detail": ""}
+    _DEFAULTS = {"detail": ""}  # noqa: RUF012 - read-only (see pinutil.record)
     enrolled: bool
     failures: int
     limit: int
@@ -298,12 +297,7 @@ class PinIndex:
     # ---- helpers
     def _open(self) -> int | None:
         """ESYS_TR of the index, or None if nothing is defined at the handle."""
-        try:
-            return self.tpm.tr_from_handle(self.handle)
-        except TpmCommandError as e:
-            if e.code == RC_HANDLE:
-                return None
-            raise
+        return self.tpm.tr_if_present(self.handle)
 
     def _forget(self, nv: int) -> None:
         try:

@@ -89,7 +89,7 @@ class Policy(Record):
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
     )
-    _DEFAULTS = {
+    _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
         "pin_max_length": 8,
         "pin_lockout_max_attempts": 5,

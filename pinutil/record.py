@@ -10,7 +10,8 @@ from __future__ import annotations
 class Record:
     __slots__ = ()
     _FIELDS: tuple[str, ...] = ()
-    _DEFAULTS: dict[str, object] = {}
+    # Read-only by convention; typing.ClassVar would cost an import on the login path.
+    _DEFAULTS: dict[str, object] = {}  # noqa: RUF012
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         if len(args) > len(self._FIELDS):

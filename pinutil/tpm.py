@@ -238,6 +238,15 @@ class Tpm:
             self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr))
         return tr[0]
 
+    def tr_if_present(self, handle: int) -> int | None:
+        """Like tr_from_handle, but None when nothing is at `handle` (TPM_RC_HANDLE)."""
+        try:
+            return self.tr_from_handle(handle)
+        except TpmCommandError as e:
+            if e.code == RC_HANDLE:
+                return None
+            raise
+
     def close_tr(self, tr: int) -> None:
         """Forget an ESYS_TR locally (no TPM command)."""
         p = ffi.new("ESYS_TR *", tr)

@@ -7,7 +7,7 @@ loaded by `pam_pypam.so module=NAME [moduledir=/abs/dir] [args...]`.
 Every PAM_* constant is here as a plain int; the IntEnums `Result`, `Item`, `Flag` and
 `MessageStyle` are loaded on first use (the enum machinery costs milliseconds a login).
 """
-from .constants import *  # noqa: F401,F403 - every PAM_* name, as C users know them
+from .constants import *
 from .conversation import Message, Response
 from .errors import PamError
 
@@ -22,5 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pypam' has no attribute {name!r}")
 
 
-__all__ = ["Message", "PamError", "Response", *_ENUMS]
+__all__ = ["Message", "PamError", "Response", *_ENUMS]  # noqa: PLE0604 - names, all str
 __all__ += [name for name in dir() if name.startswith("PAM_")]

@@ -11,7 +11,7 @@ class ArgumentError(Exception):
 class ModuleArguments:
     """What pam_pypam took from a pam.d line (a plain class: see conversation.py)."""
 
-    __slots__ = ("module", "moduledir", "args")
+    __slots__ = ("args", "module", "moduledir")
 
     def __init__(self, module: str, moduledir: str, args: list[str]) -> None:
         self.module = module

@@ -41,7 +41,7 @@ def _log_exception(pamh: PamHandle, hook: str, exc: BaseException) -> None:
         pamh.syslog(syslog.LOG_ERR, f"{hook} failed: {type(exc).__name__}")
         for line in text:
             pamh.syslog(syslog.LOG_ERR, line)
-    except BaseException:  # noqa: BLE001 - even MemoryError while logging must not escape
+    except BaseException:  # noqa: BLE001, S110 - even MemoryError while logging must not escape
         pass
 
 

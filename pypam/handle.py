@@ -7,10 +7,26 @@ except the module's own `data`.
 from __future__ import annotations
 
 from . import handle_data
-from .constants import (PAM_AUTHTOK, PAM_AUTHTOK_TYPE, PAM_BAD_ITEM, PAM_CONV, PAM_CONV_ERR,
-                        PAM_ERROR_MSG, PAM_MAX_NUM_MSG, PAM_OLDAUTHTOK, PAM_RHOST, PAM_RUSER, PAM_SERVICE,
-                        PAM_SUCCESS, PAM_TEXT_INFO, PAM_TTY, PAM_USER, PAM_USER_PROMPT,
-                        PAM_XAUTHDATA, PAM_XDISPLAY)
+from .constants import (
+    PAM_AUTHTOK,
+    PAM_AUTHTOK_TYPE,
+    PAM_BAD_ITEM,
+    PAM_CONV,
+    PAM_CONV_ERR,
+    PAM_ERROR_MSG,
+    PAM_MAX_NUM_MSG,
+    PAM_OLDAUTHTOK,
+    PAM_RHOST,
+    PAM_RUSER,
+    PAM_SERVICE,
+    PAM_SUCCESS,
+    PAM_TEXT_INFO,
+    PAM_TTY,
+    PAM_USER,
+    PAM_USER_PROMPT,
+    PAM_XAUTHDATA,
+    PAM_XDISPLAY,
+)
 from .conversation import Message, Response
 from .errors import PamError
 from .libpam import ffi, libc, pam
@@ -188,9 +204,11 @@ class PamHandle:
 
     # -- environment and data ---------------------------------------------------------
     @property
-    def env(self) -> "PamEnv":  # noqa: F821 - imported on first use
+    def env(self) -> PamEnv:  # noqa: F821 - imported on first use
         """The PAM environment as a mutable mapping."""
-        from .env import PamEnv  # collections.abc costs ~1.3 ms a login; few modules use env
+        from .env import (
+            PamEnv,  # collections.abc costs ~1.3 ms a login; few modules use env
+        )
 
         return PamEnv(self._h)
 
@@ -206,7 +224,7 @@ class PamHandle:
         pam.pam_syslog(self._h, priority, b"%s", ffi.new("char[]", line))
 
     @property
-    def logger(self) -> "logging.Logger":  # noqa: F821 - imported lazily
+    def logger(self) -> logging.Logger:  # noqa: F821 - imported lazily
         """A logging.Logger writing to pam_syslog; DEBUG only with a `debug` argument."""
         if self._logger is None:
             from .log import make_logger

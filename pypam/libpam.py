@@ -20,4 +20,4 @@ def _load_pam():
 pam = _load_pam()
 libc = _global
 
-__all__ = ["ffi", "pam", "libc"]
+__all__ = ["ffi", "libc", "pam"]

@@ -20,13 +20,13 @@ class PamSyslogHandler(logging.Handler):
         try:
             priority = _PRIORITY.get(record.levelno, syslog.LOG_NOTICE)
             self._pamh.syslog(priority, self.format(record))
-        except Exception:  # logging must never change a PAM result
+        except Exception:  # noqa: BLE001, S110 - logging must never change a PAM result
             pass
 
 
 def make_logger(pamh) -> logging.Logger:
     # A fresh, unregistered Logger: logging.getLogger() would keep one per name forever.
-    logger = logging.Logger(f"pypam.{pamh.module}")
+    logger = logging.Logger(f"pypam.{pamh.module}")  # noqa: LOG001
     logger.setLevel(logging.DEBUG if pamh.debug else logging.INFO)
     logger.propagate = False
     logger.addHandler(PamSyslogHandler(pamh))

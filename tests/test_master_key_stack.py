@@ -143,7 +143,7 @@ def token_for(secret: bytes, user: str) -> str:
 @pytest.fixture
 def stack(swtpm, pam_confdir):
     if not os.path.exists(PAM_PYPAM_SO):
-        pytest.skip("build/pam_pypam.so is not built (make build)")
+        pytest.fail("build/pam_pypam.so is not built (make build)")
     workdir = tempfile.mkdtemp(prefix="pypam-stack-", dir="/tmp")
     os.chmod(workdir, 0o755)
     try:
