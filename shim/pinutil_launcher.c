@@ -2,7 +2,8 @@
  *
  * Linux ignores set-id bits on scripts, so this small program is what gets them. It
  * trusts nothing the caller controls: the environment is cleared, fds 0-2 are made to
- * exist (so a secret we write or a file we open can never land on a closed stdio fd),
+ * exist and usable (so a secret we write or a file we open can never land on a closed
+ * stdio fd, and our exit status stays meaningful),
  * argv[0] is ignored (argc may even be 0), and Python starts with the fixed, isolated
  * configuration of embed.c before running the CLI. The default policy path is fixed
  * at build time too (PINUTIL_POLICY_PATH): a caller cannot point it elsewhere.
@@ -30,14 +31,35 @@ static const char run_cli[] =
 
 enum { EXIT_LAUNCH_FAILED = 70 }; /* EX_SOFTWARE: nothing ran */
 
-static int ensure_stdio_open(void)
+/* Give fds 0-2 a usable /dev/null unless they are open in a usable mode. For a set-id
+ * program started with them closed, glibc opens them itself, deliberately in the wrong
+ * mode (stdout read-only...), so every write would fail and our exit status (the
+ * helper protocol) would become Python's 120 "could not flush". */
+static int ensure_stdio_usable(void)
 {
     for (int fd = 0; fd <= 2; fd++) {
-        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
-            continue;
-        int nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
-        if (nfd != fd) /* open returns the lowest free fd, which is this one */
+        int want = fd == 0 ? O_RDONLY : O_WRONLY;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags != -1) {
+            int mode = flags & O_ACCMODE;
+            if (mode == O_RDWR || mode == want)
+                continue;
+        } else if (errno != EBADF) {
             return -1;
+        }
+        int nfd = open("/dev/null", want | O_CLOEXEC);
+        if (nfd < 0)
+            return -1;
+        if (nfd != fd) {
+            /* dup2 clears O_CLOEXEC on the target: fds 0-2 stay inheritable. */
+            if (dup2(nfd, fd) != fd) {
+                close(nfd);
+                return -1;
+            }
+            close(nfd);
+        } else if (fcntl(fd, F_SETFD, 0) != 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -46,7 +68,7 @@ int main(int argc, char **argv)
 {
     char err[256];
 
-    if (ensure_stdio_open() != 0)
+    if (ensure_stdio_usable() != 0)
         return EXIT_LAUNCH_FAILED;
     if (clearenv() != 0)
         return EXIT_LAUNCH_FAILED;
