@@ -17,7 +17,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "shim"))
-import build_native  # noqa: E402
+import build_native
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 USAGE, UNAVAILABLE, UNKNOWN_USER = 2, 9, 10
