@@ -113,8 +113,9 @@ class HelperBackend:
         import json  # only the helper path pays for these (~7 ms)
         import subprocess
 
+        # "--": a user name can never be taken for an option.
         argv = [self.policy.pinutil_path, *self.policy_args, "--json", "--stdin",
-                command, user.name]
+                command, "--", user.name]
         try:
             done = subprocess.run(argv, input=stdin, env={}, stdout=subprocess.PIPE, check=False,
                                   stderr=subprocess.DEVNULL, close_fds=True, cwd="/",
