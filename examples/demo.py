@@ -27,10 +27,11 @@ def say(text: str) -> None:
     print(f"\n=== {text}")
 
 
-def login(confdir: str, user: str, answers: list[str], note: str) -> int:
+def login(confdir: str, user: str, answers: list[str], note: str,
+          service: str = "demo-login") -> int:
     """One PAM authentication; print what the user would see and the result."""
     print(f"--- {note}")
-    report = run_pam(confdir, "demo-login", user=user, answers=answers)
+    report = run_pam(confdir, service, user=user, answers=answers)
     typed = iter(answers)
     for message in report["messages"]:
         if message["style"] in (1, 2):  # a prompt: show what was typed (masked)
@@ -41,6 +42,23 @@ def login(confdir: str, user: str, answers: list[str], note: str) -> int:
     stage = report["stages"][0]
     print(f"  => {stage['name']}")
     return stage["rc"]
+
+
+def write_keyring_stack(confdir: str, policy: str, passdb: str) -> None:
+    """examples/pam.d's decide substack, with pam_matrix standing in for pam_unix and a
+    stand-in keyring after it (libpam 1.5.2 wants a substack by absolute path here)."""
+    with open(os.path.join(ROOT, "examples", "pam.d", "pypam-decide")) as f:
+        decide = f.read()
+    decide = decide.replace("pam_pypam.so module=tpm_pin", f"{SHIM} module=tpm_pin policy={policy}")
+    decide = decide.replace("pam_pypam.so module=master_key",
+                            f"{SHIM} module=master_key policy={policy}")
+    decide = decide.replace("pam_unix.so try_first_pass",
+                            f"{PAM_WRAPPER_DIR}/pam_matrix.so passdb={passdb}")
+    with open(os.path.join(confdir, "pypam-decide"), "w") as f:
+        f.write(decide)
+    with open(os.path.join(confdir, "demo-keyring"), "w") as f:
+        f.write(f"auth substack {confdir}/pypam-decide\n"
+                f"auth optional {SHIM} module=keyring_standin moduledir={ROOT}/examples\n")
 
 
 def pinutil(policy: str, *args: str, stdin: str = "") -> str:
@@ -61,10 +79,11 @@ def main() -> int:
         policy = os.path.join(work, "policy")
         with open(policy, "w") as f:
             f.write(f"# demo policy\npin_min_length = 4\npin_lockout_max_attempts = 3\n"
-                    f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n")
+                    f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n"
+                    f"master_key_file = {work}/sealed_master_key\n")
         passdb = os.path.join(work, "passdb")
         with open(passdb, "w") as f:
-            f.write(f"{user}:{PASSWORD}:demo-login\n")
+            f.write(f"{user}:{PASSWORD}:demo-login\n{user}:{PASSWORD}:demo-keyring\n")
         confdir = os.path.join(work, "pam.d")
         os.mkdir(confdir)
         with open(os.path.join(confdir, "demo-login"), "w") as f:
@@ -90,6 +109,18 @@ def main() -> int:
         login(confdir, user, ["3333", "x"], "wrong PIN (last attempt)")
         print("  " + pinutil(policy, "status", user))
         ok &= login(confdir, user, [PASSWORD], "locked: the stack falls back to the password") == 0
+
+        say("Master key: the keyring gets the same token after a PIN or a password login")
+        words = pinutil(policy, "--yes", "master-key", "init").splitlines()[0].split()
+        print(f"master key created; recovery phrase ({len(words)} words, shown once): "
+              f"{' '.join(words[:3])} ...")
+        print(pinutil(policy, "--stdin", "change", user, stdin=PIN + "\n"),
+              "(root resets the locked PIN)")
+        write_keyring_stack(confdir, policy, passdb)
+        ok &= login(confdir, user, [PIN], "PIN login", "demo-keyring") == 0
+        ok &= login(confdir, user, ["0000", PASSWORD],
+                    "wrong PIN, then the password", "demo-keyring") == 0
+        ok &= login(confdir, user, ["0000", "nope"], "a failed login", "demo-keyring") == 7
 
         say("The TPM is gone: password still works")
         tpm.kill()
