@@ -27,7 +27,7 @@ from pinutil import master_key, recovery
 from pinutil.errors import MasterKeyError
 from pinutil.master_key import MASTER_KEY_HANDLE, MasterKey
 from pinutil.tpm import Tpm
-from tests.support.swtpm import Swtpm
+from tests.support.swtpm import Swtpm, fresh_swtpm
 from tests.test_recovery import independent_seal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,14 +122,7 @@ def setup(swtpm):
 @pytest.fixture
 def second_swtpm():
     """A second, fresh TPM (another machine's) for migration tests."""
-    state_dir = tempfile.mkdtemp(prefix="pypam-tpm2-", dir="/tmp")
-    tpm = Swtpm(state_dir)
-    try:
-        tpm.start()
-        yield tpm
-    finally:
-        tpm.kill()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    yield from fresh_swtpm()
 
 
 # --- tokens ---------------------------------------------------------------------------

@@ -156,8 +156,9 @@ def start_swtpm(state_dir: str) -> Swtpm:
     return tpm
 
 
-def _swtpm_fixture():
-    """A fresh swtpm in its own /tmp/pypam-tpm-* dir; killed and removed afterwards."""
+def fresh_swtpm():
+    """A fresh swtpm in its own /tmp/pypam-tpm-* dir; killed and removed afterwards.
+    A generator, so fixtures needing more than one TPM can `yield from` it."""
     state_dir = tempfile.mkdtemp(prefix="pypam-tpm-", dir="/tmp")
     tpm = Swtpm(state_dir)
     try:
@@ -172,4 +173,4 @@ def _swtpm_fixture():
 
 
 if pytest is not None:
-    swtpm = pytest.fixture(_swtpm_fixture, name="swtpm")
+    swtpm = pytest.fixture(fresh_swtpm, name="swtpm")
