@@ -1,8 +1,12 @@
-"""cffi builder for `pinutil._tss`, our own small binding to tpm2-tss ESAPI.
+"""cffi builder for `pinutil._tss`, our own small binding to tpm2-tss (ESAPI and SAPI).
 
 Why not tpm2_pytss: importing it costs ~55 ms and ~35 MB (it pulls in
 `cryptography`), more than the whole PAM login budget. This binding declares only
 what the PIN index (`pin_index.py`) and the master key (`master_key.py`) use.
+
+SAPI and the P-256 helper below serve the login path (`tpm_sys.py`): tpm2-tss 3.2.1's
+ESAPI creates a fresh OpenSSL library context for every hash and HMAC it computes
+(~0.25 ms each here), which made a salted PIN check cost ~5 ms of client CPU.
 
 API mode, out of line: the C compiler checks every declaration below against the
 real headers at build time, and fills in struct layouts where we wrote `...;`.
@@ -16,10 +20,79 @@ import cffi
 
 ffi = cffi.FFI()
 
+# Our half of an ECDH salt (TPM 2.0 Part 1, Annex C.6.1) on NIST P-256. The ephemeral
+# scalar is drawn and wiped here, so it never reaches Python. OpenSSL's EC_POINT API
+# does no provider fetch: no per-call library context, no config file, no DRBG.
+P256_ECDH_SOURCE = r"""
+#include <sys/random.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/obj_mac.h>
+
+/* From the TPM key's point (px, py), 32-byte big-endian coordinates: our ephemeral
+ * public point (qx, qy) and the shared x-coordinate zx. 1 on success; 0 on any
+ * failure, including a point that is not on the curve. */
+static int pinutil_p256_ecdh(const unsigned char *px, const unsigned char *py,
+                             unsigned char *qx, unsigned char *qy, unsigned char *zx)
+{
+    int ok = 0;
+    unsigned char scalar[32];
+    EC_GROUP *group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    BN_CTX *bn = BN_CTX_new();
+    BIGNUM *d = BN_secure_new(), *x = BN_new(), *y = BN_new();
+    EC_POINT *peer = NULL, *ours = NULL, *shared = NULL;
+
+    if (!group || !bn || !d || !x || !y)
+        goto done;
+    peer = EC_POINT_new(group);
+    ours = EC_POINT_new(group);
+    shared = EC_POINT_new(group);
+    if (!peer || !ours || !shared)
+        goto done;
+    /* Rejection sampling: a uniform scalar in [1, n-1]. */
+    do {
+        size_t got = 0;
+        while (got < sizeof scalar) {
+            ssize_t n = getrandom(scalar + got, sizeof scalar - got, 0);
+            if (n < 0)
+                goto done;
+            got += (size_t)n;
+        }
+        if (!BN_bin2bn(scalar, sizeof scalar, d))
+            goto done;
+    } while (BN_is_zero(d) || BN_cmp(d, EC_GROUP_get0_order(group)) >= 0);
+    BN_set_flags(d, BN_FLG_CONSTTIME);
+    if (!BN_bin2bn(px, 32, x) || !BN_bin2bn(py, 32, y)
+        || !EC_POINT_set_affine_coordinates(group, peer, x, y, bn)  /* checks the curve */
+        || !EC_POINT_mul(group, ours, d, NULL, NULL, bn)
+        || !EC_POINT_mul(group, shared, NULL, peer, d, bn)
+        || EC_POINT_is_at_infinity(group, shared)
+        || !EC_POINT_get_affine_coordinates(group, ours, x, y, bn)
+        || BN_bn2binpad(x, qx, 32) != 32 || BN_bn2binpad(y, qy, 32) != 32
+        || !EC_POINT_get_affine_coordinates(group, shared, x, NULL, bn)
+        || BN_bn2binpad(x, zx, 32) != 32)
+        goto done;
+    ok = 1;
+done:
+    OPENSSL_cleanse(scalar, sizeof scalar);
+    BN_clear_free(d);
+    BN_clear_free(x);
+    BN_free(y);
+    EC_POINT_free(peer);
+    EC_POINT_free(ours);
+    EC_POINT_clear_free(shared);
+    BN_CTX_free(bn);
+    EC_GROUP_free(group);
+    return ok;
+}
+"""
+
 ffi.set_source(
     "pinutil._tss",
-    "#include <tss2/tss2_esys.h>\n#include <tss2/tss2_tctildr.h>\n#include <tss2/tss2_rc.h>",
-    libraries=["tss2-esys", "tss2-tctildr", "tss2-rc", "tss2-mu"],
+    "#include <tss2/tss2_esys.h>\n#include <tss2/tss2_sys.h>\n"
+    "#include <tss2/tss2_tctildr.h>\n#include <tss2/tss2_rc.h>\n" + P256_ECDH_SOURCE,
+    libraries=["tss2-esys", "tss2-sys", "tss2-tctildr", "tss2-rc", "tss2-mu", "crypto"],
 )
 
 ffi.cdef(
@@ -34,6 +107,12 @@ typedef uint32_t ESYS_TR;
 typedef uint32_t TPM2_HANDLE;
 typedef uint32_t TPMI_DH_PERSISTENT;
 typedef uint32_t TPMI_RH_NV_INDEX;
+typedef uint32_t TPMI_RH_NV_AUTH;
+typedef uint32_t TPMI_RH_HIERARCHY;
+typedef uint32_t TPMI_DH_OBJECT;
+typedef uint32_t TPMI_DH_ENTITY;
+typedef uint32_t TPMI_DH_CONTEXT;
+typedef uint32_t TPMI_SH_AUTH_SESSION;
 typedef uint32_t TPM2_CC;
 typedef uint32_t TPM2_CAP;
 typedef uint32_t TPMA_NV;
@@ -58,6 +137,7 @@ typedef uint16_t TPM2_KEY_BITS;
 /* ---- opaque contexts ---- */
 typedef ... ESYS_CONTEXT;
 typedef ... TSS2_TCTI_CONTEXT;
+typedef ... TSS2_SYS_CONTEXT;
 typedef ... TSS2_ABI_VERSION;
 
 /* ---- sized buffers ---- */
@@ -71,6 +151,7 @@ typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_MAX_BUFFER;
 typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_SENSITIVE_DATA;
 typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_PRIVATE;
 typedef struct { UINT16 size; BYTE buffer[...]; } TPM2B_ECC_PARAMETER;
+typedef struct { UINT16 size; BYTE secret[...]; } TPM2B_ENCRYPTED_SECRET;
 
 /* ---- sensitive area for Create/CreatePrimary (data = a secret to import) ---- */
 typedef struct { TPM2B_AUTH userAuth; TPM2B_SENSITIVE_DATA data; } TPMS_SENSITIVE_CREATE;
@@ -125,8 +206,19 @@ typedef struct { UINT16 size; TPMT_PUBLIC publicArea; } TPM2B_PUBLIC;
 
 /* ---- outputs we only pass through or free ---- */
 typedef struct { UINT32 count; ...; } TPML_PCR_SELECTION;
-typedef ... TPM2B_CREATION_DATA;
-typedef ... TPMT_TK_CREATION;
+typedef struct { UINT16 size; ...; } TPM2B_CREATION_DATA;
+typedef struct { ...; } TPMT_TK_CREATION;
+
+/* ---- SAPI authorisation areas ---- */
+typedef struct {
+    TPMI_SH_AUTH_SESSION sessionHandle;
+    TPM2B_NONCE nonce;
+    TPMA_SESSION sessionAttributes;
+    TPM2B_AUTH hmac;
+} TPMS_AUTH_COMMAND;
+typedef struct { TPM2B_NONCE nonce; TPMA_SESSION sessionAttributes; TPM2B_AUTH hmac; } TPMS_AUTH_RESPONSE;
+typedef struct { uint16_t count; TPMS_AUTH_COMMAND auths[...]; } TSS2L_SYS_AUTH_COMMAND;
+typedef struct { uint16_t count; TPMS_AUTH_RESPONSE auths[...]; } TSS2L_SYS_AUTH_RESPONSE;
 
 /* ---- capabilities: only the command list ---- */
 typedef struct { UINT32 count; TPMA_CC commandAttributes[...]; } TPML_CCA;
@@ -139,6 +231,9 @@ typedef struct { TPM2_CAP capability; TPMU_CAPABILITIES data; } TPMS_CAPABILITY_
 #define ESYS_TR_RH_OWNER ...
 #define ESYS_TR_RH_NULL ...
 #define TSS2_TCTI_TIMEOUT_BLOCK ...
+#define TPM2_RH_OWNER ...
+#define TPM2_RH_NULL ...
+#define TPM2_RS_PW ...
 
 /* spec constants, checked by the compiler against tss2_tpm2_types.h */
 #define TPM2_ALG_SHA256 ...
@@ -146,6 +241,7 @@ typedef struct { TPM2_CAP capability; TPMU_CAPABILITIES data; } TPMS_CAPABILITY_
 #define TPM2_ALG_KEYEDHASH ...
 #define TPM2_ALG_HMAC ...
 #define TPM2_ALG_AES ...
+#define TPM2_ALG_XOR ...
 #define TPM2_ALG_CFB ...
 #define TPM2_ALG_NULL ...
 #define TPM2_ECC_NIST_P256 ...
@@ -240,6 +336,17 @@ TSS2_RC Esys_NV_UndefineSpace(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESY
 TSS2_RC Esys_NV_Write(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_MAX_NV_BUFFER *data, UINT16 offset);
 TSS2_RC Esys_NV_Read(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, UINT16 size, UINT16 offset, TPM2B_MAX_NV_BUFFER **data);
 TSS2_RC Esys_NV_ReadPublic(ESYS_CONTEXT *esysContext, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2B_NV_PUBLIC **nvPublic, TPM2B_NAME **nvName);
+
+/* ---- SAPI, for the login path (tpm_sys.py): ESYS's own SYS context, our session crypto ---- */
+TSS2_RC Esys_GetSysContext(ESYS_CONTEXT *esys_context, TSS2_SYS_CONTEXT **sys_context);
+TSS2_RC Tss2_Sys_NV_ReadPublic(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_INDEX nvIndex, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, TPM2B_NV_PUBLIC *nvPublic, TPM2B_NAME *nvName, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
+TSS2_RC Tss2_Sys_NV_Read(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_AUTH authHandle, TPMI_RH_NV_INDEX nvIndex, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, UINT16 size, UINT16 offset, TPM2B_MAX_NV_BUFFER *data, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
+TSS2_RC Tss2_Sys_CreatePrimary(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_HIERARCHY primaryHandle, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, const TPM2B_SENSITIVE_CREATE *inSensitive, const TPM2B_PUBLIC *inPublic, const TPM2B_DATA *outsideInfo, const TPML_PCR_SELECTION *creationPCR, TPM2_HANDLE *objectHandle, TPM2B_PUBLIC *outPublic, TPM2B_CREATION_DATA *creationData, TPM2B_DIGEST *creationHash, TPMT_TK_CREATION *creationTicket, TPM2B_NAME *name, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
+TSS2_RC Tss2_Sys_StartAuthSession(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_OBJECT tpmKey, TPMI_DH_ENTITY bind, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, const TPM2B_NONCE *nonceCaller, const TPM2B_ENCRYPTED_SECRET *encryptedSalt, TPM2_SE sessionType, const TPMT_SYM_DEF *symmetric, TPMI_ALG_HASH authHash, TPMI_SH_AUTH_SESSION *sessionHandle, TPM2B_NONCE *nonceTPM, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
+TSS2_RC Tss2_Sys_FlushContext(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_CONTEXT flushHandle);
+
+/* ---- our P-256 ECDH half (see P256_ECDH_SOURCE) ---- */
+int pinutil_p256_ecdh(const unsigned char *px, const unsigned char *py, unsigned char *qx, unsigned char *qy, unsigned char *zx);
 """
 )
 

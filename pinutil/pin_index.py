@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import struct
 
-from pinutil import errors
+from pinutil import errors, tpm_sys
 from pinutil._tss import lib
 from pinutil.record import Record
 from pinutil.tpm import (
     ESYS_TR_NONE,
     ESYS_TR_PASSWORD,
-    ESYS_TR_RH_OWNER,
     RC_AUTH_UNAVAILABLE,
     RC_BAD_AUTH,
     RC_NV_DEFINED,
     RC_NV_SPACE,
     SESSION_CONTINUE,
     SESSION_DECRYPT,
-    SESSION_ENCRYPT,
     NvPublic,
     Tpm,
     TpmCommandError,
@@ -127,18 +125,15 @@ class PinIndex:
         Not defined -> enrolled=False. Defined but never written (a half-finished setup)
         -> enrolled=False with `detail` saying so. Not a PIN index -> NotEnrolled.
         """
-        nv = self._open()
-        if nv is None:
+        found = tpm_sys.read_nv_public(self.tpm, self.handle)
+        if found is None:
             return NOT_ENROLLED
-        try:
-            if not self._is_enrolled_pin_index(nv):
-                return PinStatus(
-                    enrolled=False, failures=0, limit=0, locked=False, attempts_left=0,
-                    detail=f"PIN index 0x{self.handle:08x} is defined but was never written "
-                           "(a half-finished setup): delete it and enrol again")
-            failures, limit = self._read_counter(nv)
-        finally:
-            self._forget(nv)
+        if not self._is_enrolled_pin_index(*found):
+            return PinStatus(
+                enrolled=False, failures=0, limit=0, locked=False, attempts_left=0,
+                detail=f"PIN index 0x{self.handle:08x} is defined but was never written "
+                       "(a half-finished setup): delete it and enrol again")
+        failures, limit = self._read_counter()
         return PinStatus(
             enrolled=True, failures=failures, limit=limit, locked=failures >= limit,
             attempts_left=max(limit - failures, 0))
@@ -148,51 +143,44 @@ class PinIndex:
         """Verify `pin` with the TPM; return on success, raise otherwise.
 
         WrongPin(attempts_left) / PinLocked / NotEnrolled / TpmUnavailable / InvalidPin.
-        The index's public area is verified before the PIN is sent; a PIN is sent at
-        most once. salted=False uses a password session: the PIN crosses the TPM bus
-        in clear.
+        The index's Name is verified before the PIN is used; a PIN is sent at most
+        once. salted=False uses a password session: the PIN crosses the TPM bus in
+        clear. Both run through SAPI with our own session crypto (tpm_sys.py).
         """
         _validate_pin(pin)
-        nv = self._open()
-        if nv is None:
+        found = tpm_sys.read_nv_public(self.tpm, self.handle)
+        if found is None:
             raise errors.NotEnrolled(f"no PIN index at 0x{self.handle:08x}")
-        try:
-            if not self._is_enrolled_pin_index(nv):
-                raise errors.NotEnrolled(
-                    f"PIN index 0x{self.handle:08x} was never written (a half-finished setup)")
-            self._send_pin(nv, pin, salted)
-        finally:
-            self._forget(nv)
+        if not self._is_enrolled_pin_index(*found):
+            raise errors.NotEnrolled(
+                f"PIN index 0x{self.handle:08x} was never written (a half-finished setup)")
+        self._send_pin(found[1], pin, salted)
 
-    def _send_pin(self, nv: int, pin: bytes, salted: bool) -> None:
+    def _send_pin(self, name: bytes, pin: bytes, salted: bool) -> None:
         tpm = self.tpm
-        tpm.set_auth(nv, pin)
-        session = ESYS_TR_PASSWORD
-        if salted:
-            # ENCRYPT hides the counter in the response; NV_Read's first command
-            # parameter is not a sized buffer, so DECRYPT is not allowed. No
-            # continueSession: the TPM flushes the session when the read succeeds.
-            session = self._salted(SESSION_ENCRYPT)
+        session = tpm_sys.start_salted_session(tpm) if salted else None
         try:
-            tpm.nv_read(nv, nv, PIN_DATA_SIZE, session=session)
+            if session is None:
+                tpm_sys.read_nv_with_password(tpm, self.handle, PIN_DATA_SIZE, pin)
+            else:
+                tpm_sys.read_nv_with_session(tpm, self.handle, name, PIN_DATA_SIZE, pin, session)
         except TpmCommandError as e:
-            if session != ESYS_TR_PASSWORD:
-                tpm.flush_quietly(session)  # a failed command leaves the session loaded
+            if session is not None:
+                tpm_sys.flush_quietly(tpm, session.handle)  # a failed command leaves it loaded
             if e.code == RC_BAD_AUTH:
-                raise errors.WrongPin(self._attempts_left_after_failure(nv)) from None
+                raise errors.WrongPin(self._attempts_left_after_failure()) from None
             if e.code == RC_AUTH_UNAVAILABLE:
                 # The index is WRITTEN (checked above), so this is pinCount >= pinLimit.
                 raise errors.PinLocked(
                     "too many wrong PINs: the PIN is locked; set a new one to unlock") from None
             raise
-        except errors.TpmUnavailable:
-            # Transport failure: the PIN may or may not have been counted. Never resend.
-            raise
+        # Any other TpmUnavailable (transport failure, an answer that fails its HMAC
+        # check) propagates: the PIN may or may not have been counted. Never resend.
 
-    def _attempts_left_after_failure(self, nv: int) -> int:
+    def _attempts_left_after_failure(self) -> int:
         """Attempts left after a counted failure; -1 if the counter cannot be read."""
         try:
-            failures, limit = self._read_counter(nv)
+            failures, limit = self._read_counter()
         except errors.TpmUnavailable:
             return -1
         return max(limit - failures, 0)
@@ -276,7 +264,7 @@ class PinIndex:
             name = self.tpm.get_name(nv)
             ours = {self.expected_public(written=w).name() for w in (True, False)}
             if name not in ours:
-                raise errors.NotEnrolled(self._foreign_index_message(nv))
+                raise errors.NotEnrolled(self._foreign_index_message(self.tpm.nv_read_public(nv)))
             self.tpm.nv_undefine_space(nv)
         except BaseException:
             self._forget(nv)
@@ -305,25 +293,20 @@ class PinIndex:
         except errors.TpmUnavailable:
             pass
 
-    def _is_enrolled_pin_index(self, nv: int) -> bool:
+    def _is_enrolled_pin_index(self, public: NvPublic, name: bytes) -> bool:
         """True for our exact WRITTEN layout, False for our unwritten layout.
 
-        Compares the Name (a hash over the whole public area) with the Name of the
-        expected public area: no extra TPM command on the login path. Anything else
-        at the handle raises NotEnrolled, before any PIN is sent.
+        Compares the Name the TPM reported (a hash over the whole public area) with
+        the Name of the expected public area. Anything else at the handle raises
+        NotEnrolled, before any PIN is sent.
         """
-        name = self.tpm.get_name(nv)
         if name == self.expected_public(written=True).name():
             return True
         if name == self.expected_public(written=False).name():
             return False
-        raise errors.NotEnrolled(self._foreign_index_message(nv))
+        raise errors.NotEnrolled(self._foreign_index_message(public))
 
-    def _foreign_index_message(self, nv: int) -> str:
-        try:
-            pub = self.tpm.nv_read_public(nv)
-        except errors.TpmUnavailable:
-            return f"NV index 0x{self.handle:08x} is not a PIN index"
+    def _foreign_index_message(self, pub: NvPublic) -> str:
         problems = []
         if pub.nv_type != lib.TPM2_NT_PIN_FAIL:
             problems.append(f"type {pub.nv_type} instead of PIN_FAIL")
@@ -338,16 +321,7 @@ class PinIndex:
         detail = ", ".join(problems) or "an unexpected public area"
         return f"NV index 0x{self.handle:08x} is not a PIN index ({detail}); refusing to use it"
 
-    def _salted(self, attributes: int) -> int:
-        primary = self.tpm.storage_primary()
-        try:
-            return self.tpm.salted_session(primary, attributes)
-        finally:
-            self.tpm.flush_quietly(primary)
-
-    def _read_counter(self, nv: int) -> tuple[int, int]:
-        data = self.tpm.nv_read(ESYS_TR_RH_OWNER, nv, PIN_DATA_SIZE)
-        if len(data) != PIN_DATA_SIZE:
-            raise errors.TpmUnavailable("the TPM returned a malformed PIN counter")
+    def _read_counter(self) -> tuple[int, int]:
+        data = tpm_sys.read_nv_as_owner(self.tpm, self.handle, PIN_DATA_SIZE)
         failures, limit = struct.unpack(">II", data)
         return failures, limit

@@ -180,6 +180,27 @@ class NvPublic:
         return struct.pack(">H", self.name_alg) + sha256(self.marshal()).digest()
 
 
+def storage_primary_template():
+    """TPM2B_PUBLIC of our ECC P-256 storage primary (owner hierarchy, noDA).
+
+    The same template always yields the same key from the same owner seed; it is also
+    the salt key of the login path's PIN check (tpm_sys.py).
+    """
+    public = ffi.new("TPM2B_PUBLIC *")
+    area = public.publicArea
+    area.type = lib.TPM2_ALG_ECC
+    area.nameAlg = lib.TPM2_ALG_SHA256
+    area.objectAttributes = _STORAGE_PRIMARY_ATTRS
+    ecc = area.parameters.eccDetail
+    ecc.symmetric.algorithm = lib.TPM2_ALG_AES
+    ecc.symmetric.keyBits.aes = 128
+    ecc.symmetric.mode.aes = lib.TPM2_ALG_CFB
+    ecc.scheme.scheme = lib.TPM2_ALG_NULL
+    ecc.curveID = lib.TPM2_ECC_NIST_P256
+    ecc.kdf.scheme = lib.TPM2_ALG_NULL
+    return public
+
+
 class Tpm:
     """An open TPM: TCTI + ESYS context. Use as a context manager or call close().
 
@@ -211,6 +232,13 @@ class Tpm:
         if ctx == ffi.NULL:
             raise errors.TpmUnavailable("TPM context is closed")
         return ctx
+
+    @property
+    def sys(self):
+        """ESYS's own SAPI context, for tpm_sys.py (same connection, no second TCTI)."""
+        sys_pp = ffi.new("TSS2_SYS_CONTEXT **")
+        check_rc(lib.Esys_GetSysContext(self.esys, sys_pp), "Esys_GetSysContext")
+        return sys_pp[0]
 
     def close(self) -> None:
         """Finalise the ESYS context and the TCTI. Idempotent."""
@@ -304,18 +332,7 @@ class Tpm:
     # ---- keys and sessions
     def storage_primary(self) -> int:
         """Transient ECC P-256 storage primary in the owner hierarchy (noDA); flush it."""
-        public = ffi.new("TPM2B_PUBLIC *")
-        area = public.publicArea
-        area.type = lib.TPM2_ALG_ECC
-        area.nameAlg = lib.TPM2_ALG_SHA256
-        area.objectAttributes = _STORAGE_PRIMARY_ATTRS
-        ecc = area.parameters.eccDetail
-        ecc.symmetric.algorithm = lib.TPM2_ALG_AES
-        ecc.symmetric.keyBits.aes = 128
-        ecc.symmetric.mode.aes = lib.TPM2_ALG_CFB
-        ecc.scheme.scheme = lib.TPM2_ALG_NULL
-        ecc.curveID = lib.TPM2_ECC_NIST_P256
-        ecc.kdf.scheme = lib.TPM2_ALG_NULL
+        public = storage_primary_template()
         sensitive = ffi.new("TPM2B_SENSITIVE_CREATE *")
         outside = ffi.new("TPM2B_DATA *")
         pcrs = ffi.new("TPML_PCR_SELECTION *")

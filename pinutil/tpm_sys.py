@@ -1,0 +1,177 @@
+"""The PIN check's TPM commands through SAPI, with our own session crypto.
+
+These are the only commands on the login path: NV_ReadPublic, NV_Read (as owner, or
+with the PIN), and for a salted session CreatePrimary, StartAuthSession and
+FlushContext. They run on ESYS's own SAPI context (`Tpm.sys`), so they share the
+`Tpm`'s one connection. ESYS computes nothing for them: its tpm2-tss 3.2.1 crypto
+costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
+
+The handles here are raw TPM handles, not ESYS_TRs. Nothing here resends a PIN.
+"""
+import os
+import struct
+
+from pinutil import errors
+from pinutil._tss import ffi, lib
+from pinutil.session_crypto import DIGEST_SIZE, SaltedSession, cp_hash, kdfe, rp_hash
+from pinutil.tpm import (
+    RC_HANDLE,
+    NvPublic,
+    Tpm,
+    TpmCommandError,
+    storage_primary_template,
+)
+
+_P256_BYTES = 32
+# The check's only session attribute: ENCRYPT (the response's data parameter is
+# XOR-masked). No continueSession: the TPM flushes the session after a good command.
+CHECK_SESSION_ATTRIBUTES = lib.TPMA_SESSION_ENCRYPT
+
+
+def read_nv_public(tpm: Tpm, handle: int):
+    """(NvPublic, Name) of the NV index at `handle`, or None if nothing is there."""
+    pub = ffi.new("TPM2B_NV_PUBLIC *")
+    name = ffi.new("TPM2B_NAME *")
+    try:
+        tpm._call("NV_ReadPublic", lib.Tss2_Sys_NV_ReadPublic(
+            tpm.sys, handle, ffi.NULL, pub, name, ffi.NULL))
+    except TpmCommandError as e:
+        if e.code == RC_HANDLE:
+            return None
+        raise
+    p = pub.nvPublic
+    public = NvPublic(handle=p.nvIndex, name_alg=p.nameAlg, attributes=p.attributes,
+                      auth_policy=bytes(ffi.buffer(p.authPolicy.buffer, p.authPolicy.size)),
+                      data_size=p.dataSize)
+    return public, bytes(ffi.buffer(name.name, name.size))
+
+
+def read_nv_as_owner(tpm: Tpm, handle: int, size: int) -> bytes:
+    """NV_Read authorised by the owner hierarchy (empty owner password). No PIN."""
+    return _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, _password_auth(b""))[0]
+
+
+def read_nv_with_password(tpm: Tpm, handle: int, size: int, auth_value: bytes) -> bytes:
+    """NV_Read authorised by the index's authValue in a password session (in clear)."""
+    auths = _password_auth(auth_value)
+    try:
+        return _nv_read(tpm, handle, handle, size, auths)[0]
+    finally:
+        ffi.memmove(auths.auths[0].hmac.buffer, b"\0" * len(auth_value), len(auth_value))
+
+
+def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_value: bytes,
+                         session: SaltedSession) -> bytes:
+    """NV_Read authorised by the index's authValue through a salted HMAC session.
+
+    `name` is the index's Name as verified by the caller: it goes into the cpHash,
+    so the TPM refuses the HMAC if the index is not the one the caller checked.
+    The response is authenticated before its data is believed.
+    """
+    params = struct.pack(">HH", size, 0)
+    cp = cp_hash(lib.TPM2_CC_NV_Read, (name, name), params)
+    nonce, mac = session.authorise(cp, auth_value, CHECK_SESSION_ATTRIBUTES,
+                                   os.urandom(DIGEST_SIZE))
+    auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
+    auths.count = 1
+    entry = auths.auths[0]
+    entry.sessionHandle = session.handle
+    _fill(entry.nonce, nonce)
+    entry.sessionAttributes = CHECK_SESSION_ATTRIBUTES
+    _fill(entry.hmac, mac)
+    data, reply = _nv_read(tpm, handle, handle, size, auths)
+    answer = reply.auths[0]
+    session.check_response(
+        rp_hash(lib.TPM2_CC_NV_Read, struct.pack(">H", len(data)) + data), auth_value,
+        bytes(ffi.buffer(answer.nonce.buffer, answer.nonce.size)), answer.sessionAttributes,
+        bytes(ffi.buffer(answer.hmac.buffer, answer.hmac.size)))
+    return session.unmask_response(data, auth_value)
+
+
+def start_salted_session(tpm: Tpm) -> SaltedSession:
+    """A fresh HMAC session, SHA-256, XOR parameter encryption, salted by ECDH with a
+    transient copy of our storage primary (flushed before returning)."""
+    key, key_x, key_y = _create_salt_key(tpm)
+    try:
+        qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
+        if not lib.pinutil_p256_ecdh(key_x, key_y, qx, qy, z):
+            raise errors.TpmUnavailable("the TPM's salt key is not a valid P-256 point")
+        ours_x, ours_y = bytes(qx), bytes(qy)
+        salt = kdfe(bytes(z), b"SECRET", ours_x, key_x)
+        ffi.memmove(z, b"\0" * _P256_BYTES, _P256_BYTES)
+        secret = ffi.new("TPM2B_ENCRYPTED_SECRET *")
+        _fill_field(secret, "secret", struct.pack(">H", _P256_BYTES) + ours_x
+                    + struct.pack(">H", _P256_BYTES) + ours_y)
+        nonce_caller = os.urandom(DIGEST_SIZE)
+        nonce = ffi.new("TPM2B_NONCE *")
+        _fill(nonce, nonce_caller)
+        sym = ffi.new("TPMT_SYM_DEF *")
+        sym.algorithm = lib.TPM2_ALG_XOR
+        sym.keyBits.exclusiveOr = lib.TPM2_ALG_SHA256
+        handle = ffi.new("TPMI_SH_AUTH_SESSION *")
+        nonce_tpm = ffi.new("TPM2B_NONCE *")
+        tpm._call("StartAuthSession", lib.Tss2_Sys_StartAuthSession(
+            tpm.sys, key, lib.TPM2_RH_NULL, ffi.NULL, nonce, secret, lib.TPM2_SE_HMAC, sym,
+            lib.TPM2_ALG_SHA256, handle, nonce_tpm, ffi.NULL))
+    finally:
+        flush_quietly(tpm, key)
+    return SaltedSession(handle[0], salt, nonce_caller,
+                         bytes(ffi.buffer(nonce_tpm.buffer, nonce_tpm.size)))
+
+
+def flush_quietly(tpm: Tpm, handle: int) -> None:
+    """FlushContext for clean-up paths: a vanished handle or a dead TPM is no error here."""
+    try:
+        tpm._call("FlushContext", lib.Tss2_Sys_FlushContext(tpm.sys, handle))
+    except errors.TpmUnavailable:
+        pass
+
+
+# ---- helpers
+def _create_salt_key(tpm: Tpm):
+    """CreatePrimary of the storage primary template: (handle, x, y)."""
+    owner = _password_auth(b"")
+    handle = ffi.new("TPM2_HANDLE *")
+    out_public = ffi.new("TPM2B_PUBLIC *")
+    tpm._call("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
+        tpm.sys, lib.TPM2_RH_OWNER, owner, ffi.new("TPM2B_SENSITIVE_CREATE *"),
+        storage_primary_template(), ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
+        handle, out_public, ffi.new("TPM2B_CREATION_DATA *"), ffi.new("TPM2B_DIGEST *"),
+        ffi.new("TPMT_TK_CREATION *"), ffi.new("TPM2B_NAME *"),
+        ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
+    point = out_public.publicArea.unique.ecc
+    if point.x.size != _P256_BYTES or point.y.size != _P256_BYTES:
+        flush_quietly(tpm, handle[0])
+        raise errors.TpmUnavailable("the TPM returned a malformed salt key")
+    return (handle[0], bytes(ffi.buffer(point.x.buffer, _P256_BYTES)),
+            bytes(ffi.buffer(point.y.buffer, _P256_BYTES)))
+
+
+def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):
+    data = ffi.new("TPM2B_MAX_NV_BUFFER *")
+    reply = ffi.new("TSS2L_SYS_AUTH_RESPONSE *")
+    tpm._call("NV_Read", lib.Tss2_Sys_NV_Read(
+        tpm.sys, auth_handle, handle, auths, size, 0, data, reply))
+    if data.size != size or reply.count != 1:
+        raise errors.TpmUnavailable("the TPM returned a malformed NV_Read answer")
+    return bytes(ffi.buffer(data.buffer, data.size)), reply
+
+
+def _password_auth(value: bytes):
+    auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
+    auths.count = 1
+    auths.auths[0].sessionHandle = lib.TPM2_RS_PW
+    _fill(auths.auths[0].hmac, value)
+    return auths
+
+
+def _fill(tpm2b, value: bytes) -> None:
+    _fill_field(tpm2b, "buffer", value)
+
+
+def _fill_field(tpm2b, field: str, value: bytes) -> None:
+    buffer = getattr(tpm2b, field)
+    if len(value) > len(buffer):
+        raise ValueError("value too long for its TPM2B")
+    tpm2b.size = len(value)
+    ffi.memmove(buffer, value, len(value))

@@ -1,0 +1,175 @@
+"""Our session crypto (session_crypto.py, the P-256 helper, tpm_sys.py) against
+independent oracles (`hmac`, `cryptography`) and a real swtpm.
+
+The swtpm is the final oracle: a wrong cpHash, session key or HMAC formula makes it
+refuse the command; a wrong response formula makes our check refuse its answer.
+"""
+import hmac
+import os
+import struct
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.kdf.kbkdf import CounterLocation, KBKDFHMAC, Mode
+
+from pinutil import errors, tpm_sys
+from pinutil._tss import ffi, lib
+from pinutil.pin_index import PinIndex
+from pinutil.session_crypto import SaltedSession, hmac_sha256, kdfa, kdfe
+from pinutil.tpm import Tpm
+
+HANDLE = 0x01000000 + 1000
+PIN = b"135790"
+
+
+# ---- primitives against independent implementations ---------------------------------------
+@pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+def test_hmac_matches_the_standard_library(key_size):
+    key, parts = os.urandom(key_size), (os.urandom(7), b"", os.urandom(100))
+    assert hmac_sha256(key, *parts) == hmac.new(key, b"".join(parts), "sha256").digest()
+
+
+def test_hmac_rfc4231_case_2():
+    assert hmac_sha256(b"Jefe", b"what do ya want ", b"for nothing?").hex() == (
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+
+
+@pytest.mark.parametrize("bits", [8, 128, 256, 264, 512, 1024])
+def test_kdfa_is_sp800_108_counter_mode(bits):
+    """KDFa is NIST SP 800-108 counter mode with HMAC, r = L = 32 bits, counter first."""
+    key, u, v = os.urandom(32), os.urandom(32), os.urandom(32)
+    oracle = KBKDFHMAC(algorithm=hashes.SHA256(), mode=Mode.CounterMode, length=bits // 8,
+                       rlen=4, llen=4, location=CounterLocation.BeforeFixed,
+                       label=b"ATH", context=u + v, fixed=None)
+    assert kdfa(key, b"ATH", u, v, bits) == oracle.derive(key)
+
+
+def test_kdfa_refuses_partial_bytes():
+    with pytest.raises(ValueError):
+        kdfa(b"k", b"XOR", b"", b"", 12)
+
+
+def test_kdfe_is_the_concatenation_kdf():
+    z, u, v = os.urandom(32), os.urandom(32), os.urandom(32)
+    oracle = ConcatKDFHash(algorithm=hashes.SHA256(), length=32, otherinfo=b"SECRET\0" + u + v)
+    assert kdfe(z, b"SECRET", u, v) == oracle.derive(z)
+
+
+# ---- the P-256 helper --------------------------------------------------------------------
+def _point(public_key):
+    numbers = public_key.public_numbers()
+    return numbers.x.to_bytes(32, "big"), numbers.y.to_bytes(32, "big")
+
+
+def test_p256_ecdh_agrees_with_cryptography():
+    tpm_side = ec.generate_private_key(ec.SECP256R1())
+    px, py = _point(tpm_side.public_key())
+    qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
+    assert lib.pinutil_p256_ecdh(px, py, qx, qy, z) == 1
+    ours = ec.EllipticCurvePublicNumbers(int.from_bytes(bytes(qx), "big"),
+                                         int.from_bytes(bytes(qy), "big"), ec.SECP256R1())
+    assert tpm_side.exchange(ec.ECDH(), ours.public_key()) == bytes(z)
+
+
+def test_p256_ecdh_draws_a_fresh_scalar_each_time():
+    px, py = _point(ec.generate_private_key(ec.SECP256R1()).public_key())
+    seen = set()
+    for _ in range(3):
+        qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
+        assert lib.pinutil_p256_ecdh(px, py, qx, qy, z) == 1
+        seen.add(bytes(qx))
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("px, py", [
+    (b"\0" * 32, b"\0" * 32),                       # the origin: not on the curve
+    (b"\x01" * 32, b"\x02" * 32),                   # random coordinates
+    (b"\xff" * 32, b"\xff" * 32),                   # coordinates >= p
+])
+def test_p256_ecdh_refuses_points_off_the_curve(px, py):
+    qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
+    assert lib.pinutil_p256_ecdh(px, py, qx, qy, z) == 0
+    assert bytes(z) == b"\0" * 32
+
+
+# ---- response authentication -------------------------------------------------------------
+def _session_and_reply():
+    session = SaltedSession(0x02000000, os.urandom(32), os.urandom(32), os.urandom(32))
+    session.authorise(os.urandom(32), PIN, 0x20, os.urandom(32))
+    rp, nonce_tpm = os.urandom(32), os.urandom(32)
+    mac = hmac_sha256(session._key + PIN, rp, nonce_tpm, session._nonce_caller, bytes((0x20,)))
+    return session, rp, nonce_tpm, mac
+
+
+def test_a_genuine_response_is_accepted():
+    session, rp, nonce_tpm, mac = _session_and_reply()
+    session.check_response(rp, PIN, nonce_tpm, 0x20, mac)
+
+
+@pytest.mark.parametrize("tamper", ["rp", "pin", "nonce", "attributes", "mac", "empty"])
+def test_any_altered_response_is_refused(tamper):
+    session, rp, nonce_tpm, mac = _session_and_reply()
+    args = {"rp": rp, "pin": PIN, "nonce": nonce_tpm, "attributes": 0x20, "mac": mac}
+    flip = {"rp": bytes([rp[0] ^ 1]) + rp[1:], "pin": b"135791",
+            "nonce": nonce_tpm[:-1] + bytes([nonce_tpm[-1] ^ 0x80]), "attributes": 0x21,
+            "mac": mac[:31] + bytes([mac[31] ^ 1]), "empty": b""}
+    args["mac" if tamper == "empty" else tamper] = flip[tamper]
+    with pytest.raises(errors.TpmUnavailable, match="HMAC"):
+        session.check_response(args["rp"], args["pin"], args["nonce"], args["attributes"],
+                               args["mac"])
+
+
+# ---- against the swtpm -------------------------------------------------------------------
+@pytest.fixture
+def enrolled(swtpm):
+    with Tpm(swtpm.tcti) as t:
+        PinIndex(t, HANDLE).define(PIN, 5)
+        yield t
+    assert swtpm.tools("tpm2_getcap", "handles-loaded-session").stdout.strip() == b""
+    assert swtpm.tools("tpm2_getcap", "handles-transient").stdout.strip() == b""
+
+
+def test_salted_read_returns_the_counter_in_clear_after_unmasking(enrolled, swtpm):
+    _, name = tpm_sys.read_nv_public(enrolled, HANDLE)
+    session = tpm_sys.start_salted_session(enrolled)
+    data = tpm_sys.read_nv_with_session(enrolled, HANDLE, name, 8, PIN, session)
+    assert struct.unpack(">II", data) == (0, 5)
+    assert tpm_sys.read_nv_as_owner(enrolled, HANDLE, 8) == data
+
+
+@pytest.mark.parametrize("part", ["hmac", "nonce", "data"])
+def test_a_forged_tpm_answer_is_never_a_correct_pin(enrolled, swtpm, monkeypatch, part):
+    """Someone between us and the TPM alters the NV_Read answer: the check fails
+    closed (TpmUnavailable), even though the TPM itself accepted the PIN."""
+    real = tpm_sys._nv_read
+
+    def forge(tpm, auth_handle, handle, size, auths):
+        data, reply = real(tpm, auth_handle, handle, size, auths)
+        if auth_handle == handle:
+            if part == "data":
+                data = bytes([data[0] ^ 1]) + data[1:]
+            else:
+                field = getattr(reply.auths[0], part)
+                field.buffer[0] ^= 1
+        return data, reply
+
+    monkeypatch.setattr(tpm_sys, "_nv_read", forge)
+    with pytest.raises(errors.TpmUnavailable, match="HMAC"):
+        PinIndex(enrolled, HANDLE).check(PIN)
+    assert swtpm.read_pin_counter(HANDLE) == (0, 5)
+
+
+def test_a_wrong_name_makes_the_tpm_refuse_the_hmac(enrolled, swtpm):
+    """The Name goes into the cpHash: the TPM refuses the HMAC and counts a failure.
+    That is why PinIndex compares the Name before it ever uses a PIN."""
+    _, name = tpm_sys.read_nv_public(enrolled, HANDLE)
+    wrong = name[:-1] + bytes([name[-1] ^ 1])
+    session = tpm_sys.start_salted_session(enrolled)
+    try:
+        with pytest.raises(errors.TpmUnavailable):
+            tpm_sys.read_nv_with_session(enrolled, HANDLE, wrong, 8, PIN, session)
+    finally:
+        tpm_sys.flush_quietly(enrolled, session.handle)
+    assert swtpm.read_pin_counter(HANDLE) == (1, 5)
