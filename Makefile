@@ -50,6 +50,10 @@ build: venv
 	PYPAM_SEARCH_PATH=$(CURDIR):$(VENV_SITE) \
 	$(PY) setup.py -q build_ext --inplace --build-temp build/temp
 	gcc -O2 -Wall -Wextra -o build/pamhost tests/host/pamhost.c -lpam -lpthread
+	# Bytecode the embedded interpreter may use (it never writes any): checked-hash pycs
+	# for PAM modules (pypam/loader.py trusts no other kind), ordinary ones for packages.
+	$(PY) -m compileall -q --invalidation-mode checked-hash modules bench/modules
+	$(PY) -m compileall -q pypam pinutil
 
 test: deps build
 	$(VENV)/bin/pytest -q tests
@@ -77,6 +81,7 @@ install: build
 	# Root-owned bytecode, made now: the embedded interpreter never writes any.
 	$(SYS_PYTHON) -m compileall -q $(DESTDIR)$(SITE)/pypam $(DESTDIR)$(SITE)/pinutil
 	install -m 0644 modules/tpm_pin.py modules/master_key.py $(DESTDIR)$(MODULEDIR)/
+	$(SYS_PYTHON) -m compileall -q --invalidation-mode checked-hash -d $(MODULEDIR) $(DESTDIR)$(MODULEDIR)
 	install -m 0644 build/install/pam_pypam.so $(DESTDIR)$(PAMDIR)/pam_pypam.so
 	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
 	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss

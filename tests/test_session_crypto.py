@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.hazmat.primitives.kdf.kbkdf import CounterLocation, KBKDFHMAC, Mode
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+from pinutil._tss import ffi, lib
 
 from pinutil import errors, tpm_sys
-from pinutil._tss import ffi, lib
 from pinutil.pin_index import PinIndex
 from pinutil.session_crypto import SaltedSession, hmac_sha256, kdfa, kdfe
 from pinutil.tpm import Tpm
