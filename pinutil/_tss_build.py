@@ -344,6 +344,7 @@ TSS2_RC Tss2_Sys_NV_Read(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_AUTH authHandl
 TSS2_RC Tss2_Sys_CreatePrimary(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_HIERARCHY primaryHandle, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, const TPM2B_SENSITIVE_CREATE *inSensitive, const TPM2B_PUBLIC *inPublic, const TPM2B_DATA *outsideInfo, const TPML_PCR_SELECTION *creationPCR, TPM2_HANDLE *objectHandle, TPM2B_PUBLIC *outPublic, TPM2B_CREATION_DATA *creationData, TPM2B_DIGEST *creationHash, TPMT_TK_CREATION *creationTicket, TPM2B_NAME *name, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 TSS2_RC Tss2_Sys_StartAuthSession(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_OBJECT tpmKey, TPMI_DH_ENTITY bind, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, const TPM2B_NONCE *nonceCaller, const TPM2B_ENCRYPTED_SECRET *encryptedSalt, TPM2_SE sessionType, const TPMT_SYM_DEF *symmetric, TPMI_ALG_HASH authHash, TPMI_SH_AUTH_SESSION *sessionHandle, TPM2B_NONCE *nonceTPM, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 TSS2_RC Tss2_Sys_FlushContext(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_CONTEXT flushHandle);
+TSS2_RC Tss2_Sys_ReadPublic(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_OBJECT objectHandle, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, TPM2B_PUBLIC *outPublic, TPM2B_NAME *name, TPM2B_NAME *qualifiedName, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 
 /* ---- our P-256 ECDH half (see P256_ECDH_SOURCE) ---- */
 int pinutil_p256_ecdh(const unsigned char *px, const unsigned char *py, unsigned char *qx, unsigned char *qy, unsigned char *zx);

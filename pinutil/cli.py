@@ -310,8 +310,20 @@ def cmd_setup(ctx: Context) -> dict:
     limit = ctx.policy.pin_lockout_max_attempts
     with ctx.pin_index(user) as index:
         index.define(pin, limit, salted=ctx.policy.salted)
-    return {"limit": limit,
+        salt_key = _persist_salt_key(index.tpm)
+    return {"limit": limit, "salt_key": salt_key,
             "message": f"PIN set up for {user.name} ({limit} failed attempts lock it)"}
+
+
+def _persist_salt_key(tpm) -> str:
+    """Best effort after an enrolment: without a persistent salt key every PIN check
+    creates one (slower, not weaker), so a failure here must not fail the setup."""
+    from . import tpm_sys
+
+    try:
+        return tpm_sys.persist_salt_key(tpm)
+    except TpmUnavailable as e:
+        return f"not persistent ({e})"
 
 
 def cmd_change(ctx: Context) -> dict:

@@ -180,6 +180,17 @@ class NvPublic:
         return struct.pack(">H", self.name_alg) + sha256(self.marshal()).digest()
 
 
+# The TCTIs we document, by their exact library file: the loader would otherwise
+# dlopen() the bare name first ("device", "swtpm") and search every library
+# directory for a file of that name before trying the tpm2-tss library.
+_TCTI_LIBRARIES = {name: f"libtss2-tcti-{name}.so.0" for name in ("device", "swtpm", "mssim")}
+
+
+def _tcti_library_conf(tcti: str) -> str:
+    name, sep, conf = tcti.partition(":")
+    return _TCTI_LIBRARIES.get(name, name) + sep + conf
+
+
 def storage_primary_template():
     """TPM2B_PUBLIC of our ECC P-256 storage primary (owner hierarchy, noDA).
 
@@ -212,7 +223,7 @@ class Tpm:
         self.commands_sent = 0
         self._tcti_pp = ffi.new("TSS2_TCTI_CONTEXT **")
         self._esys_pp = ffi.new("ESYS_CONTEXT **")
-        rc = lib.Tss2_TctiLdr_Initialize(tcti.encode(), self._tcti_pp)
+        rc = lib.Tss2_TctiLdr_Initialize(_tcti_library_conf(tcti).encode(), self._tcti_pp)
         if rc != 0:
             self._tcti_pp[0] = ffi.NULL
             raise errors.TpmUnavailable(f"cannot open the TPM ({tcti.split(':', 1)[0]}): 0x{rc:x}")

@@ -6,6 +6,14 @@ FlushContext. They run on ESYS's own SAPI context (`Tpm.sys`), so they share the
 `Tpm`'s one connection. ESYS computes nothing for them: its tpm2-tss 3.2.1 crypto
 costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
 
+The salt key: our storage primary template (tpm.storage_primary_template), either
+persistent at SALT_KEY_HANDLE (made by `pinutil setup`, see persist_salt_key) or, when
+nothing of ours is there, created for the check and flushed. The persistent copy
+saves a CreatePrimary per login: ~0.5 ms on swtpm, tens of ms on TPM chips. It
+is trusted only if its public area is exactly our template: fixedTPM then
+guarantees the TPM generated it and its private key never leaves the TPM, so a
+bus sniffer cannot recover the salt whoever made the key.
+
 The handles here are raw TPM handles, not ESYS_TRs. Nothing here resends a PIN.
 """
 import os
@@ -23,6 +31,9 @@ from pinutil.tpm import (
 )
 
 _P256_BYTES = 32
+# Persistent handle of our salt key: next to the master key (0x81000081, pinpam's), not
+# pinpam's RSA SRK at 0x81000080.
+SALT_KEY_HANDLE = 0x81000082
 # The check's only session attribute: ENCRYPT (the response's data parameter is
 # XOR-masked). No continueSession: the TPM flushes the session after a good command.
 CHECK_SESSION_ATTRIBUTES = lib.TPMA_SESSION_ENCRYPT
@@ -89,9 +100,9 @@ def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_val
 
 
 def start_salted_session(tpm: Tpm) -> SaltedSession:
-    """A fresh HMAC session, SHA-256, XOR parameter encryption, salted by ECDH with a
-    transient copy of our storage primary (flushed before returning)."""
-    key, key_x, key_y = _create_salt_key(tpm)
+    """A fresh HMAC session, SHA-256, XOR parameter encryption, salted by ECDH with our
+    salt key (the persistent one, or a transient copy flushed before returning)."""
+    key, key_x, key_y, transient = _salt_key(tpm)
     try:
         qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
         if not lib.pinutil_p256_ecdh(key_x, key_y, qx, qy, z):
@@ -114,9 +125,39 @@ def start_salted_session(tpm: Tpm) -> SaltedSession:
             tpm.sys, key, lib.TPM2_RH_NULL, ffi.NULL, nonce, secret, lib.TPM2_SE_HMAC, sym,
             lib.TPM2_ALG_SHA256, handle, nonce_tpm, ffi.NULL))
     finally:
-        flush_quietly(tpm, key)
+        if transient:
+            flush_quietly(tpm, key)
     return SaltedSession(handle[0], salt, nonce_caller,
                          bytes(ffi.buffer(nonce_tpm.buffer, nonce_tpm.size)))
+
+
+def persistent_salt_key_state(tpm: Tpm) -> str:
+    """"ours", "absent", or "foreign" (something else holds SALT_KEY_HANDLE)."""
+    public = _read_public(tpm, SALT_KEY_HANDLE)
+    if public is None:
+        return "absent"
+    return "ours" if _is_our_salt_key(public.publicArea) else "foreign"
+
+
+def persist_salt_key(tpm: Tpm) -> str:
+    """Make our salt key persistent if SALT_KEY_HANDLE is free; the resulting state.
+
+    Owner EvictControl (empty owner password). Best effort: without it every check
+    creates the key, which is slower, not weaker. Never replaces a foreign object.
+    """
+    state = persistent_salt_key_state(tpm)
+    if state != "absent":
+        return state
+    primary = tpm.storage_primary()
+    try:
+        persistent = ffi.new("ESYS_TR *")
+        tpm._call("EvictControl", lib.Esys_EvictControl(
+            tpm.esys, lib.ESYS_TR_RH_OWNER, primary, lib.ESYS_TR_PASSWORD, lib.ESYS_TR_NONE,
+            lib.ESYS_TR_NONE, SALT_KEY_HANDLE, persistent))
+        tpm.close_tr(persistent[0])
+    finally:
+        tpm.flush_quietly(primary)
+    return "ours"
 
 
 def flush_quietly(tpm: Tpm, handle: int) -> None:
@@ -128,6 +169,53 @@ def flush_quietly(tpm: Tpm, handle: int) -> None:
 
 
 # ---- helpers
+def _salt_key(tpm: Tpm):
+    """(handle, x, y, transient): the persistent salt key if it is ours, else a new
+    transient one that the caller flushes."""
+    public = _read_public(tpm, SALT_KEY_HANDLE)
+    if public is not None and _is_our_salt_key(public.publicArea):
+        return (SALT_KEY_HANDLE, *_point(public.publicArea), False)
+    return (*_create_salt_key(tpm), True)
+
+
+def _read_public(tpm: Tpm, handle: int):
+    """The TPM2B_PUBLIC of the object at `handle`, or None if nothing is there.
+
+    (The owner, not its publicArea: a cffi field view does not keep its owner alive.)
+    """
+    out_public = ffi.new("TPM2B_PUBLIC *")
+    try:
+        tpm._call("ReadPublic", lib.Tss2_Sys_ReadPublic(
+            tpm.sys, handle, ffi.NULL, out_public, ffi.new("TPM2B_NAME *"),
+            ffi.new("TPM2B_NAME *"), ffi.NULL))
+    except TpmCommandError as e:
+        if e.code == RC_HANDLE:
+            return None
+        raise
+    return out_public
+
+
+def _is_our_salt_key(area) -> bool:
+    """Exactly our storage primary template (any unique point of the right size)."""
+    template = storage_primary_template()  # keeps the struct alive while `want` is used
+    want = template.publicArea
+    ecc, want_ecc = area.parameters.eccDetail, want.parameters.eccDetail
+    return (area.type == want.type and area.nameAlg == want.nameAlg
+            and area.objectAttributes == want.objectAttributes and area.authPolicy.size == 0
+            and ecc.symmetric.algorithm == want_ecc.symmetric.algorithm
+            and ecc.symmetric.keyBits.aes == want_ecc.symmetric.keyBits.aes
+            and ecc.symmetric.mode.aes == want_ecc.symmetric.mode.aes
+            and ecc.scheme.scheme == want_ecc.scheme.scheme
+            and ecc.curveID == want_ecc.curveID and ecc.kdf.scheme == want_ecc.kdf.scheme
+            and area.unique.ecc.x.size == _P256_BYTES and area.unique.ecc.y.size == _P256_BYTES)
+
+
+def _point(area) -> tuple[bytes, bytes]:
+    point = area.unique.ecc
+    return (bytes(ffi.buffer(point.x.buffer, _P256_BYTES)),
+            bytes(ffi.buffer(point.y.buffer, _P256_BYTES)))
+
+
 def _create_salt_key(tpm: Tpm):
     """CreatePrimary of the storage primary template: (handle, x, y)."""
     owner = _password_auth(b"")
@@ -139,12 +227,10 @@ def _create_salt_key(tpm: Tpm):
         handle, out_public, ffi.new("TPM2B_CREATION_DATA *"), ffi.new("TPM2B_DIGEST *"),
         ffi.new("TPMT_TK_CREATION *"), ffi.new("TPM2B_NAME *"),
         ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
-    point = out_public.publicArea.unique.ecc
-    if point.x.size != _P256_BYTES or point.y.size != _P256_BYTES:
+    if not _is_our_salt_key(out_public.publicArea):
         flush_quietly(tpm, handle[0])
         raise errors.TpmUnavailable("the TPM returned a malformed salt key")
-    return (handle[0], bytes(ffi.buffer(point.x.buffer, _P256_BYTES)),
-            bytes(ffi.buffer(point.y.buffer, _P256_BYTES)))
+    return (handle[0], *_point(out_public.publicArea))
 
 
 def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):

@@ -398,9 +398,15 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
 
 
 # ---- cost of the login path ------------------------------------------------------------------
-@pytest.mark.parametrize("salted, commands", [(True, 5), (False, 2)])
-def test_check_path_sends_few_commands(index, salted, commands):
+@pytest.mark.parametrize("salted, persistent_salt_key, commands", [
+    (True, True, 4),    # NV_ReadPublic, ReadPublic (salt key), StartAuthSession, NV_Read
+    (True, False, 6),   # ... ReadPublic misses: CreatePrimary and FlushContext instead
+    (False, False, 2),  # NV_ReadPublic, NV_Read (the PIN in clear)
+])
+def test_check_path_sends_few_commands(index, salted, persistent_salt_key, commands):
     index.define(PIN, 5)
+    if persistent_salt_key:
+        assert tpm_sys.persist_salt_key(index.tpm) == "ours"
     before = index.tpm.commands_sent
     index.check(PIN, salted=salted)
     assert index.tpm.commands_sent - before == commands

@@ -173,3 +173,37 @@ def test_a_wrong_name_makes_the_tpm_refuse_the_hmac(enrolled, swtpm):
     finally:
         tpm_sys.flush_quietly(enrolled, session.handle)
     assert swtpm.read_pin_counter(HANDLE) == (1, 5)
+
+
+# ---- the persistent salt key -------------------------------------------------------------
+def _persistent_handles(swtpm) -> bytes:
+    return swtpm.tools("tpm2_getcap", "handles-persistent").stdout
+
+
+def test_persist_salt_key_makes_ours_once_and_checks_use_it(enrolled, swtpm):
+    assert tpm_sys.persistent_salt_key_state(enrolled) == "absent"
+    assert tpm_sys.persist_salt_key(enrolled) == "ours"
+    assert b"0x81000082" in _persistent_handles(swtpm)
+    assert tpm_sys.persist_salt_key(enrolled) == "ours"  # idempotent
+    before = enrolled.commands_sent
+    PinIndex(enrolled, HANDLE).check(PIN)
+    # NV_ReadPublic, ReadPublic, StartAuthSession, NV_Read: no CreatePrimary, no flush.
+    assert enrolled.commands_sent - before == 4
+    assert swtpm.read_pin_counter(HANDLE) == (0, 5)
+
+
+@pytest.mark.parametrize("foreign", [
+    ["tpm2_createprimary", "-C", "o", "-G", "ecc", "-c", "k.ctx"],   # default template: DA
+    ["tpm2_createprimary", "-C", "o", "-G", "rsa", "-c", "k.ctx"],   # pinpam-style RSA SRK
+])
+def test_a_foreign_key_at_the_handle_is_never_used_nor_replaced(enrolled, swtpm, foreign):
+    swtpm.tools(*foreign)
+    swtpm.tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(tpm_sys.SALT_KEY_HANDLE))
+    swtpm.tools("tpm2_flushcontext", "-t")
+    public_before = swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout
+    assert tpm_sys.persist_salt_key(enrolled) == "foreign"
+    before = enrolled.commands_sent
+    PinIndex(enrolled, HANDLE).check(PIN)  # a transient salt key instead
+    assert enrolled.commands_sent - before == 6
+    assert swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout == public_before
+    assert swtpm.read_pin_counter(HANDLE) == (0, 5)
