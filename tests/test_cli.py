@@ -131,7 +131,7 @@ def test_setup_status_test_change_delete_as_root(cli):
     result = cli.run("--json", "--stdin", "setup", stdin=PIN + "\n")
     assert result.returncode == 0, result.stderr
     assert one_json(result) == {"command": "setup", "user": "root", "result": "success",
-                                "limit": 5}
+                                "limit": 5, "salt_key": "ours"}
     assert_no_secret(result, PIN)
     assert cli.counter(ROOT_UID) == (0, 5)
 
