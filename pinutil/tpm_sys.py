@@ -1,8 +1,8 @@
 """The PIN check's TPM commands through SAPI, with our own session crypto.
 
 These are the only commands on the login path: NV_ReadPublic, NV_Read (as owner, or
-with the PIN), and for a salted session CreatePrimary, StartAuthSession and
-FlushContext. They run on ESYS's own SAPI context (`Tpm.sys`), so they share the
+with the PIN), and for a salted session ReadPublic of the salt key (or CreatePrimary
+and FlushContext when there is no persistent one) and StartAuthSession. They run on ESYS's own SAPI context (`Tpm.sys`), so they share the
 `Tpm`'s one connection. ESYS computes nothing for them: its tpm2-tss 3.2.1 crypto
 costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
 

@@ -74,13 +74,15 @@ static int silence_stdio(void)
 /* CPython's signal module installs its SIGINT handler when first imported in the main
  * interpreter, even with install_signal_handlers off (3.11 signal_module_exec), so a
  * module importing signal, subprocess or asyncio would take Ctrl-C away from the host.
- * Import it once here and give SIGINT back its host disposition. */
+ * Import it once here and give SIGINT back its host disposition. The C module
+ * `_signal` is the one that installs the handler; `signal` (its enum wrapper) would
+ * also import enum, functools and collections: ~2 ms on every cold login. */
 static int import_signal_keeping_sigint(void)
 {
     struct sigaction host_sigint;
     if (sigaction(SIGINT, NULL, &host_sigint) != 0)
         return -1;
-    PyObject *mod = PyImport_ImportModule("signal");
+    PyObject *mod = PyImport_ImportModule("_signal");
     int rc = mod != NULL ? 0 : -1;
     Py_XDECREF(mod);
     if (sigaction(SIGINT, &host_sigint, NULL) != 0)
