@@ -39,6 +39,8 @@ from pinutil.tpm import (
     Tpm,
     TpmCommandError,
     check_rc,
+    fill_tpm2b,
+    wipe_tpm2b,
 )
 
 RC_AUTH_FAIL = 0x08E  # TPM_RC_AUTH_FAIL: an HMAC session's authorization failed
@@ -113,8 +115,7 @@ class MasterKey:
     def _hmac(self, tr: int, data: bytes) -> bytes:
         none = lib.ESYS_TR_NONE
         buffer = ffi.new("TPM2B_MAX_BUFFER *")
-        buffer.size = len(data)
-        ffi.memmove(buffer.buffer, data, len(data))
+        fill_tpm2b(buffer, data)
         out = ffi.new("TPM2B_DIGEST **")
         rc = lib.Esys_HMAC(self.tpm.esys, tr, lib.ESYS_TR_PASSWORD, none, none,
                            buffer, lib.TPM2_ALG_SHA256, out)
@@ -220,8 +221,7 @@ class MasterKey:
         none = lib.ESYS_TR_NONE
         sensitive = ffi.new("TPM2B_SENSITIVE_CREATE *")
         sensitive.sensitive.userAuth.size = 0
-        sensitive.sensitive.data.size = len(secret)
-        ffi.memmove(sensitive.sensitive.data.buffer, secret, len(secret))
+        fill_tpm2b(sensitive.sensitive.data, secret)
         outside = ffi.new("TPM2B_DATA *")
         pcrs = ffi.new("TPML_PCR_SELECTION *")
         private = ffi.new("TPM2B_PRIVATE **")
@@ -248,7 +248,7 @@ class MasterKey:
                 self.tpm.flush_quietly(session)
         finally:
             # Best effort only: Python cannot promise the bytes are gone elsewhere.
-            ffi.memmove(sensitive.sensitive.data.buffer, bytes(len(secret)), len(secret))
+            wipe_tpm2b(sensitive.sensitive.data)
             self.tpm.flush_quietly(primary)
         return loaded[0]
 

@@ -191,6 +191,21 @@ def _tcti_library_conf(tcti: str) -> str:
     return _TCTI_LIBRARIES.get(name, name) + sep + conf
 
 
+def fill_tpm2b(tpm2b, value: bytes, field: str = "buffer") -> None:
+    """Copy `value` into a TPM2B's byte array (`field`) and set its size; refuse what
+    does not fit (cffi's memmove would not)."""
+    buffer = getattr(tpm2b, field)
+    if len(value) > len(buffer):
+        raise ValueError(f"{len(value)} bytes do not fit a TPM2B of {len(buffer)}")
+    tpm2b.size = len(value)
+    ffi.memmove(buffer, value, len(value))
+
+
+def wipe_tpm2b(tpm2b, field: str = "buffer") -> None:
+    """Zero the bytes a TPM2B holds (a secret we put there)."""
+    ffi.memmove(getattr(tpm2b, field), bytes(tpm2b.size), tpm2b.size)
+
+
 def storage_primary_template():
     """TPM2B_PUBLIC of our ECC P-256 storage primary (owner hierarchy, noDA).
 
@@ -265,26 +280,32 @@ class Tpm:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _call(self, command: str, rc: int) -> None:
+    def send(self, command: str, rc: int) -> None:
+        """Account for a command that reached the TPM and check its return code.
+
+        Also used by tpm_sys.py, whose SAPI calls share this connection."""
         self.commands_sent += 1
         check_rc(rc, command)
 
-    # ---- ESYS_TR objects
-    def tr_from_handle(self, handle: int) -> int:
-        """ESYS_TR for a TPM handle (sends ReadPublic / NV_ReadPublic)."""
-        tr = ffi.new("ESYS_TR *")
-        self._call("TR_FromTPMPublic", lib.Esys_TR_FromTPMPublic(
-            self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr))
-        return tr[0]
-
-    def tr_if_present(self, handle: int) -> int | None:
-        """Like tr_from_handle, but None when nothing is at `handle` (TPM_RC_HANDLE)."""
+    def send_if_present(self, command: str, rc: int) -> bool:
+        """send(), but False instead of an error when nothing is at the handle."""
         try:
-            return self.tr_from_handle(handle)
+            self.send(command, rc)
         except TpmCommandError as e:
             if e.code == RC_HANDLE:
-                return None
+                return False
             raise
+        return True
+
+    # ---- ESYS_TR objects
+    def tr_if_present(self, handle: int) -> int | None:
+        """ESYS_TR for a TPM handle (sends ReadPublic / NV_ReadPublic), or None when
+        nothing is at `handle` (TPM_RC_HANDLE)."""
+        tr = ffi.new("ESYS_TR *")
+        if not self.send_if_present("TR_FromTPMPublic", lib.Esys_TR_FromTPMPublic(
+                self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr)):
+            return None
+        return tr[0]
 
     def close_tr(self, tr: int) -> None:
         """Forget an ESYS_TR locally (no TPM command)."""
@@ -294,14 +315,11 @@ class Tpm:
     def set_auth(self, tr: int, auth: bytes) -> None:
         """Set the authValue ESYS uses for `tr` (max. 64 bytes; the TPM may allow less)."""
         value = ffi.new("TPM2B_AUTH *")
-        if len(auth) > len(value.buffer):
-            raise ValueError("authValue too long")
-        value.size = len(auth)
-        ffi.memmove(value.buffer, auth, len(auth))
+        fill_tpm2b(value, auth)
         try:
             check_rc(lib.Esys_TR_SetAuth(self.esys, tr, value), "Esys_TR_SetAuth")
         finally:
-            ffi.memmove(value.buffer, b"\0" * len(auth), len(auth))
+            wipe_tpm2b(value)
 
     def get_name(self, tr: int) -> bytes:
         """The Name ESYS holds for `tr` (no TPM command)."""
@@ -314,7 +332,7 @@ class Tpm:
 
     def flush(self, handle: int) -> None:
         """FlushContext a transient object or session."""
-        self._call("FlushContext", lib.Esys_FlushContext(self.esys, handle))
+        self.send("FlushContext", lib.Esys_FlushContext(self.esys, handle))
 
     def flush_quietly(self, handle: int) -> None:
         """flush() for clean-up paths: a vanished handle or a dead TPM is not an error here."""
@@ -328,7 +346,7 @@ class Tpm:
         """True if the TPM lists command code `cc` (GetCapability TPM2_CAP_COMMANDS)."""
         more = ffi.new("TPMI_YES_NO *")
         data_pp = ffi.new("TPMS_CAPABILITY_DATA **")
-        self._call("GetCapability", lib.Esys_GetCapability(
+        self.send("GetCapability", lib.Esys_GetCapability(
             self.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
             lib.TPM2_CAP_COMMANDS, cc, 1, more, data_pp))
         try:
@@ -352,7 +370,7 @@ class Tpm:
         creation_data = ffi.new("TPM2B_CREATION_DATA **")
         creation_hash = ffi.new("TPM2B_DIGEST **")
         ticket = ffi.new("TPMT_TK_CREATION **")
-        self._call("CreatePrimary", lib.Esys_CreatePrimary(
+        self.send("CreatePrimary", lib.Esys_CreatePrimary(
             self.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
             sensitive, public, outside, pcrs,
             handle, out_public, creation_data, creation_hash, ticket))
@@ -387,7 +405,7 @@ class Tpm:
         sym.keyBits.aes = 128
         sym.mode.aes = lib.TPM2_ALG_CFB
         session = ffi.new("ESYS_TR *")
-        self._call("StartAuthSession", lib.Esys_StartAuthSession(
+        self.send("StartAuthSession", lib.Esys_StartAuthSession(
             self.esys, tpm_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
             ffi.NULL, session_type, sym, lib.TPM2_ALG_SHA256, session))
         try:
@@ -404,21 +422,21 @@ class Tpm:
 
     # ---- policy
     def policy_command_code(self, session: int, cc: int) -> None:
-        self._call("PolicyCommandCode", lib.Esys_PolicyCommandCode(
+        self.send("PolicyCommandCode", lib.Esys_PolicyCommandCode(
             self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, cc))
 
     def policy_auth_value(self, session: int) -> None:
-        self._call("PolicyAuthValue", lib.Esys_PolicyAuthValue(
+        self.send("PolicyAuthValue", lib.Esys_PolicyAuthValue(
             self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE))
 
     def policy_nv_written(self, session: int, written: bool) -> None:
-        self._call("PolicyNvWritten", lib.Esys_PolicyNvWritten(
+        self.send("PolicyNvWritten", lib.Esys_PolicyNvWritten(
             self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 1 if written else 0))
 
     def policy_digest(self, session: int) -> bytes:
         """PolicyGetDigest of a policy or trial session."""
         digest_pp = ffi.new("TPM2B_DIGEST **")
-        self._call("PolicyGetDigest", lib.Esys_PolicyGetDigest(
+        self.send("PolicyGetDigest", lib.Esys_PolicyGetDigest(
             self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, digest_pp))
         try:
             return bytes(ffi.buffer(digest_pp[0].buffer, digest_pp[0].size))
@@ -430,7 +448,7 @@ class Tpm:
         """NV_ReadPublic of the index behind ESYS_TR `nv`."""
         pub_pp = ffi.new("TPM2B_NV_PUBLIC **")
         name_pp = ffi.new("TPM2B_NAME **")
-        self._call("NV_ReadPublic", lib.Esys_NV_ReadPublic(
+        self.send("NV_ReadPublic", lib.Esys_NV_ReadPublic(
             self.esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub_pp, name_pp))
         try:
             p = pub_pp[0].nvPublic
@@ -449,44 +467,26 @@ class Tpm:
         info.nvPublic.nvIndex = public.handle
         info.nvPublic.nameAlg = public.name_alg
         info.nvPublic.attributes = public.attributes
-        info.nvPublic.authPolicy.size = len(public.auth_policy)
-        ffi.memmove(info.nvPublic.authPolicy.buffer, public.auth_policy, len(public.auth_policy))
+        fill_tpm2b(info.nvPublic.authPolicy, public.auth_policy)
         info.nvPublic.dataSize = public.data_size
         value = ffi.new("TPM2B_AUTH *")
-        if len(auth) > len(value.buffer):
-            raise ValueError("authValue too long")
-        value.size = len(auth)
-        ffi.memmove(value.buffer, auth, len(auth))
+        fill_tpm2b(value, auth)
         nv = ffi.new("ESYS_TR *")
         try:
-            self._call("NV_DefineSpace", lib.Esys_NV_DefineSpace(
+            self.send("NV_DefineSpace", lib.Esys_NV_DefineSpace(
                 self.esys, ESYS_TR_RH_OWNER, session, ESYS_TR_NONE, ESYS_TR_NONE, value, info, nv))
         finally:
-            ffi.memmove(value.buffer, b"\0" * len(auth), len(auth))
+            wipe_tpm2b(value)
         return nv[0]
 
     def nv_undefine_space(self, nv: int) -> None:
         """Owner NV_UndefineSpace; ESYS forgets `nv` on success."""
-        self._call("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
+        self.send("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
             self.esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE))
 
     def nv_write(self, auth_handle: int, nv: int, data: bytes, session: int, offset: int = 0) -> None:
         """NV_Write `data` at `offset`, authorised by `session` on `auth_handle`."""
         buf = ffi.new("TPM2B_MAX_NV_BUFFER *")
-        if len(data) > len(buf.buffer):
-            raise ValueError("NV data too long")
-        buf.size = len(data)
-        ffi.memmove(buf.buffer, data, len(data))
-        self._call("NV_Write", lib.Esys_NV_Write(
+        fill_tpm2b(buf, data)
+        self.send("NV_Write", lib.Esys_NV_Write(
             self.esys, auth_handle, nv, session, ESYS_TR_NONE, ESYS_TR_NONE, buf, offset))
-
-    def nv_read(self, auth_handle: int, nv: int, size: int, session: int = ESYS_TR_PASSWORD,
-                offset: int = 0) -> bytes:
-        """NV_Read `size` bytes, authorised by `session` on `auth_handle`."""
-        data_pp = ffi.new("TPM2B_MAX_NV_BUFFER **")
-        self._call("NV_Read", lib.Esys_NV_Read(
-            self.esys, auth_handle, nv, session, ESYS_TR_NONE, ESYS_TR_NONE, size, offset, data_pp))
-        try:
-            return bytes(ffi.buffer(data_pp[0].buffer, data_pp[0].size))
-        finally:
-            lib.Esys_Free(data_pp[0])

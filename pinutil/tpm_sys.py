@@ -22,13 +22,7 @@ import struct
 from pinutil import errors
 from pinutil._tss import ffi, lib
 from pinutil.session_crypto import DIGEST_SIZE, SaltedSession, cp_hash, kdfe, rp_hash
-from pinutil.tpm import (
-    RC_HANDLE,
-    NvPublic,
-    Tpm,
-    TpmCommandError,
-    storage_primary_template,
-)
+from pinutil.tpm import NvPublic, Tpm, fill_tpm2b, storage_primary_template, wipe_tpm2b
 
 _P256_BYTES = 32
 # Persistent handle of our salt key: next to the master key (0x81000081, pinpam's), not
@@ -43,13 +37,9 @@ def read_nv_public(tpm: Tpm, handle: int):
     """(NvPublic, Name) of the NV index at `handle`, or None if nothing is there."""
     pub = ffi.new("TPM2B_NV_PUBLIC *")
     name = ffi.new("TPM2B_NAME *")
-    try:
-        tpm._call("NV_ReadPublic", lib.Tss2_Sys_NV_ReadPublic(
-            tpm.sys, handle, ffi.NULL, pub, name, ffi.NULL))
-    except TpmCommandError as e:
-        if e.code == RC_HANDLE:
-            return None
-        raise
+    if not tpm.send_if_present("NV_ReadPublic", lib.Tss2_Sys_NV_ReadPublic(
+            tpm.sys, handle, ffi.NULL, pub, name, ffi.NULL)):
+        return None
     p = pub.nvPublic
     public = NvPublic(handle=p.nvIndex, name_alg=p.nameAlg, attributes=p.attributes,
                       auth_policy=bytes(ffi.buffer(p.authPolicy.buffer, p.authPolicy.size)),
@@ -68,7 +58,7 @@ def read_nv_with_password(tpm: Tpm, handle: int, size: int, auth_value: bytes) -
     try:
         return _nv_read(tpm, handle, handle, size, auths)[0]
     finally:
-        ffi.memmove(auths.auths[0].hmac.buffer, b"\0" * len(auth_value), len(auth_value))
+        wipe_tpm2b(auths.auths[0].hmac)
 
 
 def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_value: bytes,
@@ -87,9 +77,9 @@ def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_val
     auths.count = 1
     entry = auths.auths[0]
     entry.sessionHandle = session.handle
-    _fill(entry.nonce, nonce)
+    fill_tpm2b(entry.nonce, nonce)
     entry.sessionAttributes = CHECK_SESSION_ATTRIBUTES
-    _fill(entry.hmac, mac)
+    fill_tpm2b(entry.hmac, mac)
     data, reply = _nv_read(tpm, handle, handle, size, auths)
     answer = reply.auths[0]
     session.check_response(
@@ -111,17 +101,17 @@ def start_salted_session(tpm: Tpm) -> SaltedSession:
         salt = kdfe(bytes(z), b"SECRET", ours_x, key_x)
         ffi.memmove(z, b"\0" * _P256_BYTES, _P256_BYTES)
         secret = ffi.new("TPM2B_ENCRYPTED_SECRET *")
-        _fill_field(secret, "secret", struct.pack(">H", _P256_BYTES) + ours_x
-                    + struct.pack(">H", _P256_BYTES) + ours_y)
+        fill_tpm2b(secret, struct.pack(">H", _P256_BYTES) + ours_x
+                   + struct.pack(">H", _P256_BYTES) + ours_y, field="secret")
         nonce_caller = os.urandom(DIGEST_SIZE)
         nonce = ffi.new("TPM2B_NONCE *")
-        _fill(nonce, nonce_caller)
+        fill_tpm2b(nonce, nonce_caller)
         sym = ffi.new("TPMT_SYM_DEF *")
         sym.algorithm = lib.TPM2_ALG_XOR
         sym.keyBits.exclusiveOr = lib.TPM2_ALG_SHA256
         handle = ffi.new("TPMI_SH_AUTH_SESSION *")
         nonce_tpm = ffi.new("TPM2B_NONCE *")
-        tpm._call("StartAuthSession", lib.Tss2_Sys_StartAuthSession(
+        tpm.send("StartAuthSession", lib.Tss2_Sys_StartAuthSession(
             tpm.sys, key, lib.TPM2_RH_NULL, ffi.NULL, nonce, secret, lib.TPM2_SE_HMAC, sym,
             lib.TPM2_ALG_SHA256, handle, nonce_tpm, ffi.NULL))
     finally:
@@ -151,7 +141,7 @@ def persist_salt_key(tpm: Tpm) -> str:
     primary = tpm.storage_primary()
     try:
         persistent = ffi.new("ESYS_TR *")
-        tpm._call("EvictControl", lib.Esys_EvictControl(
+        tpm.send("EvictControl", lib.Esys_EvictControl(
             tpm.esys, lib.ESYS_TR_RH_OWNER, primary, lib.ESYS_TR_PASSWORD, lib.ESYS_TR_NONE,
             lib.ESYS_TR_NONE, SALT_KEY_HANDLE, persistent))
         tpm.close_tr(persistent[0])
@@ -163,7 +153,7 @@ def persist_salt_key(tpm: Tpm) -> str:
 def flush_quietly(tpm: Tpm, handle: int) -> None:
     """FlushContext for clean-up paths: a vanished handle or a dead TPM is no error here."""
     try:
-        tpm._call("FlushContext", lib.Tss2_Sys_FlushContext(tpm.sys, handle))
+        tpm.send("FlushContext", lib.Tss2_Sys_FlushContext(tpm.sys, handle))
     except errors.TpmUnavailable:
         pass
 
@@ -184,14 +174,10 @@ def _read_public(tpm: Tpm, handle: int):
     (The owner, not its publicArea: a cffi field view does not keep its owner alive.)
     """
     out_public = ffi.new("TPM2B_PUBLIC *")
-    try:
-        tpm._call("ReadPublic", lib.Tss2_Sys_ReadPublic(
+    if not tpm.send_if_present("ReadPublic", lib.Tss2_Sys_ReadPublic(
             tpm.sys, handle, ffi.NULL, out_public, ffi.new("TPM2B_NAME *"),
-            ffi.new("TPM2B_NAME *"), ffi.NULL))
-    except TpmCommandError as e:
-        if e.code == RC_HANDLE:
-            return None
-        raise
+            ffi.new("TPM2B_NAME *"), ffi.NULL)):
+        return None
     return out_public
 
 
@@ -221,7 +207,7 @@ def _create_salt_key(tpm: Tpm):
     owner = _password_auth(b"")
     handle = ffi.new("TPM2_HANDLE *")
     out_public = ffi.new("TPM2B_PUBLIC *")
-    tpm._call("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
+    tpm.send("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
         tpm.sys, lib.TPM2_RH_OWNER, owner, ffi.new("TPM2B_SENSITIVE_CREATE *"),
         storage_primary_template(), ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
         handle, out_public, ffi.new("TPM2B_CREATION_DATA *"), ffi.new("TPM2B_DIGEST *"),
@@ -236,7 +222,7 @@ def _create_salt_key(tpm: Tpm):
 def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):
     data = ffi.new("TPM2B_MAX_NV_BUFFER *")
     reply = ffi.new("TSS2L_SYS_AUTH_RESPONSE *")
-    tpm._call("NV_Read", lib.Tss2_Sys_NV_Read(
+    tpm.send("NV_Read", lib.Tss2_Sys_NV_Read(
         tpm.sys, auth_handle, handle, auths, size, 0, data, reply))
     if data.size != size or reply.count != 1:
         raise errors.TpmUnavailable("the TPM returned a malformed NV_Read answer")
@@ -247,17 +233,5 @@ def _password_auth(value: bytes):
     auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
     auths.count = 1
     auths.auths[0].sessionHandle = lib.TPM2_RS_PW
-    _fill(auths.auths[0].hmac, value)
+    fill_tpm2b(auths.auths[0].hmac, value)
     return auths
-
-
-def _fill(tpm2b, value: bytes) -> None:
-    _fill_field(tpm2b, "buffer", value)
-
-
-def _fill_field(tpm2b, field: str, value: bytes) -> None:
-    buffer = getattr(tpm2b, field)
-    if len(value) > len(buffer):
-        raise ValueError("value too long for its TPM2B")
-    tpm2b.size = len(value)
-    ffi.memmove(buffer, value, len(value))
