@@ -107,10 +107,9 @@ def assert_no_secret(result: subprocess.CompletedProcess, *secrets: str) -> None
 
 @pytest.fixture
 def cli(swtpm):
-    # nobody must reach the socket (see the module docstring) and read the policy.
+    # nobody must reach the sockets (see the module docstring; swtpm made them 0666,
+    # tcti-swtpm uses the control socket too) and read the policy.
     os.chmod(swtpm.state_dir, 0o711)
-    os.chmod(swtpm.sock, 0o666)
-    os.chmod(swtpm.sock + ".ctrl", 0o666)  # tcti-swtpm uses the control socket too
     policy_dir = tempfile.mkdtemp(prefix="pinutil-cli-", dir="/tmp")
     os.chmod(policy_dir, 0o755)
     try:

@@ -3,6 +3,13 @@
 Each simulator gets a fresh short absolute directory under /tmp (AF_UNIX paths are
 limited to 108 bytes, pytest's tmp_path is often too deep) and dies with the process
 that started it (PR_SET_PDEATHSIG), so a crashed test run leaves no simulator behind.
+
+start() returns only once the TPM answers: a socket file appears at bind(), before
+swtpm listens on it and before it sets the file's mode, so "the file exists" let tests
+race swtpm (ECONNREFUSED, seen as "cannot open the TPM (swtpm): 0xa000a", and a mode
+reset after a test's own chmod). swtpm sets the sockets' mode itself (SOCKET_MODE, from
+--server/--ctrl mode=); who may reach them is decided by the state directory's mode,
+0700 unless a test opens it.
 tpm2-tools is the out-of-band oracle for counters: it shares no code path with ours.
 """
 from __future__ import annotations
@@ -11,6 +18,8 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -21,7 +30,14 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 _PR_SET_PDEATHSIG = 1
-_START_TIMEOUT_S = 5.0
+_START_TIMEOUT_S = 10.0
+#: Mode of both sockets, set by swtpm before it listens. Reaching them is gated by the
+#: state directory (0700 from mkdtemp; a test that lets `nobody` in opens the directory).
+SOCKET_MODE = 0o666
+
+# TPM2_GetRandom(8): answered with TPM_RC_SUCCESS only by a started TPM.
+_GET_RANDOM = struct.pack(">HIIH", 0x8001, 12, 0x17B, 8)
+_CMD_GET_CAPABILITY = struct.pack(">I", 1)  # swtpm control channel (swtpm-ioctls(3))
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -52,7 +68,7 @@ class Swtpm:
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
-        """Start swtpm on this state dir and wait until its socket accepts."""
+        """Start swtpm on this state dir; return once both channels answer a command."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("swtpm already running")
         for path in (self.sock, self.sock + ".ctrl"):
@@ -63,8 +79,8 @@ class Swtpm:
                 [
                     "swtpm", "socket", "--tpm2",
                     "--tpmstate", f"dir={self.state_dir}",
-                    "--server", f"type=unixio,path={self.sock}",
-                    "--ctrl", f"type=unixio,path={self.sock}.ctrl",
+                    "--server", f"type=unixio,path={self.sock},mode=0{SOCKET_MODE:o}",
+                    "--ctrl", f"type=unixio,path={self.sock}.ctrl,mode=0{SOCKET_MODE:o}",
                     "--flags", "not-need-init,startup-clear",
                 ],
                 stdin=subprocess.DEVNULL,
@@ -76,14 +92,44 @@ class Swtpm:
                 close_fds=True,
             )
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while not (os.path.exists(self.sock) and os.path.exists(self.sock + ".ctrl")):
+        ctrl = self._ask(self.sock + ".ctrl", _CMD_GET_CAPABILITY, 8, deadline)
+        if ctrl[:4] != b"\0\0\0\0":
+            self.kill()
+            raise RuntimeError(f"swtpm control channel answered {ctrl.hex()}")
+        answer = self._ask(self.sock, _GET_RANDOM, 10, deadline)
+        if answer[:2] != b"\x80\x01" or answer[6:10] != b"\0\0\0\0":
+            self.kill()
+            raise RuntimeError(f"swtpm answered TPM2_GetRandom with {answer.hex()}")
+
+    def _ask(self, path: str, request: bytes, want: int, deadline: float) -> bytes:
+        """Send `request` on a fresh connection to `path` once swtpm listens there; return
+        the first `want` bytes of its answer. Retries until swtpm is up or has died."""
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(max(0.1, deadline - time.monotonic()))
+                    s.connect(path)
+                    s.sendall(request)
+                    answer = b""
+                    while len(answer) < want:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        answer += chunk
+                    if len(answer) >= want:
+                        return answer
+            except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError,
+                    BrokenPipeError):
+                pass  # not listening yet
+            except TimeoutError:
+                pass
             if self.proc.poll() is not None:
                 with open(self.log, "rb") as f:
                     err = f.read()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"swtpm exited with {self.proc.returncode}: {err.strip()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError("swtpm did not create its socket in time")
+                raise RuntimeError(f"swtpm did not answer on {path} in time")
             time.sleep(0.002)
 
     def stop(self) -> None:
