@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pinutil._tss import ffi, lib
 from pinutil.errors import MasterKeyError, PinutilError
+from pinutil.record import Record
 from pinutil.tpm import (
     RC_BAD_AUTH,
     RC_NV_SPACE,
@@ -342,9 +342,12 @@ def import_master_key(tcti: str, sealed_path: str, phrase: str) -> bool:
         return True
 
 
-@dataclass
-class MasterKeyStatus:
-    """What `pinutil master-key status` reports (no secret in it)."""
+class MasterKeyStatus(Record):
+    """What `pinutil master-key status` reports (no secret in it). A Record, not a
+    dataclass: this module is on the login path (modules/master_key.py)."""
+
+    __slots__ = _FIELDS = ("tpm_handle", "in_tpm", "tpm_error", "sealed_file",
+                           "file_present", "file_created_unix_ms", "file_error")
 
     tpm_handle: str
     in_tpm: bool | None  # None: the TPM could not be asked

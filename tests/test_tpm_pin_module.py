@@ -80,7 +80,7 @@ def lock_with_pinutil(env, user="root") -> None:
     """LIMIT wrong PINs through `pinutil test` (out of the PAM path under test)."""
     for n in range(1, LIMIT + 1):
         done = env.pinutil("--stdin", "test", user, stdin=WRONG + "\n")
-        assert done.returncode in (7, 11), done.stdout
+        assert done.returncode == 7, done.stdout  # wrong PIN (the lock shows on the next try)
         assert env.counter(user) == (n, LIMIT)
 
 
@@ -206,7 +206,7 @@ def test_conversation_fault_fails_without_spending_an_attempt(pin_env, backend, 
     pin_env.enrol("root", PIN)
     svc = pin_service(pin_env, backend)
     report = login(pin_env, svc, [], extra_args=fault)
-    assert result_code(report, "auth") in (PAM_CONV_ERR, PAM_AUTH_ERR)
+    assert result_code(report, "auth") == PAM_CONV_ERR
     assert pin_env.counter("root") == (0, LIMIT)
     # The index is untouched: the right PIN still works afterwards.
     assert auth(login(pin_env, svc, [PIN])) == "PAM_SUCCESS"
