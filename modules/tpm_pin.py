@@ -1,7 +1,8 @@
 """tpm_pin: log in with a PIN that the TPM protects with its own failure counter.
 
     auth sufficient pam_pypam.so module=tpm_pin [policy=PATH] [try_first_pass]
-                                 [use_first_pass] [backend=auto|direct|helper] [debug]
+                                 [use_first_pass] [backend=auto|direct|helper]
+                                 [allow_remote] [debug]
 
 A thin adapter: PAM in, a call into pinutil's core, a PAM code out. Every outcome is
 one row of OUTCOMES; any unexpected exception becomes PAM_SERVICE_ERR in pypam's
@@ -16,13 +17,19 @@ from pinutil.login import choose_backend
 from pinutil.policy import DEFAULT_POLICY_PATH, load_policy
 from pinutil.users import User
 
-FLAG_ARGS = {"try_first_pass", "use_first_pass", "debug"}
+FLAG_ARGS = {"try_first_pass", "use_first_pass", "allow_remote", "debug"}
 VALUE_ARGS = {"policy", "backend"}
 
 LOCKED_TEXT = "PIN locked (too many failures). Use your password."
 
+
+class PinNotOffered(errors.NotEnrolled):
+    """No PIN on this transaction: a remote login, or the handle already sent one."""
+
+
 # Domain error -> (message for the user or None, syslog priority, PAM code).
 OUTCOMES = {
+    PinNotOffered: (None, syslog.LOG_NOTICE, pypam.PAM_AUTHINFO_UNAVAIL),
     errors.NotEnrolled: (None, syslog.LOG_INFO, pypam.PAM_AUTHINFO_UNAVAIL),
     errors.PinLocked: (LOCKED_TEXT, syslog.LOG_NOTICE, pypam.PAM_MAXTRIES),
     errors.InvalidPin: ("Invalid PIN.", syslog.LOG_NOTICE, pypam.PAM_AUTH_ERR),
@@ -33,6 +40,43 @@ OUTCOMES = {
     errors.PermissionDenied: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
     errors.PinutilError: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
 }
+
+
+# pamh.data key: set just before a PIN goes to the TPM. A host that retries
+# pam_authenticate on one handle (sudo: 3 times) gets no second PIN attempt.
+PIN_SENT = "pin_sent"
+
+
+def _is_local_rhost(rhost):
+    """True for no remote host, `localhost`, 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
+
+    Literal addresses only (no DNS, not the host's own name): with sshd's UseDNS a
+    remote host chooses its own reverse name."""
+    if not rhost or rhost == "localhost":
+        return True
+    import _socket  # only remote-looking logins pay for it
+
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            packed = _socket.inet_pton(family, rhost)
+        except OSError:
+            continue
+        if family == _socket.AF_INET:
+            return packed[0] == 127
+        return (packed == bytes(15) + b"\x01"
+                or (packed[:12] == bytes(10) + b"\xff\xff" and packed[12] == 127))
+    return False
+
+
+def _refuse_if_not_offered(pamh, options):
+    """No PIN prompt for a remote login without allow_remote, nor twice on one handle."""
+    rhost = pamh.rhost
+    if not options.get("allow_remote") and not _is_local_rhost(rhost):
+        raise PinNotOffered(f"remote login from {rhost[:64]!r}: no PIN offered "
+                            "(the pam.d line has no allow_remote)")
+    if pamh.data.get(PIN_SENT):
+        raise PinNotOffered("one PIN attempt per PAM transaction: already spent on this "
+                            "handle, no PIN offered again")
 
 
 def _parse_args(pamh, args):
@@ -99,6 +143,7 @@ def authenticate(pamh, flags, args):
         policy = load_policy(policy_path)
         backend = choose_backend(options["backend"], policy, options["policy"])
         name = pamh.get_user()
+        _refuse_if_not_offered(pamh, options)
         try:
             user = User(name, pwd.getpwnam(name).pw_uid)
         except KeyError:
@@ -111,6 +156,7 @@ def authenticate(pamh, flags, args):
         if status.locked:
             raise errors.PinLocked("locked")
         pin = _read_pin(pamh, options, policy, status)
+        pamh.data[PIN_SENT] = True  # before the TPM: a timeout may still have counted it
         backend.check(user, pin)
     except errors.WrongPin as e:
         pamh.syslog(syslog.LOG_NOTICE, f"wrong PIN for {pamh.user}")
