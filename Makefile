@@ -1,5 +1,6 @@
 # pypam build. `make demo` and `make test` are the README's two commands: on a fresh
-# Debian 12 machine they install what they need (apt and pip), build, and run.
+# Debian 12 or 13 machine (after `apt-get install make git`) they install what they
+# need (apt and pip), build, and run.
 #
 # `make build` wires everything to this source tree: build/pam_pypam.so loads modules
 # from ./modules and Python packages from . and .venv. `make install` builds a second
@@ -8,8 +9,8 @@
 SYS_PYTHON  := /usr/bin/python3
 VENV        := $(CURDIR)/.venv
 PY          := $(VENV)/bin/python
-PYVER       := $(shell $(SYS_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-VENV_SITE   := $(VENV)/lib/python$(PYVER)/site-packages
+# Deferred (=, not :=): on a fresh machine python3 only exists once `apt` has run.
+VENV_SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 
 PREFIX      := /usr
 LIBDIR      := $(PREFIX)/lib/pypam
@@ -24,9 +25,31 @@ APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
 	libpam-python python3-pypamtest util-linux
 
-.PHONY: all deps apt venv build test demo bench install clean lint
+.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy
 
 all: build
+
+# Tests run code as `nobody`, and the loader refuses modules that are group-writable or
+# not root's: a checkout under a 0700 home (/root) or a `git archive` tarball extracted
+# as root (modes 0664/0775) cannot be used in place. Such a tree is built and tested in
+# a copy with safe modes in a world-traversable place, named in the first output line.
+UNSAFE_TREE := $(shell sh tools/unsafe-tree $(CURDIR))
+SAFE_COPY   := /var/cache/pypam-safe-copy/$(shell echo '$(CURDIR)' | md5sum | cut -c1-12)
+
+ifneq ($(UNSAFE_TREE),)
+ifdef PYPAM_IN_SAFE_COPY
+$(error the safe copy $(CURDIR) is still unusable: $(UNSAFE_TREE))
+endif
+all deps apt venv build test demo bench lint install: safe-copy
+	$(MAKE) -C $(SAFE_COPY) PYPAM_IN_SAFE_COPY=1 $@
+
+safe-copy:
+	@echo "pypam: $(UNSAFE_TREE): building and running in the copy $(SAFE_COPY)"
+	install -d -o root -g root -m 0755 /var/cache/pypam-safe-copy $(SAFE_COPY)
+	find $(SAFE_COPY) -mindepth 1 -maxdepth 1 ! -name .venv ! -name build -exec rm -rf {} +
+	umask 022 && tar -C $(CURDIR) --exclude=./.venv --exclude=./build --exclude=./.git \
+		--exclude=__pycache__ -cf - . | tar -C $(SAFE_COPY) --no-same-owner --no-same-permissions -xf -
+else
 
 deps: apt venv
 
@@ -88,6 +111,15 @@ install: build
 	install -m 2755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
 	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
 	else echo "warning: group tss missing: pinutil installed without setgid"; chmod 0755 $(DESTDIR)$(BINDIR)/pinutil; fi
+
+endif
+
+# Fresh minimal Debian 12 and 13 roots, the README's commands run inside each as a
+# newcomer would; prints the counts (tests/distros/run says how).
+test-distros:
+	@command -v debootstrap >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
+	tests/distros/run
 
 clean:
 	rm -rf build pypam/_libpam*.py pinutil/_tss*.so pinutil/_tss.c pinutil/_tss.o *.egg-info
