@@ -44,6 +44,7 @@ from pinutil.tpm import (
 )
 
 RC_AUTH_FAIL = 0x08E  # TPM_RC_AUTH_FAIL: an HMAC session's authorization failed
+RC_ESYS_BAD_TR = 0x70018  # TSS2_ESYS_RC_BAD_TR: an ESYS_TR the context does not know
 
 MASTER_KEY_HANDLE = 0x81000081
 DEFAULT_SEALED_FILE = "/var/pinpam/sealed_master_key"
@@ -179,7 +180,8 @@ class MasterKey:
             new = self._create_and_load(secret)
             try:
                 if old is not None:
-                    self._evict(old)
+                    evicted, old = old, None
+                    self._evict(evicted)
                 self._persist(new)
             finally:
                 self.tpm.flush_quietly(new)
@@ -196,9 +198,10 @@ class MasterKey:
             return False
         try:
             self._require_hmac_key(tr)
-            self._evict(tr)
-        finally:
+        except BaseException:
             self.tpm.close_tr(tr)
+            raise
+        self._evict(tr)
         return True
 
     # -- import steps ----------------------------------------------------------------
@@ -274,8 +277,20 @@ class MasterKey:
         self.tpm.close_tr(self._evict_control(transient, "making the master key persistent"))
 
     def _evict(self, persistent: int) -> None:
-        # The ESYS_TR of an evicted persistent object stays valid: the caller closes it.
-        self._evict_control(persistent, "evicting the master key")
+        """Evict the key and forget its ESYS_TR, which the caller must not close again.
+
+        tpm2-tss 3.x leaves the ESYS_TR of an evicted object open; 4.x closes it inside
+        Esys_EvictControl (tpm2-tss PR #2667), and a second close fails with
+        TSS2_ESYS_RC_BAD_TR. ESYS_TR numbers are never reused, so BAD_TR here can only
+        mean "already closed"."""
+        try:
+            self._evict_control(persistent, "evicting the master key")
+        finally:
+            try:
+                self.tpm.close_tr(persistent)
+            except TpmCommandError as e:
+                if e.code != RC_ESYS_BAD_TR:
+                    raise
 
 
 # --- operations used by the `pinutil master-key` command -------------------------------

@@ -3,8 +3,8 @@
 Why not ESAPI's: tpm2-tss 3.2.1 creates and frees a whole OpenSSL library context
 for every hash and HMAC it computes (~0.25 ms each on our machine), so its salted
 PIN check spent ~5 ms of client CPU per login. Here everything is SHA-256 over the
-interpreter's builtin `_sha256`; the one elliptic-curve step (the ECDH salt) is
-`pinutil_p256_ecdh` in our cffi binding.
+interpreter's builtin SHA-256 (`_sha256`, `_sha2` since 3.12); the one elliptic-curve
+step (the ECDH salt) is `pinutil_p256_ecdh` in our cffi binding.
 
 The formulas, with H = SHA-256 and || concatenation:
   KDFa(key, label, u, v, bits) = HMAC(key, [1]32 || label || 0 || u || v || [bits]32) || ...
@@ -23,10 +23,13 @@ import struct
 
 from pinutil import errors
 
-try:  # builtin: no OpenSSL, ~0.05 ms to import
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - interpreters built without it
-    from hashlib import sha256
+try:  # builtin: no OpenSSL, ~0.05 ms to import; `_sha256` until 3.11, `_sha2` since 3.12
+    from _sha2 import sha256
+except ImportError:
+    try:
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - interpreters built without it
+        from hashlib import sha256
 
 from _operator import _compare_digest  # hmac.compare_digest, without importing hmac
 

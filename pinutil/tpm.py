@@ -31,10 +31,7 @@ import struct
 from pinutil import errors
 from pinutil._tss import ffi, lib
 
-try:  # the builtin module imports in ~0.05 ms; hashlib loads OpenSSL (~2 ms)
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - interpreters built without it
-    from hashlib import sha256
+from pinutil.session_crypto import sha256  # the builtin one: hashlib loads OpenSSL (~2 ms)
 
 # ---- TPM return codes, normalised (format-1 parameter/handle/session numbers stripped)
 RC_SUCCESS = 0x000

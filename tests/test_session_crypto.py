@@ -207,3 +207,12 @@ def test_a_foreign_key_at_the_handle_is_never_used_nor_replaced(enrolled, swtpm,
     assert enrolled.commands_sent - before == 6
     assert swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout == public_before
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
+
+
+def test_sha256_is_the_interpreters_builtin_not_openssl():
+    # `_sha256` became `_sha2` in Python 3.12: importing the old name there fell back to
+    # hashlib, loading OpenSSL on every login (test_pin_index checks the import budget).
+    from pinutil import session_crypto, tpm
+
+    assert session_crypto.sha256.__module__ in ("_sha2", "_sha256")
+    assert tpm.sha256 is session_crypto.sha256
