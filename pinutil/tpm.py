@@ -30,8 +30,7 @@ import struct
 
 from pinutil import errors
 from pinutil._tss import ffi, lib
-
-from pinutil.session_crypto import sha256  # the builtin one: hashlib loads OpenSSL (~2 ms)
+from pinutil.session_crypto import sha256  # builtin; hashlib would load OpenSSL (~2 ms)
 
 # ---- TPM return codes, normalised (format-1 parameter/handle/session numbers stripped)
 RC_SUCCESS = 0x000

@@ -25,22 +25,32 @@ def python_flags() -> tuple[list[str], list[str], str]:
     return [f"-I{include}"], [f"-L{libdir}", f"-lpython{version}"], soname
 
 
-def defines(search_path: list[str], module_dir: str) -> list[str]:
-    home = sys.base_prefix
-    executable = os.path.realpath(os.path.join(home, "bin", f"python{sysconfig.get_config_var('VERSION')}"))
-    for path in [home, executable, module_dir, *search_path]:
+def defines(search_path: list[str], module_dir: str, home: str | None = None) -> list[str]:
+    """`home` is the Python installation prefix (default: this interpreter's); the
+    tests point it at a copy they then break."""
+    home = home or sys.base_prefix
+    version = sysconfig.get_config_var("VERSION")
+    executable = os.path.join(home, "bin", f"python{version}")
+    if home == sys.base_prefix:
+        executable = os.path.realpath(executable)
+    stdlib = stdlib_paths(home)[0]
+    for path in [home, executable, stdlib, module_dir, *search_path]:
         if not os.path.isabs(path) or ":" in path or '"' in path:
             raise SystemExit(f"build path must be absolute, without ':' or quotes: {path}")
     return [
         f'-DPYPAM_PYTHON_HOME="{home}"',
         f'-DPYPAM_PYTHON_EXECUTABLE="{executable}"',
+        f'-DPYPAM_STDLIB="{stdlib}"',
         f'-DPYPAM_SEARCH_PATH="{":".join(search_path)}"',
         f'-DPYPAM_MODULE_DIR="{module_dir}"',
     ]
 
 
-def stdlib_paths() -> list[str]:
-    stdlib = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"]
+def stdlib_paths(home: str | None = None) -> list[str]:
+    """The standard library and its lib-dynload under `home` (default: this Python's)."""
+    home = home or sys.base_prefix
+    stdlib = sysconfig.get_paths(vars={"base": home, "platbase": home, "installed_base": home,
+                                       "installed_platbase": home})["stdlib"]
     return [stdlib, os.path.join(stdlib, "lib-dynload")]
 
 
@@ -55,21 +65,22 @@ def _check_policy_path(path: str) -> str:
 
 
 def build_launcher(out_path: str, search_path: list[str], module_dir: str,
-                   policy_path: str = DEFAULT_POLICY_PATH) -> None:
+                   policy_path: str = DEFAULT_POLICY_PATH, home: str | None = None) -> None:
     """The pinutil launcher alone (tests build set-id copies with their own policy)."""
     cflags, ldflags, _ = python_flags()
     subprocess.run(
-        ["gcc", "-fPIE", "-pie", *HARDENING, *cflags, *defines(search_path, module_dir),
+        ["gcc", "-fPIE", "-pie", *HARDENING, *cflags, *defines(search_path, module_dir, home),
          f'-DPINUTIL_POLICY_PATH="{_check_policy_path(policy_path)}"',
          "-Wl,-z,relro", "-Wl,-z,now", "-o", out_path,
          os.path.join(HERE, "pinutil_launcher.c"), os.path.join(HERE, "embed.c"), *ldflags],
         check=True)
 
 
-def build(out_dir: str, search_path: list[str], module_dir: str) -> None:
+def build(out_dir: str, search_path: list[str], module_dir: str,
+          home: str | None = None) -> None:
     os.makedirs(out_dir, exist_ok=True)
     cflags, ldflags, soname = python_flags()
-    common = HARDENING + cflags + defines(search_path, module_dir)
+    common = HARDENING + cflags + defines(search_path, module_dir, home)
     embed = os.path.join(HERE, "embed.c")
     subprocess.run(
         ["gcc", "-shared", "-fPIC", "-fvisibility=hidden", *common,
@@ -79,7 +90,7 @@ def build(out_dir: str, search_path: list[str], module_dir: str) -> None:
          "-o", os.path.join(out_dir, "pam_pypam.so"),
          os.path.join(HERE, "pam_pypam.c"), embed, *ldflags, "-lpam", "-ldl", "-lpthread"],
         check=True)
-    build_launcher(os.path.join(out_dir, "pinutil"), search_path, module_dir)
+    build_launcher(os.path.join(out_dir, "pinutil"), search_path, module_dir, home=home)
 
 
 def main() -> None:

@@ -9,13 +9,17 @@
  *   did not name, no .pth files executed;
  * - UTF-8 mode with configure_locale off: never call setlocale() in the host;
  * - install_signal_handlers off: the host's signal dispositions stay as they were;
- * - write_bytecode off: never create __pycache__ files as root.
+ * - write_bytecode off: never create __pycache__ files as root;
+ * - the standard library checked first: when a Python upgrade has removed the one we
+ *   were built for, CPython would print a 23-line "Python path configuration" dump on
+ *   fd 2 (the user's terminal, or the network in `sshd -i`) before failing.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "embed.h"
 
@@ -27,6 +31,9 @@
 #endif
 #ifndef PYPAM_SEARCH_PATH
 #error "PYPAM_SEARCH_PATH (colon-separated sys.path) must be fixed at build time"
+#endif
+#ifndef PYPAM_STDLIB
+#error "PYPAM_STDLIB (the standard library directory of the build's Python) must be fixed at build time"
 #endif
 
 #define STR2(x) #x
@@ -75,9 +82,23 @@ static PyStatus set_search_path(PyConfig *config)
     return PyStatus_Ok();
 }
 
+/* The first module CPython imports while starting: without it, Py_InitializeFromConfig
+ * writes its path configuration to fd 2 and fails. */
+static int stdlib_present(void)
+{
+    struct stat st;
+    return stat(PYPAM_STDLIB "/encodings/__init__.py", &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int pypam_embed_init(int argc, char *const *argv, const char *run_module,
                      const char *run_command, char *err, size_t errlen)
 {
+    if (!stdlib_present()) {
+        snprintf(err, errlen, "the standard library of Python %s (%s) is missing",
+                 pypam_embed_build_version(), PYPAM_STDLIB);
+        return -1;
+    }
+
     PyPreConfig pre;
     PyPreConfig_InitIsolatedConfig(&pre);
     pre.utf8_mode = 1;

@@ -102,9 +102,10 @@ static void start_interpreter(void)
 {
     start_failed = 1;
     if (!version_matches_build()) {
+        const char *running = Py_GetVersion();
         snprintf(start_error, sizeof start_error,
-                 "host runs Python %.20s, pam_pypam was built for %s",
-                 Py_GetVersion(), pypam_embed_build_version());
+                 "host runs Python %.*s, pam_pypam was built for %s",
+                 (int)strcspn(running, " "), running, pypam_embed_build_version());
         return;
     }
     if (Py_IsInitialized()) {
@@ -138,7 +139,9 @@ static void start_interpreter(void)
     start_failed = 0;
 }
 
-static PyObject *load_dispatcher(void)
+/* pypam.dispatch.call, imported once. When the import fails (pypam, or cffi's compiled
+ * part, missing or built for another Python) the reason goes to syslog in one line. */
+static PyObject *load_dispatcher(pam_handle_t *pamh)
 {
     if (dispatch_call == NULL) {
         PyObject *mod = PyImport_ImportModule("pypam.dispatch");
@@ -146,6 +149,20 @@ static PyObject *load_dispatcher(void)
             dispatch_call = PyObject_GetAttrString(mod, "call");
             Py_DECREF(mod);
         }
+    }
+    if (dispatch_call == NULL && PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *text = value != NULL ? PyObject_Str(value) : NULL;
+        const char *reason = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+        PyErr_Clear();
+        pam_syslog(pamh, LOG_ERR, "pypam: cannot import pypam (%s: %.200s); %s",
+                   type != NULL ? ((PyTypeObject *)type)->tp_name : "error",
+                   reason != NULL ? reason : "?", PYPAM_FIX_HINT);
+        Py_XDECREF(text);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
     }
     return dispatch_call;
 }
@@ -172,12 +189,13 @@ static int call_python(pam_handle_t *pamh, const char *hook, int flags, int argc
 
     pthread_once(&once, start_interpreter);
     if (start_failed) {
-        pam_syslog(pamh, LOG_ERR, "pypam: cannot start Python: %s", start_error);
+        pam_syslog(pamh, LOG_ERR, "pypam: cannot start Python: %s; %s", start_error,
+                   PYPAM_FIX_HINT);
         return PAM_SERVICE_ERR;
     }
 
     PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *func = load_dispatcher();
+    PyObject *func = load_dispatcher(pamh);
     PyObject *args = argv_list(argc, argv);
     PyObject *ret = NULL;
     if (func != NULL && args != NULL)

@@ -26,10 +26,16 @@
 
 /* Checked by build_native.py: the path holds no quote or backslash. */
 static const char run_cli[] =
-    "import sys, pinutil.cli\n"
+    "import sys\n"
+    "try:\n"
+    "    import pinutil.cli\n"
+    "except ImportError as e:\n"
+    "    sys.stderr.write(f'pinutil: cannot import its Python parts ({type(e).__name__}: "
+    "{e}); " PYPAM_FIX_HINT "\\n')\n"
+    "    sys.exit(70)\n"
     "sys.exit(pinutil.cli.main(sys.argv[1:], policy_path='" PINUTIL_POLICY_PATH "'))\n";
 
-enum { EXIT_LAUNCH_FAILED = 70 }; /* EX_SOFTWARE: nothing ran */
+enum { EXIT_LAUNCH_FAILED = 70 }; /* EX_SOFTWARE: nothing ran (also run_cli's 70) */
 
 /* Give fds 0-2 a usable /dev/null unless they are open in a usable mode. For a set-id
  * program started with them closed, glibc opens them itself, deliberately in the wrong
@@ -81,7 +87,7 @@ int main(int argc, char **argv)
     int nargs = argc > 0 ? argc - 1 : 0;
     char *const *args = argc > 0 ? argv + 1 : NULL;
     if (pypam_embed_init(nargs, args, NULL, run_cli, err, sizeof err) != 0) {
-        dprintf(2, "pinutil: cannot start Python: %s\n", err);
+        dprintf(2, "pinutil: cannot start Python: %s; %s\n", err, PYPAM_FIX_HINT);
         return EXIT_LAUNCH_FAILED;
     }
     /* Runs the CLI, turns SystemExit into the exit status, flushes stdout. */

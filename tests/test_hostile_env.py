@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.pam_python import PAM_PYTHON_SO
 from tests.support.pamhost import (
     PAM_AUTH_ERR,
     PAM_SUCCESS,
@@ -37,7 +38,6 @@ from tests.support.pamhost import (
 from tests.support.pypam_stacks import assert_trusted_modules, pypam_service, reports
 
 SERVICE = "pypam-hostile"
-PAM_PYTHON_SO = "/lib/security/pam_python.so"
 PYVER = sysconfig.get_config_var("VERSION")  # "3.11": the shim's and pam_python's
 STDLIB = f"/usr/lib/python{PYVER}"
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]

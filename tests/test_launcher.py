@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 
 import pytest
@@ -54,7 +55,7 @@ def lab():
         f.write(f"tcti = swtpm:path={work}/no-such-tpm\n")
     os.chmod(policy, 0o644)
     launcher = os.path.join(work, "pinutil")
-    search = [ROOT, os.path.join(ROOT, ".venv", "lib", "python3.11", "site-packages")]
+    search = [ROOT, sysconfig.get_path("purelib")]  # the venv's site-packages
     build_native.build_launcher(launcher, search + build_native.stdlib_paths(),
                                 os.path.join(ROOT, "modules"), policy_path=policy)
     os.chown(launcher, 0, grp.getgrnam("tss").gr_gid)
@@ -114,7 +115,7 @@ def test_argv0_and_environment_cannot_plant_code(lab, tmp_path_factory):
     marker = os.path.join(fake, "marker")
     logfile = os.path.join(fake, "tss.log")
     try:
-        stdlib = os.path.join(fake, "lib", "python3.11")
+        stdlib = os.path.join(fake, "lib", f"python{sysconfig.get_config_var('VERSION')}")
         os.makedirs(os.path.join(stdlib, "encodings"))
         os.makedirs(os.path.join(fake, "bin"))
         for name in ("os.py", "site.py", "sitecustomize.py", "usercustomize.py",

@@ -17,7 +17,13 @@ import textwrap
 
 import pytest
 
-from tests.support.pamhost import PAM_SERVICE_ERR, PAM_SUCCESS, ROOT, run_pam
+from tests.support.pamhost import (
+    HOST_SOURCE,
+    PAM_SERVICE_ERR,
+    PAM_SUCCESS,
+    ROOT,
+    run_pam,
+)
 from tests.support.pypam_stacks import (
     assert_trusted_modules,
     pypam_line,
@@ -28,10 +34,8 @@ from tests.support.pypam_stacks import (
 
 SERVICE = "pypam-long"
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-PYENV = "/root/.pyenv/versions"
-SAME_MINOR_PYTHON = f"{PYENV}/3.11.7/bin/python3"
-OTHER_MINOR_PYTHONS = [f"{PYENV}/3.12.1/bin/python3", f"{PYENV}/3.13.0/bin/python3",
-                       f"{PYENV}/3.10.13/bin/python3"]
+# The interpreter the venv was made from (and the shim embeds), started directly.
+SYSTEM_PYTHON = os.path.realpath(VENV_PYTHON)
 KIB_PER_MB = 1024
 
 
@@ -203,7 +207,7 @@ def _info_reports(messages: list) -> list:
     return reports({"messages": [{"style": s, "text": t} for s, t in messages]})
 
 
-@pytest.mark.parametrize("python", [VENV_PYTHON, SAME_MINOR_PYTHON])
+@pytest.mark.parametrize("python", [VENV_PYTHON, SYSTEM_PYTHON])
 def test_ctypes_python_host_runs_the_module_in_its_own_interpreter(pam_confdir, python):
     pam_confdir.write(SERVICE, pypam_service("interpreter_report"))
     out = _run_python_host(python, CTYPES_HOST, pam_confdir)
@@ -217,16 +221,40 @@ def test_ctypes_python_host_runs_the_module_in_its_own_interpreter(pam_confdir, 
     assert {r["version"] for r in seen} == {out["version"]}
 
 
-@pytest.mark.parametrize("python", OTHER_MINOR_PYTHONS)
-def test_python_host_of_another_minor_version_is_refused(syslog_capture, pam_confdir,
-                                                        python):
+# A process that already holds another Python: an interpreter linked statically (as
+# pyenv builds one) exports its own Py_GetVersion from the executable, and that one
+# interposes the libpython the shim links. A fresh Debian machine has no second Python
+# minor version to run, so the host is pamhost exporting a foreign Py_GetVersion the
+# same way; the shim must refuse before it touches any other Python symbol.
+FOREIGN_PYTHON = textwrap.dedent("""
+    const char *Py_GetVersion(void) { return "3.99.0 (foreign, statically linked)"; }
+    int Py_IsInitialized(void) { return 1; }
+""")
+
+
+@pytest.fixture(scope="module")
+def foreign_python_host(tmp_path_factory):
+    work = tmp_path_factory.mktemp("foreign-python")
+    work.chmod(0o755)
+    (work / "foreign.c").write_text(FOREIGN_PYTHON)
+    binary = str(work / "pamhost-foreign-python")
+    subprocess.run(["gcc", "-O2", "-Wall", "-rdynamic", "-o", binary, HOST_SOURCE,
+                    str(work / "foreign.c"), "-lpam", "-lpthread"], check=True)
+    return binary
+
+
+def test_host_holding_another_python_minor_version_is_refused(syslog_capture, pam_confdir,
+                                                              foreign_python_host):
     pam_confdir.write(SERVICE, pypam_service("interpreter_report"))
-    out = _run_python_host(python, CTYPES_HOST, pam_confdir, syslog_capture)
-    assert not out["version"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
-    assert out["results"] == [PAM_SERVICE_ERR] * 3
-    assert out["messages"] == []  # the module never ran
-    assert (f"pypam: cannot start Python: host runs Python {out['version']}"
-            in syslog_capture.text())
+    report = syslog_capture.run_pam(pam_confdir, SERVICE, stages=("auth", "auth"),
+                                    host=foreign_python_host)
+    assert stage_rcs(report) == [PAM_SERVICE_ERR, PAM_SERVICE_ERR]
+    assert reports(report) == []  # the module never ran
+    assert report["stdout"] == report["stderr"] == ""
+    built = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert (f"pypam: cannot start Python: host runs Python 3.99.0, pam_pypam was built "
+            f"for {built}; rebuild and reinstall pypam for the installed Python")\
+        in syslog_capture.text()
 
 
 PYTHON_PAM_HOST = textwrap.dedent('''

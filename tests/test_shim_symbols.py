@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
+from tests.support.pam_python import PAM_PYTHON_SO
 from tests.support.pamhost import PAM_PYPAM_SO
 
-PAM_PYTHON_SO = "/lib/security/pam_python.so"
 SIX = {"pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt",
        "pam_sm_open_session", "pam_sm_close_session", "pam_sm_chauthtok"}
 
