@@ -50,6 +50,7 @@ def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
         policy = os.path.join(mine, "policy")
         with open(policy, "w") as f:
             f.write(f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n"
+                    f"enrolment_dir = {mine}/enrolments\n"
                     "pin_lockout_max_attempts = 5\nhelper_timeout = 10\n")
         os.chmod(policy, 0o644)
         subprocess.run([PINUTIL, "--policy", policy, "--stdin", "setup", "root"],

@@ -30,6 +30,7 @@ class PinNotOffered(errors.NotEnrolled):
 # Domain error -> (message for the user or None, syslog priority, PAM code).
 OUTCOMES = {
     PinNotOffered: (None, syslog.LOG_NOTICE, pypam.PAM_AUTHINFO_UNAVAIL),
+    errors.EnrolmentMismatch: (None, syslog.LOG_WARNING, pypam.PAM_AUTHINFO_UNAVAIL),
     errors.NotEnrolled: (None, syslog.LOG_INFO, pypam.PAM_AUTHINFO_UNAVAIL),
     errors.PinLocked: (LOCKED_TEXT, syslog.LOG_NOTICE, pypam.PAM_MAXTRIES),
     errors.InvalidPin: ("Invalid PIN.", syslog.LOG_NOTICE, pypam.PAM_AUTH_ERR),

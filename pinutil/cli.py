@@ -11,6 +11,10 @@ The full manual is `docs/pinutil.md`. In short:
 - PINs are read from /dev/tty with echo off (setup and change ask twice), or with
   `--stdin` one per line from standard input (change: old PIN first unless root).
   `-m` (pinpam's machine mode) means `--json --stdin`.
+- A non-root `setup` first proves the account password through the PAM service
+  `pinutil` (`pinutil.password_proof`); its prompts are answered the same way (with
+  `--stdin`: one line per prompt, before the PIN). Every setup, change, delete and
+  adopt is logged to syslog (LOG_AUTHPRIV): who, for whom, the result.
 - Every PIN is checked against the policy before any TPM command.
 - Output: one human line on stdout, or with `--json` one JSON object per run on
   stdout. `test` always prints its JSON line. Errors: one line on stderr (and the
@@ -26,16 +30,20 @@ Exit codes (`ExitCode`; 6, 7, 9, 10, 11 equal the PAM codes of the same meaning,
     4  TPM_UNSUPPORTED    the TPM lacks a needed feature (e.g. PolicyNvWritten)
     5  CANCELLED          confirmation declined, no terminal, no input, Ctrl-C
     6  PERMISSION_DENIED  the caller may not do this (PAM_PERM_DENIED)
-    7  PIN_REFUSED        wrong PIN, a PIN that breaks the policy, or the two
-                          entries differ (PAM_AUTH_ERR); JSON `result` tells which
-    9  UNAVAILABLE        TPM unreachable or no PIN enrolled (PAM_AUTHINFO_UNAVAIL)
+    7  PIN_REFUSED        wrong PIN, a PIN that breaks the policy, the two entries
+                          differ, or setup's password was refused (PAM_AUTH_ERR);
+                          JSON `result` tells which
+    9  UNAVAILABLE        TPM unreachable, no PIN enrolled, or no enrolment record
+                          naming this account (PAM_AUTHINFO_UNAVAIL)
    10  UNKNOWN_USER       no such user (PAM_USER_UNKNOWN)
    11  LOCKED             the PIN is locked: too many failures (PAM_MAXTRIES)
    12  ALREADY_ENROLLED   setup for a user who already has a PIN
 
-Seams: `main(argv, policy_path=...)` takes the default policy path as a keyword
-argument, not from argv or the environment: the native launcher passes its build-time
-path, tests pass theirs, and a caller of the installed command cannot change it.
+Seams: `main(argv, policy_path=..., pam_confdir=...)` takes the default policy path and
+the PAM configuration directory of the password proof as keyword arguments, not from
+argv or the environment: the native launcher passes its build-time policy path and
+leaves `pam_confdir` at /etc/pam.d, tests pass theirs, and a caller of the installed
+command can change neither.
 
 The master-key commands live in `pinutil.cli_master_key`: its
 `add_parser(subparsers)` adds a `master-key` parser whose leaf parsers call
@@ -57,12 +65,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from . import users
+from . import audit, enrolment, users
 from .errors import (
     AlreadyEnrolled,
+    EnrolmentMismatch,
     InvalidPin,
     MasterKeyError,
     NotEnrolled,
+    PasswordRefused,
     PermissionDenied,
     PinLocked,
     PinutilError,
@@ -72,6 +82,7 @@ from .errors import (
     UnknownUser,
     WrongPin,
 )
+from .password_proof import PAM_CONFDIR
 from .policy import DEFAULT_POLICY_PATH, Policy, load_policy
 
 PROG = "pinutil"
@@ -103,7 +114,9 @@ class Cancelled(PinutilError):
 _ERROR_TABLE: tuple[tuple[type[PinutilError], str, ExitCode], ...] = (
     (WrongPin, "wrong_pin", ExitCode.PIN_REFUSED),
     (InvalidPin, "invalid_pin", ExitCode.PIN_REFUSED),
+    (PasswordRefused, "wrong_password", ExitCode.PIN_REFUSED),
     (PinLocked, "locked", ExitCode.LOCKED),
+    (EnrolmentMismatch, "enrolment_mismatch", ExitCode.UNAVAILABLE),
     (NotEnrolled, "not_enrolled", ExitCode.UNAVAILABLE),
     (TpmUnavailable, "tpm_unavailable", ExitCode.UNAVAILABLE),
     (TpmUnsupported, "tpm_unsupported", ExitCode.TPM_UNSUPPORTED),
@@ -131,11 +144,17 @@ def _one_line(text: str) -> str:
 
 # --- reading PINs -------------------------------------------------------------------
 
-def _decode_pin(line: bytes) -> str:
+def _decode_pin(line: bytearray) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidPin("PIN is not valid UTF-8") from None
+    finally:
+        wipe(line)
+
+
+def wipe(buffer: bytearray) -> None:
+    buffer[:] = bytes(len(buffer))
 
 
 class _LineSource:
@@ -144,30 +163,41 @@ class _LineSource:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.pending = b""
+        # bytearrays throughout (read with readv, never os.read's bytes): a secret can
+        # be wiped once used.
+        self.pending = bytearray()
         self.eof = False
 
-    def readline(self) -> bytes | None:
+    def readline(self) -> bytearray | None:
         """One line without its trailing newline; None at end of input."""
-        while b"\n" not in self.pending and not self.eof:
-            if len(self.pending) > MAX_LINE_BYTES:
-                break
-            try:
-                chunk = os.read(self.fd, 4096)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
-            except OSError as e:
-                raise Cancelled(f"cannot read the PIN: {e.strerror}") from None
-            if not chunk:
-                self.eof = True
-            self.pending += chunk
-        line, newline, rest = self.pending.partition(b"\n")
-        if len(line) > MAX_LINE_BYTES:
-            self.pending = b""
-            raise InvalidPin(f"PIN is too long (input line over {MAX_LINE_BYTES} bytes)")
-        if not newline and not line and self.eof:
-            return None
+        chunk = bytearray(4096)
+        try:
+            while b"\n" not in self.pending and not self.eof:
+                if len(self.pending) > MAX_LINE_BYTES:
+                    break
+                try:
+                    count = os.readv(self.fd, [chunk])
+                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                    continue
+                except OSError as e:
+                    raise Cancelled(f"cannot read the PIN: {e.strerror}") from None
+                if not count:
+                    self.eof = True
+                self.pending += memoryview(chunk)[:count]
+        finally:
+            wipe(chunk)
+        end = self.pending.find(b"\n")
+        line = self.pending[:end] if end >= 0 else self.pending[:]
+        rest = self.pending[end + 1:] if end >= 0 else bytearray()
+        wipe(self.pending)
         self.pending = rest
+        if len(line) > MAX_LINE_BYTES:
+            wipe(line)
+            wipe(self.pending)
+            self.pending = bytearray()
+            raise InvalidPin(f"PIN is too long (input line over {MAX_LINE_BYTES} bytes)")
+        if end < 0 and not line and self.eof:
+            return None
         return line
 
 
@@ -179,7 +209,7 @@ class StdinPrompter:
     def __init__(self, fd: int = 0) -> None:
         self.source = _LineSource(fd)
 
-    def _line(self, what: str) -> bytes:
+    def _line(self, what: str) -> bytearray:
         line = self.source.readline()
         if line is None:
             raise Cancelled(f"no {what} on standard input")
@@ -187,6 +217,13 @@ class StdinPrompter:
 
     def secret(self, prompt: str) -> str:
         return _decode_pin(self._line("PIN"))
+
+    def answer(self, prompt: str, echo: bool) -> bytearray:
+        """One answer to a PAM prompt (the caller wipes it)."""
+        return self._line("password")
+
+    def show(self, text: str) -> None:
+        print(f"{PROG}: {_one_line(text)}", file=sys.stderr)
 
     def confirm(self, question: str) -> bool:
         answer = self._line("answer").strip().lower()
@@ -215,7 +252,7 @@ class TtyPrompter:
             os.close(self.fd)
             self.fd = None
 
-    def _ask(self, prompt: str, echo: bool) -> bytes:
+    def _ask(self, prompt: str, echo: bool) -> bytearray:
         fd = self._tty()
         try:
             old = termios.tcgetattr(fd)
@@ -240,6 +277,13 @@ class TtyPrompter:
     def secret(self, prompt: str) -> str:
         return _decode_pin(self._ask(prompt, echo=False))
 
+    def answer(self, prompt: str, echo: bool) -> bytearray:
+        """One answer to a PAM prompt (the caller wipes it)."""
+        return self._ask(prompt, echo=echo)
+
+    def show(self, text: str) -> None:
+        os.write(self._tty(), (_one_line(text) + "\n").encode())
+
     def confirm(self, question: str) -> bool:
         return self._ask(question, echo=True).strip().lower() in (b"y", b"yes")
 
@@ -258,6 +302,7 @@ class Context:
     prompter: StdinPrompter | TtyPrompter
     verbose: bool = False
     target: users.User | None = field(default=None)
+    pam_confdir: str = PAM_CONFDIR
 
     def note(self, text: str) -> None:
         """A diagnostic line on stderr with -v (never a secret)."""
@@ -276,6 +321,32 @@ class Context:
             if again != pin:
                 raise InvalidPin("the two PINs differ")
         return pin
+
+    def prove_password(self, user: users.User) -> None:
+        """The enrolment proof: PAM service `pinutil` must accept `user`'s password.
+        Nothing is asked when the service file is missing (a clear error instead)."""
+        from .password_proof import PAM_ERROR_MSG, PAM_TEXT_INFO, prove_password
+
+        def ask(text: str, echo: bool, style: int) -> bytearray | None:
+            if style in (PAM_ERROR_MSG, PAM_TEXT_INFO):
+                self.prompter.show(text)
+                return None
+            return self.prompter.answer(text, echo)
+
+        prove_password(user.name, ask, self.pam_confdir)
+        self.note(f"password of {user.name} accepted by the PAM service pinutil")
+
+    def handle(self, user: users.User) -> int:
+        from .pin_index import PinIndex
+
+        return PinIndex.handle_for(user.uid, self.policy.nv_base)
+
+    def write_record(self, user: users.User) -> enrolment.EnrolmentRecord:
+        record = enrolment.EnrolmentRecord(uid=user.uid, user=user.name,
+                                           nv_index=self.handle(user),
+                                           enrolled=enrolment.now_utc())
+        enrolment.write(self.policy.enrolment_dir, record, as_root=self.caller.is_root)
+        return record
 
     @contextlib.contextmanager
     def pin_index(self, user: users.User) -> Iterator[object]:
@@ -303,16 +374,48 @@ def _attempts_text(left: int | None) -> str:
     return f" ({left} attempts left)"
 
 
+def _current_status(ctx: Context, user: users.User):
+    """The index's state, read as owner (no PIN, no attempt), in its own TPM connection:
+    nothing of the TPM stays open while the user is asked."""
+    with ctx.pin_index(user) as index:
+        return index.status()
+
+
+def _require_written(index, user: users.User) -> None:
+    """NotEnrolled, in the words status uses, unless a PIN is enrolled at `index`."""
+    st = index.status()
+    if st.half_finished:
+        raise NotEnrolled(f"{user.name} has no PIN: {st.detail}")
+    if not st.enrolled:
+        raise NotEnrolled(f"{user.name} has no PIN enrolled")
+
+
 def cmd_setup(ctx: Context) -> dict:
     user = ctx.target
     users.may_setup(ctx.caller, user)
+    enrolment.check_writable(ctx.policy.enrolment_dir, as_root=ctx.caller.is_root)
+    # Everything the caller types is checked before the TPM is asked anything.
+    if users.setup_needs_password(ctx.caller):
+        ctx.prove_password(user)
     pin = ctx.new_pin()
     limit = ctx.policy.pin_lockout_max_attempts
     with ctx.pin_index(user) as index:
+        if index.status().enrolled:
+            raise AlreadyEnrolled(f"{user.name} already has a PIN: `pinutil change` or "
+                                  "`pinutil delete` it first")
+        replaced = index.remove_if_half_finished()
         index.define(pin, limit, salted=ctx.policy.salted)
+        try:
+            ctx.write_record(user)
+        except BaseException:
+            index.delete()  # no record, no login: do not leave an index behind
+            raise
         salt_key = _persist_salt_key(index.tpm)
-    return {"limit": limit, "salt_key": salt_key,
-            "message": f"PIN set up for {user.name} ({limit} failed attempts lock it)"}
+    fields = {"limit": limit, "salt_key": salt_key,
+              "message": f"PIN set up for {user.name} ({limit} failed attempts lock it)"}
+    if replaced:
+        fields["replaced_half_finished"] = True
+    return fields
 
 
 def _persist_salt_key(tpm) -> str:
@@ -332,25 +435,47 @@ def cmd_change(ctx: Context) -> dict:
     old = ctx.pin("Current PIN: ") if users.change_needs_old_pin(ctx.caller) else None
     new = ctx.new_pin()
     limit = ctx.policy.pin_lockout_max_attempts
+    enrolment.check_writable(ctx.policy.enrolment_dir, as_root=ctx.caller.is_root)
     with ctx.pin_index(user) as index:
+        _require_written(index, user)
         if old is not None:
             index.check(old, salted=ctx.policy.salted)
         index.replace(new, limit, salted=ctx.policy.salted)
+        ctx.write_record(user)
     return {"limit": limit, "message": f"PIN changed for {user.name}"}
 
 
 def cmd_delete(ctx: Context) -> dict:
     user = ctx.target
     users.may_delete(ctx.caller, user)
-    pin = ctx.pin() if users.delete_needs_pin(ctx.caller) else None
+    st = _current_status(ctx, user)
+    if not st.enrolled and not st.half_finished:
+        enrolment.remove(ctx.policy.enrolment_dir, user.uid)  # a stale record, if any
+        raise NotEnrolled(f"{user.name} has no PIN enrolled")
+    # A half-finished index holds no PIN: its owner deletes it without one.
+    pin = ctx.pin() if st.enrolled and users.delete_needs_pin(ctx.caller) else None
     if (users.delete_needs_confirmation(ctx.caller) and not ctx.args.yes
             and not ctx.prompter.confirm(f"Delete the PIN of {user.name}? [y/N] ")):
         raise Cancelled("not deleted")
     with ctx.pin_index(user) as index:
         if pin is not None:
             index.check(pin, salted=ctx.policy.salted)
-        index.delete()
-    return {"message": f"PIN deleted for {user.name}"}
+        index.delete(only_half_finished=not st.enrolled and not ctx.caller.is_root)
+    enrolment.remove(ctx.policy.enrolment_dir, user.uid)
+    what = "half-finished PIN index" if st.half_finished else "PIN"
+    return {"message": f"{what} deleted for {user.name}"}
+
+
+def _record_fields(ctx: Context, user: users.User) -> tuple[dict, str]:
+    """The enrolment record for status: JSON fields and a phrase for the message."""
+    try:
+        record = enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid,
+                                  ctx.handle(user))
+    except EnrolmentMismatch as e:
+        return {"record": "mismatch", "record_problem": _one_line(str(e))}, (
+            f"; no PIN login: {_one_line(str(e))}")
+    return {"record": "ok", "enrolled_by": record.as_json()}, (
+        f"; enrolled for {record.describe()}")
 
 
 def cmd_status(ctx: Context) -> dict:
@@ -363,8 +488,14 @@ def cmd_status(ctx: Context) -> dict:
     fields = {"enrolled": known, "failures": st.failures if known else None,
               "limit": st.limit if known else None, "locked": bool(st.locked),
               "attempts_left": st.attempts_left if known else None}
+    if st.half_finished:
+        fields["half_finished"] = True
     if getattr(st, "detail", ""):
         fields["detail"] = _one_line(st.detail)
+    record_text = ""
+    if known:
+        record_fields, record_text = _record_fields(ctx, user)
+        fields.update(record_fields)
     if not st.enrolled:
         message = f"{user.name}: no PIN enrolled" + (
             f" ({fields['detail']})" if "detail" in fields else "")
@@ -373,7 +504,7 @@ def cmd_status(ctx: Context) -> dict:
     else:
         message = (f"{user.name}: PIN enrolled, {st.failures} of {st.limit} attempts failed, "
                    f"{st.attempts_left} attempts left")
-    return {**fields, "message": message}
+    return {**fields, "message": message + record_text}
 
 
 def cmd_test(ctx: Context) -> dict:
@@ -381,6 +512,8 @@ def cmd_test(ctx: Context) -> dict:
     users.may_test(ctx.caller, user)  # before any TPM command: no lock-out of others
     pin = ctx.pin()
     with ctx.pin_index(user) as index:
+        if index.status().enrolled:  # no PIN goes to an index not recorded as theirs
+            enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, index.handle)
         index.check(pin, salted=ctx.policy.salted)
         try:
             left = index.status().attempts_left
@@ -389,12 +522,25 @@ def cmd_test(ctx: Context) -> dict:
     return {"attempts_left": left, "message": f"PIN correct for {user.name}"}
 
 
+def cmd_adopt(ctx: Context) -> dict:
+    """Root vouches that the written index at nv_base + uid is USER's (one enrolled by
+    pinpam or before enrolment records): writes the record."""
+    user = ctx.target
+    users.may_adopt(ctx.caller)
+    with ctx.pin_index(user) as index:
+        _require_written(index, user)
+    record = ctx.write_record(user)
+    return {"enrolled_by": record.as_json(),
+            "message": f"PIN index 0x{record.nv_index:08x} recorded as {user.name}'s"}
+
+
 _PIN_COMMANDS: dict[str, tuple[Callable[[Context], dict], str]] = {
     "setup": (cmd_setup, "enrol a PIN (root, or for yourself)"),
     "change": (cmd_change, "change a PIN (yours needs the old PIN; root needs none)"),
     "delete": (cmd_delete, "delete a PIN (yours needs the PIN; root confirms)"),
     "status": (cmd_status, "show enrolment, failures and the limit"),
     "test": (cmd_test, "check a PIN; exits with the PAM code of the result"),
+    "adopt": (cmd_adopt, "root: record an existing PIN index (e.g. pinpam's) as USER's"),
 }
 
 
@@ -461,10 +607,12 @@ def _emit_json(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PATH) -> int:
+def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PATH,
+         pam_confdir: str = PAM_CONFDIR) -> int:
     """Run `pinutil` with `argv` (the arguments after the program name; default
     `sys.argv[1:]`) and return the exit code. `policy_path` is the policy used when
-    `--policy` is not given (a build-time setting of the launcher, not the caller's)."""
+    `--policy` is not given (a build-time setting of the launcher, not the caller's);
+    `pam_confdir` holds the `pinutil` PAM service of the password proof."""
     if argv is None:
         argv = sys.argv[1:]
     try:
@@ -477,6 +625,8 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
     as_json = args.json or command == "test"
     result: dict = {"command": command, "user": getattr(args, "user", None)}
     prompter: StdinPrompter | TtyPrompter = StdinPrompter() if args.stdin else TtyPrompter()
+    caller = ctx = None
+    outcome = "error"
     try:
         _scrub_environment_if_setid()
         caller = users.current_caller()
@@ -486,12 +636,14 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
             users.may_manage_master_key(caller)
         path = args.policy if args.policy is not None else policy_path
         ctx = Context(args=args, caller=caller, policy=load_policy(path),
-                      policy_path=path, prompter=prompter, verbose=args.verbose)
+                      policy_path=path, prompter=prompter, verbose=args.verbose,
+                      pam_confdir=pam_confdir)
         if hasattr(args, "user"):
             ctx.target = users.resolve_target(args.user, caller)
             result["user"] = ctx.target.name
         fields = args.handler(ctx)
         message = fields.pop("message", None)
+        outcome = "success"
         result.update({"result": "success", **fields})
         if as_json:
             _emit_json(result)
@@ -500,6 +652,7 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
         return ExitCode.OK
     except PinutilError as e:
         token, code = classify(e)
+        outcome = token
         message = _one_line(str(e))
         if isinstance(e, WrongPin):
             message += _attempts_text(e.attempts_left)
@@ -512,6 +665,7 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
             _emit_json(result)
         return code
     except KeyboardInterrupt:
+        outcome = "cancelled"
         print(f"{PROG}: cancelled", file=sys.stderr)
         if as_json:
             result.update({"result": "cancelled", "error": "cancelled"})
@@ -529,3 +683,5 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
     finally:
         if isinstance(prompter, TtyPrompter):
             prompter.close()
+        audit.log(command, caller, ctx.target if ctx is not None else None,
+                  getattr(args, "user", None), outcome, os.getuid())

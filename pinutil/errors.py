@@ -27,6 +27,11 @@ class NotEnrolled(PinutilError):
     """The user has no PIN index."""
 
 
+class EnrolmentMismatch(NotEnrolled):
+    """The PIN index has no enrolment record naming this account (a reused uid, an
+    index from pinpam): the PIN is not offered."""
+
+
 class AlreadyEnrolled(PinutilError):
     """setup was asked for a user who already has a PIN."""
 
@@ -49,6 +54,10 @@ class PinLocked(PinutilError):
 
 class PermissionDenied(PinutilError):
     """The caller may not act on this user or this object."""
+
+
+class PasswordRefused(PermissionDenied):
+    """The enrolment proof failed: PAM did not accept the account password."""
 
 
 class UnknownUser(PinutilError):

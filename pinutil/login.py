@@ -13,12 +13,15 @@ errors, so the PAM adapter has one code path:
   screen lockers running as the user, who may not open the TPM).
 
 `choose_backend("auto", ...)` picks between them.
+
+Both report an enrolled index as enrolled only if its enrolment record names this
+account (`pinutil.enrolment`); otherwise `EnrolmentMismatch`, before any PIN prompt.
 """
 from __future__ import annotations
 
 import os
 
-from . import errors
+from . import enrolment, errors
 from .deadline import run_within
 from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
 from .policy import Policy
@@ -78,7 +81,11 @@ class DirectBackend:
 
     def _status(self, user: User) -> PinStatus:
         with self._open() as tpm:
-            return self._index(tpm, user).status()
+            index = self._index(tpm, user)
+            status = index.status()
+        if status.enrolled:
+            enrolment.verify(self.policy.enrolment_dir, user.name, user.uid, index.handle)
+        return status
 
     def _check(self, user: User, pin: bytes) -> None:
         with self._open() as tpm:
@@ -140,6 +147,8 @@ class HelperBackend:
             _raise_for(f.get("result"), f)
         if not f.get("enrolled"):
             return NOT_ENROLLED
+        if f.get("record") != "ok":  # absent (an older pinutil) is a mismatch too
+            raise errors.EnrolmentMismatch(str(f.get("record_problem", "no enrolment record"))[:300])
         return PinStatus(enrolled=True, failures=int(f["failures"]), limit=int(f["limit"]),
                          locked=bool(f["locked"]), attempts_left=int(f["attempts_left"]))
 
@@ -159,6 +168,8 @@ def _raise_for(result: object, fields: dict) -> None:
         raise errors.WrongPin(left if isinstance(left, int) else -1)
     if result == "locked":
         raise errors.PinLocked("too many wrong PINs: the PIN is locked")
+    if result == "enrolment_mismatch":
+        raise errors.EnrolmentMismatch("no enrolment record names this account")
     if result == "not_enrolled":
         raise errors.NotEnrolled("no PIN enrolled")
     if result == "invalid_pin":

@@ -51,22 +51,29 @@ PIN_WRITE_POLICY = bytes.fromhex("d2e9f9d6553c12ae498291dc41b9c35151e37f7fdba758
 # TPM2B_AUTH of an index is limited to the digest size of its nameAlg.
 MAX_PIN_BYTES = 32
 MAX_PIN_LIMIT = 0xFFFFFFFF
+# One text for every command that meets an index a killed setup left behind.
+HALF_FINISHED_TEXT = ("was defined but never written (a half-finished setup; it holds no "
+                      "PIN): `pinutil setup` replaces it, `pinutil delete` removes it")
 
 
 class PinStatus(Record):
     """What the TPM says about a user's PIN, read without spending an attempt.
 
-    `detail` explains a non-obvious state (e.g. a half-finished enrolment).
+    `detail` explains a non-obvious state; `half_finished` is an index that a killed
+    setup defined but never wrote (it protects nothing: setup replaces it, its owner
+    deletes it without a PIN).
     """
 
-    __slots__ = _FIELDS = ("enrolled", "failures", "limit", "locked", "attempts_left", "detail")
-    _DEFAULTS = {"detail": ""}  # noqa: RUF012 - read-only (see pinutil.record)
+    __slots__ = _FIELDS = ("enrolled", "failures", "limit", "locked", "attempts_left", "detail",
+                           "half_finished")
+    _DEFAULTS = {"detail": "", "half_finished": False}  # noqa: RUF012 - read-only
     enrolled: bool
     failures: int
     limit: int
     locked: bool
     attempts_left: int
     detail: str
+    half_finished: bool
 
 
 NOT_ENROLLED = PinStatus(enrolled=False, failures=0, limit=0, locked=False, attempts_left=0)
@@ -131,8 +138,8 @@ class PinIndex:
         if not self._is_enrolled_pin_index(*found):
             return PinStatus(
                 enrolled=False, failures=0, limit=0, locked=False, attempts_left=0,
-                detail=f"PIN index 0x{self.handle:08x} is defined but was never written "
-                       "(a half-finished setup): delete it and enrol again")
+                detail=f"PIN index 0x{self.handle:08x} {HALF_FINISHED_TEXT}",
+                half_finished=True)
         failures, limit = self._read_counter()
         return PinStatus(
             enrolled=True, failures=failures, limit=limit, locked=failures >= limit,
@@ -152,8 +159,7 @@ class PinIndex:
         if found is None:
             raise errors.NotEnrolled(f"no PIN index at 0x{self.handle:08x}")
         if not self._is_enrolled_pin_index(*found):
-            raise errors.NotEnrolled(
-                f"PIN index 0x{self.handle:08x} was never written (a half-finished setup)")
+            raise errors.NotEnrolled(f"PIN index 0x{self.handle:08x} {HALF_FINISHED_TEXT}")
         self._send_pin(found[1], pin, salted)
 
     def _send_pin(self, name: bytes, pin: bytes, salted: bool) -> None:
@@ -251,8 +257,10 @@ class PinIndex:
                 "(known on some firmware TPMs, cf. pinpam issue #20)")
 
     # ---- removal
-    def delete(self) -> None:
-        """Owner NV_UndefineSpace of our PIN index (written or half-finished).
+    def delete(self, only_half_finished: bool = False) -> None:
+        """Owner NV_UndefineSpace of our PIN index, written or half-finished. With
+        `only_half_finished` a written index raises PermissionDenied (a setup finished
+        after the caller looked: deleting it needs the PIN again).
 
         NotEnrolled if nothing is defined there, or if the index there is not a PIN
         index (another application's data is never deleted).
@@ -265,6 +273,9 @@ class PinIndex:
             ours = {self.expected_public(written=w).name() for w in (True, False)}
             if name not in ours:
                 raise errors.NotEnrolled(self._foreign_index_message(self.tpm.nv_read_public(nv)))
+            if only_half_finished and name != self.expected_public(written=False).name():
+                raise errors.PermissionDenied(
+                    f"PIN index 0x{self.handle:08x} now holds a PIN: deleting it needs the PIN")
             self.tpm.nv_undefine_space(nv)
         except BaseException:
             self._forget(nv)
@@ -281,6 +292,15 @@ class PinIndex:
         self._require_policy_nv_written()
         self.delete()
         self.define(new_pin, limit, salted=salted)
+
+    def remove_if_half_finished(self) -> bool:
+        """Undefine the index if a killed setup left it unwritten; True if it did.
+        A written PIN index (or nothing) is left alone."""
+        found = tpm_sys.read_nv_public(self.tpm, self.handle)
+        if found is None or self._is_enrolled_pin_index(*found):
+            return False
+        self.delete(only_half_finished=True)
+        return True
 
     # ---- helpers
     def _open(self) -> int | None:

@@ -31,6 +31,7 @@ Keys, defaults and limits:
     helper_timeout            10      seconds, 0 < t <= 300, decimals allowed
     pin_session               salted  salted | plain
     master_key_file           /var/pinpam/sealed_master_key   absolute
+    enrolment_dir             /var/lib/pinpam/enrolments      absolute (enrolment records)
 
 Why these limits:
 - A PIN is the authValue of an NV index whose nameAlg is SHA-256, and the TPM caps an
@@ -88,6 +89,7 @@ class Policy(Record):
     __slots__ = _FIELDS = (
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
+        "enrolment_dir",
     )
     _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
@@ -100,6 +102,7 @@ class Policy(Record):
         "helper_timeout": 10,
         "pin_session": "salted",
         "master_key_file": "/var/pinpam/sealed_master_key",
+        "enrolment_dir": "/var/lib/pinpam/enrolments",
     }
     pin_min_length: int
     pin_max_length: int
@@ -111,6 +114,7 @@ class Policy(Record):
     helper_timeout: float
     pin_session: str
     master_key_file: str
+    enrolment_dir: str
 
     @property
     def salted(self) -> bool:
@@ -233,6 +237,7 @@ _PARSERS = {
     "helper_timeout": _timeout,
     "pin_session": _choice(PIN_SESSIONS),
     "master_key_file": _absolute_path,
+    "enrolment_dir": _absolute_path,
 }
 assert set(_PARSERS) == set(Policy._FIELDS)
 

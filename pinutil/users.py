@@ -6,15 +6,22 @@ nor anything from the environment (USER, LOGNAME, SUDO_UID, ...) says who asked.
 
 Rules (pinpam's, each checked before any TPM command):
 
-| action      | root (real uid 0) | any other caller                         |
-|-------------|-------------------|------------------------------------------|
-| setup       | any user          | only themselves                          |
-| change      | any user, no PIN  | only themselves, with the old PIN        |
-| delete      | any user, confirm | only themselves, with the PIN            |
-| test        | any user          | only themselves                          |
-| status      | any user          | only themselves (failures are private)   |
-| master-key  | yes               | never                                    |
-| --policy    | yes               | never (the policy is not the caller's)   |
+| action      | root (real uid 0) | any other caller                              |
+|-------------|-------------------|-----------------------------------------------|
+| setup       | any user          | only themselves, with their account password  |
+| change      | any user, no PIN  | only themselves, with the old PIN             |
+| delete      | any user, confirm | only themselves, with the PIN (none for a     |
+|             |                   | half-finished index, which holds no PIN)      |
+| test        | any user          | only themselves                               |
+| status      | any user          | only themselves (failures are private)        |
+| adopt       | any user          | never (it vouches for an index's owner)       |
+| master-key  | yes               | never                                         |
+| --policy    | yes               | never (the policy is not the caller's)        |
+
+The account password is checked by the PAM service `pinutil` (`pinutil.password_proof`):
+a new PIN is a new way into the account, so whoever adds one proves they hold the
+account (as `passwd` and Windows Hello do). `change` needs the old PIN instead: its
+holder can already log in with it, and gains nothing by a new one.
 
 `test` being self-only is what stops a setgid-tss caller from typing wrong PINs for
 other users until every index is locked.
@@ -116,6 +123,17 @@ def may_test(caller: User, target: User) -> None:
 def may_status(caller: User, target: User) -> None:
     """Status: root for anyone, others for themselves."""
     _root_or_self("see the status of", caller, target)
+
+
+def may_adopt(caller: User) -> None:
+    """Adopt (write the enrolment record of an existing index): root only."""
+    if not caller.is_root:
+        raise PermissionDenied("only root may adopt a PIN index")
+
+
+def setup_needs_password(caller: User) -> bool:
+    """Enrolling your own PIN proves the account password; root enrols anyone."""
+    return not caller.is_root
 
 
 def may_manage_master_key(caller: User) -> None:

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.pamhost",
     "tests.support.pin_env",
     "tests.support.syslog_capture",
+    "tests.support.accounts",
 ]

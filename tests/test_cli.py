@@ -17,6 +17,7 @@ import json
 import os
 import pty
 import pwd
+import re
 import select
 import shutil
 import subprocess
@@ -37,8 +38,11 @@ TIMEOUT = 60
 
 _AS_NOBODY_CODE = (
     "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli import main; "
-    "sys.exit(main(sys.argv[3:], policy_path=sys.argv[2]))"
+    "sys.exit(main(sys.argv[4:], policy_path=sys.argv[2], pam_confdir=sys.argv[3]))"
 )
+# The password proof of a non-root setup is tested in tests/test_enrolment_proof.py
+# with the real pam_unix; here a `pinutil` service of pam_permit stands in for it.
+_PERMIT_SERVICE = "auth required pam_permit.so\naccount required pam_permit.so\n"
 # -E -s (not -I): `-m` must find the package in the working directory, ROOT.
 PINUTIL = [sys.executable, "-E", "-s", "-m", "pinutil"]
 _SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -55,11 +59,23 @@ class Cli:
         self.swtpm = swtpm
         self.policy_dir = policy_dir
         self.policy = os.path.join(policy_dir, "policy")
+        # Enrolment records: root:nogroup 0770, as the installed root:tss 0770 is for
+        # the set-gid-tss command (nobody runs with gid nogroup here).
+        self.enrolment_dir = os.path.join(policy_dir, "enrolments")
+        os.mkdir(self.enrolment_dir)
+        os.chown(self.enrolment_dir, 0, grp.getgrnam("nogroup").gr_gid)
+        os.chmod(self.enrolment_dir, 0o770)
+        self.pam_confdir = os.path.join(policy_dir, "pam.d")
+        os.mkdir(self.pam_confdir)
+        with open(os.path.join(self.pam_confdir, "pinutil"), "w") as f:
+            f.write(_PERMIT_SERVICE)
+        os.chmod(self.pam_confdir, 0o755)
         self.write_policy()
 
     def write_policy(self, extra: str = "", tcti: str | None = None) -> None:
         with open(self.policy, "w") as f:
-            f.write(f"tcti = {tcti or self.swtpm.tcti}\n{extra}")
+            f.write(f"tcti = {tcti or self.swtpm.tcti}\nenrolment_dir = {self.enrolment_dir}\n"
+                    f"{extra}")
         os.chmod(self.policy, 0o644)
 
     def _env(self) -> dict[str, str]:
@@ -71,7 +87,7 @@ class Cli:
             stdin = stdin.encode()
         if as_nobody:
             cmd = [*_SETPRIV, sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT,
-                   self.policy, *args]
+                   self.policy, self.pam_confdir, *args]
         else:
             cmd = [*PINUTIL, "--policy", self.policy, *args]
         return subprocess.run(cmd, input=stdin, check=False, capture_output=True, cwd=ROOT,
@@ -165,7 +181,9 @@ def test_human_output_is_one_line_and_options_may_follow_the_command(cli):
     cli.enrol("root")
     result = cli.run("status")
     assert result.returncode == 0
-    assert result.stdout.decode() == "root: PIN enrolled, 0 of 5 attempts failed, 5 attempts left\n"
+    assert re.fullmatch(r"root: PIN enrolled, 0 of 5 attempts failed, 5 attempts left; "
+                        r"enrolled for root \(uid 0\) on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n",
+                        result.stdout.decode())
     code, out = cli.json("status", "--json")  # after the command, too
     assert code == 0 and out["enrolled"] is True
 
@@ -412,7 +430,7 @@ def test_nobody_may_not_choose_the_policy(cli):
 def test_environment_does_not_name_the_caller(cli):
     cli.enrol("root")
     cmd = [*_SETPRIV, "env", "USER=root", "LOGNAME=root", "SUDO_UID=0", "HOME=/root",
-           sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT, cli.policy,
+           sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT, cli.policy, cli.pam_confdir,
            "--stdin", "test"]
     result = subprocess.run(cmd, input=b"0000\n", check=False, capture_output=True,
                             timeout=TIMEOUT,
@@ -458,8 +476,8 @@ def test_tpm_unreachable_is_9(cli):
 
 
 @pytest.mark.parametrize("content, mode, needle", [
-    ("pin_min_length = x\n", 0o644, b"line 2: bad value for pin_min_length"),
-    ("bogus = 1\n", 0o644, b"line 2: unknown key 'bogus'"),
+    ("pin_min_length = x\n", 0o644, b"line 3: bad value for pin_min_length"),
+    ("bogus = 1\n", 0o644, b"line 3: unknown key 'bogus'"),
     ("pin_min_length = 4\n", 0o666, b"writable by group or others"),
 ])
 def test_bad_policy_is_3_and_never_defaults(cli, content, mode, needle):

@@ -58,7 +58,7 @@ class Stack:
         self.record = os.path.join(workdir, "keyring.jsonl")
         with open(self.policy, "w") as f:
             f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
-                    "helper_timeout = 1\n")
+                    f"enrolment_dir = {workdir}/enrolments\nhelper_timeout = 1\n")
         os.chmod(self.policy, 0o644)
         passdb = os.path.join(workdir, "passdb")
         with open(passdb, "w") as f:
@@ -266,7 +266,8 @@ def module_env(swtpm):
     workdir = tempfile.mkdtemp(prefix="pypam-mkmod-", dir="/tmp")
     policy = os.path.join(workdir, "policy")
     with open(policy, "w") as f:
-        f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {workdir}/sealed\n")
+        f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {workdir}/sealed\n"
+                f"enrolment_dir = {workdir}/enrolments\n")
     os.chmod(policy, 0o644)
     try:
         yield _load_module(), policy, swtpm

@@ -424,7 +424,8 @@ def test_import_does_not_load_tpm2_pytss_or_cryptography():
 
 # Everything modules/tpm_pin.py and modules/master_key.py import while a login runs.
 LOGIN_PATH_MODULES = ["pinutil.pin_index", "pinutil.login", "pinutil.policy", "pinutil.users",
-                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key"]
+                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key",
+                      "pinutil.enrolment"]
 
 
 @pytest.mark.parametrize("module", LOGIN_PATH_MODULES)

@@ -499,6 +499,8 @@ def test_both_backends_give_the_same_results_and_prompts(pin_env):
 def test_pin_index_made_with_tpm2_tools_in_pinpams_layout_authenticates(pin_env, backend):
     _define_like_pinpam(pin_env.swtpm, handle_of("root"), PIN.encode(), LIMIT)
     assert pin_env.counter("root") == (0, LIMIT)
+    # No enrolment record names root yet: root vouches for it (tests/test_enrolment_record.py).
+    assert pin_env.pinutil("adopt", "root").returncode == 0
     svc = pin_service(pin_env, backend)
     assert auth(login(pin_env, svc, [PIN])) == "PAM_SUCCESS"
     report = login(pin_env, svc, [WRONG])

@@ -73,6 +73,8 @@ class PinEnv:
         self.policy = os.path.join(workdir, "policy")
         self.module_dir = os.path.join(workdir, "modules")
         self.passdb = os.path.join(workdir, "passdb")
+        # Enrolment records (pinutil.enrolment); created by the first root setup.
+        self.enrolment_dir = os.path.join(workdir, "enrolments")
         self._copy_test_modules()
         self.write_policy()
 
@@ -87,7 +89,8 @@ class PinEnv:
                 os.chmod(target, 0o644)
 
     def policy_text(self, **overrides: str | None) -> str:
-        values = {"tcti": self.swtpm.tcti, "pinutil_path": PINUTIL, **DEFAULT_POLICY}
+        values = {"tcti": self.swtpm.tcti, "pinutil_path": PINUTIL,
+                  "enrolment_dir": self.enrolment_dir, **DEFAULT_POLICY}
         for key, value in overrides.items():
             if value is None:
                 values.pop(key, None)

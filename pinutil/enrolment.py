@@ -1,0 +1,225 @@
+"""Enrolment records: who a PIN index was enrolled for, checked at every login.
+
+The PIN index of a user is `nv_base + uid`: the TPM knows a uid, not a person. When an
+account is deleted and its uid given to a new account, the new account would inherit
+the old owner's PIN. So `pinutil setup` (and `change`, `adopt`) writes a record
+
+    <enrolment_dir>/<uid>:   uid=1001 / user=alice / nv_index=0x010003e9 / enrolled=<UTC>
+
+and a login offers the PIN only if the record names the same uid, user name and index
+(`verify`); `pinutil delete` removes it. No record, or one that does not match, means
+no PIN prompt (`EnrolmentMismatch`, PAM_AUTHINFO_UNAVAIL): an index enrolled by pinpam
+or before records existed is offered only after root runs `pinutil adopt USER`.
+
+Trust: `enrolment_dir` comes from the policy (root's file). The directory must be
+owned by root and not writable by others; the installed layout is root:tss 0770, so
+the set-gid-tss `pinutil` can write records while users cannot even reach them (they
+own the record file pinutil wrote for them, but cannot traverse the directory). A
+record file must be a regular file (no symlink) owned by root or by its uid, and not
+writable by group or others. Everything is opened relative to the directory's fd.
+
+Only the stdlib is imported: `verify` is on the login path.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+
+from .errors import EnrolmentMismatch, PinutilError
+from .record import Record
+
+MAX_RECORD_BYTES = 4096
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class EnrolmentRecord(Record):
+    """What setup wrote: the account and the index it enrolled, and when (UTC)."""
+
+    __slots__ = _FIELDS = ("uid", "user", "nv_index", "enrolled")
+    uid: int
+    user: str
+    nv_index: int
+    enrolled: str
+
+    def text(self) -> str:
+        return (f"uid={self.uid}\nuser={self.user}\nnv_index=0x{self.nv_index:08x}\n"
+                f"enrolled={self.enrolled}\n")
+
+    def describe(self) -> str:
+        return f"{self.user} (uid {self.uid}) on {self.enrolled}"
+
+    def as_json(self) -> dict:
+        return {"uid": self.uid, "user": self.user, "nv_index": f"0x{self.nv_index:08x}",
+                "enrolled": self.enrolled}
+
+
+class RecordError(PinutilError):
+    """The enrolment directory or a record is unusable (names the path and why)."""
+
+
+def _open_dir(directory: str) -> int | None:
+    """An fd of the trusted directory; None if it does not exist."""
+    try:
+        fd = os.open(directory, _DIR_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise RecordError(f"enrolment directory {directory}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if st.st_uid != 0 or st.st_mode & stat.S_IWOTH:
+        os.close(fd)
+        raise RecordError(f"enrolment directory {directory} must be owned by root and not "
+                          "writable by others")
+    return fd
+
+
+def _parse(data: bytes, path: str) -> EnrolmentRecord:
+    try:
+        fields = dict(line.split("=", 1) for line in data.decode("utf-8").splitlines())
+        return EnrolmentRecord(uid=int(fields["uid"]), user=fields["user"],
+                               nv_index=int(fields["nv_index"], 16),
+                               enrolled=fields["enrolled"])
+    except (ValueError, KeyError, UnicodeDecodeError):
+        raise RecordError(f"enrolment record {path} is unreadable") from None
+
+
+def read(directory: str, uid: int) -> EnrolmentRecord | None:
+    """The record of `uid`, None if there is none; RecordError if it is untrustworthy."""
+    dfd = _open_dir(directory)
+    if dfd is None:
+        return None
+    path = os.path.join(directory, str(uid))
+    try:
+        try:
+            fd = os.open(str(uid), _FILE_FLAGS, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # ELOOP: a symlink
+            raise RecordError(f"enrolment record {path}: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, uid)
+                    or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                    or st.st_size > MAX_RECORD_BYTES):
+                raise RecordError(f"enrolment record {path} has the wrong type, owner, "
+                                  "mode or size")
+            data = os.read(fd, MAX_RECORD_BYTES + 1)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+    return _parse(data, path)
+
+
+def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecord:
+    """The record, if it names this account and index; else EnrolmentMismatch saying why
+    (the PIN must then not be offered)."""
+    try:
+        found = read(directory, uid)
+    except RecordError as e:
+        raise EnrolmentMismatch(str(e)) from None
+    if found is None:
+        raise EnrolmentMismatch(
+            f"the PIN index 0x{nv_index:08x} of {name} (uid {uid}) has no enrolment record "
+            f"(enrolled by pinpam or an older pinutil?): root may run `pinutil adopt {name}`")
+    if (found.uid, found.user, found.nv_index) != (uid, name, nv_index):
+        raise EnrolmentMismatch(
+            f"the PIN index 0x{nv_index:08x} was enrolled for {found.describe()}, not for "
+            f"{name} (uid {uid}): a reused uid? root: `pinutil delete {name}`")
+    return found
+
+
+def _tss_gid() -> int:
+    import grp
+
+    try:
+        return grp.getgrnam("tss").gr_gid
+    except KeyError:
+        return 0
+
+
+def _ensure_dir(directory: str, as_root: bool) -> int:
+    dfd = _open_dir(directory)
+    if dfd is not None:
+        return dfd
+    if not as_root:
+        raise RecordError(
+            f"the enrolment directory {directory} does not exist: root creates it (a "
+            f"`pinutil setup` run by root does, or `install -d -m 0770 -g tss {directory}`)")
+    os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    else:
+        os.chown(directory, 0, _tss_gid())
+        os.chmod(directory, 0o770)
+    dfd = _open_dir(directory)
+    if dfd is None:
+        raise RecordError(f"cannot create the enrolment directory {directory}")
+    return dfd
+
+
+def check_writable(directory: str, as_root: bool) -> None:
+    """Before a PIN index is created: a record can be written (setup fails early
+    rather than leave an index nobody can log in with)."""
+    dfd = _ensure_dir(directory, as_root)
+    try:
+        if not os.access(".", os.W_OK | os.X_OK, dir_fd=dfd, effective_ids=True):
+            raise RecordError(f"cannot write enrolment records in {directory}")
+    finally:
+        os.close(dfd)
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def write(directory: str, record: EnrolmentRecord, as_root: bool) -> None:
+    """Replace the record of `record.uid` atomically (temporary file, fsync, rename)."""
+    if any(c in record.user for c in "\n\r=\0"):
+        raise RecordError(f"user name {record.user[:64]!r} cannot be recorded")
+    dfd = _ensure_dir(directory, as_root)
+    temporary = f".{record.uid}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o640, dir_fd=dfd)
+        try:
+            os.fchmod(fd, 0o640)  # whatever the umask
+            os.write(fd, record.text().encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, str(record.uid), src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.fsync(dfd)
+    except OSError as e:
+        try:
+            os.unlink(temporary, dir_fd=dfd)
+        except OSError:
+            pass
+        raise RecordError(f"cannot write the enrolment record in {directory}: "
+                          f"{e.strerror}") from None
+    finally:
+        os.close(dfd)
+
+
+def remove(directory: str, uid: int) -> bool:
+    """Delete the record of `uid`; False if there was none."""
+    dfd = _open_dir(directory)
+    if dfd is None:
+        return False
+    try:
+        os.unlink(str(uid), dir_fd=dfd)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno == errno.EISDIR:
+            raise RecordError(f"{directory}/{uid} is a directory") from None
+        raise RecordError(f"cannot remove the enrolment record {directory}/{uid}: "
+                          f"{e.strerror}") from None
+    finally:
+        os.close(dfd)
