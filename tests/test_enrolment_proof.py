@@ -11,7 +11,11 @@ and delete must leave a LOG_AUTHPRIV line naming who, for whom and the result.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
+import time
 
 import pytest
 
@@ -137,3 +141,37 @@ def test_the_proof_uses_the_pinutil_service_not_the_pin(enrol_env, syslog_captur
     done = pinutil(env, accounts, syslog_capture, "setup", stdin=f"{PASSWORD}\n{PIN}\n")
     assert done.returncode == 7 and answer(done)["result"] == "wrong_password"
     assert HANDLE not in env.enrolled_handles()
+
+
+def test_interactive_setup_asks_the_password_on_the_terminal_without_echo(enrol_env,
+                                                                          syslog_capture):
+    """The conversation on /dev/tty: pam_unix's prompt, then the PIN twice, no echo."""
+    env, accounts = enrol_env
+    argv = [*accounts.prefix(), *accounts.as_user(UID), env.launcher, "setup"]
+    pid, fd = pty.fork()
+    if pid == 0:  # a new session whose controlling terminal is the pty
+        try:
+            os.execvpe(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        finally:
+            os._exit(127)
+    shown, pending = b"", [PASSWORD, PIN, PIN]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if pending and shown.rstrip().endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+            shown += b"<answered>"
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, shown
+    assert shown.index(b"Password:") < shown.index(b"New PIN:") < shown.index(b"Repeat the PIN:")
+    assert PASSWORD.encode() not in shown and PIN.encode() not in shown  # echo was off
+    assert env.swtpm.read_pin_counter(HANDLE) == (0, LIMIT)
