@@ -107,9 +107,15 @@ install: build
 	$(SYS_PYTHON) -m compileall -q --invalidation-mode checked-hash -d $(MODULEDIR) $(DESTDIR)$(MODULEDIR)
 	install -m 0644 build/install/pam_pypam.so $(DESTDIR)$(PAMDIR)/pam_pypam.so
 	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
+	# The enrolment proof's own service (a new file, never an edit of an existing stack;
+	# an admin's copy is kept) and the enrolment records' directory (root:tss 0770).
+	install -d $(DESTDIR)/etc/pam.d
+	test -e $(DESTDIR)/etc/pam.d/pinutil || install -m 0644 examples/pam.d/pinutil $(DESTDIR)/etc/pam.d/pinutil
+	install -d -m 0770 $(DESTDIR)/var/lib/pinpam/enrolments
 	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
 	install -m 2755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
-	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
+	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)/var/lib/pinpam/enrolments && \
+		chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
 	else echo "warning: group tss missing: pinutil installed without setgid"; chmod 0755 $(DESTDIR)$(BINDIR)/pinutil; fi
 
 endif
