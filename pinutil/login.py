@@ -117,8 +117,7 @@ class HelperBackend:
         self.policy_args = ["--policy", policy_path] if policy_path and os.getuid() == 0 else []
 
     def _run(self, command: str, user: User, stdin: bytes) -> HelperReply:
-        import json  # only the helper path pays for these (~7 ms)
-        import subprocess
+        import subprocess  # only the helper path pays for this and json (~7 ms)
 
         # "--": a user name can never be taken for an option.
         argv = [self.policy.pinutil_path, *self.policy_args, "--json", "--stdin",
@@ -132,33 +131,53 @@ class HelperBackend:
                 f"pinutil did not answer within {self.policy.helper_timeout:g} s") from None
         except OSError as e:
             raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
-        try:
-            fields = json.loads(done.stdout[:_MAX_HELPER_OUTPUT].decode().splitlines()[-1])
-        except (ValueError, IndexError, UnicodeDecodeError):
-            fields = None
-        if not isinstance(fields, dict):
-            raise errors.TpmUnavailable(f"pinutil gave no usable answer (exit {done.returncode})")
-        return HelperReply(done.returncode, fields)
+        return helper_reply(done.returncode, done.stdout)
 
     def status(self, user: User) -> PinStatus:
-        reply = self._run("status", user, b"")
-        f = reply.fields
-        if reply.exit_code != 0 or f.get("result") != "success":
-            _raise_for(f.get("result"), f)
-        if not f.get("enrolled"):
-            return NOT_ENROLLED
-        if f.get("record") != "ok":  # absent (an older pinutil) is a mismatch too
-            raise errors.EnrolmentMismatch(str(f.get("record_problem", "no enrolment record"))[:300])
-        return PinStatus(enrolled=True, failures=int(f["failures"]), limit=int(f["limit"]),
-                         locked=bool(f["locked"]), attempts_left=int(f["attempts_left"]))
+        return pin_status_from(self._run("status", user, b""))
 
     def check(self, user: User, pin: bytes) -> None:
-        reply = self._run("test", user, pin + b"\n")
-        # Success needs BOTH the exit status and the JSON line: with SIGCHLD ignored by
-        # the host, a child's exit status reads as 0 whatever it was.
-        if reply.exit_code == 0 and reply.fields.get("result") == "success":
-            return
-        _raise_for(reply.fields.get("result"), reply.fields)
+        raise_for_check(self._run("test", user, pin + b"\n"))
+
+
+def helper_reply(exit_code: int, stdout: bytes) -> HelperReply:
+    """The helper's exit status and its last JSON line; TpmUnavailable if it has none."""
+    import json
+
+    try:
+        fields = json.loads(stdout[:_MAX_HELPER_OUTPUT].decode().splitlines()[-1])
+    except (ValueError, IndexError, UnicodeDecodeError, RecursionError):
+        fields = None
+    if not isinstance(fields, dict):
+        raise errors.TpmUnavailable(f"pinutil gave no usable answer (exit {exit_code})")
+    return HelperReply(exit_code, fields)
+
+
+def pin_status_from(reply: HelperReply) -> PinStatus:
+    """What `pinutil status` answered; TpmUnavailable when a field is missing or has
+    the wrong type (never a Python error out of the helper's output)."""
+    f = reply.fields
+    if reply.exit_code != 0 or f.get("result") != "success":
+        _raise_for(f.get("result"), f)
+    if not f.get("enrolled"):
+        return NOT_ENROLLED
+    if f.get("record") != "ok":  # absent (an older pinutil) is a mismatch too
+        raise errors.EnrolmentMismatch(str(f.get("record_problem", "no enrolment record"))[:300])
+    numbers = [f.get(name) for name in ("failures", "limit", "attempts_left")]
+    if not all(type(n) is int and n >= 0 for n in numbers) or type(f.get("locked")) is not bool:
+        raise errors.TpmUnavailable("pinutil gave an unusable status")
+    failures, limit, attempts_left = numbers
+    return PinStatus(enrolled=True, failures=failures, limit=limit, locked=f["locked"],
+                     attempts_left=attempts_left)
+
+
+def raise_for_check(reply: HelperReply) -> None:
+    """Return only if `pinutil test` said the PIN is right."""
+    # Success needs BOTH the exit status and the JSON line: with SIGCHLD ignored by
+    # the host, a child's exit status reads as 0 whatever it was.
+    if reply.exit_code == 0 and reply.fields.get("result") == "success":
+        return
+    _raise_for(reply.fields.get("result"), reply.fields)
 
 
 def _raise_for(result: object, fields: dict) -> None:

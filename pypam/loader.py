@@ -123,8 +123,8 @@ def _code_from_bytecode(data: bytes | None, source: bytes) -> types.CodeType | N
         return None
     try:
         code = marshal.loads(memoryview(data)[16:])
-    except (EOFError, ValueError, TypeError):
-        return None
+    except Exception:  # noqa: BLE001 - corrupt data also raises SystemError, OverflowError,
+        return None    # RecursionError (found by tests/fuzz): compile the source instead
     return code if isinstance(code, types.CodeType) else None
 
 

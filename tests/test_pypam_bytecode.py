@@ -6,6 +6,7 @@ marker "pyc", the source writes marker "source") under a header that carries the
 hash of the source on disk. That is exactly what the loader must trust and no more:
 the pyc's code is believed only when the pyc itself is as trusted as the source.
 """
+import base64
 import importlib.util
 import marshal
 import os
@@ -96,7 +97,7 @@ def test_the_pyc_compileall_writes_is_used(trusted_tmp, pam_confdir):  # noqa: F
     "stale hash", "timestamp pyc", "unchecked hash pyc", "wrong magic", "corrupt body",
     "not a code object", "pyc owned by nobody", "group-writable pyc",
     "world-writable __pycache__", "__pycache__ owned by nobody", "pyc is a symlink",
-    "__pycache__ is a symlink",
+    "__pycache__ is a symlink", "body marshal fails on with SystemError",
 ])
 def test_any_other_pyc_is_ignored_and_the_source_runs(module, pam_confdir, case):
     tmp, source = module
@@ -108,6 +109,11 @@ def test_any_other_pyc_is_ignored_and_the_source_runs(module, pam_confdir, case)
         "wrong magic": {"magic": b"\x00\x0d\x0d\x0a"},
         "corrupt body": {"body": b"\xff" * 40},
         "not a code object": {"body": marshal.dumps("a string")},
+        # Found by tests/fuzz (pyc_header): a code object with a bad field.
+        "body marshal fails on with SystemError": {"body": base64.b64decode(
+            "4wAAAAAAAAAAAPMMAAAAlwBkACkCRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZG"
+            "RkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGYwMAAAAAAAAAAAAAAAEAAAADAAAA8wYAWwCXZHVsZT5yCwAA"
+            "AAEAAABzHoAAAPADAQEB8AIBAQ8AAAEBDfAAAQEN8AABAQ3wAAEBDXIKAAAA")},
         "pyc owned by nobody": {"uid": NOBODY},
         "group-writable pyc": {"mode": 0o664},
         "world-writable __pycache__": {"cache_mode": 0o777},
