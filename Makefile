@@ -11,6 +11,7 @@ VENV        := $(CURDIR)/.venv
 PY          := $(VENV)/bin/python
 # Deferred (=, not :=): on a fresh machine python3 only exists once `apt` has run.
 VENV_SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+PYINCLUDE    = $(shell $(SYS_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 
 PREFIX      := /usr
 LIBDIR      := $(PREFIX)/lib/pypam
@@ -25,7 +26,7 @@ APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
 	libpam-python python3-pypamtest util-linux
 
-.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy
+.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults
 
 all: build
 
@@ -73,6 +74,8 @@ build: venv
 	PYPAM_SEARCH_PATH=$(CURDIR):$(VENV_SITE) \
 	$(PY) setup.py -q build_ext --inplace --build-temp build/temp
 	gcc -O2 -Wall -Wextra -o build/pamhost tests/host/pamhost.c -lpam -lpthread
+	# Test-only fault injection (LD_PRELOAD), never installed: tests/test_faults.py.
+	gcc -shared -fPIC -O2 -Wall -Wextra -I$(PYINCLUDE) -o build/faultwrap.so tests/faults/wrap.c -ldl
 	# Bytecode the embedded interpreter may use (it never writes any): checked-hash pycs
 	# for PAM modules (pypam/loader.py trusts no other kind), ordinary ones for packages.
 	$(PY) -m compileall -q --invalidation-mode checked-hash modules bench/modules
@@ -80,6 +83,19 @@ build: venv
 
 test: deps build
 	$(VENV)/bin/pytest -q tests
+
+# Longer runs than `make test` does: every parser target for FUZZ_SECONDS each, adding
+# what libFuzzer finds to the kept corpus (tests/fuzz/corpus/TARGET); and every call
+# of every function failed in turn along a login (the test prints the totals).
+FUZZ_SECONDS ?= 120
+fuzz: deps build
+	for t in $$($(PY) -c 'import sys; sys.path[:0] = [".", "modules"]; from tests.fuzz.targets import TARGETS; print(" ".join(TARGETS))'); do \
+		mkdir -p build/fuzz && $(PY) tests/fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 \
+			-artifact_prefix=build/fuzz/$$t- tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+faults: deps build
+	PYPAM_FAULT_SWEEP=full $(VENV)/bin/pytest -q -s tests/test_faults.py
 
 demo: deps build
 	$(PY) examples/demo.py

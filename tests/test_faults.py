@@ -1,0 +1,177 @@
+"""Fault injection along a real login (issue 9): build/faultwrap.so (tests/faults/wrap.c)
+makes the N-th call of one libc or libpam function fail, through the real host
+(build/pamhost), real libpam, the shim, tpm_pin (direct backend) then master_key, and
+a real swtpm. A clean login counts the calls of each function first; then each call is
+failed in turn, with the wrong PIN and with the right one.
+
+For every injected fault:
+- the host is not killed by a signal and writes its report (no crash, no hang), with
+  one exception counted apart: CPython 3.11 itself does not survive some allocation
+  failures while the interpreter starts (PyThreadState_New dereferences the NULL it got
+  from calloc), before any of our Python code runs. wrap.c marks faults injected inside
+  Py_InitializeFromConfig; only those may end in a signal;
+- with the wrong PIN the stack never returns PAM_SUCCESS;
+- the right PIN is never counted as a failure: a fault must not change what reaches the
+  TPM (the TPM's counter, read out of band with tpm2_nvread, stays 0);
+- the wrong PIN costs at most the one attempt the TPM was asked for.
+
+`make test` fails a bounded, evenly spread sample of the calls of each function (all of
+them when there are few); `make faults` fails every call of every function and prints
+the totals.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+
+import pytest
+
+from tests.support.pamhost import PAM_NAMES, PAM_PYPAM_SO, PAM_SUCCESS, result_code
+from tests.support.pin_env import handle_of
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRAP = os.path.join(ROOT, "build", "faultwrap.so")
+USER = "daemon"
+PIN = "2580"
+WRONG = "1111"
+LIMIT = 100  # the policy's maximum: a sweep of wrong PINs must not lock the index
+#: Every function wrap.c can fail (its FUNCS table).
+FUNCTIONS = ["malloc", "calloc", "realloc", "open", "open64", "openat", "openat64", "read",
+             "write", "socket", "connect", "poll", "getpwnam_r", "getpwuid_r", "getrandom",
+             "pam_get_item", "pam_set_item", "pam_get_user", "pam_get_authtok",
+             "pam_set_data", "pam_get_data", "pam_getenv", "pam_putenv", "conv"]
+#: Functions a login through tpm_pin and master_key is known to call (control: the
+#: sweep would otherwise pass by injecting nothing).
+MUST_BE_CALLED = {"malloc", "calloc", "realloc", "open64", "read", "write", "socket",
+                  "connect", "getpwnam_r", "getrandom", "pam_get_item", "pam_set_item",
+                  "pam_get_user", "conv"}
+FULL = os.environ.get("PYPAM_FAULT_SWEEP") == "full"
+SAMPLE = 5  # calls failed per function and PIN in `make test`
+
+
+class FaultLogin:
+    """The stack under test on one pin_env, run with or without an injected fault."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+        env.write_policy(pin_lockout_max_attempts=str(LIMIT),
+                         master_key_file=os.path.join(env.dir, "sealed_master_key"))
+        done = env.pinutil("--json", "--stdin", "setup", USER, stdin=PIN + "\n")
+        assert done.returncode == 0, done.stderr
+        done = env.pinutil("--yes", "--json", "master-key", "init")
+        assert done.returncode == 0, done.stderr
+        self.service = env.service(
+            "faults", env.tpm_pin_line(),
+            f"auth optional {PAM_PYPAM_SO} module=master_key policy={env.policy}")
+        self.counts_path = os.path.join(env.dir, "counts")
+
+    def counter(self) -> int:
+        """The TPM's failure counter, read as owner with tpm2-tools (out of band)."""
+        done = self.env.swtpm.tools("tpm2_nvread", "-C", "o", "-s", "8",
+                                    hex(handle_of(USER)), check=False)
+        assert done.returncode == 0 and len(done.stdout) == 8, done.stderr[-2000:]
+        failures, limit = int.from_bytes(done.stdout[:4], "big"), int.from_bytes(done.stdout[4:], "big")
+        assert limit == LIMIT
+        return failures
+
+    def reset_counter(self) -> None:
+        """A clean right-PIN login: the TPM resets the counter on success."""
+        report = self.env.run(self.service, user=USER, answers=[PIN])
+        assert result_code(report, "auth") == PAM_SUCCESS
+        assert self.counter() == 0
+
+    def run(self, pin: str, fault: str | None = None) -> tuple[dict, dict[str, int], str]:
+        """(host report, calls per function, where the fault fired: "" not at all,
+        "python-init" inside CPython's start-up, "login" elsewhere)."""
+        for path in (self.counts_path, self.counts_path + ".fired"):
+            if os.path.exists(path):
+                os.unlink(path)
+        extra = {"LD_PRELOAD": WRAP, "PYPAM_FAULT_COUNTS": self.counts_path}
+        if fault:
+            extra["PYPAM_FAULT"] = fault
+        report = self.env.run(self.service, user=USER, answers=[pin], env=extra,
+                              check=False, timeout=60)
+        counts, fired = {}, ""
+        if os.path.exists(self.counts_path):  # written at exit
+            with open(self.counts_path) as f:
+                counts = {name: int(n) for name, n in (line.split() for line in f)}
+        if os.path.exists(self.counts_path + ".fired"):  # written when injected
+            with open(self.counts_path + ".fired") as f:
+                _, _, *phase = f.read().split()
+            fired = phase[0] if phase else "login"
+        return report, counts, fired
+
+
+@pytest.fixture
+def faults(pin_env) -> FaultLogin:
+    return FaultLogin(pin_env)
+
+
+def chosen_calls(total: int) -> list[int]:
+    """Which calls (1-based) to fail: all of them in a full sweep or when there are few,
+    otherwise SAMPLE evenly spread ones, first and last included (deterministic)."""
+    if FULL or total <= SAMPLE:
+        return list(range(1, total + 1))
+    return sorted({1 + round(i * (total - 1) / (SAMPLE - 1)) for i in range(SAMPLE)})
+
+
+def check_one(faults: FaultLogin, pin: str, fault: str) -> str:
+    """Run one faulted login and check the rules; return the outcome's name."""
+    before = faults.counter()
+    report, _counts, fired = faults.run(pin, fault)
+    why = f"{fault} with the {'right' if pin == PIN else 'wrong'} PIN"
+    after = faults.counter()
+    assert after - before in ((0, 1) if pin == WRONG else (0,)), (why, before, after)
+    if pin == PIN:
+        assert after == 0, why  # the right PIN never counts
+    if after >= LIMIT - 5:
+        faults.reset_counter()
+    if report["exit_status"] < 0 and fired == "python-init":
+        return "crash in CPython start-up"
+    assert report["exit_status"] == 0 and report.get("stages"), (
+        why, fired, report["exit_status"], report["stderr"][-2000:])
+    rc = result_code(report, "auth")
+    if pin == WRONG:
+        assert rc != PAM_SUCCESS, why
+    return f"{'fired' if fired else 'not reached'}: {PAM_NAMES.get(rc, str(rc))}"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_call_can_fail_without_letting_a_wrong_pin_in(faults, function, capsys):
+    tally: collections.Counter[str] = collections.Counter()
+    for pin in (WRONG, PIN):
+        report, counts, fired = faults.run(pin)
+        assert not fired and result_code(report, "auth") == (PAM_SUCCESS if pin == PIN else 7)
+        if faults.counter():
+            faults.reset_counter()
+        if function in MUST_BE_CALLED:
+            assert counts[function] > 0, (function, counts)
+        for n in chosen_calls(counts[function]):
+            tally[check_one(faults, pin, f"{function}:{n}")] += 1
+        if faults.counter():
+            faults.reset_counter()
+    with capsys.disabled():
+        print(f"\n[faults] {function}: {sum(tally.values())} injected: {dict(tally)}")
+
+
+def test_wrapper_injects_what_it_is_told(faults):
+    """Controls: a clean run injects nothing and leaves the right PIN working; a failed
+    conversation or pam_get_user really fails the login."""
+    report, counts, fired = faults.run(PIN)
+    assert (result_code(report, "auth"), fired) == (PAM_SUCCESS, "")
+    assert set(counts) == set(FUNCTIONS)
+    for fault in ("conv:1", "pam_get_user:1"):
+        report, _, fired = faults.run(PIN, fault)
+        assert fired == "login" and result_code(report, "auth") != PAM_SUCCESS, fault
+    assert faults.counter() == 0
+
+
+def test_the_wrapper_is_built_by_make_build():
+    assert os.path.exists(WRAP), "make build builds build/faultwrap.so"
+    # A bad fault specification is refused, not ignored (a typo must not pass a sweep).
+    with tempfile.TemporaryDirectory() as d:
+        status = os.spawnve(os.P_WAIT, "/bin/true", ["/bin/true"],
+                            {"LD_PRELOAD": WRAP, "PYPAM_FAULT": "no_such:1",
+                             "PYPAM_FAULT_COUNTS": os.path.join(d, "c")})
+    assert status == 125
