@@ -335,6 +335,8 @@ def test_ld_preload_planting_is_live_without_set_id(fresh):
 # -- signals ----------------------------------------------------------------------------
 def _preset_signals() -> None:
     """Runs in the host's child before exec: a non-default state to be preserved."""
+    for inherited in (signal.SIGINT, signal.SIGQUIT):  # pytest-xdist workers ignore them
+        signal.signal(inherited, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGUSR2, signal.SIGTERM})

@@ -23,3 +23,15 @@ def test_restarted_tpm_answers_on_the_same_state(swtpm):
     swtpm.start()
     assert _modes(swtpm) == [SOCKET_MODE, SOCKET_MODE]
     assert 0x1500010 in swtpm.nv_handles()
+
+
+def test_loaded_handles_sees_what_a_client_left_and_flush_removes_it(swtpm):
+    assert swtpm.loaded_handles() == []
+    # Without a resource manager both stay loaded after the tools exit.
+    swtpm.tools("tpm2_createprimary", "-C", "o", "-c", "primary.ctx")
+    swtpm.tools("tpm2_startauthsession", "-S", "session.ctx")
+    left = swtpm.loaded_handles()
+    assert sorted(h >> 24 for h in left) == [0x02, 0x80]  # an HMAC session, an object
+    for handle in left:
+        swtpm.flush(handle)
+    assert swtpm.loaded_handles() == []

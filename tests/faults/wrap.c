@@ -6,8 +6,9 @@
  *   PYPAM_FAULT=name:N      fail the N-th counted call of `name` (1-based); unset: none
  *   PYPAM_FAULT_COUNTS=path at exit, write "name calls" lines to path (the test counts
  *                           a clean run first, then fails each call in turn); when the
- *                           fault is injected, write "fired name" to path.fired at once
- *                           ("fired name python-init" inside CPython's start-up)
+ *                           fault is injected, write "fired NAME PHASE OBJECT" to
+ *                           path.fired at once: PHASE is python-init inside CPython's
+ *                           start-up, else login; OBJECT is the caller's library
  *
  * What is counted: calls made while the host is inside a PAM call that runs modules
  * (pam_authenticate, pam_setcred, pam_acct_mgmt, pam_open_session, pam_close_session,
@@ -78,19 +79,21 @@ static uintptr_t host_lo, host_hi; /* the host executable's mapped range */
 /* "fired NAME [python-init]" in PYPAM_FAULT_COUNTS.fired, written when the fault is
  * injected (the process may not live to run the destructor). Raw system calls: our
  * own wrappers must not count or fail here. */
-static void note_fired(void)
+static void note_fired(const void *caller)
 {
 	const char *path = getenv("PYPAM_FAULT_COUNTS");
-	char name[4096], line[128];
+	char name[4096], line[4200];
+	Dl_info info;
+	const char *object = dladdr(caller, &info) && info.dli_fname != NULL ? info.dli_fname : "?";
 	if (path == NULL || snprintf(name, sizeof name, "%s.fired", path) >= (int)sizeof name)
 		return;
 	int fd = (int)syscall(SYS_openat, AT_FDCWD, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 			      0600);
 	if (fd < 0)
 		return;
-	int len = snprintf(line, sizeof line, "fired %s%s\n", names[fired],
-			   fired_in_python_init ? " python-init" : "");
-	syscall(SYS_write, fd, line, (size_t)len);
+	int len = snprintf(line, sizeof line, "fired %s %s %s\n", names[fired],
+			   fired_in_python_init ? "python-init" : "login", object);
+	syscall(SYS_write, fd, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
 	syscall(SYS_close, fd);
 }
 
@@ -105,7 +108,7 @@ static int should_fail(int f, const void *caller)
 	if (f == fault_func && n == fault_n) {
 		fired = f;
 		fired_in_python_init = __atomic_load_n(&in_python_init, __ATOMIC_RELAXED) > 0;
-		note_fired();
+		note_fired(caller);
 		return 1;
 	}
 	return 0;

@@ -101,9 +101,11 @@ class Swtpm:
             self.kill()
             raise RuntimeError(f"swtpm answered TPM2_GetRandom with {answer.hex()}")
 
-    def _ask(self, path: str, request: bytes, want: int, deadline: float) -> bytes:
+    def _ask(self, path: str, request: bytes, want: int, deadline: float,
+             whole: bool = False) -> bytes:
         """Send `request` on a fresh connection to `path` once swtpm listens there; return
-        the first `want` bytes of its answer. Retries until swtpm is up or has died."""
+        the first `want` bytes of its answer (`whole`: the whole TPM response). Retries
+        until swtpm is up or has died."""
         while True:
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -116,6 +118,8 @@ class Swtpm:
                         if not chunk:
                             break
                         answer += chunk
+                        if whole and len(answer) >= 10:  # the header gives the size
+                            want = max(want, int.from_bytes(answer[2:6], "big"))
                     if len(answer) >= want:
                         return answer
             except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError,
@@ -187,6 +191,30 @@ class Swtpm:
         if len(out) != 8:
             raise AssertionError(f"tpm2_nvread returned {len(out)} bytes")
         return int.from_bytes(out[:4], "big"), int.from_bytes(out[4:], "big")
+
+    def loaded_handles(self) -> list[int]:
+        """Transient objects and loaded sessions in the TPM, asked with a raw
+        TPM2_GetCapability on a connection of our own (no TSS code involved). swtpm has
+        no resource manager: what a client leaves loaded stays until flushed."""
+        handles = []
+        for first in (0x80000000, 0x02000000, 0x03000000):  # transient, HMAC, policy
+            answer = self._command(0x17A, struct.pack(">III", 1, first, 64))
+            count = struct.unpack(">I", answer[15:19])[0]
+            handles += struct.unpack(f">{count}I", answer[19:19 + 4 * count])
+        return handles
+
+    def flush(self, handle: int) -> None:
+        """TPM2_FlushContext on one handle (raw, as loaded_handles)."""
+        self._command(0x165, struct.pack(">I", handle))
+
+    def _command(self, code: int, body: bytes) -> bytes:
+        request = struct.pack(">HII", 0x8001, 10 + len(body), code) + body
+        answer = self._ask(self.sock, request, 10, time.monotonic() + _START_TIMEOUT_S,
+                           whole=True)
+        rc = int.from_bytes(answer[6:10], "big")
+        if rc != 0:
+            raise AssertionError(f"TPM command {code:#x} failed: {rc:#x}")
+        return answer
 
     def nv_handles(self) -> list[int]:
         """Handles of all defined NV indices (tpm2_getcap handles-nv-index)."""
