@@ -50,7 +50,7 @@ FUNCTIONS = ["malloc", "calloc", "realloc", "open", "open64", "openat", "openat6
              "pam_set_data", "pam_get_data", "pam_getenv", "pam_putenv", "conv"]
 #: Functions a login through tpm_pin and master_key is known to call (control: the
 #: sweep would otherwise pass by injecting nothing).
-MUST_BE_CALLED = {"malloc", "calloc", "realloc", "open64", "read", "write", "socket",
+MUST_BE_CALLED = {"malloc", "calloc", "realloc", "read", "write", "socket",
                   "connect", "getpwnam_r", "getrandom", "pam_get_item", "pam_set_item",
                   "pam_get_user", "conv"}
 FULL = os.environ.get("PYPAM_FAULT_SWEEP") == "full"
@@ -189,6 +189,8 @@ def test_wrapper_injects_what_it_is_told(faults):
     report, counts, fired = faults.run(PIN)
     assert (result_code(report, "auth"), fired) == (PAM_SUCCESS, "")
     assert set(counts) == set(FUNCTIONS)
+    # Which open symbol callers bind to depends on the C library's headers.
+    assert counts["open"] + counts["open64"] + counts["openat"] + counts["openat64"] > 0
     for fault in ("conv:1", "pam_get_user:1"):
         report, _, fired = faults.run(PIN, fault)
         assert fired == "login" and result_code(report, "auth") != PAM_SUCCESS, fault
