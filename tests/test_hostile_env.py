@@ -334,9 +334,14 @@ def test_ld_preload_planting_is_live_without_set_id(fresh):
 
 # -- signals ----------------------------------------------------------------------------
 def _preset_signals() -> None:
-    """Runs in the host's child before exec: a non-default state to be preserved."""
-    for inherited in (signal.SIGINT, signal.SIGQUIT):  # pytest-xdist workers ignore them
-        signal.signal(inherited, signal.SIG_DFL)
+    """Runs in the host's child before exec: a non-default state to be preserved, on
+    top of defaults (pytest-xdist workers ignore SIGINT and SIGQUIT; a run under nohup
+    or `&` inherits ignored SIGHUP, SIGINT and SIGQUIT)."""
+    for sig in signal.valid_signals():
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL, SIGSTOP, glibc's internal ones
+            pass
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGUSR2, signal.SIGTERM})
