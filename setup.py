@@ -2,7 +2,8 @@
 
 `python setup.py build_ext` builds the cffi modules (pypam._libpam, pinutil._tss) and,
 when PYPAM_NATIVE_OUT is set, the native shim and launcher with the paths given in
-PYPAM_MODULE_DIR and PYPAM_SEARCH_PATH (the Makefile sets all three).
+PYPAM_MODULE_DIR and PYPAM_SEARCH_PATH (the Makefile sets all three). cffi must be
+installed first (requirements.txt): `setup_requires` is deprecated and warns loudly.
 """
 import os
 import sys
@@ -33,7 +34,6 @@ setup(
     package_data={"pinutil": ["bip39_english.txt"]},
     python_requires=">=3.11",
     install_requires=["cffi>=1.15", "cryptography>=44"],
-    setup_requires=["cffi>=1.15"],
     cffi_modules=["pypam/_libpam_build.py:ffi", "pinutil/_tss_build.py:ffi"],
     cmdclass={"build_ext": BuildWithNative},
 )
