@@ -41,7 +41,7 @@ ifneq ($(UNSAFE_TREE),)
 ifdef PYPAM_IN_SAFE_COPY
 $(error the safe copy $(CURDIR) is still unusable: $(UNSAFE_TREE))
 endif
-all deps apt venv build test demo bench lint install: safe-copy
+all deps apt venv build test demo bench lint install fuzz faults: safe-copy
 	$(MAKE) -C $(SAFE_COPY) PYPAM_IN_SAFE_COPY=1 $@
 
 safe-copy:
