@@ -3,7 +3,7 @@
 A module runs with the host's privileges (often root), so its file must be as
 trustworthy as the pam.d line that names it: a regular file, owned by root or by the
 effective uid, writable by no one else, in a directory (and ancestors) nobody else can
-write to. The file is opened once, by descriptor relative to the vetted directory, and
+write to, reached from `/` without following any symlink. The file is opened once, by descriptor relative to the vetted directory, and
 the code compiled from that same descriptor, so a swap between check and use is moot.
 
 Bytecode: compiling a module costs a cold login ~1 ms per 100 lines, so a
@@ -17,6 +17,7 @@ The embedded interpreter never writes bytecode itself.
 from __future__ import annotations
 
 import _imp
+import errno
 import marshal
 import os
 import stat
@@ -44,19 +45,56 @@ def _trusted_owner(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid())
 
 
-def _check_ancestors(directory: str) -> None:
-    """Every ancestor must be owned by root/euid and not writable by others (a sticky
-    directory such as /tmp is fine: others cannot rename what they do not own)."""
-    path = os.path.dirname(directory)
-    while True:
-        st = os.stat(path)
-        sticky = st.st_mode & stat.S_ISVTX
-        if not _trusted_owner(st) or (st.st_mode & 0o022 and not sticky):
-            raise ModuleLoadError(f"untrusted directory {path} (owner or mode)")
-        parent = os.path.dirname(path)
-        if parent == path:
-            return
-        path = parent
+def _open_directory_walk(directory: str) -> int:
+    """Open `directory` by walking it from `/`, one component at a time, each opened
+    with O_NOFOLLOW relative to the previous one and checked by fstat before the next.
+
+    Symlinks anywhere in the path are refused (not resolved: a user-made link under
+    /tmp could otherwise pick which root-owned directory is used, and a resolved path
+    is checked after the fact, not opened). Every ancestor must be owned by root/euid
+    and not writable by others (a sticky directory such as /tmp is fine: others cannot
+    rename what they do not own); the directory itself must pass `_check_entry`.
+    Returns the open directory fd.
+    """
+    if not directory.startswith("/"):
+        raise ModuleLoadError(f"module directory {directory!r} is not absolute")
+    names = [n for n in directory.split("/") if n]
+    if any(n in (".", "..") for n in names):
+        raise ModuleLoadError(f"module directory {directory!r} is not normalised")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    path = "/"
+    try:
+        for name in names:
+            _check_ancestor(os.fstat(fd), path)
+            path = os.path.join(path, name)
+            try:
+                child = os.open(name, flags, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, fd):
+                    raise ModuleLoadError(
+                        f"module directory {directory}: {path} is a symbolic link") from None
+                raise ModuleLoadError(f"cannot open module directory {path}: {e.strerror}") from None
+            os.close(fd)
+            fd = child
+        _check_entry(os.fstat(fd), path, "directory")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_ancestor(st: os.stat_result, path: str) -> None:
+    sticky = st.st_mode & stat.S_ISVTX
+    if not _trusted_owner(st) or (st.st_mode & 0o022 and not sticky):
+        raise ModuleLoadError(f"untrusted directory {path} (owner or mode)")
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 def _check_entry(st: os.stat_result, path: str, kind: str) -> None:
@@ -90,12 +128,12 @@ def _read_fd(fd: int, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
-def _read_bytecode(dfd: int, real: str, name: str) -> bytes | None:
+def _read_bytecode(dfd: int, directory: str, name: str) -> bytes | None:
     """The vetted __pycache__/NAME.TAG.pyc, or None if absent or not trusted."""
     tag = sys.implementation.cache_tag
     if tag is None:
         return None
-    cache = os.path.join(real, "__pycache__")
+    cache = os.path.join(directory, "__pycache__")
     try:
         cfd = _open_vetted(dfd, "__pycache__", cache, "directory")
     except ModuleLoadError:
@@ -130,15 +168,10 @@ def _code_from_bytecode(data: bytes | None, source: bytes) -> types.CodeType | N
 
 def _read_vetted(name: str, directory: str) -> tuple[str, tuple, bytes | None, bytes | None]:
     """Return (path, identity, source, bytecode); source is None when the cache is current."""
-    real = os.path.realpath(directory)
-    _check_ancestors(real)
+    directory = directory.rstrip("/") or "/"
+    dfd = _open_directory_walk(directory)
     try:
-        dfd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise ModuleLoadError(f"cannot open module directory {real}: {e.strerror}") from None
-    try:
-        _check_entry(os.fstat(dfd), real, "directory")
-        path = os.path.join(real, name + ".py")
+        path = os.path.join(directory, name + ".py")
         fd = _open_vetted(dfd, name + ".py", path, "file")
         try:
             st = os.fstat(fd)
@@ -151,7 +184,7 @@ def _read_vetted(name: str, directory: str) -> tuple[str, tuple, bytes | None, b
             source = _read_fd(fd, MAX_MODULE_BYTES)
         finally:
             os.close(fd)
-        return path, identity, source, _read_bytecode(dfd, real, name)
+        return path, identity, source, _read_bytecode(dfd, directory, name)
     finally:
         os.close(dfd)
 
