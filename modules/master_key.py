@@ -56,7 +56,7 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
     """Set PAM_AUTHTOK to PAM_USER's token; PAM_IGNORE always."""
     user = None
     try:
-        from pinutil.deadline import run_within
+        from pinutil.deadline import login_budget, run_in_child
         from pinutil.errors import PinutilError
         from pinutil.master_key import user_token
         from pinutil.policy import DEFAULT_POLICY_PATH, load_policy
@@ -70,8 +70,10 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
             pamh.syslog(syslog.LOG_NOTICE, "no PAM_USER yet; keyring token not set")
             return pypam.PAM_IGNORE
         policy = load_policy(policy_path)
-        # A hung TPM must not hang the login: same bound as the PIN module's.
-        token = run_within(policy.helper_timeout, user_token, policy.tcti, user)
+        # In a forked child, within the login's TPM budget (shared with tpm_pin): a
+        # hung TPM costs the whole login at most that much (pinutil/deadline.py).
+        budget = login_budget(pamh.shared_data("pinutil"), policy.helper_timeout)
+        token = run_in_child(budget, user_token, policy.tcti, user)
         pamh.authtok = token
         if pamh.debug:
             pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {_shown(user)}")

@@ -13,6 +13,7 @@ import syslog
 
 import pypam
 from pinutil import errors
+from pinutil.deadline import login_budget
 from pinutil.login import choose_backend
 from pinutil.policy import DEFAULT_POLICY_PATH, load_policy
 from pinutil.users import User
@@ -142,7 +143,9 @@ def authenticate(pamh, flags, args):
     try:
         policy_path = options["policy"] or DEFAULT_POLICY_PATH
         policy = load_policy(policy_path)
-        backend = choose_backend(options["backend"], policy, options["policy"])
+        # One TPM time budget per login, shared with master_key (see pinutil/deadline.py).
+        budget = login_budget(pamh.shared_data("pinutil"), policy.helper_timeout)
+        backend = choose_backend(options["backend"], policy, budget, options["policy"])
         name = pamh.get_user()
         _refuse_if_not_offered(pamh, options)
         try:

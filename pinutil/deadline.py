@@ -1,42 +1,208 @@
-"""Bound a blocking TPM call by a deadline.
+"""Bound the TPM work of one login: one time budget, spent in short-lived children.
 
 Neither tcti-swtpm nor the synchronous Esys calls honour a timeout (tpm2-tss 3.2.1:
-see tpm.py), so a hung TPM would hang the PAM host for as long as the TPM does.
+see tpm.py), so a TPM call can block for as long as the TPM hangs. `run_in_child`
+therefore runs each piece of TPM work in a forked child (no exec: it inherits the
+imported modules and costs a fork, ~0.5 ms for a 12 MB host here) and kills it when
+the budget runs out. Compared with a worker thread in the host, as before:
+
+- a hung call ends with its process: nothing is left holding a TPM connection. An
+  abandoned thread kept its connection open, and tcti-device and tcti-swtpm open their
+  fds without O_CLOEXEC, so the host's next fork+exec (a login starting the user's
+  session) handed the user a raw TPM connection;
+- the host never holds a TPM fd at all, and never has its environment touched:
+  `Tpm()` turns libtss2's logging off through the environment (tpm.py), and that now
+  happens in the child's copy only (`setenv` in a worker thread raced `getenv` in the
+  host's threads, and the host's children inherited TSS2_LOG);
+- the child's fds 0-2 are /dev/null and it keeps no other fd of the host's but its
+  result pipe, so nothing libtss2 prints reaches the host's terminal or network
+  (`sshd -i`), and no host pipe is held open by a child the host does not know about.
+
+One budget per login (`TpmBudget`, kept on the PAM handle by the modules): the PIN
+module's status and check and master_key's token all draw from it, so a hung TPM
+costs a login at most the budget in total, not a timeout per call. Only time spent
+waiting for children counts (not the user's typing). Once a call has used it up, the
+next ones fail at once without forking.
+
+A child killed after sending a PIN may have had the attempt counted; the caller gets
+`TpmUnavailable` and never resends the PIN (one attempt per login).
+
+Fail closed: a result counts only if the child wrote one complete message and (when
+its status can be read: a host ignoring SIGCHLD reaps its children itself) exited 0.
+Anything else is `TpmUnavailable`, or, for an unexpected exception in the child, a
+`RuntimeError` naming it (a bug, logged with its traceback by the dispatcher).
 """
 from __future__ import annotations
 
-import _thread  # not `threading`: a builtin, nothing more to import on the login path
+import marshal
+import os
+from time import monotonic
 
 from . import errors
 
+_MAX_MESSAGE = 64 * 1024  # fits the pipe: the child never blocks writing it
+_KILL_GRACE_S = 0.2  # a child in a device read may take a moment to die; never waited for long
 
-def run_within(seconds: float, function, *args):
-    """`function(*args)` in a worker thread; its result or exception, or TpmUnavailable
-    after `seconds`.
 
-    A worker still blocked on a hung TPM is abandoned, not killed (a thread cannot be):
-    it holds only its own ESYS context and never touches the PAM handle, and if the TPM
-    wakes up it finishes its call and closes the context. A PIN already sent is never
-    resent, so the TPM counts it at most once (as when a TPM dies mid-check).
-    The caller releases the GIL while it waits, and cffi releases it around every
-    Esys call, so a blocked worker cannot block the caller.
-    """
-    done = _thread.allocate_lock()
-    done.acquire()
-    outcome: list = []
+class TpmBudget:
+    """The TPM time one login may still spend, in seconds (mutable on purpose)."""
 
-    def work() -> None:
+    __slots__ = ("left", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.left = seconds
+
+
+def login_budget(login_data: dict, seconds: float) -> TpmBudget:
+    """The login's budget, made on first use. `login_data` is a dict that lives as long
+    as the login (the PAM handle) and is shared by all its modules; the first module
+    to ask sets its size."""
+    budget = login_data.get("tpm_budget")
+    if budget is None:
+        budget = login_data["tpm_budget"] = TpmBudget(seconds)
+    return budget
+
+
+def spend(budget: TpmBudget, function, *args):
+    """`function(seconds_left, *args)`, its time taken off `budget`; TpmUnavailable at
+    once, without calling it, when nothing is left."""
+    if budget.left <= 0:
+        raise errors.TpmUnavailable(
+            f"the TPM did not answer within this login's {budget.seconds:g} s")
+    started = monotonic()
+    try:
+        return function(budget.left, *args)
+    finally:
+        budget.left -= monotonic() - started
+
+
+def run_in_child(budget: TpmBudget, function, *args):
+    """`function(*args)` in a forked child within what is left of `budget`; its result
+    (a value marshal can carry) or its domain error. TpmUnavailable when the budget is
+    spent (the child is then killed)."""
+    return _decode(spend(budget, _run, function, args))
+
+
+def _run(seconds: float, function, args) -> bytes:
+    import select  # a small builtin extension; only the TPM path needs it
+
+    read_end, write_end = os.pipe()  # close-on-exec (PEP 446)
+    try:
+        pid = os.fork()
+    except OSError as e:
+        os.close(read_end)
+        os.close(write_end)
+        raise errors.TpmUnavailable(f"cannot start the TPM worker: {e.strerror}") from None
+    if pid == 0:
+        _child(write_end, function, args)  # never returns
+    os.close(write_end)
+    try:
+        # A pidfd, not the pid: a host that ignores SIGCHLD (or reaps every child
+        # itself) frees the pid at exit, and a signal sent by pid could hit a stranger.
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:
+        os.close(read_end)
+        raise errors.TpmUnavailable(f"cannot watch the TPM worker: {e.strerror}") from None
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)  # readable once the child has exited
+        if not poller.poll(max(1, int(seconds * 1000))):
+            _kill(pidfd, pid, poller)
+            raise errors.TpmUnavailable(f"the TPM did not answer within {seconds:.3g} s")
+        os.set_blocking(read_end, False)
         try:
-            outcome.append((True, function(*args)))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller as is
-            outcome.append((False, e))
-        finally:
-            done.release()
+            message = os.read(read_end, _MAX_MESSAGE)
+        except BlockingIOError:
+            message = b""
+        if not _exited_cleanly(pid):
+            raise errors.TpmUnavailable("the TPM worker failed")
+        return message
+    finally:
+        os.close(pidfd)
+        os.close(read_end)
 
-    _thread.start_new_thread(work, ())
-    if not done.acquire(timeout=seconds):
-        raise errors.TpmUnavailable(f"the TPM did not answer within {seconds:g} s")
-    ok, value = outcome.pop()  # no cycle: a traceback's frames see an empty list
-    if ok:
+
+def _kill(pidfd: int, pid: int, poller) -> None:
+    import _signal  # the builtin behind `signal`, without its enum wrapper
+
+    try:
+        _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    # Reap it if it is gone by now; a child stuck in an uninterruptible device read is
+    # left to die later rather than blocking the login (it holds no host resource).
+    if poller.poll(int(_KILL_GRACE_S * 1000)):
+        _exited_cleanly(pid)
+
+
+def _exited_cleanly(pid: int) -> bool:
+    """Reap `pid`, which has exited (its pidfd is readable, so this does not block);
+    True if it exited 0 or its status is not ours to read (the host reaped it)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return True
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _child(write_end: int, function, args) -> None:
+    """The forked child: detach from the host's fds, do the work, write the outcome,
+    and leave with _exit (no atexit handlers, no flush of the host's stdio buffers)."""
+    code = 1
+    try:
+        _detach_from_host_fds(write_end)
+        message = _outcome(function, args)
+        if len(message) <= _MAX_MESSAGE and os.write(write_end, message) == len(message):
+            code = 0
+    finally:
+        os._exit(code)
+
+
+def _detach_from_host_fds(keep: int) -> None:
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        if null != fd:
+            os.dup2(null, fd)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)  # one close_range(2) call
+
+
+def _outcome(function, args) -> bytes:
+    try:
+        return marshal.dumps(("ok", function(*args)))
+    except errors.WrongPin as e:
+        return marshal.dumps(("WrongPin", e.attempts_left))
+    except errors.PinutilError as e:
+        return marshal.dumps((_domain_class(e).__name__, str(e)))
+    except BaseException as e:  # noqa: BLE001 - a bug: reported to the caller by name
+        return marshal.dumps(("bug", f"{type(e).__name__}: {str(e)[:200]}"))
+
+
+def _domain_class(error: errors.PinutilError) -> type:
+    """The most derived class of `error` that pinutil.errors defines (TpmCommandError,
+    defined in tpm.py, travels as TpmUnavailable)."""
+    for cls in type(error).__mro__:
+        if getattr(errors, cls.__name__, None) is cls:
+            return cls
+    return errors.TpmUnavailable
+
+
+def _decode(message: bytes):
+    try:
+        outcome = marshal.loads(message)
+    except (EOFError, ValueError, TypeError):
+        outcome = None
+    if not isinstance(outcome, tuple) or len(outcome) != 2 or not isinstance(outcome[0], str):
+        raise errors.TpmUnavailable("the TPM worker gave no usable answer")
+    kind, value = outcome
+    if kind == "ok":
         return value
-    raise value
+    if kind == "WrongPin" and isinstance(value, int):
+        raise errors.WrongPin(value)
+    if kind == "bug":
+        raise RuntimeError(f"the TPM worker failed: {value}")
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, errors.PinutilError) and cls is not errors.WrongPin:
+        raise cls(str(value))
+    raise errors.TpmUnavailable("the TPM worker gave no usable answer")

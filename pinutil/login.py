@@ -3,15 +3,18 @@
 Two backends answer the same two questions (`status`, `check`) with the same domain
 errors, so the PAM adapter has one code path:
 
-- `DirectBackend` talks to the TPM in this process (fast; only for processes whose
-  environment is their own and that may open the TPM), from a worker thread that the
-  caller waits for at most `helper_timeout` seconds: neither tcti-swtpm nor the
-  synchronous Esys calls bound a hung TPM (see tpm.py), so without it a stopped TPM
-  would hang the PAM host for as long as the TPM does;
+- `DirectBackend` talks to the TPM from a short-lived forked child of this process
+  (fast; only for processes whose environment is their own and that may open the TPM),
+  killed when the login's TPM budget runs out (`deadline.py`): neither tcti-swtpm nor
+  the synchronous Esys calls bound a hung TPM (see tpm.py), and this process never
+  holds a TPM fd nor has its environment changed;
 - `HelperBackend` runs the set-gid `pinutil` launcher with an empty environment, the
-  PIN on stdin and a timeout (sudo/su, where the caller owns the environment, and
-  screen lockers running as the user, who may not open the TPM).
+  PIN on stdin and what is left of the same budget as its timeout (sudo/su, where the
+  caller owns the environment, and screen lockers running as the user, who may not
+  open the TPM).
 
+Both spend one `TpmBudget` per login (shared with master_key), and each sends a PIN
+to the TPM at most once: a check that timed out is never retried.
 `choose_backend("auto", ...)` picks between them.
 
 Both report an enrolled index as enrolled only if its enrolment record names this
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 
 from . import enrolment, errors
-from .deadline import run_within
+from .deadline import TpmBudget, run_in_child, spend
 from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
 from .policy import Policy
 from .record import Record
@@ -64,12 +67,15 @@ def tpm_reachable(tcti: str) -> bool:
 
 
 class DirectBackend:
-    """The TPM, opened in this process for each call."""
+    """The TPM, opened for each call in a forked child (see deadline.py)."""
 
     name = "direct"
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget) -> None:
+        from . import tpm  # noqa: F401 - imported once here, not in every child
+
         self.policy = policy
+        self.budget = budget
 
     def _index(self, tpm, user: User) -> PinIndex:
         return PinIndex(tpm, PinIndex.handle_for(user.uid, self.policy.nv_base))
@@ -77,25 +83,33 @@ class DirectBackend:
     def _open(self):
         from .tpm import Tpm
 
-        return Tpm(self.policy.tcti, timeout_ms=int(self.policy.helper_timeout * 1000))
+        return Tpm(self.policy.tcti)
 
-    def _status(self, user: User) -> PinStatus:
+    # The two functions below run in the child; what they return crosses a pipe.
+    def _status(self, user: User) -> dict:
         with self._open() as tpm:
-            index = self._index(tpm, user)
-            status = index.status()
-        if status.enrolled:
-            enrolment.verify(self.policy.enrolment_dir, user.name, user.uid, index.handle)
-        return status
+            return self._index(tpm, user).status().as_dict()
 
-    def _check(self, user: User, pin: bytes) -> None:
+    def _check(self, user: User, pin: bytes) -> bool:
         with self._open() as tpm:
             self._index(tpm, user).check(pin, salted=self.policy.salted)
+        return True
 
     def status(self, user: User) -> PinStatus:
-        return run_within(self.policy.helper_timeout, self._status, user)
+        fields = run_in_child(self.budget, self._status, user)
+        if not isinstance(fields, dict):
+            raise errors.TpmUnavailable("the TPM worker gave no usable status")
+        status = PinStatus(**fields)
+        if status.enrolled:  # a file check, done here: no TPM involved
+            enrolment.verify(self.policy.enrolment_dir, user.name, user.uid,
+                             PinIndex.handle_for(user.uid, self.policy.nv_base))
+        return status
 
     def check(self, user: User, pin: bytes) -> None:
-        run_within(self.policy.helper_timeout, self._check, user, pin)
+        # Exactly True, not merely "no exception": a worker that returned anything
+        # else did not see the TPM accept the PIN.
+        if run_in_child(self.budget, self._check, user, pin) is not True:
+            raise errors.TpmUnavailable("the TPM worker gave no usable answer")
 
 
 class HelperReply(Record):
@@ -111,26 +125,17 @@ class HelperBackend:
 
     name = "helper"
 
-    def __init__(self, policy: Policy, policy_path: str | None = None) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget, policy_path: str | None = None) -> None:
         self.policy = policy
+        self.budget = budget
         # --policy is honoured by pinutil for root only; others get its built-in path.
         self.policy_args = ["--policy", policy_path] if policy_path and os.getuid() == 0 else []
 
     def _run(self, command: str, user: User, stdin: bytes) -> HelperReply:
-        import subprocess  # only the helper path pays for this and json (~7 ms)
-
         # "--": a user name can never be taken for an option.
         argv = [self.policy.pinutil_path, *self.policy_args, "--json", "--stdin",
                 command, "--", user.name]
-        try:
-            done = subprocess.run(argv, input=stdin, env={}, stdout=subprocess.PIPE, check=False,
-                                  stderr=subprocess.DEVNULL, close_fds=True, cwd="/",
-                                  timeout=self.policy.helper_timeout)
-        except subprocess.TimeoutExpired:
-            raise errors.TpmUnavailable(
-                f"pinutil did not answer within {self.policy.helper_timeout:g} s") from None
-        except OSError as e:
-            raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
+        done = spend(self.budget, _run_pinutil, argv, stdin)
         return helper_reply(done.returncode, done.stdout)
 
     def status(self, user: User) -> PinStatus:
@@ -180,6 +185,19 @@ def raise_for_check(reply: HelperReply) -> None:
     _raise_for(reply.fields.get("result"), reply.fields)
 
 
+def _run_pinutil(timeout: float, argv: list[str], stdin: bytes):
+    import subprocess
+
+    try:
+        return subprocess.run(argv, input=stdin, env={}, stdout=subprocess.PIPE, check=False,
+                              stderr=subprocess.DEVNULL, close_fds=True, cwd="/",
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise errors.TpmUnavailable(f"pinutil did not answer within {timeout:.3g} s") from None
+    except OSError as e:
+        raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
+
+
 def _raise_for(result: object, fields: dict) -> None:
     """Turn a helper's JSON `result` into the domain error; unknown means unavailable."""
     if result == "wrong_pin":
@@ -200,13 +218,13 @@ def _raise_for(result: object, fields: dict) -> None:
     raise errors.TpmUnavailable(f"pinutil answered {str(result)[:40]!r}")
 
 
-def choose_backend(mode: str, policy: Policy, policy_path: str | None = None):
+def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: str | None = None):
     """`direct`, `helper`, or for `auto` direct only when this process owns its
     environment (not AT_SECURE: sudo/su must never feed their caller's TSS2_* variables
-    to libtss2) and may open the TPM."""
+    to libtss2) and may open the TPM. Both spend `budget`, the login's TPM time."""
     if mode not in BACKENDS:
         raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
-        return DirectBackend(policy)
-    return HelperBackend(policy, policy_path)
+        return DirectBackend(policy, budget)
+    return HelperBackend(policy, budget, policy_path)

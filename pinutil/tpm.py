@@ -10,7 +10,9 @@ still fails closed as "TPM unavailable" instead of leaking out as something else
 Environment: the core does not read TSS2_* (or any other) variables from the caller.
 The launcher and the PAM module are responsible for running us in a clean
 environment. As a second line of defence `Tpm()` forces `TSS2_LOG=all+NONE` and
-removes `TSS2_LOGFILE` before the first TCTI is opened in the process. Verified with
+removes `TSS2_LOGFILE` before the first TCTI is opened in the process. That changes
+the process's environment, so a PAM module never opens a `Tpm` in the host: it does
+so in a forked child (deadline.py), whose environment is its own copy. Verified with
 tpm2-tss 3.2.1 (see tests/test_tpm.py::test_tss2_log_variables_are_neutralised):
 libtss2 reads TSS2_LOG/TSS2_LOGFILE lazily, on its first log call per module, and the
 first call happens inside Tss2_TctiLdr_Initialize; a value set before that is obeyed,
@@ -20,8 +22,9 @@ process (e.g. tpm2_pytss) has used libtss2 before us.
 Timeouts: `timeout_ms` is passed to Esys_SetTimeout, but in tpm2-tss 3.2.1 the
 synchronous Esys_* calls force an infinite timeout for their _Finish step, and
 tcti-swtpm ignores timeouts altogether (blocking read). A hung TPM therefore blocks
-the calling thread; the bound must come from the caller (a helper process with a
-deadline). The kernel TPM driver behind /dev/tpmrm0 applies its own command timeouts.
+the calling thread; the bound must come from the caller (a child process killed at a
+deadline: deadline.py, or the pinutil helper run with a timeout). The kernel TPM
+driver behind /dev/tpmrm0 applies its own command timeouts.
 """
 from __future__ import annotations
 

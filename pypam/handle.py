@@ -217,6 +217,11 @@ class PamHandle:
         """Python objects private to this module on this handle, dropped at pam_end."""
         return handle_data.module_data(self._h, self.module)
 
+    def shared_data(self, name: str) -> dict:
+        """Python objects that every pypam module on this handle sees under `name`
+        (e.g. one TPM time budget for a whole login), dropped at pam_end."""
+        return handle_data.module_data(self._h, f"shared:{name}")  # ":" is in no module name
+
     # -- logging ----------------------------------------------------------------------
     def syslog(self, priority: int, message: str) -> None:
         """One line to syslog (LOG_AUTHPRIV through pam_syslog), tagged with the module."""

@@ -246,9 +246,13 @@ class FakeHandle:
         self.authtok = authtok
         self.debug = False
         self.logged: list[tuple[int, str]] = []
+        self.shared: dict[str, dict] = {}
 
     def syslog(self, priority: int, message: str) -> None:
         self.logged.append((priority, message))
+
+    def shared_data(self, name: str) -> dict:
+        return self.shared.setdefault(name, {})
 
 
 def _load_module():

@@ -530,7 +530,8 @@ struct options {
 	long repeat, threads, sample_every, expect;
 	bool fork_between, child_pam_end;
 	long child_timeout_s;
-	bool get_env, no_conv, silent, stop_on_fail, report_signals;
+	bool get_env, no_conv, silent, stop_on_fail, report_signals, report_environ;
+	const char *exec_after; /* sh -c command run by a fork+exec before pam_end */
 	enum conv_mode conv_mode;
 	long report_fd;
 };
@@ -563,6 +564,9 @@ static void usage(FILE *f)
 "  --child-pam-end          the child calls pam_end before exiting\n"
 "  --report-fd N            write the JSON report to fd N instead of stdout\n"
 "  --report-signals         report signal mask and dispositions before/after\n"
+"  --report-environ         report the process environment before/after, in order\n"
+"  --exec-after CMD         after the stages (before pam_end) fork and exec\n"
+"                           /bin/sh -c CMD, as a login starts the user's session\n"
 "  --quiet                  no diagnostics on stderr\n", f);
 }
 
@@ -651,6 +655,7 @@ static int parse_args(struct options *o, int argc, char **argv)
 		else if (strcmp(a, "--sample-every") == 0) ok = parse_long(v, 1, 100000000L, &o->sample_every);
 		else if (strcmp(a, "--expect") == 0) ok = parse_long(v, 0, 1000, &o->expect);
 		else if (strcmp(a, "--child-timeout") == 0) ok = parse_long(v, 1, 3600, &o->child_timeout_s);
+		else if (strcmp(a, "--exec-after") == 0) o->exec_after = v;
 		else {
 			takes = false;
 			if (strcmp(a, "--answers-nul") == 0) o->answers_nul = true;
@@ -665,6 +670,7 @@ static int parse_args(struct options *o, int argc, char **argv)
 			else if (strcmp(a, "--child-pam-end") == 0) o->child_pam_end = true;
 			else if (strcmp(a, "--quiet") == 0) g_quiet = true;
 			else if (strcmp(a, "--report-signals") == 0) o->report_signals = true;
+			else if (strcmp(a, "--report-environ") == 0) o->report_environ = true;
 			else if (strcmp(a, "--help") == 0) { usage(stdout); exit(0); }
 			else {
 				diag("unknown option '%s'", a);
@@ -744,6 +750,8 @@ struct txn_report {
 	size_t answers_used;
 	unsigned long conv_calls;
 	struct child_report child;
+	bool exec_after_ran;
+	int exec_after_status; /* waitpid status of --exec-after's child */
 };
 
 static int run_stage(pam_handle_t *h, enum stage st, int flags)
@@ -894,6 +902,27 @@ static void fork_between(pam_handle_t *h, struct conv_state *cs,
 	close(fds[0]);
 }
 
+/*
+ * --exec-after: what a login does after pam_authenticate, with the handle still
+ * open: fork and exec the user's session, which inherits every fd not marked
+ * close-on-exec and the environment as it is now.
+ */
+static void exec_after(const char *cmd, struct txn_report *rep)
+{
+	pid_t pid = fork();
+
+	rep->exec_after_ran = true;
+	rep->exec_after_status = -1;
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	while (waitpid(pid, &rep->exec_after_status, 0) < 0 && errno == EINTR)
+		;
+}
+
 static void free_env(char **env)
 {
 	if (env == NULL)
@@ -947,6 +976,8 @@ static int run_transaction(const struct options *o, struct conv_state *cs,
 		if (o->stop_on_fail && last != PAM_SUCCESS)
 			break;
 	}
+	if (rep != NULL && o->exec_after != NULL)
+		exec_after(o->exec_after, rep);
 	if (rep != NULL) {
 		for (size_t i = 0; i < N_REPORT_ITEMS; i++) {
 			const void *v = NULL;
@@ -1100,10 +1131,47 @@ static void jb_env(struct jbuf *b, char **env)
 	jb_raw(b, "}");
 }
 
+extern char **environ;
+
+/* A NULL-terminated copy of environ, in order (NULL if out of memory). */
+static char **environ_copy(void)
+{
+	size_t n = 0;
+	char **copy;
+
+	while (environ != NULL && environ[n] != NULL)
+		n++;
+	copy = calloc(n + 1, sizeof(char *));
+	for (size_t i = 0; copy != NULL && i < n; i++) {
+		copy[i] = strdup(environ[i]);
+		if (copy[i] == NULL) {
+			free_env(copy);
+			return NULL;
+		}
+	}
+	return copy;
+}
+
+static void jb_strings(struct jbuf *b, char **v)
+{
+	if (v == NULL) {
+		jb_raw(b, "null");
+		return;
+	}
+	jb_raw(b, "[");
+	for (size_t i = 0; v[i] != NULL; i++) {
+		if (i)
+			jb_raw(b, ",");
+		jb_str(b, v[i]);
+	}
+	jb_raw(b, "]");
+}
+
 static void build_report(struct jbuf *b, const struct options *o,
 			 const struct txn_report *r, const struct worker *w0,
 			 long failures, double elapsed, long rss_start,
-			 int fds_before, const struct sig_snapshot *sigs)
+			 int fds_before, const struct sig_snapshot *sigs,
+			 char **const environs[2])
 {
 	bool first = true;
 	long transactions = o->repeat * o->threads;
@@ -1181,6 +1249,17 @@ static void build_report(struct jbuf *b, const struct options *o,
 	jb_key(b, &first, "fds_before"); jb_fmt(b, "%d", fds_before);
 	jb_key(b, &first, "fds_after"); jb_fmt(b, "%d", count_open_fds());
 	jb_key(b, &first, "pid"); jb_fmt(b, "%ld", (long)getpid());
+	if (r->exec_after_ran) {
+		jb_key(b, &first, "exec_after_exit");
+		if (WIFEXITED(r->exec_after_status))
+			jb_fmt(b, "%d", WEXITSTATUS(r->exec_after_status));
+		else
+			jb_raw(b, "null");
+	}
+	if (o->report_environ) {
+		jb_key(b, &first, "environ_before"); jb_strings(b, environs[0]);
+		jb_key(b, &first, "environ_after"); jb_strings(b, environs[1]);
+	}
 	if (o->report_signals) {
 		jb_key(b, &first, "signals_before"); jb_signals(b, &sigs[0]);
 		jb_key(b, &first, "signals_after"); jb_signals(b, &sigs[1]);
@@ -1205,6 +1284,7 @@ int main(int argc, char **argv)
 	static struct options o; /* large; keep it off the stack */
 	static struct txn_report rep;
 	static struct sig_snapshot sigs[2];
+	char **environs[2] = { NULL, NULL };
 	struct worker *workers = NULL;
 	struct jbuf out = { 0 };
 	long failures = 0, rss_start;
@@ -1244,6 +1324,8 @@ int main(int argc, char **argv)
 	fds_before = count_open_fds();
 	rss_start = current_rss_kb();
 	sig_snapshot(&sigs[0]);
+	if (o.report_environ)
+		environs[0] = environ_copy();
 	t0 = now_ms();
 	if (o.threads == 1) {
 		workers[0].o = &o;
@@ -1266,6 +1348,8 @@ int main(int argc, char **argv)
 	}
 	elapsed = now_ms() - t0;
 	sig_snapshot(&sigs[1]);
+	if (o.report_environ)
+		environs[1] = environ_copy();
 	for (long t = 0; t < o.threads; t++)
 		failures += workers[t].failures;
 	if (rep.child.ran) {
@@ -1278,7 +1362,8 @@ int main(int argc, char **argv)
 			failures++;
 	}
 
-	build_report(&out, &o, &rep, &workers[0], failures, elapsed, rss_start, fds_before, sigs);
+	build_report(&out, &o, &rep, &workers[0], failures, elapsed, rss_start, fds_before, sigs,
+		     environs);
 	if (out.oom) {
 		diag("out of memory building the report");
 		goto out;
@@ -1295,6 +1380,8 @@ out:
 		free(workers[0].rss_samples);
 	free(workers);
 	free_report(&rep);
+	free_env(environs[0]);
+	free_env(environs[1]);
 	answers_free(&o.answers);
 	return status;
 }
