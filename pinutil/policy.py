@@ -28,7 +28,8 @@ Keys, defaults and limits:
     pinutil_path              /usr/bin/pinutil          absolute
     tcti                      device:/dev/tpmrm0        NAME or NAME:CONF
     nv_base                   0x01000000                owner NV range
-    helper_timeout            10      seconds, 0 < t <= 300, decimals allowed
+    helper_timeout            3       seconds, 0 < t <= 300, decimals allowed: the TPM
+                                      time one whole login may spend (all modules)
     pin_session               salted  salted | plain
     master_key_file           /var/pinpam/sealed_master_key   absolute
     enrolment_dir             /var/lib/pinpam/enrolments      absolute (enrolment records)
@@ -49,6 +50,11 @@ Why these limits:
   handle `nv_base + uid` is range-checked again by `PinIndex.handle_for`).
 - `tcti`'s NAME is restricted to `[A-Za-z0-9_-]+`: tctildr would also load a library
   given by path.
+- `helper_timeout` (3 s) bounds all TPM work of one login together (the PIN status
+  read, the check and master_key's token; typing time not counted): a PIN login
+  sends about six TPM commands, tens of ms each on a TPM chip, plus a Python start
+  (~60 ms) through the helper, so 3 s leaves a slow TPM a wide margin while a hung
+  one costs a login 3 s once (10 s per call, 20 s per login, before).
 """
 from __future__ import annotations
 
@@ -99,7 +105,7 @@ class Policy(Record):
         "pinutil_path": "/usr/bin/pinutil",
         "tcti": "device:/dev/tpmrm0",
         "nv_base": NV_OWNER_FIRST,
-        "helper_timeout": 10,
+        "helper_timeout": 3,
         "pin_session": "salted",
         "master_key_file": "/var/pinpam/sealed_master_key",
         "enrolment_dir": "/var/lib/pinpam/enrolments",

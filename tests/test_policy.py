@@ -53,7 +53,7 @@ def test_defaults_are_the_documented_ones():
     assert p.pinutil_path == "/usr/bin/pinutil"
     assert p.tcti == "device:/dev/tpmrm0"
     assert p.nv_base == 0x01000000
-    assert p.helper_timeout == 10
+    assert p.helper_timeout == 3
     assert p.pin_session == "salted" and p.salted
     assert p.master_key_file == "/var/pinpam/sealed_master_key"
     assert DEFAULT_POLICY_PATH == "/etc/pinpam/policy"
