@@ -34,6 +34,7 @@ Anything else is `TpmUnavailable`, or, for an unexpected exception in the child,
 """
 from __future__ import annotations
 
+import _signal  # the builtin behind `signal`, without its enum wrapper (the shim has it)
 import marshal
 import os
 from time import monotonic
@@ -102,7 +103,10 @@ def _run(seconds: float, function, args) -> bytes:
         # itself) frees the pid at exit, and a signal sent by pid could hit a stranger.
         pidfd = os.pidfd_open(pid)
     except OSError as e:
+        # (a sandbox without pidfd_open) Unwatched, the child must not go on to use
+        # the TPM: it has not been waited for, so its pid is still its own.
         os.close(read_end)
+        _kill_unwatched(pid)
         raise errors.TpmUnavailable(f"cannot watch the TPM worker: {e.strerror}") from None
     try:
         poller = select.poll()
@@ -124,8 +128,6 @@ def _run(seconds: float, function, args) -> bytes:
 
 
 def _kill(pidfd: int, pid: int, poller) -> None:
-    import _signal  # the builtin behind `signal`, without its enum wrapper
-
     try:
         _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
     except ProcessLookupError:
@@ -134,6 +136,14 @@ def _kill(pidfd: int, pid: int, poller) -> None:
     # left to die later rather than blocking the login (it holds no host resource).
     if poller.poll(int(_KILL_GRACE_S * 1000)):
         _exited_cleanly(pid)
+
+
+def _kill_unwatched(pid: int) -> None:
+    try:
+        os.kill(pid, _signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
 
 
 def _exited_cleanly(pid: int) -> bool:
