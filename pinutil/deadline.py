@@ -89,25 +89,31 @@ def _run(seconds: float, function, args) -> bytes:
     import select  # a small builtin extension; only the TPM path needs it
 
     read_end, write_end = os.pipe()  # close-on-exec (PEP 446)
+    go_read, go_write = os.pipe()
     try:
         pid = os.fork()
     except OSError as e:
-        os.close(read_end)
-        os.close(write_end)
+        for fd in (read_end, write_end, go_read, go_write):
+            os.close(fd)
         raise errors.TpmUnavailable(f"cannot start the TPM worker: {e.strerror}") from None
     if pid == 0:
-        _child(write_end, function, args)  # never returns
-    os.close(write_end)
+        os.close(go_write)
+        _child(go_read, write_end, function, args)  # never returns
+    for fd in (write_end, go_read):
+        os.close(fd)
     try:
         # A pidfd, not the pid: a host that ignores SIGCHLD (or reaps every child
         # itself) frees the pid at exit, and a signal sent by pid could hit a stranger.
+        # The child waits until we close `go_write`, so it cannot be gone (and its pid
+        # reused) before we hold the pidfd; without one (a sandbox refusing
+        # pidfd_open) it is killed while it still waits, before it reaches the TPM.
         pidfd = os.pidfd_open(pid)
     except OSError as e:
-        # (a sandbox without pidfd_open) Unwatched, the child must not go on to use
-        # the TPM: it has not been waited for, so its pid is still its own.
+        _kill_waiting(pid)
+        os.close(go_write)
         os.close(read_end)
-        _kill_unwatched(pid)
         raise errors.TpmUnavailable(f"cannot watch the TPM worker: {e.strerror}") from None
+    os.close(go_write)  # go (EOF: nothing written, so no SIGPIPE can reach the host)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)  # readable once the child has exited
@@ -138,7 +144,8 @@ def _kill(pidfd: int, pid: int, poller) -> None:
         _exited_cleanly(pid)
 
 
-def _kill_unwatched(pid: int) -> None:
+def _kill_waiting(pid: int) -> None:
+    """Kill and reap a child that has not been told to go (so its pid is its own)."""
     try:
         os.kill(pid, _signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -156,11 +163,13 @@ def _exited_cleanly(pid: int) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def _child(write_end: int, function, args) -> None:
-    """The forked child: detach from the host's fds, do the work, write the outcome,
-    and leave with _exit (no atexit handlers, no flush of the host's stdio buffers)."""
+def _child(go_read: int, write_end: int, function, args) -> None:
+    """The forked child: wait for the parent's go, detach from the host's fds, do the
+    work, write the outcome, and leave with _exit (no atexit handlers, no flush of the
+    host's stdio buffers)."""
     code = 1
     try:
+        os.read(go_read, 1)  # until the parent closes its end: it then holds our pidfd
         _detach_from_host_fds(write_end)
         message = _outcome(function, args)
         if len(message) <= _MAX_MESSAGE and os.write(write_end, message) == len(message):
