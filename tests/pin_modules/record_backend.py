@@ -8,13 +8,15 @@ import json
 import os
 
 import pypam
+from pinutil.deadline import TpmBudget
 from pinutil.login import choose_backend, running_setid
 from pinutil.policy import load_policy
 
 
 def authenticate(pamh, flags, args):
     options = dict(a.partition("=")[::2] for a in args)
-    backend = choose_backend("auto", load_policy(options["policy"]), options["policy"])
+    policy = load_policy(options["policy"])
+    backend = choose_backend("auto", policy, TpmBudget(policy.helper_timeout), options["policy"])
     with open(options["record"], "a", encoding="utf-8") as f:
         f.write(json.dumps({"backend": backend.name, "setid": running_setid(),
                             "uid": os.getuid(), "euid": os.geteuid()}) + "\n")
