@@ -116,21 +116,26 @@ def _run(seconds: float, function, args) -> bytes:
         os.close(read_end)
         raise errors.TpmUnavailable(f"cannot watch the TPM worker: {e.strerror}") from None
     os.close(go_write)  # go (EOF: nothing written, so no SIGPIPE can reach the host)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)  # readable once the child has exited
+    reaped = False
     try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)  # readable once the child has exited
         if not poller.poll(max(1, int(seconds * 1000))):
-            _kill(pidfd, pid, poller)
             raise errors.TpmUnavailable(f"the TPM did not answer within {seconds:.3g} s")
         os.set_blocking(read_end, False)
         try:
             message = os.read(read_end, _MAX_MESSAGE)
         except BlockingIOError:
             message = b""
+        reaped = True
         if not _exited_cleanly(pid):
             raise errors.TpmUnavailable("the TPM worker failed")
         return message
+    except OSError as e:  # poll or read failed: we cannot know what the child did
+        raise errors.TpmUnavailable(f"cannot wait for the TPM worker: {e.strerror}") from None
     finally:
+        if not reaped:
+            _kill(pidfd, pid, poller)
         os.close(pidfd)
         os.close(read_end)
 
@@ -138,12 +143,12 @@ def _run(seconds: float, function, args) -> bytes:
 def _kill(pidfd: int, pid: int, poller) -> None:
     try:
         _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
-    except ProcessLookupError:
+        # Reap it if it is gone by now; a child stuck in an uninterruptible device read
+        # is left to die later rather than blocking the login (it holds no host resource).
+        if poller.poll(int(_KILL_GRACE_S * 1000)):
+            _exited_cleanly(pid)
+    except OSError:
         pass
-    # Reap it if it is gone by now; a child stuck in an uninterruptible device read is
-    # left to die later rather than blocking the login (it holds no host resource).
-    if poller.poll(int(_KILL_GRACE_S * 1000)):
-        _exited_cleanly(pid)
 
 
 def _kill_waiting(pid: int) -> None:

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -67,7 +68,11 @@ static const char *const names[F_COUNT] = {
 #undef NAME
 };
 
-static unsigned long calls[F_COUNT];
+/* The call counters, shared with forked children (MAP_SHARED, set up by wrap_init): the
+ * PAM modules do their TPM work in a forked child (pinutil/deadline.py), whose calls
+ * are part of the login and must be counted, and failed, in one sequence. */
+static unsigned long calls_before_init[F_COUNT];
+static unsigned long *calls = calls_before_init;
 static int fault_func = -1;
 static unsigned long fault_n;
 static int fired = -1;
@@ -206,6 +211,12 @@ static int host_range(struct dl_phdr_info *info, size_t size, void *data)
 __attribute__((constructor)) static void wrap_init(void)
 {
 	resolve_allocators();
+	void *shared = mmap(NULL, sizeof calls_before_init, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared != MAP_FAILED) {
+		memcpy(shared, calls_before_init, sizeof calls_before_init);
+		calls = shared;
+	}
 	RESOLVE(open);
 	RESOLVE(open64);
 	RESOLVE(openat);
