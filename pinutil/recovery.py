@@ -40,7 +40,7 @@ SALT_SIZE = 16
 NONCE_SIZE = 12
 FORMAT_VERSION = 1
 # Argon2id parameters fixed by the file format (pinpam v0.0.5); version 0x13 is the
-# only one `cryptography` implements.
+# only one `cryptography` implements (argon2-cffi is told it explicitly).
 ARGON2_MEMORY_KIB = 32768
 ARGON2_PASSES = 3
 ARGON2_LANES = 1
@@ -122,12 +122,30 @@ def new_phrase() -> str:
 
 # --- sealing -----------------------------------------------------------------------
 
-def _file_key(phrase: str, salt: bytes) -> bytes:
+def _argon2id_cryptography(secret: bytes, salt: bytes) -> bytes:
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
     kdf = Argon2id(salt=salt, length=32, iterations=ARGON2_PASSES, lanes=ARGON2_LANES,
                    memory_cost=ARGON2_MEMORY_KIB)
-    return kdf.derive(phrase.encode("utf-8"))
+    return kdf.derive(secret)
+
+
+def _argon2id_argon2_cffi(secret: bytes, salt: bytes) -> bytes:
+    from argon2.low_level import Type, hash_secret_raw
+
+    return hash_secret_raw(secret, salt, time_cost=ARGON2_PASSES,
+                           memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_LANES,
+                           hash_len=32, type=Type.ID, version=0x13)
+
+
+def _file_key(phrase: str, salt: bytes) -> bytes:
+    # Argon2id came in cryptography 44; Debian 12 and 13 ship 38 and 43, so the
+    # Debian package uses python3-argon2 (argon2-cffi) instead. Same function, same key.
+    try:
+        import cryptography.hazmat.primitives.kdf.argon2  # noqa: F401
+    except ImportError:
+        return _argon2id_argon2_cffi(phrase.encode("utf-8"), salt)
+    return _argon2id_cryptography(phrase.encode("utf-8"), salt)
 
 
 def seal(secret: bytes, phrase: str) -> bytes:

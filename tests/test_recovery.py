@@ -266,3 +266,37 @@ def test_importing_recovery_does_not_import_cryptography():
     out = subprocess.run([sys.executable, "-I", "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+# Debian's cryptography (38 in Debian 12, 43 in 13) has no Argon2id: the package then
+# derives the file key with python3-argon2 (argon2-cffi). Both must give the same key.
+_CRYPTOGRAPHY_ARGON2 = "cryptography.hazmat.primitives.kdf.argon2"
+
+
+@pytest.mark.parametrize("secret, salt", [
+    (b"abandon " * 23 + b"art", bytes(16)),
+    (b"", bytes(range(16))),
+    ("z\u00fcrich \u20ac".encode(), b"\xff" * 16),
+    (secrets.token_bytes(300), secrets.token_bytes(16)),
+], ids=["phrase", "empty", "utf8", "random"])
+def test_argon2_cffi_backend_gives_cryptographys_key(secret, salt):
+    expected = Argon2id(salt=salt, length=32, iterations=3, lanes=1,
+                        memory_cost=32768).derive(secret)
+    assert recovery._argon2id_argon2_cffi(secret, salt) == expected
+
+
+def test_without_cryptographys_argon2id_files_still_open_and_seal(monkeypatch, phrase):
+    used = []
+    real = recovery._argon2id_argon2_cffi
+    monkeypatch.setattr(recovery, "_argon2id_argon2_cffi",
+                        lambda *a: used.append(1) or real(*a))
+    monkeypatch.setitem(sys.modules, _CRYPTOGRAPHY_ARGON2, None)  # import fails
+    secret = secrets.token_bytes(32)
+    assert recovery.unseal(independent_seal(secret, phrase), phrase) == secret
+    ours = recovery.seal(secret, phrase)
+    monkeypatch.delitem(sys.modules, _CRYPTOGRAPHY_ARGON2)
+    assert recovery.unseal(ours, phrase) == secret  # opened with cryptography again
+    assert len(used) == 2
+    with pytest.raises(MasterKeyError, match="does not open"):
+        monkeypatch.setitem(sys.modules, _CRYPTOGRAPHY_ARGON2, None)
+        recovery.unseal(ours, recovery.new_phrase())
