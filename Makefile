@@ -26,7 +26,15 @@ APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
 	libpam-python python3-pypamtest util-linux
 
-.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults
+# `make deb` (debian/): Debian's build tools and Debian's own Python modules, no PyPI;
+# `make test-deb` also lints the packages and installs them in a debootstrap root.
+DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
+	dpkg-dev fakeroot lintian debootstrap
+DEBDIR      := $(CURDIR)/build/debian-package
+MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md))
+
+.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults \
+	man deb deb-tools test-deb
 
 all: build
 
@@ -41,7 +49,7 @@ ifneq ($(UNSAFE_TREE),)
 ifdef PYPAM_IN_SAFE_COPY
 $(error the safe copy $(CURDIR) is still unusable: $(UNSAFE_TREE))
 endif
-all deps apt venv build test demo bench lint install fuzz faults: safe-copy
+all deps apt venv build test test-deb demo bench lint install fuzz faults: safe-copy
 	$(MAKE) -C $(SAFE_COPY) PYPAM_IN_SAFE_COPY=1 $@
 
 safe-copy:
@@ -82,7 +90,13 @@ build: venv
 	$(PY) -m compileall -q pypam pinutil
 
 test: deps build
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q tests --ignore=tests/package
+
+# The Debian packages: built, linted, installed, used, upgraded and purged in a
+# throw-away Debian 12 root (~3 min; a separate target so that `make test` stays
+# quick and needs no debootstrap). CI runs both.
+test-deb: deps deb-tools
+	$(VENV)/bin/pytest -q tests/package
 
 # Longer runs than `make test` does: every parser target for FUZZ_SECONDS each, adding
 # what libFuzzer finds to the kept corpus (tests/fuzz/corpus/TARGET); and every call
@@ -143,5 +157,29 @@ test-distros:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
 	tests/distros/run
 
+# Manual pages from docs/*.md; the first line (`# name(8): title`) becomes the header.
+# Left-adjusted (`.ad l`): justified text in narrow table cells makes groff warn.
+man: $(MANPAGES)
+
+build/man/%.8: docs/%.md
+	@mkdir -p build/man
+	tail -n +2 $< | pandoc -s -f markdown-smart -t man --columns=1000 -o $@.tmp \
+		-M title="$$(echo $* | tr a-z A-Z)" -M section=8 -M header="pypam" \
+		-M footer="pypam $$(dpkg-parsechangelog -l debian/changelog -S Version)" \
+		-M date="$$(date -u -d @$$(dpkg-parsechangelog -l debian/changelog -S Timestamp) +%Y-%m-%d)"
+	sed -i '/^\.TH /a .ad l' $@.tmp && mv $@.tmp $@
+
+# Debian packages built by dpkg-buildpackage in a copy of the tree (nothing in the
+# tree changes): $(DEBDIR)/*.deb.
+deb-tools:
+	$(MAKE) apt APT_PACKAGES="$(APT_PACKAGES) $(DEB_APT_PACKAGES)"
+
+deb: deb-tools
+	rm -rf $(DEBDIR) && mkdir -p $(DEBDIR)/pypam
+	umask 022 && tar -C $(CURDIR) --exclude=./.venv --exclude=./build --exclude=./.git \
+		--exclude=__pycache__ --exclude='*.so' -cf - . | tar -C $(DEBDIR)/pypam --no-same-permissions -xf -
+	cd $(DEBDIR)/pypam && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	@ls $(DEBDIR)/*.deb
+
 clean:
-	rm -rf build pypam/_libpam*.py pinutil/_tss*.so pinutil/_tss.c pinutil/_tss.o *.egg-info
+	rm -rf build pypam/_libpam.c pinutil/_tss*.so pinutil/_tss.c pinutil/_tss.o *.egg-info

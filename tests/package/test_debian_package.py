@@ -1,0 +1,262 @@
+"""`make deb`: the Debian packages, built, linted, and used in a throw-away Debian 12 root.
+
+The packages are built by the real target (dpkg-buildpackage in a copy of the tree),
+twice: the tree as it is, and the same tree with a lower version, the "previous
+build" the upgrade starts from. The root is a copy of a cached debootstrap minbase
+root (tests/support/debian_root.py); nothing is installed on this machine. A swtpm on
+this machine serves the root through a socket inside it.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from tests.support.debian_root import DebianRoot
+from tests.support.swtpm import start_swtpm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGES = ("libpam-pypam", "pypam-tpm-pin")
+PIN, WRONG_PIN, PASSWORD = "2580", "1111", "pw-of-alice"
+# The root's own files that change with any package operation, whoever makes it.
+VOLATILE = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/cache/apt", "/var/lib/apt",
+            "/var/lib/dpkg", "/var/log", "/var/cache/debconf", "/var/cache/ldconfig",
+            "/etc/ld.so.cache")
+
+
+def _version() -> str:
+    return subprocess.run(["dpkg-parsechangelog", "-l", f"{ROOT}/debian/changelog",
+                           "-S", "Version"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _make_deb(tree: str, out: str) -> dict[str, str]:
+    subprocess.run(["make", "-C", tree, "deb", f"DEBDIR={out}"], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    return {name: glob.glob(f"{out}/{name}_*.deb")[0] for name in PACKAGES}
+
+
+@pytest.fixture(scope="module")
+def debs():
+    """{"new": {package: path}, "previous": {...}, "changes": path} in a temp dir."""
+    work = tempfile.mkdtemp(prefix="pypam-deb-", dir="/var/tmp")
+    try:
+        new = _make_deb(ROOT, f"{work}/new")
+        # The previous build: this tree with a lower version.
+        tree = f"{work}/previous-tree"
+        subprocess.run(f"mkdir {tree} && tar -C {ROOT} --exclude=./.venv --exclude=./build "
+                       f"--exclude=./.git -cf - . | tar -C {tree} -xf -", shell=True, check=True)
+        changelog = f"{tree}/debian/changelog"
+        with open(changelog) as f:
+            text = f.read()
+        with open(changelog, "w") as f:
+            f.write(text.replace(f"({_version()})", f"({_version()}~previous)", 1))
+        previous = _make_deb(tree, f"{work}/previous")
+        yield {"new": new, "previous": previous,
+               "changes": glob.glob(f"{work}/new/*.changes")[0]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _field(deb: str, name: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", deb, name], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _contents(deb: str) -> dict[str, str]:
+    """{path: "mode owner/group"} of a .deb."""
+    out = subprocess.run(["dpkg-deb", "-c", deb], check=True, capture_output=True,
+                         text=True).stdout
+    result = {}
+    for line in out.splitlines():
+        mode, owner, *_, path = line.split(None, 5)
+        result[path.removeprefix(".").split(" -> ")[0].rstrip("/") or "/"] = f"{mode} {owner}"
+    return result
+
+
+# --- the packages as files ----------------------------------------------------------
+
+def test_lintian_reports_nothing_unexplained(debs):
+    # Overrides (debian/*.lintian-overrides) say why each remaining tag is accepted.
+    result = subprocess.run(["lintian", "--pedantic", "-I", "--fail-on", "none",
+                             debs["changes"]], capture_output=True, text=True, check=False)
+    tags = [line for line in result.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
+    assert tags == [], "\n".join(tags)
+
+
+def test_files_and_places(debs):
+    shim = _contents(debs["new"]["libpam-pypam"])
+    tpm = _contents(debs["new"]["pypam-tpm-pin"])
+    multiarch = subprocess.run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    assert shim[f"/usr/lib/{multiarch}/security/pam_pypam.so"].startswith("-rw-r--r--")
+    assert "/usr/lib/pypam/python/pypam/loader.py" in shim
+    assert "/usr/share/man/man8/pam_pypam.8.gz" in shim
+    # Set-gid comes from dpkg-statoverride in postinst, not from the archive.
+    assert tpm["/usr/bin/pinutil"] == "-rwxr-xr-x root/root"
+    for path in ("/usr/lib/pypam/modules/tpm_pin.py", "/usr/lib/pypam/modules/master_key.py",
+                 "/usr/lib/pypam/python/pinutil/bip39_english.txt",
+                 "/lib/udev/rules.d/60-pypam-tpm.rules",
+                 "/usr/share/pam-configs/pypam-tpm-pin",
+                 "/usr/share/man/man8/pam_tpm_pin.8.gz",
+                 "/usr/share/man/man8/pam_master_key.8.gz",
+                 "/usr/share/man/man8/pinutil.8.gz"):
+        assert path in tpm, path
+    everything = list(shim) + list(tpm)
+    assert not [p for p in everything if p.endswith(".pyc") or "__pycache__" in p]
+    assert not [p for p in everything if p.endswith("_build.py")]  # build-time only
+    # Nothing downloaded from PyPI is shipped: Debian's own modules are dependencies.
+    assert not [p for p in everything if re.search(r"/(cffi|cryptography|argon2)", p)]
+
+
+def test_dependencies_pin_the_python_it_was_built_for(debs):
+    major, minor = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(*sys.version_info[:2])"],
+                                  check=True, capture_output=True, text=True).stdout.split()
+    for package in PACKAGES:
+        depends = _field(debs["new"][package], "Depends")
+        assert f"libpython{major}.{minor} " in depends, depends
+        assert f"python3 (>= {major}.{minor}~)" in depends, depends
+        assert f"python3 (<< {major}.{int(minor) + 1})" in depends, depends
+    tpm = _field(debs["new"]["pypam-tpm-pin"], "Depends")
+    for dependency in ("python3-cryptography", "python3-argon2", "tpm-udev",
+                       f"libpam-pypam (= {_version()})"):
+        assert dependency in tpm
+    assert "python3-cffi-backend" in _field(debs["new"]["libpam-pypam"], "Depends")
+    assert "pytss" not in tpm  # tpm2-pytss is for the tests only
+
+
+def test_pam_auth_update_profile_is_off_by_default_and_above_pam_unix():
+    with open(f"{ROOT}/debian/pam-configs/pypam-tpm-pin") as f:
+        profile = f.read()
+    assert re.search(r"^Default: no$", profile, re.MULTILINE)
+    assert int(re.search(r"^Priority: (\d+)$", profile, re.MULTILINE).group(1)) > 256  # pam_unix
+    auth = profile.split("Auth:\n", 1)[1].strip().splitlines()
+    assert auth == ["[success=end default=ignore]\tpam_pypam.so module=tpm_pin"]
+
+
+# --- the packages installed in a fresh Debian 12 root -------------------------------
+
+def _dependencies(debs: dict[str, str]) -> list[str]:
+    names = set()
+    for deb in debs.values():
+        for item in _field(deb, "Depends").split(","):
+            name = item.split("|")[0].split("(")[0].strip().split(":")[0]
+            if name not in PACKAGES:
+                names.add(name)
+    return sorted(names)
+
+
+def _next_python3_deb(directory: str) -> str:
+    """A stand-in for python3 of the next minor version, as a .deb in `directory`."""
+    major, minor = sys.version_info[:2]
+    version = f"{major}.{minor + 1}.0-1"
+    with tempfile.TemporaryDirectory() as tree:
+        os.makedirs(f"{tree}/DEBIAN")
+        with open(f"{tree}/DEBIAN/control", "w") as f:
+            f.write(f"Package: python3\nVersion: {version}\nArchitecture: all\n"
+                    "Maintainer: pypam tests <tests@example.org>\n"
+                    "Description: stand-in for the next python3\n")
+        name = f"python3_{version}_all.deb"
+        subprocess.run(["dpkg-deb", "--build", "--root-owner-group", tree, f"{directory}/{name}"],
+                       check=True, capture_output=True)
+    return name
+
+
+def _pamtester(root: DebianRoot, *answers: str) -> subprocess.CompletedProcess:
+    return root.run(["pamtester", "pypam-test", "alice", "authenticate"],
+                    input="".join(a + "\n" for a in answers).encode(), check=False)
+
+
+def _status(root: DebianRoot) -> str:
+    return root.run(["pinutil", "--json", "status", "alice"]).stdout
+
+
+def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
+    with DebianRoot("bookworm") as root:
+        root.run(["apt-get", "update", "-qq"])
+        root.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                  "pamtester", "passwd", *_dependencies(debs["new"])])
+        root.run(["useradd", "-m", "alice"])
+        root.run(["chpasswd"], input=f"alice:{PASSWORD}\n".encode())
+        before = root.files(VOLATILE)
+
+        os.makedirs(f"{root.path}/tmp/debs")
+        for version in ("previous", "new"):
+            for deb in debs[version].values():
+                shutil.copy(deb, f"{root.path}/tmp/debs/{version}-{os.path.basename(deb)}")
+        installed = root.run(
+            ["sh", "-c", "apt-get install -y --no-install-recommends /tmp/debs/previous-*.deb"])
+        assert re.search(r"0 upgraded, 2 newly installed", installed.stdout), installed.stdout
+
+        # Installed: set-gid tss through dpkg-statoverride, the profile present but off.
+        assert root.run(["stat", "-c", "%a %U %G", "/usr/bin/pinutil"]).stdout == "2755 root tss\n"
+        assert root.run(["dpkg-statoverride", "--list", "/usr/bin/pinutil"]).stdout.strip() \
+            == "root tss 2755 /usr/bin/pinutil"
+        assert root.run(["stat", "-c", "%a %U %G", "/var/lib/pinpam/enrolments"]).stdout \
+            == "770 root tss\n"
+        with open(f"{root.path}/etc/pam.d/pinutil") as f:  # setup's password proof
+            assert "pam_unix.so" in f.read()
+        with open(f"{root.path}/etc/pam.d/common-auth") as f:
+            assert "pam_pypam" not in f.read()
+
+        tpm = start_swtpm(f"{root.path}/tmp/tpm")
+        try:
+            os.makedirs(f"{root.path}/etc/pinpam")
+            with open(f"{root.path}/etc/pinpam/policy", "w") as f:
+                f.write("tcti = swtpm:path=/tmp/tpm/sock\n")
+            with open(f"{root.path}/etc/pam.d/pypam-test", "w") as f:
+                f.write("@include common-auth\n")
+            root.run(["pinutil", "--stdin", "setup", "alice"], input=f"{PIN}\n".encode())
+            # Debian's cryptography 38 has no Argon2id: python3-argon2 seals the file.
+            root.run(["pinutil", "--yes", "master-key", "init"])
+            token = root.run(["pinutil", "master-key", "get-user-token", "alice"]).stdout
+
+            root.run(["pam-auth-update", "--enable", "pypam-tpm-pin"])
+            with open(f"{root.path}/etc/pam.d/common-auth") as f:
+                common_auth = f.read()
+            assert common_auth.index("pam_pypam.so module=tpm_pin") < common_auth.index("pam_unix.so")
+
+            # The PIN logs in; a wrong PIN falls through to the password; wrong both: no.
+            assert _pamtester(root, PIN).returncode == 0
+            assert _pamtester(root, WRONG_PIN, PASSWORD).returncode == 0
+            assert _pamtester(root, WRONG_PIN, "not-the-password").returncode != 0
+            assert '"failures": 2' in _status(root)
+
+            # Upgrade: enrolment, master key, statoverride and the enabled profile stay.
+            root.run(["sh", "-c", "apt-get install -y --no-install-recommends /tmp/debs/new-*.deb"])
+            for package in PACKAGES:
+                assert root.run(["dpkg-query", "-W", "-f", "${Version}", package]).stdout == _version()
+            assert '"enrolled": true' in _status(root)
+            assert root.run(["pinutil", "master-key", "get-user-token", "alice"]).stdout == token
+            assert root.run(["stat", "-c", "%a %G", "/usr/bin/pinutil"]).stdout == "2755 tss\n"
+            assert _pamtester(root, PIN).returncode == 0
+            assert '"failures": 0' in _status(root)
+            assert glob.glob(f"{root.path}/usr/lib/pypam/modules/__pycache__/tpm_pin.*.pyc")
+            assert os.listdir(f"{root.path}/var/lib/pinpam/enrolments")  # alice's record
+        finally:
+            tpm.kill()
+
+        # The next Python (a stand-in python3 3.12 package): apt must take our packages
+        # away with the pam-auth-update profile, not leave a shim that cannot start.
+        next_python = _next_python3_deb(f"{root.path}/tmp/debs")
+        plan = root.run(["apt-get", "install", "-s", f"/tmp/debs/{next_python}"]).stdout
+        for package in PACKAGES:
+            assert re.search(rf"^Remv {package} ", plan, re.MULTILINE), plan
+
+        # Purge: the admin's own files go first (the policy, the test service, the
+        # master key's recovery file, which purge keeps on purpose: checked here). The
+        # enrolment records go with the package.
+        for path in ("/etc/pinpam", "/etc/pam.d/pypam-test"):
+            root.run(["rm", "-r", path])
+        root.run(["apt-get", "purge", "-y", *PACKAGES])
+        assert os.path.exists(f"{root.path}/var/pinpam/sealed_master_key")
+        root.run(["rm", "-r", "/var/pinpam"])
+        assert root.run(["dpkg-statoverride", "--list"], check=False).stdout == ""
+        after = root.files(VOLATILE)
+        assert sorted(after - before) == [] and sorted(before - after) == []
