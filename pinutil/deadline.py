@@ -128,7 +128,7 @@ def _run(seconds: float, function, args) -> bytes:
         except BlockingIOError:
             message = b""
         reaped = True
-        if not _exited_cleanly(pid):
+        if not _exited_cleanly(pidfd):
             raise errors.TpmUnavailable("the TPM worker failed")
         return message
     except OSError as e:  # poll or read failed: we cannot know what the child did
@@ -146,7 +146,7 @@ def _kill(pidfd: int, pid: int, poller) -> None:
         # Reap it if it is gone by now; a child stuck in an uninterruptible device read
         # is left to die later rather than blocking the login (it holds no host resource).
         if poller.poll(int(_KILL_GRACE_S * 1000)):
-            _exited_cleanly(pid)
+            _exited_cleanly(pidfd)
     except OSError:
         pass
 
@@ -160,14 +160,20 @@ def _kill_waiting(pid: int) -> None:
         pass
 
 
-def _exited_cleanly(pid: int) -> bool:
-    """Reap `pid`, which has exited (its pidfd is readable, so this does not block);
-    True if it exited 0 or its status is not ours to read (the host reaped it)."""
+def _exited_cleanly(pidfd: int) -> bool:
+    """Reap the child, which has exited (its pidfd is readable, so this does not block);
+    True if it exited 0 or its status is not ours to read (the host reaped it).
+
+    By pidfd, never by pid: once a host's SIGCHLD handler has reaped our child, its pid
+    may already belong to a child of the host's own, and waitpid(pid) would take that
+    child's exit status (and could block until it exits)."""
     try:
-        _, status = os.waitpid(pid, 0)
+        found = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     except ChildProcessError:
         return True
-    return os.waitstatus_to_exitcode(status) == 0
+    if found is None:  # pragma: no cover - only with WNOHANG
+        return True
+    return found.si_code == os.CLD_EXITED and found.si_status == 0
 
 
 def _child(go_read: int, write_end: int, function, args) -> None:

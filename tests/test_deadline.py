@@ -2,8 +2,11 @@
 way it can fail is a failure (never a result), within one budget."""
 from __future__ import annotations
 
+import ast
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -102,3 +105,56 @@ def test_one_budget_per_login_dict():
     login: dict = {}
     first = login_budget(login, 3)
     assert login_budget(login, 10) is first and first.seconds == 3
+
+
+# A host whose SIGCHLD handler reaps whatever exited (our worker too) and then starts a
+# child of its own that gets the worker's pid: run in a new pid namespace, where
+# ns_last_pid makes the reuse certain rather than a matter of luck.
+_PID_REUSE_HOST = """
+import os, signal, sys
+sys.path[:0] = [sys.argv[1]]
+from pinutil.deadline import TpmBudget, run_in_child
+
+host_children = []
+
+def reap_and_fork(signum, frame):
+    if host_children:
+        return  # the host reaps its own child later, by pid
+    try:
+        worker, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return
+    if worker == 0:
+        return
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(worker - 1))
+    child = os.fork()
+    if child == 0:
+        os._exit(42)
+    host_children.append((worker, child))
+
+signal.signal(signal.SIGCHLD, reap_and_fork)
+try:
+    result = run_in_child(TpmBudget(10), int, 7)
+except BaseException as e:
+    result = type(e).__name__
+own = []
+for worker, child in host_children:
+    try:
+        own.append((worker == child, os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])))
+    except ChildProcessError:
+        own.append((worker == child, "stolen"))
+print(repr((result, own)))
+"""
+
+
+def test_a_reused_pid_never_takes_the_host_childs_status():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
+                           "-c", _PID_REUSE_HOST, root],
+                          capture_output=True, text=True, timeout=60, check=True)
+    result, own = ast.literal_eval(done.stdout)
+    # The host's child did get the worker's pid (the case under test), keeps its exit
+    # status for the host, and the worker's answer still counts.
+    assert own == [(True, 42)], done.stdout
+    assert result == 7
