@@ -18,7 +18,9 @@ thread in the host, as before:
   host's threads, and the host's children inherited TSS2_LOG);
 - the child's fds 0-2 are /dev/null and it keeps no other fd of the host's but its
   result pipe, so nothing libtss2 prints reaches the host's terminal or network
-  (`sshd -i`), and no host pipe is held open by a child the host does not know about.
+  (`sshd -i`), and no host pipe is held open by a child the host does not know about;
+- the child runs with every signal blocked, so a signal to the host's process group
+  never runs the host's handlers in it (SIGKILL, the budget's end, still works).
 
 One budget per login (`TpmBudget`, kept on the PAM handle by the modules): the PIN
 module's status and check and master_key's token all draw from it, so a hung TPM
@@ -92,15 +94,21 @@ def _run(seconds: float, function, args) -> bytes:
 
     read_end, write_end = os.pipe()  # close-on-exec (PEP 446)
     go_read, go_write = os.pipe()
+    # Every signal blocked across the fork, and in the child for good: a signal to the
+    # host's process group (a terminal's Ctrl-C) reaches the worker too, and must not
+    # run the host's handlers in it (C or Python: one that cleans up and exits, or
+    # raises into what would go on as a second copy of the host). SIGKILL still ends it.
+    blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     try:
         pid = os.fork()
     except OSError as e:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
         for fd in (read_end, write_end, go_read, go_write):
             os.close(fd)
         raise errors.TpmUnavailable(f"cannot start the TPM worker: {e.strerror}") from None
     if pid == 0:
-        os.close(go_write)
-        _child(go_read, write_end, function, args)  # never returns
+        _child(go_read, go_write, write_end, function, args)  # never returns
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
     for fd in (write_end, go_read):
         os.close(fd)
     try:
@@ -176,12 +184,13 @@ def _exited_cleanly(pidfd: int) -> bool:
     return found.si_code == os.CLD_EXITED and found.si_status == 0
 
 
-def _child(go_read: int, write_end: int, function, args) -> None:
-    """The forked child: wait for the parent's go, detach from the host's fds, do the
-    work, write the outcome, and leave with _exit (no atexit handlers, no flush of the
-    host's stdio buffers)."""
+def _child(go_read: int, go_write: int, write_end: int, function, args) -> None:
+    """The forked child (every signal blocked): wait for the parent's go, detach from
+    the host's fds, do the work, write the outcome, and leave with _exit (no atexit
+    handlers, no flush of the host's stdio buffers)."""
     code = 1
     try:
+        os.close(go_write)
         os.read(go_read, 1)  # until the parent closes its end: it then holds our pidfd
         _detach_from_host_fds(write_end)
         message = _outcome(function, args)

@@ -158,3 +158,41 @@ def test_a_reused_pid_never_takes_the_host_childs_status():
     # status for the host, and the worker's answer still counts.
     assert own == [(True, 42)], done.stdout
     assert result == 7
+
+
+# A Python host (python-pam, pamela) with a signal handler of its own, and a signal that
+# reaches the worker too (the terminal signals the whole process group): here sent by
+# an at-fork hook, so it arrives at the worker's first instant, deterministically.
+_HOST_WITH_HANDLER = """
+import os, signal, sys
+sys.path[:0] = [sys.argv[1]]
+from pinutil.deadline import TpmBudget, run_in_child
+
+host, ran_in = os.getpid(), sys.argv[2]
+
+class HostSignal(Exception):
+    pass
+
+def handler(signum, frame):
+    with open(ran_in, "a") as f:
+        f.write(f"{os.getpid() == host}\\n")
+    raise HostSignal
+
+signal.signal(signal.SIGUSR1, handler)
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGUSR1))
+try:
+    print(repr((os.getpid() == host, run_in_child(TpmBudget(10), int, 7))), flush=True)
+except BaseException as e:
+    print(repr((os.getpid() == host, type(e).__name__)), flush=True)
+"""
+
+
+def test_the_hosts_signal_handlers_never_run_in_the_worker(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ran_in = tmp_path / "handler_ran_in"
+    done = subprocess.run([sys.executable, "-c", _HOST_WITH_HANDLER, root, str(ran_in)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    # Neither the host's handler ran in the worker, nor did an exception raised there
+    # carry the worker on as a second copy of the host (printing here, say).
+    assert not ran_in.exists()
+    assert [ast.literal_eval(line) for line in done.stdout.splitlines()] == [(True, 7)]
