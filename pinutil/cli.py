@@ -390,6 +390,13 @@ def _require_written(index, user: users.User) -> None:
         raise NotEnrolled(f"{user.name} has no PIN enrolled")
 
 
+def _require_recorded(ctx: Context, user: users.User) -> None:
+    """EnrolmentMismatch unless the enrolment record names `user`: a user's PIN goes only
+    to an index recorded as theirs (a reused uid's new owner must never spend, or turn
+    into their own PIN login, the attempts of the old owner's PIN)."""
+    enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+
+
 def cmd_setup(ctx: Context) -> dict:
     user = ctx.target
     users.may_setup(ctx.caller, user)
@@ -439,6 +446,7 @@ def cmd_change(ctx: Context) -> dict:
     with ctx.pin_index(user) as index:
         _require_written(index, user)
         if old is not None:
+            _require_recorded(ctx, user)
             index.check(old, salted=ctx.policy.salted)
         index.replace(new, limit, salted=ctx.policy.salted)
         ctx.write_record(user)
@@ -459,6 +467,7 @@ def cmd_delete(ctx: Context) -> dict:
         raise Cancelled("not deleted")
     with ctx.pin_index(user) as index:
         if pin is not None:
+            _require_recorded(ctx, user)
             index.check(pin, salted=ctx.policy.salted)
         index.delete(only_half_finished=not st.enrolled and not ctx.caller.is_root)
     enrolment.remove(ctx.policy.enrolment_dir, user.uid)
@@ -513,7 +522,7 @@ def cmd_test(ctx: Context) -> dict:
     pin = ctx.pin()
     with ctx.pin_index(user) as index:
         if index.status().enrolled:  # no PIN goes to an index not recorded as theirs
-            enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, index.handle)
+            _require_recorded(ctx, user)
         index.check(pin, salted=ctx.policy.salted)
         try:
             left = index.status().attempts_left

@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from tests.support.accounts import setgid_tss_launcher
 from tests.support.pamhost import prompts, result_name
 from tests.support.pin_env import NV_BASE, PINUTIL
 from tests.test_pin_index import _define_like_pinpam
@@ -153,3 +154,32 @@ def test_untrustworthy_record_means_no_pin(pin_env, backend, spoil):
     assert result_name(report, "auth") == "PAM_AUTHINFO_UNAVAIL"
     assert report["conv_calls"] == 0
     assert pin_env.counter("root") == (0, LIMIT)
+
+
+@pytest.mark.parametrize("command", ["change", "delete"])
+def test_a_reused_uid_cannot_spend_or_take_over_the_old_owners_pin(pin_env, accounts, command):
+    """The new owner of a reused uid, without root, typing the old owner's PIN (who may
+    be the one at the keyboard, or code running as the new user): no PIN is sent to an
+    index not recorded as theirs. Otherwise `change` would give the new account a PIN
+    login without its password (the enrolment proof bypassed), and both would let them
+    spend the old owner's attempts."""
+    accounts.add_user(OLD, UID, "old password")
+    assert root_pinutil(pin_env, accounts, "setup", OLD, stdin=PIN + "\n").returncode == 0
+    accounts.remove_user(OLD)  # userdel: the TPM index stays behind
+    accounts.add_user(NEW, UID, "new password")
+    launcher = setgid_tss_launcher(pin_env)
+    stdin = f"{PIN}\n739146\n" if command == "change" else f"{PIN}\n"
+    done = subprocess.run([*accounts.prefix(), *accounts.as_user(UID), launcher, "--json",
+                           "--stdin", command], input=stdin.encode(), capture_output=True,
+                          timeout=60, check=False, env={}, cwd="/")
+    assert done.returncode == 9, done.stderr
+    assert json.loads(done.stdout.decode().splitlines()[-1])["result"] == "enrolment_mismatch"
+    assert pin_env.swtpm.read_pin_counter(HANDLE) == (0, LIMIT)  # nothing sent, nothing spent
+    with open(record_path(pin_env)) as f:
+        assert f"user={OLD}\n" in f.read()  # the index is still the old owner's
+    # and a wrong PIN spends nothing either
+    done = subprocess.run([*accounts.prefix(), *accounts.as_user(UID), launcher, "--json",
+                           "--stdin", command], input=stdin.replace(PIN, "0000", 1).encode(),
+                          capture_output=True, timeout=60, check=False, env={}, cwd="/")
+    assert done.returncode == 9, done.stderr
+    assert pin_env.swtpm.read_pin_counter(HANDLE) == (0, LIMIT)
