@@ -101,11 +101,13 @@ def _run(seconds: float, function, args) -> bytes:
     blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     try:
         pid = os.fork()
-    except OSError as e:
+    except BaseException as e:  # no child: the host's mask and fds as they were
         _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
         for fd in (read_end, write_end, go_read, go_write):
             os.close(fd)
-        raise errors.TpmUnavailable(f"cannot start the TPM worker: {e.strerror}") from None
+        if isinstance(e, OSError):
+            raise errors.TpmUnavailable(f"cannot start the TPM worker: {e.strerror}") from None
+        raise
     if pid == 0:
         _child(go_read, go_write, write_end, function, args)  # never returns
     _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)

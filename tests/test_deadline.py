@@ -196,3 +196,16 @@ def test_the_hosts_signal_handlers_never_run_in_the_worker(tmp_path):
     # carry the worker on as a second copy of the host (printing here, say).
     assert not ran_in.exists()
     assert [ast.literal_eval(line) for line in done.stdout.splitlines()] == [(True, 7)]
+
+
+def test_a_fork_that_raises_leaves_the_signal_mask_and_fds_as_they_were(monkeypatch):
+    def no_fork():
+        raise RuntimeError("fork not supported for isolated subinterpreters")
+
+    before_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    before_fds = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(RuntimeError):
+        run_in_child(TpmBudget(10), int, 7)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before_mask
+    assert sorted(os.listdir("/proc/self/fd")) == before_fds
