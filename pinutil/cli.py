@@ -391,9 +391,12 @@ def _require_written(index, user: users.User) -> None:
 
 
 def _require_recorded(ctx: Context, user: users.User) -> None:
-    """EnrolmentMismatch unless the enrolment record names `user`: a user's PIN goes only
-    to an index recorded as theirs (a reused uid's new owner must never spend, or turn
-    into their own PIN login, the attempts of the old owner's PIN)."""
+    """EnrolmentMismatch unless the enrolment record names `user`. `test` and a user's
+    `change` send a PIN only to an index recorded as theirs: otherwise the new owner of
+    a reused uid, knowing the old owner's PIN, would `change` it into a PIN login of
+    their own without the account password. `delete` may (with the PIN): afterwards a
+    new PIN still needs the password, and a renamed account or a pinpam index can be
+    cleared by its owner without root."""
     enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
 
 
@@ -467,7 +470,6 @@ def cmd_delete(ctx: Context) -> dict:
         raise Cancelled("not deleted")
     with ctx.pin_index(user) as index:
         if pin is not None:
-            _require_recorded(ctx, user)
             index.check(pin, salted=ctx.policy.salted)
         index.delete(only_half_finished=not st.enrolled and not ctx.caller.is_root)
     enrolment.remove(ctx.policy.enrolment_dir, user.uid)
