@@ -26,6 +26,9 @@ APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
 	libpam-python python3-pypamtest util-linux
 
+# The `pypam` admin command (pypam.stack, stdlib only): $(1) is where pypam/ lives.
+pypam_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pypam.stack.cli import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)
+
 # `make deb` (debian/): Debian's build tools and Debian's own Python modules, no PyPI;
 # `make test-deb` also lints the packages and installs them in a debootstrap root.
 DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
@@ -84,6 +87,10 @@ build: venv
 	gcc -O2 -Wall -Wextra -o build/pamhost tests/host/pamhost.c -lpam -lpthread
 	# Test-only fault injection (LD_PRELOAD), never installed: tests/test_faults.py.
 	gcc -shared -fPIC -O2 -Wall -Wextra -I$(PYINCLUDE) -o build/faultwrap.so tests/faults/wrap.c -ldl
+	# The stack engine's differential tests: a stub PAM module and a batch host.
+	gcc -shared -fPIC -O2 -Wall -Wextra -o build/stack_stub.so tests/stack/stub_module.c
+	gcc -O2 -Wall -Wextra -o build/stackhost tests/stack/stackhost.c -lpam
+	$(call pypam_command,$(CURDIR)) > build/pypam && chmod 0755 build/pypam
 	# Bytecode the embedded interpreter may use (it never writes any): checked-hash pycs
 	# for PAM modules (pypam/loader.py trusts no other kind), ordinary ones for packages.
 	$(PY) -m compileall -q --invalidation-mode checked-hash modules bench/modules
@@ -143,6 +150,8 @@ install: build
 	test -e $(DESTDIR)/etc/pam.d/pinutil || install -m 0644 examples/pam.d/pinutil $(DESTDIR)/etc/pam.d/pinutil
 	install -d -m 0770 $(DESTDIR)/var/lib/pinpam/enrolments
 	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
+	$(call pypam_command,$(SITE)) > build/install/pypam
+	install -m 0755 build/install/pypam $(DESTDIR)$(BINDIR)/pypam
 	install -m 2755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
 	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)/var/lib/pinpam/enrolments && \
 		chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \

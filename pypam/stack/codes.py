@@ -48,8 +48,7 @@ def code_name(code: int) -> str:
 def parse_code(text: str) -> int:
     """A code given by pam.d name (`auth_err`, any case, `PAM_` prefix allowed) or number."""
     word = text.strip().lower()
-    if word.startswith("pam_"):
-        word = word[4:]
+    word = word.removeprefix("pam_")
     if word in RETURN_NAMES:
         return RETURN_NAMES.index(word)
     if word == "authtok_recovery_err":      # the C constant's spelling

@@ -10,8 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codes import ACTION_NAMES, BAD, DIE, DONE, IGNORE, OK, RETURN_NAMES, RETURN_VALUES, UNDEF
-from .codes import IGNORE_CODE, NEW_AUTHTOK_REQD, SUCCESS
+from .codes import (
+    ACTION_NAMES,
+    BAD,
+    DIE,
+    DONE,
+    IGNORE,
+    IGNORE_CODE,
+    NEW_AUTHTOK_REQD,
+    OK,
+    RETURN_NAMES,
+    RETURN_VALUES,
+    SUCCESS,
+    UNDEF,
+)
 
 KEYWORDS = ("required", "requisite", "optional", "sufficient")
 _C_SPACE = " \t\n\v\f\r"          # isspace() in the C locale
@@ -123,5 +135,15 @@ def describe(actions: tuple[int, ...]) -> str:
     return "[" + " ".join(parts) + "]"
 
 
-__all__ = ["Control", "KEYWORDS", "bracket_control", "keyword_control", "set_default",
-           "BAD", "DIE", "DONE", "IGNORE", "OK"]
+__all__ = [
+    "BAD",
+    "DIE",
+    "DONE",
+    "IGNORE",
+    "KEYWORDS",
+    "OK",
+    "Control",
+    "bracket_control",
+    "keyword_control",
+    "set_default",
+]

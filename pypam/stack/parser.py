@@ -42,7 +42,7 @@ VENDOR_PAM_D = "/usr/lib/pam.d"      # Debian's libpam is built with this vendor
 PAM_CONF = "/etc/pam.conf"
 OTHER = "other"
 MAX_LEVEL = 16                       # PAM_SUBSTACK_MAX_LEVEL
-MAX_INCLUDE_DEPTH = 256              # our own guard: libpam has none for `include`
+MAX_INCLUDE_DEPTH = 1000             # our guard: libpam has none (it runs out of fds)
 UNKNOWN_MODULE = "<*unknown module*>"
 ANY = None
 Locate = Callable[[str], str]
@@ -227,11 +227,11 @@ class _Loader:
         tok, pos = strtok(text, pos)
         if include:
             how = "substack" if substack else "include"
-            if substack:
-                if self.add_handler(Kind.SUBSTACK, other, level, type_, actions, tok, (),
-                                    file, number, control_text or "", via, None) != SUCCESS:
-                    self.note(file, number, f"error adding substack {tok}")
-                    return ABORT
+            if substack and self.add_handler(
+                    Kind.SUBSTACK, other, level, type_, actions, tok, (), file, number,
+                    control_text or "", via, None) != SUCCESS:
+                self.note(file, number, f"error adding substack {tok}")
+                return ABORT
             if self.include(tok, how, this_service, type_, level + substack, via,
                             (file, number)) == SUCCESS:
                 return SUCCESS

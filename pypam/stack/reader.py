@@ -68,10 +68,7 @@ class _Fgets:
 def logical_lines(data: bytes) -> list[LogicalLine]:
     """All lines libpam parses from a file's bytes; raises ReadError where libpam
     stops (the lines before it are still used by libpam: see `ReadError`)."""
-    lines: list[LogicalLine] = []
-    for line in iter_logical_lines(data):
-        lines.append(line)
-    return lines
+    return list(iter_logical_lines(data))
 
 
 def iter_logical_lines(data: bytes):

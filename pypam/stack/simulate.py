@@ -20,8 +20,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .codes import (ABORT, BAD, DIE, DONE, IGNORE, IGNORE_CODE, INCOMPLETE, INVALID_RETVAL,
-                    MODULE_UNKNOWN, MUST_FAIL_CODE, OK, RESET, RETURN_VALUES, SUCCESS)
+from .codes import (
+    ABORT,
+    BAD,
+    DIE,
+    DONE,
+    IGNORE,
+    IGNORE_CODE,
+    INCOMPLETE,
+    INVALID_RETVAL,
+    MODULE_UNKNOWN,
+    MUST_FAIL_CODE,
+    OK,
+    RESET,
+    RETURN_VALUES,
+    SUCCESS,
+)
 from .model import Handler, Kind, Stack
 
 UNDEF_IMPRESSION, POSITIVE, NEGATIVE = 0, 1, -1
@@ -234,10 +248,7 @@ class Walk:
         if action == RESET:
             self.impression, self.status = self.substates[level]
         elif action in (OK, DONE):
-            if self.impression == UNDEF_IMPRESSION or (self.impression == POSITIVE
-                                                       and self.status == SUCCESS):
-                if retval != IGNORE_CODE or cached == retval:
-                    self.impression, self.status = POSITIVE, retval
+            self._take_as_ok(retval, cached)
             decided = self.impression == POSITIVE and action == DONE
         elif action in (BAD, DIE):
             if self.impression != NEGATIVE:
@@ -246,11 +257,8 @@ class Walk:
             decided = action == DIE
         elif action != IGNORE:
             if action > 0:
-                if (CACHED_JUMP_SETS_STATUS and use_cached
-                        and (self.impression == UNDEF_IMPRESSION
-                             or (self.impression == POSITIVE and self.status == SUCCESS))):
-                    if retval != IGNORE_CODE or cached == retval:
-                        self.impression, self.status = POSITIVE, retval
+                if CACHED_JUMP_SETS_STATUS and use_cached:
+                    self._take_as_ok(retval, cached)
                 # A jump counts a whole substack (its marker and deeper lines) as one.
                 while self.i + 1 < n and chain[self.i + 1].level >= level and action > 0:
                     while True:
@@ -271,6 +279,14 @@ class Walk:
         self.depth += 1
         return retval, label
 
+    def _take_as_ok(self, retval: int, cached: int) -> None:
+        """The `ok` rule: the first positive result, or a later one while all is well,
+        becomes the status (never a PAM_IGNORE the frozen chain did not have)."""
+        all_well = self.impression == UNDEF_IMPRESSION or (self.impression == POSITIVE
+                                                           and self.status == SUCCESS)
+        if all_well and (retval != IGNORE_CODE or cached == retval):
+            self.impression, self.status = POSITIVE, retval
+
     def final_status(self) -> int:
         """The sanity check: a success no module vouched for is PAM_PERM_DENIED."""
         if self.status == SUCCESS and self.impression != POSITIVE:
@@ -289,3 +305,18 @@ def run(stack: Stack, stages: list[str], results: Results) -> list[Outcome]:
     """Calls `stages` in order on one new handle (as an application would)."""
     transaction = Transaction(stack, results)
     return [transaction.call(stage) for stage in stages]
+
+
+def simulate_stage(stack: Stack, stage: str, results: Results) -> Outcome:
+    """One stage as an application runs it: `setcred` after `auth` and `close_session`
+    after `session` on the same handle (their frozen chain is what those calls made,
+    with the same results), `password` as pam_chauthtok's two passes. The outcome's
+    steps are the stage's own."""
+    transaction = Transaction(stack, results)
+    freezer = FREEZER.get(stage)
+    if freezer is not None:
+        first = transaction.call(freezer)
+        if first.undefined or not first.stage_ran:
+            first.stage = stage
+            return first
+    return transaction.call(stage)

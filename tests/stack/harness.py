@@ -110,8 +110,8 @@ def run_real(scenarios: list[Scenario]) -> list[Result]:
     results = []
     for s, line in zip(scenarios, lines):
         try:
-            with open(s.log) as f:
-                calls = f.read().splitlines()
+            with open(s.log, encoding="latin-1", newline="") as f:
+                calls = f.read().split("\n")[:-1]    # tags may hold \r: not splitlines
         except FileNotFoundError:
             calls = []
         if line.startswith(("CRASH", "HANG")):

@@ -1,4 +1,5 @@
-"""Hypothesis strategies for random pam.d scenarios (see harness.py).
+"""Random pam.d scenarios (see harness.py), drawn from a `random.Random` that
+hypothesis seeds (`st.randoms()`), so a failing batch is reproducible.
 
 Every generated stack uses the stub module (by absolute and by relative path), missing
 modules, every control form (the four keywords in any case, `[value=action]` with every
@@ -9,9 +10,7 @@ continuation lines, and out-of-range return codes.
 """
 from __future__ import annotations
 
-from hypothesis import strategies as st
-
-from pypam.stack.codes import RETURN_NAMES
+import random
 
 from .harness import MISSING_MODULE, STUB, Scenario
 
@@ -32,133 +31,127 @@ RELATIVE_STUB = "../../../.." + STUB
 FUNCTIONS = ["auth", "setcred", "acct", "open", "close", "prelim", "update"]
 
 
-@st.composite
-def codes(draw):
-    kind = draw(st.integers(0, 19))
+def codes(rnd: random.Random):
+    kind = rnd.randint(0, 19)
     if kind < 14:
-        return draw(st.sampled_from(COMMON_CODES))
+        return rnd.choice(COMMON_CODES)
     if kind < 18:
-        return draw(st.integers(0, 30))        # any code PAM knows, but PAM_INCOMPLETE
-    return draw(st.sampled_from([-1, 32, 99, 31]))
+        return rnd.randint(0, 30)        # any code PAM knows, but PAM_INCOMPLETE
+    return rnd.choice([-1, 32, 99, 31])
 
 
-@st.composite
-def controls(draw):
-    kind = draw(st.integers(0, 9))
+def controls(rnd: random.Random):
+    kind = rnd.randint(0, 9)
     if kind < 5:
-        word = draw(st.sampled_from(CONTROL_WORDS))
-        return draw(st.sampled_from([word, word.upper(), word.capitalize()]))
+        word = rnd.choice(CONTROL_WORDS)
+        return rnd.choice([word, word.upper(), word.capitalize()])
     if kind < 9:
         pairs = []
-        for _ in range(draw(st.integers(1, 4))):
-            name = draw(st.sampled_from(VALUE_NAMES))
-            if draw(st.integers(0, 2)) == 0:
-                action = str(draw(st.integers(1, 5)))
+        for _ in range(rnd.randint(1, 4)):
+            name = rnd.choice(VALUE_NAMES)
+            if rnd.randint(0, 2) == 0:
+                action = str(rnd.randint(1, 5))
             else:
-                action = draw(st.sampled_from(ACTIONS))
+                action = rnd.choice(ACTIONS)
             pairs.append(f"{name}={action}")
         return "[" + " ".join(pairs) + "]"
-    return draw(st.sampled_from(
+    return rnd.choice(
         ["[succes=ok]", "[success ok]", "[success=0]", "[success=okay]", "[]",
-         "success=done", "[default=1x]", "[success=ok default=bad", "bogus"]))
+         "success=done", "[default=1x]", "[success=ok default=bad", "bogus"])
 
 
-@st.composite
-def module_line(draw, type_, log):
-    dash = "-" if draw(st.integers(0, 7)) == 0 else ""
-    which = draw(st.integers(0, 11))
+def module_line(rnd: random.Random, type_, log):
+    dash = "-" if rnd.randint(0, 7) == 0 else ""
+    which = rnd.randint(0, 11)
     module = RELATIVE_STUB if which == 0 else MISSING_MODULE if which == 1 else \
         "pam_pypam_stack_missing.so" if which == 2 else STUB
-    tag = draw(st.uuids()).hex[:8]
+    tag = f"{rnd.getrandbits(32):08x}"
     values = {}
-    for fn in draw(st.lists(st.sampled_from(FUNCTIONS), max_size=3, unique=True)):
-        values[fn] = draw(codes())
-    if draw(st.booleans()):
-        values["rc"] = draw(codes())
+    for fn in rnd.sample(FUNCTIONS, rnd.randint(0, 3)):
+        values[fn] = codes(rnd)
+    if rnd.random() < 0.5:
+        values["rc"] = codes(rnd)
     args = " ".join([f"log={log}", f"id={tag}"] + [f"{k}={v}" for k, v in values.items()])
-    return f"{dash}{type_} {draw(controls())} {module} {args}"
+    return f"{dash}{type_} {controls(rnd)} {module} {args}"
 
 
-@st.composite
-def broken_line(draw, type_, log):
-    return draw(st.sampled_from([
+def broken_line(rnd: random.Random, type_, log):
+    return rnd.choice([
         f"bogus required {STUB} log={log} id=broken1",
         f"{type_}",
         f"{type_} required",
         f"{type_} [success=ok",
         f"{type_} optional {STUB[:-3]}.notthere",
-    ]))
+    ])
 
 
-@st.composite
-def file_lines(draw, type_, log, includable):
+def file_lines(rnd: random.Random, type_, log, includable):
     """The lines of one file; `includable` are the names it may include."""
     lines = []
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.integers(0, 15))
-        line_type = type_ if draw(st.integers(0, 5)) else draw(st.sampled_from(TYPES))
+    for _ in range(rnd.randint(1, 6)):
+        kind = rnd.randint(0, 15)
+        line_type = type_ if rnd.randint(0, 5) else rnd.choice(TYPES)
         if kind < 10 or not includable and kind < 14:
-            lines.append(draw(module_line(line_type, log)))
+            lines.append(module_line(rnd, line_type, log))
         elif kind < 14:
-            target = draw(st.sampled_from(includable))
-            how = draw(st.sampled_from(["include", "substack", "substack", "@include"]))
+            target = rnd.choice(includable)
+            how = rnd.choice(["include", "substack", "substack", "@include"])
             if how == "@include":
                 lines.append(f"@include {target}")
             else:
                 lines.append(f"{line_type} {how} {target}")
         else:
-            lines.append(draw(broken_line(line_type, log)))
+            lines.append(broken_line(rnd, line_type, log))
     return lines
 
 
-@st.composite
-def render(draw, lines):
+def render(rnd: random.Random, lines):
     """Lines as file bytes, with comments, blanks and continuations mixed in."""
     out = []
     for line in lines:
-        if draw(st.integers(0, 6)) == 0:
+        if rnd.randint(0, 6) == 0:
             out.append("# a comment line")
-        if draw(st.integers(0, 8)) == 0:
+        if rnd.randint(0, 8) == 0:
             out.append("")
-        if draw(st.integers(0, 8)) == 0 and " " in line:
+        if rnd.randint(0, 8) == 0 and " " in line:
             head, tail = line.split(" ", 1)
             out.append(f"{head} \\")
-            if draw(st.booleans()):
+            if rnd.random() < 0.5:
                 out.append("   # comment inside a continuation")
             out.append("\t" + tail)
             continue
-        sep = draw(st.sampled_from([" ", "\t", "   "]))
+        sep = rnd.choice([" ", "\t", "   "])
         line = line.replace(" ", sep, 2)
-        if draw(st.integers(0, 6)) == 0:
+        if rnd.randint(0, 6) == 0:
             line += "   # trailing comment"
         out.append(line)
     return ("\n".join(out) + "\n").encode()
 
 
-@st.composite
-def scenarios(draw):
-    calls, type_ = draw(st.sampled_from(SEQUENCES))
-    mode = "confdir" if draw(st.integers(0, 3)) == 0 else "bind"
+def scenario(rnd: random.Random) -> Scenario:
+    """One random scenario."""
+    calls, type_ = rnd.choice(SEQUENCES)
+    mode = "confdir" if rnd.randint(0, 3) == 0 else "bind"
     log = "@WORK@/log"
-    n_inc = draw(st.integers(0, 3))
+    n_inc = rnd.randint(0, 3)
     names = [f"zz-pypam-inc{i}" for i in range(n_inc)]
     files: dict[str, bytes] = {}
     for i, name in enumerate(names):
         includable = names[i + 1:] + ["zz-pypam-missing"]
-        if draw(st.integers(0, 9)) == 0:
+        if rnd.randint(0, 9) == 0:
             files[name] = b"<dir>"
             continue
-        files[name] = draw(render(draw(file_lines(type_, log, includable))))
-    files["svc"] = draw(render(draw(file_lines(type_, log, names + ["zz-pypam-missing"]))))
-    if draw(st.integers(0, 2)) == 0:
-        files["other"] = draw(render(draw(file_lines(type_, log, names))))
-    vendor = mode == "bind" and draw(st.integers(0, 4)) == 0
+        files[name] = render(rnd, file_lines(rnd, type_, log, includable))
+    files["svc"] = render(rnd, file_lines(rnd, type_, log, names + ["zz-pypam-missing"]))
+    if rnd.randint(0, 2) == 0:
+        files["other"] = render(rnd, file_lines(rnd, type_, log, names))
+    vendor = mode == "bind" and rnd.randint(0, 4) == 0
     service = "svc"
     if vendor:
-        files["usr/vendorsvc"] = draw(render(draw(file_lines(type_, log, names))))
-        service = draw(st.sampled_from(["vendorsvc", "svc"]))
-    if draw(st.integers(0, 9)) == 0:
-        service = draw(st.sampled_from(["SVC", "nosuchservice", "other"]))
+        files["usr/vendorsvc"] = render(rnd, file_lines(rnd, type_, log, names))
+        service = rnd.choice(["vendorsvc", "svc"])
+    if rnd.randint(0, 9) == 0:
+        service = rnd.choice(["SVC", "nosuchservice", "other"])
     if mode == "confdir" and service == "other" and "other" not in files:
         service = "svc"
     return Scenario(files=files, service=service, calls=calls, mode=mode, vendor=vendor)
