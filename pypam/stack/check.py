@@ -15,7 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .codes import DONE, IGNORE, MODULE_UNKNOWN, SUCCESS, code_name
+from .codes import DONE, IGNORE, IGNORE_CODE, MODULE_UNKNOWN, SUCCESS, code_name
 from .explain import display_name, explore, paths
 from .knowledge import CONDITION_MODULES, CREDENTIAL_MODULES
 from .model import Handler, Kind, Stack
@@ -196,7 +196,10 @@ def _stage_findings(stack: Stack, stage: str, chain: list[Handler],
     ran = {id(h) for p in found for h in p.ran()}
     for h in chain:
         if h.kind != Kind.SUBSTACK and id(h) not in ran:
-            out.append(Finding("warning", s, h.file, h.line,
+            # pam-auth-update's `[default=1] pam_permit` + `requisite pam_deny` guard
+            # skips pam_deny on purpose: worth knowing, not a mistake.
+            by_design = h.name in ("pam_deny.so", "pam_permit.so")
+            out.append(Finding("info" if by_design else "warning", s, h.file, h.line,
                                f"{display_name(h)} never runs in {stage}", stage))
     codes = {p.code for p in found}
     if found and SUCCESS not in codes:
@@ -204,12 +207,19 @@ def _stage_findings(stack: Stack, stage: str, chain: list[Handler],
         out.append(Finding("info" if decisive else "warning", s, chain[0].file,
                            chain[0].line, f"{stage} can never succeed", stage))
     if stage == "auth":
-        out += _credential_findings(s, found, credentials)
+        out += _credential_findings(s, found, credentials, _passwordless_by_design(s))
     out += _include_findings(s, stage, chain)
     return out
 
 
-def _credential_findings(service: str, found, credentials: frozenset[str]) -> list[Finding]:
+def _passwordless_by_design(service: str) -> bool:
+    """Display managers' autologin and greeter services let users in without a secret
+    on purpose (the greeter then asks for one through another service)."""
+    return any(word in service for word in ("autologin", "greeter", "launch-environment"))
+
+
+def _credential_findings(service: str, found, credentials: frozenset[str],
+                         by_design: bool) -> list[Finding]:
     out = []
     for p in found:
         if p.code != SUCCESS:
@@ -224,14 +234,22 @@ def _credential_findings(service: str, found, credentials: frozenset[str]) -> li
         vouched = [c for c in p.choices if SUCCESS in c.codes]
         if any(_base(c.handler) in credentials for c in vouched):
             continue
+        # "every credential module failed or was unavailable": a credential module that
+        # returned PAM_IGNORE (and nothing else) is a different question.
+        if any(_base(c.handler) in credentials and set(c.codes) == {IGNORE_CODE}
+               for c in p.choices):
+            continue
         gate = [c for c in vouched if _base(c.handler) in CONDITION_MODULES]
         where = p.choices[-1].handler if p.choices else None
         if where is None:
             continue
         how = " and ".join(f"{display_name(c.handler)} {c.label}" for c in p.deciding())
-        if gate:
-            out.append(Finding("info", service, gate[0].handler.file, gate[0].handler.line,
-                               f"auth succeeds without a credential when {how}", "auth"))
+        if gate or by_design:
+            at = gate[0].handler if gate else where
+            reason = " (an autologin/greeter service)" if by_design and not gate else ""
+            out.append(Finding("info", service, at.file, at.line,
+                               f"auth succeeds without a credential{reason} when "
+                               f"{how or 'always'}", "auth"))
         else:
             out.append(Finding("error", service, where.file, where.line,
                                f"anyone gets in: auth succeeds although no credential "

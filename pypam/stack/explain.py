@@ -100,38 +100,47 @@ def explore(stack: Stack, stage: str, extra: frozenset[str] = frozenset()) -> No
     if not chain:
         return Node(code=MUST_FAIL_CODE)
     memo: dict[tuple, Node] = {}
-
-    def visit(walk: Walk) -> Node:
+    # Depth-first, children before parents, with an explicit stack: a stack can have
+    # thousands of lines (a 1 MB line is read as a thousand lines).
+    todo: list[tuple[Walk, bool]] = [(Walk(), False)]
+    while todo:
+        walk, children_done = todo.pop()
         key = walk.key()
         if key in memo:
-            return memo[key]
+            continue
         probe = walk.copy()
         h = probe.seek(chain)
         if h is None:
-            node = Node(code=probe.final_status())
-        else:
-            node = Node(handler=h)
-            by_child: dict[int, tuple[list[str], list[int], Node, bool]] = {}
-            options = classes_for(h, function, extra)
-            for label, codes in options:
-                nxt = probe.copy()
-                if not h.actions:             # undefined control: stop here, fail closed
-                    child = Node(code=MUST_FAIL_CODE, bad_jump=True)
-                else:
-                    _, action = nxt.apply(chain, codes[0], codes[0], PLEASE_FREEZE)
-                    child = visit(nxt)
-                    if action == "bad jump":
-                        node.bad_jump = True
-                slot = by_child.setdefault(id(child), ([], [], child, len(options) == 1))
-                slot[0].append(label)
-                slot[1].extend(codes)
-            for labels, codes, child, forced in by_child.values():
-                node.branches.append((Choice(h, " or ".join(labels), tuple(codes),
-                                             forced or len(by_child) == 1), child))
+            memo[key] = Node(code=probe.final_status())
+            continue
+        options = classes_for(h, function, extra)
+        steps = []
+        for label, codes in options:
+            nxt = probe.copy()
+            action = "undefined"
+            if h.actions:                     # undefined control: stop there, fail closed
+                _, action = nxt.apply(chain, codes[0], codes[0], PLEASE_FREEZE)
+            steps.append((label, codes, nxt, action))
+        waiting = [nxt for _, _, nxt, action in steps
+                   if action != "undefined" and nxt.key() not in memo]
+        if waiting and not children_done:
+            todo.append((walk, True))
+            todo.extend((nxt, False) for nxt in waiting)
+            continue
+        node = Node(handler=h)
+        by_child: dict[int, tuple[list[str], list[int], Node]] = {}
+        for label, codes, nxt, action in steps:
+            child = (Node(code=MUST_FAIL_CODE, bad_jump=True) if action == "undefined"
+                     else memo[nxt.key()])
+            node.bad_jump = node.bad_jump or action == "bad jump"
+            slot = by_child.setdefault(id(child), ([], [], child))
+            slot[0].append(label)
+            slot[1].extend(codes)
+        for labels, codes, child in by_child.values():
+            node.branches.append((Choice(h, " or ".join(labels), tuple(codes),
+                                         len(by_child) == 1), child))
         memo[key] = node
-        return node
-
-    return visit(Walk())
+    return memo[Walk().key()]
 
 
 def paths(root: Node, limit: int = MAX_PATHS) -> tuple[list[Path], bool]:
