@@ -34,7 +34,7 @@ pypam_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom p
 DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
 	dpkg-dev fakeroot lintian debootstrap
 DEBDIR      := $(CURDIR)/build/debian-package
-MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md))
+MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pypam.md))
 
 .PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults \
 	man deb deb-tools test-deb
@@ -123,6 +123,7 @@ demo: deps build
 
 bench: deps build
 	$(PY) bench/run.py
+	$(PY) bench/stack.py
 
 lint: venv
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench

@@ -46,8 +46,11 @@ def set_default(actions: list[int], default: int) -> None:
 
 
 def keyword_control(word: str) -> Control | None:
-    """The table of one of the four keywords (any case), or None."""
-    word = word.lower()
+    """The table of one of the four keywords (any case, ASCII only), or None."""
+    return _KEYWORD_TABLES.get(word.lower() if word.isascii() else word)
+
+
+def _keyword_table(word: str) -> Control | None:
     actions = [UNDEF] * RETURN_VALUES
     if word in ("required", "requisite"):
         actions[SUCCESS] = actions[NEW_AUTHTOK_REQD] = OK
@@ -62,6 +65,9 @@ def keyword_control(word: str) -> Control | None:
     else:
         return None
     return Control(tuple(actions))
+
+
+_KEYWORD_TABLES = {word: _keyword_table(word) for word in KEYWORDS}
 
 
 def _wrap_int(value: int) -> int:

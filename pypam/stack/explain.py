@@ -197,8 +197,9 @@ def outcome_table(stack: Stack, stage: str, extra: frozenset[str] = frozenset())
     outcomes = []
     for code in sorted(groups, key=lambda c: (c != SUCCESS, c)):
         ways = []
-        for p in groups[code]:
-            words = [f"{display_name(c.handler, names)} {c.label}" for c in p.deciding()]
+        for way in _merge_ways([[(display_name(c.handler, names), c.label)
+                                 for c in p.deciding()] for p in groups[code]]):
+            words = [f"{name} {label}" for name, label in way]
             ways.append(" and ".join(words) if words else "always")
         outcomes.append({"code": code, "result": code_name(code),
                          "summary": result_words(code), "when": _unique(ways)})
@@ -211,6 +212,31 @@ def outcome_table(stack: Stack, stage: str, extra: frozenset[str] = frozenset())
         runs.append({"file": h.file, "line": h.line, "name": display_name(h, names),
                      "runs_when": [code_name(c) for c in after]})
     return {"outcomes": outcomes, "runs": runs, "paths": len(found), "truncated": truncated}
+
+
+def _merge_ways(ways: list[list[tuple[str, str]]]) -> list[list[tuple[str, str]]]:
+    """Join ways that differ only in one line's outcome ("pam_nologin succeeds" and
+    "pam_nologin is ignored", the rest equal) into one ("succeeds or is ignored")."""
+    ways = [list(w) for w in ways]
+    merged = True
+    while merged:
+        merged = False
+        for a in range(len(ways)):
+            for b in range(a + 1, len(ways)):
+                x, y = ways[a], ways[b]
+                if len(x) != len(y):
+                    continue
+                diff = [i for i in range(len(x)) if x[i] != y[i]]
+                if len(diff) == 1 and x[diff[0]][0] == y[diff[0]][0]:
+                    i = diff[0]
+                    parts = x[i][1].split(" or ") + y[i][1].split(" or ")
+                    x[i] = (x[i][0], " or ".join(dict.fromkeys(parts)))
+                    del ways[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return ways
 
 
 def _unique(items: list[str]) -> list[str]:

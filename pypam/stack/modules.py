@@ -22,17 +22,27 @@ def assume_present(path: str) -> frozenset[str]:
     return FUNCTIONS
 
 
+#: (file, device, inode, size, mtime) -> exported functions: a module is read once per
+#: process, and again only when the file changes.
+_SEEN: dict[tuple, frozenset[str] | None] = {}
+
+
 class ModuleProbe:
-    """Probe module files below `root` (a mounted or extracted system), with a cache."""
+    """Probe module files below `root` (a mounted or extracted system)."""
 
     def __init__(self, root: str = "/") -> None:
         self.root = root
-        self._cache: dict[str, frozenset[str] | None] = {}
 
     def __call__(self, path: str) -> frozenset[str] | None:
-        if path not in self._cache:
-            self._cache[path] = _exported(os.path.join(self.root, path.lstrip("/")))
-        return self._cache[path]
+        real = os.path.join(self.root, path.lstrip("/"))
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        key = (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in _SEEN:
+            _SEEN[key] = _exported(real)
+        return _SEEN[key]
 
 
 def _exported(path: str) -> frozenset[str] | None:

@@ -17,6 +17,7 @@ Text is handled as latin-1 so that every byte maps to one character and back.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 BUF_SIZE = 1024                 # pam_handlers.c BUF_SIZE
@@ -116,30 +117,26 @@ def iter_logical_lines(data: bytes):
         yield LogicalLine(first_line, buffer)
 
 
+_BLANKS_RUN = re.compile(r"[ \n\t]*")
+_WORD = re.compile(r"[^ \n\t]*")
+_BRACKETED = re.compile(r"(?:\\\]|[^\]])*")     # up to the first unescaped ]
+
+
 def strtok(text: str, pos: int | None) -> tuple[str | None, int | None]:
-    """`_pam_StrTok(from, " \\n\\t", &next)`: the next token from `pos` and where the
-    rest starts (None: nothing left). `[...]` is one token without its brackets, `\\]`
+    """`_pam_StrTok(from, " \n\t", &next)`: the next token from `pos` and where the
+    rest starts (None: nothing left). `[...]` is one token without its brackets, `\]`
     inside it stands for `]`; the first unescaped `]` ends it."""
     if pos is None:
         return None, None
     n = len(text)
-    while pos < n and text[pos] in BLANKS:
-        pos += 1
+    pos = _BLANKS_RUN.match(text, pos).end()
     if pos >= n:
         return None, None
     if text[pos] == "[":
-        out = []
-        end = pos + 1
-        while end < n and text[end] != "]":
-            if text[end] == "\\" and end + 1 < n and text[end + 1] == "]":
-                end += 1
-            out.append(text[end])
-            end += 1
-        token = "".join(out)
+        end = _BRACKETED.match(text, pos + 1).end()
+        token = text[pos + 1:end].replace("\\]", "]")
     else:
-        end = pos
-        while end < n and text[end] not in BLANKS:
-            end += 1
+        end = _WORD.match(text, pos).end()
         token = text[pos:end]
     if end < n:
         end += 1                      # the terminator is overwritten with NUL
