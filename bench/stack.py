@@ -20,8 +20,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pypam.stack import explain, parser, simulate  # noqa: E402
-from pypam.stack.modules import assume_present  # noqa: E402
+from pypam.stack import explain, parser, simulate
+from pypam.stack.modules import assume_present
 
 DESKTOP = os.path.join(ROOT, "tests", "stack", "data", "debian12")
 TARGET_SIMULATE_MS = 1.0

@@ -123,7 +123,7 @@ _BRACKETED = re.compile(r"(?:\\\]|[^\]])*")     # up to the first unescaped ]
 
 
 def strtok(text: str, pos: int | None) -> tuple[str | None, int | None]:
-    """`_pam_StrTok(from, " \n\t", &next)`: the next token from `pos` and where the
+    r"""`_pam_StrTok(from, " \n\t", &next)`: the next token from `pos` and where the
     rest starts (None: nothing left). `[...]` is one token without its brackets, `\]`
     inside it stands for `]`; the first unescaped `]` ends it."""
     if pos is None:
