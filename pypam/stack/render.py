@@ -107,6 +107,16 @@ def explanation_json(stack: Stack, stages: list[str]) -> dict:
     return data
 
 
+def _via_note(line: dict) -> str:
+    """`  (via login:3 include)` for a line an include or @include brought in (substack
+    lines show by their indentation)."""
+    steps = [v for v in line["via"] if v["how"] != "substack"]
+    if not steps:
+        return ""
+    last = steps[-1]
+    return f"  (via {last['file'].rsplit('/', 1)[-1]}:{last['line']} {last['how']})"
+
+
 def explanation_text(data: dict) -> str:
     out = [f"service {data['service']} (files: {', '.join(data['files']) or 'none'})"]
     if "error" in data:
@@ -124,7 +134,7 @@ def explanation_text(data: dict) -> str:
                 continue
             text = " ".join([line["control"] or "?", line["module"] or "?", *line["args"]])
             flag = f"   !! {line['problem']}" if line["problem"] else ""
-            out.append(f"{indent}{where:<22} {text}{flag}")
+            out.append(f"{indent}{where:<22} {text}{flag}{_via_note(line)}")
         out.append("  outcomes:")
         for sentence_ in sentence(stage):
             out.append("    " + sentence_)

@@ -10,6 +10,7 @@ continuation lines, and out-of-range return codes.
 """
 from __future__ import annotations
 
+import os
 import random
 
 from .harness import MISSING_MODULE, STUB, Scenario
@@ -28,6 +29,7 @@ VALUE_NAMES = ["success", "default", "ignore", "auth_err", "new_authtok_reqd",
                "perm_denied", "user_unknown", "authinfo_unavail", "module_unknown"]
 # Relative to libpam's module directory /lib/x86_64-linux-gnu/security/.
 RELATIVE_STUB = "../../../.." + STUB
+HAS_VENDOR_DIR = os.path.isdir("/usr/lib/pam.d")
 FUNCTIONS = ["auth", "setcred", "acct", "open", "close", "prelim", "update"]
 
 
@@ -145,7 +147,8 @@ def scenario(rnd: random.Random) -> Scenario:
     files["svc"] = render(rnd, file_lines(rnd, type_, log, names + ["zz-pypam-missing"]))
     if rnd.randint(0, 2) == 0:
         files["other"] = render(rnd, file_lines(rnd, type_, log, names))
-    vendor = mode == "bind" and rnd.randint(0, 4) == 0
+    # The vendor directory can only be bind-mounted over where the machine has one.
+    vendor = mode == "bind" and HAS_VENDOR_DIR and rnd.randint(0, 4) == 0
     service = "svc"
     if vendor:
         files["usr/vendorsvc"] = render(rnd, file_lines(rnd, type_, log, names))

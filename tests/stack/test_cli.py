@@ -129,3 +129,11 @@ def test_deep_and_self_including_stacks_end_with_a_finding(tmp_path):
 def test_a_missing_directory_is_a_clear_error(tmp_path):
     done = run("stack", "check", "--confdir", str(tmp_path / "none"))
     assert done.returncode == 66 and "cannot read" in done.stderr
+
+
+def test_a_pam_d_file_others_can_write_is_an_error(tmp_path):
+    (tmp_path / "svc").write_text("auth required pam_unix.so\n")
+    (tmp_path / "svc").chmod(0o666)
+    done = run("stack", "check", "svc", "--confdir", str(tmp_path))
+    assert done.returncode == 2
+    assert f"{tmp_path}/svc:0: error:" in done.stdout and "writable" in done.stdout
