@@ -118,6 +118,12 @@ class _Loader:
                 return _Source(path, data)
         return None
 
+    def where(self, name: str) -> str:
+        """The first file libpam tries for a service name (for messages)."""
+        if self.stack.confdir is not None:
+            return f"{self.stack.confdir}/{name}"
+        return f"{ETC_PAM_D}/{name}"
+
     def note(self, file: str, line: int, message: str) -> None:
         self.stack.notes.append(Note(file, line, message))
 
@@ -371,19 +377,19 @@ def _init_handlers(loader: _Loader, stack: Stack) -> int:
             read_something = retval == SUCCESS
         else:
             retval = SUCCESS
-            loader.note(stack.service, 0, f"no configuration file for service "
-                        f"'{stack.service}': only 'other' applies")
+            loader.note(loader.where(stack.service), 0, f"no configuration file for "
+                        f"service '{stack.service}': only 'other' applies")
         if retval == SUCCESS:
             source = loader.open_config(OTHER)
             if source is not None:
                 retval = loader.parse_file(source, OTHER, ANY, 0, ())
                 read_something = read_something or retval == SUCCESS
             else:
-                loader.note(OTHER, 0, "no default config 'other'")
+                loader.note(loader.where(OTHER), 0, "no default config 'other'")
             if not read_something:
                 if retval == SUCCESS:
-                    loader.note(stack.service, 0, f"neither '{stack.service}' nor 'other' "
-                                "could be read")
+                    loader.note(loader.where(stack.service), 0, f"neither "
+                                f"'{stack.service}' nor 'other' could be read")
                 retval = ABORT
         return retval
     data = loader._read(PAM_CONF)
