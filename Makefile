@@ -96,8 +96,10 @@ build: venv
 	$(PY) -m compileall -q --invalidation-mode checked-hash modules bench/modules
 	$(PY) -m compileall -q pypam pinutil
 
+# In parallel (pytest-xdist, one worker per core): every test has its own swtpm, work
+# directories and pam.d, so tests share nothing but the machine.
 test: deps build
-	$(VENV)/bin/pytest -q tests --ignore=tests/package
+	$(VENV)/bin/pytest -q -n auto tests --ignore=tests/package
 
 # The Debian packages: built, linted, installed, used, upgraded and purged in a
 # throw-away Debian 12 root (~3 min; a separate target so that `make test` stays

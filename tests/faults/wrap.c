@@ -6,9 +6,10 @@
  *   PYPAM_FAULT=name:N      fail the N-th counted call of `name` (1-based); unset: none
  *   PYPAM_FAULT_COUNTS=path at exit, write "name calls" lines to path (the test counts
  *                           a clean run first, then fails each call in turn); when the
- *                           fault is injected, write "fired NAME PHASE OBJECT" to
- *                           path.fired at once: PHASE is python-init inside CPython's
- *                           start-up, else login; OBJECT is the caller's library
+ *                           fault is injected, write "fired NAME PHASE SYMBOL OBJECT"
+ *                           to path.fired at once: PHASE is python-init inside CPython's
+ *                           start-up, else login; SYMBOL and OBJECT name the caller (the
+ *                           nearest exported symbol before it, and its library)
  *
  * What is counted: calls made while the host is inside a PAM call that runs modules
  * (pam_authenticate, pam_setcred, pam_acct_mgmt, pam_open_session, pam_close_session,
@@ -89,15 +90,17 @@ static void note_fired(const void *caller)
 	const char *path = getenv("PYPAM_FAULT_COUNTS");
 	char name[4096], line[4200];
 	Dl_info info;
-	const char *object = dladdr(caller, &info) && info.dli_fname != NULL ? info.dli_fname : "?";
+	int known = dladdr(caller, &info);
+	const char *object = known && info.dli_fname != NULL ? info.dli_fname : "?";
+	const char *symbol = known && info.dli_sname != NULL ? info.dli_sname : "?";
 	if (path == NULL || snprintf(name, sizeof name, "%s.fired", path) >= (int)sizeof name)
 		return;
 	int fd = (int)syscall(SYS_openat, AT_FDCWD, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 			      0600);
 	if (fd < 0)
 		return;
-	int len = snprintf(line, sizeof line, "fired %s %s %s\n", names[fired],
-			   fired_in_python_init ? "python-init" : "login", object);
+	int len = snprintf(line, sizeof line, "fired %s %s %s %s\n", names[fired],
+			   fired_in_python_init ? "python-init" : "login", symbol, object);
 	syscall(SYS_write, fd, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
 	syscall(SYS_close, fd);
 }
