@@ -128,7 +128,7 @@ class FaultLogin:
                 counts = {name: int(n) for name, n in (line.split() for line in f)}
         if os.path.exists(self.counts_path + ".fired"):  # written when injected
             with open(self.counts_path + ".fired") as f:
-                _, _, phase, symbol, caller = f.read().split(maxsplit=4)
+                _, _, phase, _symbol, caller = f.read().split(maxsplit=4)
             library = os.path.basename(caller.strip())
             if phase == "login" and library.startswith("ld-linux"):
                 fired = "tls"
