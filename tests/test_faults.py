@@ -13,7 +13,9 @@ For every injected fault:
   loader ends the process (exit 127, "cannot allocate memory for thread-local data")
   when it cannot allocate a new thread's thread-local storage (the PIN check runs in a
   worker thread); wrap.c names the caller's library, so only a fault injected into the
-  loader's own allocation may end that way. And glibc 2.36 crashes in getpwnam_r when
+  loader's own allocation may end that way, or hang: the thread that failed to get its
+  thread-local data can die holding the loader's lock, and the next dlsym waits for
+  ever. And glibc 2.36 crashes in getpwnam_r when
   an allocation of its own NSS set-up fails (nss_database_check_reload_and_get gets
   NULL): a signal after a fault injected into the C library's own allocation is
   counted apart too;
@@ -43,6 +45,7 @@ from tests.support.pamhost import (
     PAM_NAMES,
     PAM_PYPAM_SO,
     PAM_SUCCESS,
+    PamHostTimeout,
     result_code,
 )
 from tests.support.pin_env import handle_of
@@ -65,6 +68,7 @@ MUST_BE_CALLED = {"malloc", "calloc", "realloc", "read", "write", "socket",
                   "pam_get_user", "conv"}
 FULL = os.environ.get("PYPAM_FAULT_SWEEP") == "full"
 LOG = os.environ.get("PYPAM_FAULT_LOG")
+HANG_S = 30  # a login is bounded by the policy's 10 s helper_timeout: longer is a hang
 SAMPLE = 5  # calls failed per function and PIN in `make test`
 
 
@@ -120,8 +124,11 @@ class FaultLogin:
         extra = {"LD_PRELOAD": WRAP, "PYPAM_FAULT_COUNTS": self.counts_path}
         if fault:
             extra["PYPAM_FAULT"] = fault
-        report = self.env.run(self.service, user=USER, answers=[pin], env=extra,
-                              check=False, timeout=60)
+        try:
+            report = self.env.run(self.service, user=USER, answers=[pin], env=extra,
+                                  check=False, timeout=HANG_S)
+        except PamHostTimeout:  # killed (process group) by run_pam
+            report = {"exit_status": "hang", "stderr": ""}
         counts, fired = {}, ""
         if os.path.exists(self.counts_path):  # written at exit
             with open(self.counts_path) as f:
@@ -172,6 +179,9 @@ def check_one(faults: FaultLogin, pin: str, fault: str) -> str:
         return "crash in glibc after its own allocation failed" + notes
     if report["exit_status"] == 127 and fired == "tls" and "thread-local data" in report["stderr"]:
         return "glibc exit: no memory for a thread's TLS" + notes
+    if report["exit_status"] == "hang" and fired == "tls":
+        return "glibc hang: a thread died for its TLS holding the loader lock" + notes
+    assert report["exit_status"] != "hang", (why, fired, f"over {HANG_S} s")
     assert report["exit_status"] == 0 and report.get("stages"), (
         why, fired, report["exit_status"], report["stderr"][-2000:])
     rc = result_code(report, "auth")
