@@ -173,15 +173,15 @@ def check_one(faults: FaultLogin, pin: str, fault: str) -> str:
         faults.reset_counter()
     notes = ((" (counted)" if after > before else "")
              + (" (left TPM handles loaded)" if leaked else ""))
+    if report["exit_status"] == "hang" and fired == "tls":
+        return "glibc hang: a thread died for its TLS holding the loader lock" + notes
+    assert report["exit_status"] != "hang", (why, fired, f"over {HANG_S} s")
     if report["exit_status"] < 0 and fired == "python-init":
         return "crash in CPython start-up" + notes
     if report["exit_status"] < 0 and fired == "libc":
         return "crash in glibc after its own allocation failed" + notes
     if report["exit_status"] == 127 and fired == "tls" and "thread-local data" in report["stderr"]:
         return "glibc exit: no memory for a thread's TLS" + notes
-    if report["exit_status"] == "hang" and fired == "tls":
-        return "glibc hang: a thread died for its TLS holding the loader lock" + notes
-    assert report["exit_status"] != "hang", (why, fired, f"over {HANG_S} s")
     assert report["exit_status"] == 0 and report.get("stages"), (
         why, fired, report["exit_status"], report["stderr"][-2000:])
     rc = result_code(report, "auth")
