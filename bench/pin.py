@@ -25,11 +25,14 @@ import sys, time
 sys.path.insert(0, {root!r})
 from pinutil.pin_index import PinIndex
 from pinutil.policy import load_policy
+from pinutil import salt_key
 from pinutil.tpm import Tpm
 policy = load_policy({policy!r})
+name = salt_key.load(salt_key.record_path({policy!r}))
 def check():  # what the direct backend's child does, without the child
     with Tpm(policy.tcti) as tpm:
-        PinIndex(tpm, PinIndex.handle_for(0, policy.nv_base)).check({pin!r}.encode(), salted=True)
+        PinIndex(tpm, PinIndex.handle_for(0, policy.nv_base), name).check({pin!r}.encode(),
+                                                                           salted=True)
 for _ in range(5):
     check()
 t = time.perf_counter()

@@ -351,7 +351,8 @@ class Context:
     @contextlib.contextmanager
     def pin_index(self, user: users.User) -> Iterator[object]:
         """The user's PinIndex on an open TPM; the handle is computed (and
-        range-checked) before the TPM is opened."""
+        range-checked) before the TPM is opened. A salted check or enrolment loads
+        the recorded salt key when it needs it (cli_salt_key.py)."""
         from .pin_index import PinIndex  # TPM code is imported only when needed
         from .tpm import Tpm
 
@@ -359,7 +360,12 @@ class Context:
         self.note(f"tcti {self.policy.tcti}, PIN index {handle:#010x} for {user.name}")
         timeout_ms = int(self.policy.helper_timeout * 1000)
         with Tpm(self.policy.tcti, timeout_ms=timeout_ms) as tpm:
-            yield PinIndex(tpm, handle)
+            def salt_key_name() -> bytes:
+                from .cli_salt_key import recorded_salt_key_name
+
+                return recorded_salt_key_name(self, tpm)
+
+            yield PinIndex(tpm, handle, salt_key_name=salt_key_name)
 
 
 # --- commands -------------------------------------------------------------------------
@@ -599,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     if importlib.util.find_spec(f"{__package__}.cli_master_key") is not None:
         from . import cli_master_key
         cli_master_key.add_parser(sub)
+    from . import cli_salt_key
+    cli_salt_key.add_parser(sub)
     return parser
 
 
@@ -645,6 +653,8 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
             users.may_choose_policy(caller)
         if command == "master-key":
             users.may_manage_master_key(caller)
+        if command == "salt-key" and not caller.is_root:  # before any TPM command
+            raise PermissionDenied("only root may record or inspect the salt key")
         path = args.policy if args.policy is not None else policy_path
         ctx = Context(args=args, caller=caller, policy=load_policy(path),
                       policy_path=path, prompter=prompter, verbose=args.verbose,

@@ -27,7 +27,7 @@ import os
 from . import enrolment, errors
 from .deadline import TpmBudget, run_in_child, spend
 from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
-from .policy import Policy
+from .policy import DEFAULT_POLICY_PATH, Policy
 from .record import Record
 from .users import User
 
@@ -71,14 +71,16 @@ class DirectBackend:
 
     name = "direct"
 
-    def __init__(self, policy: Policy, budget: TpmBudget) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget,
+                 policy_path: str = DEFAULT_POLICY_PATH) -> None:
         from . import tpm  # noqa: F401 - imported once here, not in every child
 
         self.policy = policy
         self.budget = budget
+        self.policy_path = policy_path  # the salt key record lives next to it
 
-    def _index(self, tpm, user: User) -> PinIndex:
-        return PinIndex(tpm, PinIndex.handle_for(user.uid, self.policy.nv_base))
+    def _index(self, tpm, user: User, salt_key_name=None) -> PinIndex:
+        return PinIndex(tpm, PinIndex.handle_for(user.uid, self.policy.nv_base), salt_key_name)
 
     def _open(self):
         from .tpm import Tpm
@@ -91,8 +93,12 @@ class DirectBackend:
             return self._index(tpm, user).status().as_dict()
 
     def _check(self, user: User, pin: bytes) -> bool:
+        from . import salt_key
+
+        path = salt_key.record_path(self.policy_path)
         with self._open() as tpm:
-            self._index(tpm, user).check(pin, salted=self.policy.salted)
+            self._index(tpm, user, lambda: salt_key.load(path)).check(
+                pin, salted=self.policy.salted)
         return True
 
     def status(self, user: User) -> PinStatus:
@@ -215,6 +221,10 @@ def _raise_for(result: object, fields: dict) -> None:
         raise errors.UnknownUser("no such user")
     if result == "permission_denied":
         raise errors.PermissionDenied("pinutil refused this request")
+    error = fields.get("error")
+    if result == "tpm_unavailable" and isinstance(error, str):
+        # pinutil's own reason (e.g. a salt key that is not the recorded one) for the log
+        raise errors.TpmUnavailable(f"pinutil: {error[:300]!r}")
     raise errors.TpmUnavailable(f"pinutil answered {str(result)[:40]!r}")
 
 
@@ -226,5 +236,5 @@ def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: st
         raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
-        return DirectBackend(policy, budget)
+        return DirectBackend(policy, budget, policy_path or DEFAULT_POLICY_PATH)
     return HelperBackend(policy, budget, policy_path)

@@ -19,6 +19,7 @@ cryptography): it is on the PAM login path.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from pinutil import errors, tpm_sys
 from pinutil._tss import lib
@@ -101,13 +102,18 @@ def _validate_limit(limit: int) -> None:
 class PinIndex:
     """The PIN_FAIL NV index at `handle` on an open `Tpm`."""
 
-    def __init__(self, tpm: Tpm, handle: int) -> None:
+    def __init__(self, tpm: Tpm, handle: int,
+                 salt_key_name: bytes | Callable[[], bytes] | None = None) -> None:
+        """`salt_key_name`: the Name root recorded for the salt key (salt_key.py), or a
+        function loading it when a PIN is about to be sent (so "not enrolled" comes
+        first); salted checks and enrolments refuse any other key, and fail without."""
         if not OWNER_NV_FIRST <= handle <= OWNER_NV_LAST:
             raise errors.PinutilError(
                 f"NV handle 0x{handle:x} is outside the owner range "
                 f"0x{OWNER_NV_FIRST:08x}-0x{OWNER_NV_LAST:08x}")
         self.tpm = tpm
         self.handle = handle
+        self.salt_key_name = salt_key_name
 
     @staticmethod
     def handle_for(uid: int, nv_base: int) -> int:
@@ -164,15 +170,20 @@ class PinIndex:
 
     def _send_pin(self, name: bytes, pin: bytes, salted: bool) -> None:
         tpm = self.tpm
-        session = tpm_sys.start_salted_session(tpm) if salted else None
+        session = tpm_sys.start_salted_session(tpm, self._salt_key_name()) if salted else None
         try:
             if session is None:
                 tpm_sys.read_nv_with_password(tpm, self.handle, PIN_DATA_SIZE, pin)
             else:
                 tpm_sys.read_nv_with_session(tpm, self.handle, name, PIN_DATA_SIZE, pin, session)
-        except TpmCommandError as e:
+        except BaseException as e:
             if session is not None:
-                tpm_sys.flush_quietly(tpm, session.handle)  # a failed command leaves it loaded
+                # A failed command, or an answer we refused (the TPM may never have
+                # seen the command), leaves the session loaded: without a resource
+                # manager it would hold one of the TPM's few session slots.
+                tpm_sys.flush_quietly(tpm, session.handle)
+            if not isinstance(e, TpmCommandError):
+                raise
             if e.code == RC_BAD_AUTH:
                 raise errors.WrongPin(self._attempts_left_after_failure()) from None
             if e.code == RC_AUTH_UNAVAILABLE:
@@ -208,6 +219,7 @@ class PinIndex:
             if salted:
                 primary = tpm.storage_primary()
                 try:
+                    tpm_sys.require_salt_key_name(tpm.get_name(primary), self._salt_key_name())
                     # DECRYPT: NV_DefineSpace's first parameter is the new authValue (the PIN).
                     hmac_session = tpm.salted_session(primary, SESSION_DECRYPT | SESSION_CONTINUE)
                     # The write's PolicyAuthValue HMAC is keyed with the PIN: salt it too.
@@ -303,6 +315,10 @@ class PinIndex:
         return True
 
     # ---- helpers
+    def _salt_key_name(self) -> bytes | None:
+        name = self.salt_key_name
+        return name() if callable(name) else name
+
     def _open(self) -> int | None:
         """ESYS_TR of the index, or None if nothing is defined at the handle."""
         return self.tpm.tr_if_present(self.handle)

@@ -69,6 +69,8 @@ SESSION_CONTINUE = lib.TPMA_SESSION_CONTINUESESSION
 SESSION_DECRYPT = lib.TPMA_SESSION_DECRYPT
 SESSION_ENCRYPT = lib.TPMA_SESSION_ENCRYPT
 _SESSION_ATTR_MASK = 0xFF
+_TRANSIENT_FIRST = 0x80000000
+_LOADED_SESSION_FIRST = 0x02000000
 
 _STORAGE_PRIMARY_ATTRS = (
     lib.TPMA_OBJECT_FIXEDTPM | lib.TPMA_OBJECT_FIXEDPARENT | lib.TPMA_OBJECT_SENSITIVEDATAORIGIN
@@ -185,6 +187,26 @@ class NvPublic:
 _TCTI_LIBRARIES = {name: f"libtss2-tcti-{name}.so.0" for name in ("device", "swtpm", "mssim")}
 
 
+def refuse_without_resource_manager(tcti: str) -> None:
+    """TpmUnavailable for `device:` paths other than the kernel's resource manager.
+
+    Without one (/dev/tpm0), every process's sessions and transient objects share the
+    TPM's few slots (swtpm: 3 loaded sessions, 3 objects), and whatever a killed
+    process had loaded stays until every user's PIN check fails with
+    SESSION_MEMORY/OBJECT_MEMORY; /dev/tpm0 also admits one process at a time. A bare
+    `device` means /dev/tpm0 to tpm2-tss. Simulators (swtpm, mssim) have no resource
+    manager either; they serve tests and demos, where nothing else shares the TPM.
+    """
+    name, _, conf = tcti.partition(":")
+    if name != "device":
+        return
+    device = conf.rsplit("/", 1)[-1]
+    if not device.startswith("tpmrm"):
+        raise errors.TpmUnavailable(
+            f"refusing TCTI {tcti!r}: it has no resource manager (sessions and objects "
+            "of killed processes would fill the TPM); use device:/dev/tpmrm0")
+
+
 def _tcti_library_conf(tcti: str) -> str:
     name, sep, conf = tcti.partition(":")
     return _TCTI_LIBRARIES.get(name, name) + sep + conf
@@ -226,6 +248,19 @@ def storage_primary_template():
     return public
 
 
+def storage_primary_name(x: bytes, y: bytes) -> bytes:
+    """The Name of our storage primary with public point (x, y): nameAlg || SHA-256 of
+    its marshalled public area (Part 2, 12.2.4), which is the template above with that
+    point. The salt key check compares it with the Name root recorded."""
+    if len(x) != 32 or len(y) != 32:
+        raise ValueError("a P-256 point has 32-byte coordinates")
+    area = (struct.pack(">HHIH", lib.TPM2_ALG_ECC, lib.TPM2_ALG_SHA256, _STORAGE_PRIMARY_ATTRS, 0)
+            + struct.pack(">HHHHHH", lib.TPM2_ALG_AES, 128, lib.TPM2_ALG_CFB, lib.TPM2_ALG_NULL,
+                          lib.TPM2_ECC_NIST_P256, lib.TPM2_ALG_NULL)
+            + struct.pack(">H", 32) + x + struct.pack(">H", 32) + y)
+    return struct.pack(">H", lib.TPM2_ALG_SHA256) + sha256(area).digest()
+
+
 class Tpm:
     """An open TPM: TCTI + ESYS context. Use as a context manager or call close().
 
@@ -233,8 +268,14 @@ class Tpm:
     """
 
     def __init__(self, tcti: str, timeout_ms: int | None = None) -> None:
+        refuse_without_resource_manager(tcti)  # before anything is opened
         _neutralise_tss_logging()
         self.commands_sent = 0
+        self._tcti, self._timeout_ms = tcti, timeout_ms
+        self._open()
+
+    def _open(self) -> None:
+        tcti, timeout_ms = self._tcti, self._timeout_ms
         self._tcti_pp = ffi.new("TSS2_TCTI_CONTEXT **")
         self._esys_pp = ffi.new("ESYS_CONTEXT **")
         rc = lib.Tss2_TctiLdr_Initialize(_tcti_library_conf(tcti).encode(), self._tcti_pp)
@@ -272,6 +313,16 @@ class Tpm:
         if self._tcti_pp[0] != ffi.NULL:
             lib.Tss2_TctiLdr_Finalize(self._tcti_pp)
             self._tcti_pp[0] = ffi.NULL
+
+    def reconnect(self) -> None:
+        """A new TCTI and ESYS context on the same TPM, for clean-up after a failed
+        command: tpm2-tss 3.2.1's SAPI refuses every later command on a context whose
+        last command failed in transport (TSS2_SYS_RC_BAD_SEQUENCE), so without this a
+        session or transient key loaded before the failure could not be flushed. Every
+        ESYS_TR of the old context is gone; raw TPM handles stay valid (on
+        /dev/tpmrm0 closing the old connection already flushed them)."""
+        self.close()
+        self._open()
 
     def __enter__(self) -> Tpm:  # noqa: PYI034 - typing.Self would import typing on the login path
         return self
@@ -343,17 +394,32 @@ class Tpm:
     # ---- capabilities
     def get_command_supported(self, cc: int) -> bool:
         """True if the TPM lists command code `cc` (GetCapability TPM2_CAP_COMMANDS)."""
+        def listed(data) -> bool:
+            cmds = data.command
+            return any((cmds.commandAttributes[i] & lib.TPMA_CC_COMMANDINDEX_MASK) == cc
+                       for i in range(cmds.count))
+        return self._capability(lib.TPM2_CAP_COMMANDS, cc, 1, listed)
+
+    def loaded_handles(self) -> list[int]:
+        """Transient objects and loaded sessions in the TPM, whoever made them (one
+        TPM-wide list without a resource manager): what a leak check looks at."""
+        found = []
+        for first in (_TRANSIENT_FIRST, _LOADED_SESSION_FIRST):
+            handles = self._capability(
+                lib.TPM2_CAP_HANDLES, first, 64,
+                lambda data: [data.handles.handle[i] for i in range(data.handles.count)])
+            found += [h for h in handles if h >> 24 == first >> 24]
+        return found
+
+    def _capability(self, capability: int, first: int, count: int, read):
+        """read(TPMU_CAPABILITIES) of one GetCapability call (one page is enough here)."""
         more = ffi.new("TPMI_YES_NO *")
         data_pp = ffi.new("TPMS_CAPABILITY_DATA **")
         self.send("GetCapability", lib.Esys_GetCapability(
             self.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-            lib.TPM2_CAP_COMMANDS, cc, 1, more, data_pp))
+            capability, first, count, more, data_pp))
         try:
-            cmds = data_pp[0].data.command
-            return any(
-                (cmds.commandAttributes[i] & lib.TPMA_CC_COMMANDINDEX_MASK) == cc
-                for i in range(cmds.count)
-            )
+            return read(data_pp[0].data)
         finally:
             lib.Esys_Free(data_pp[0])
 

@@ -8,11 +8,18 @@ costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
 
 The salt key: our storage primary template (tpm.storage_primary_template), either
 persistent at SALT_KEY_HANDLE (made by `pinutil setup`, see persist_salt_key) or, when
-nothing of ours is there, created for the check and flushed. The persistent copy
-saves a CreatePrimary per login: ~0.5 ms on swtpm, tens of ms on TPM chips. It
-is trusted only if its public area is exactly our template: fixedTPM then
-guarantees the TPM generated it and its private key never leaves the TPM, so a
-bus sniffer cannot recover the salt whoever made the key.
+that is missing or not the recorded key, created for the check and flushed (same
+template, same owner seed: same key, same Name). The persistent copy saves a
+CreatePrimary per login: ~0.5 ms on swtpm, tens of ms on TPM chips.
+
+Nothing the TPM says about the key is believed: whoever can alter its answers could
+offer their own key (see salt_key.py). The session is salted only with a key whose
+Name, computed here from the public area the ECDH will use, equals the Name root
+recorded; otherwise the check fails (TpmUnavailable) before any PIN-dependent byte
+is sent. The other answers on the path need no trust: a forged NV_ReadPublic changes
+the Name in the cpHash (the TPM then refuses the HMAC), a forged nonceTPM or handle
+only makes the command fail, and the NV_Read answer is believed only with a response
+HMAC that needs the session key (ECDH with the recorded key) and the PIN.
 
 The handles here are raw TPM handles, not ESYS_TRs. Nothing here resends a PIN.
 """
@@ -22,15 +29,25 @@ import struct
 from pinutil import errors
 from pinutil._tss import ffi, lib
 from pinutil.session_crypto import DIGEST_SIZE, SaltedSession, cp_hash, kdfe, rp_hash
-from pinutil.tpm import NvPublic, Tpm, fill_tpm2b, storage_primary_template, wipe_tpm2b
+from pinutil.tpm import (
+    NvPublic,
+    Tpm,
+    fill_tpm2b,
+    storage_primary_name,
+    storage_primary_template,
+    wipe_tpm2b,
+)
 
 _P256_BYTES = 32
+_LAYER_MASK = 0xFF0000  # a non-zero layer: the TSS, not the TPM, returned the code
 # Persistent handle of our salt key: next to the master key (0x81000081, pinpam's), not
 # pinpam's RSA SRK at 0x81000080.
 SALT_KEY_HANDLE = 0x81000082
 # The check's only session attribute: ENCRYPT (the response's data parameter is
 # XOR-masked). No continueSession: the TPM flushes the session after a good command.
 CHECK_SESSION_ATTRIBUTES = lib.TPMA_SESSION_ENCRYPT
+_NO_RECORD = ("no recorded salt key Name: a PIN cannot be sent safely "
+              "(root must run `pinutil salt-key record`)")
 
 
 def read_nv_public(tpm: Tpm, handle: int):
@@ -89,10 +106,13 @@ def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_val
     return session.unmask_response(data, auth_value)
 
 
-def start_salted_session(tpm: Tpm) -> SaltedSession:
+def start_salted_session(tpm: Tpm, salt_key_name: bytes | None) -> SaltedSession:
     """A fresh HMAC session, SHA-256, XOR parameter encryption, salted by ECDH with our
-    salt key (the persistent one, or a transient copy flushed before returning)."""
-    key, key_x, key_y, transient = _salt_key(tpm)
+    salt key: the persistent one, or a transient copy flushed before returning. Either
+    must have exactly `salt_key_name` (the recorded Name), else TpmUnavailable."""
+    if not salt_key_name:
+        raise errors.TpmUnavailable(_NO_RECORD)
+    key, key_x, key_y, transient = _recorded_salt_key(tpm, salt_key_name)
     try:
         qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
         if not lib.pinutil_p256_ecdh(key_x, key_y, qx, qy, z):
@@ -119,6 +139,41 @@ def start_salted_session(tpm: Tpm) -> SaltedSession:
             flush_quietly(tpm, key)
     return SaltedSession(handle[0], salt, nonce_caller,
                          bytes(ffi.buffer(nonce_tpm.buffer, nonce_tpm.size)))
+
+
+def salt_key_name(tpm: Tpm, persist: bool = True) -> bytes:
+    """The Name of this TPM's salt key (made persistent first if `persist` and the
+    handle is free).
+
+    This believes the TPM's answer: it is what root records (trust on first use),
+    never what a check uses to decide whether to trust a key.
+    """
+    if persist:
+        try:
+            persist_salt_key(tpm)
+        except errors.TpmUnavailable:
+            pass  # not persistent: each check creates the same key (same Name)
+    public = _read_public(tpm, SALT_KEY_HANDLE)
+    if public is not None and _is_our_salt_key(public.publicArea):
+        return storage_primary_name(*_point(public.publicArea))
+    handle, x, y = _create_salt_key(tpm)
+    flush_quietly(tpm, handle)
+    return storage_primary_name(x, y)
+
+
+def require_salt_key_name(found: bytes, recorded: bytes | None) -> None:
+    """For ESYS sessions salted with a key of Name `found` (enrolment)."""
+    if not recorded:
+        raise errors.TpmUnavailable(_NO_RECORD)
+    if found != recorded:
+        raise errors.TpmUnavailable(salt_key_mismatch_message(found))
+
+
+def salt_key_mismatch_message(found: bytes) -> str:
+    return ("the TPM's salt key is not the recorded one (its Name is "
+            f"{found.hex()[:16]}...): the TPM was cleared or replaced, or something is "
+            "altering the TPM's answers; refusing to send a PIN. If the TPM was cleared "
+            "on purpose, root runs `pinutil salt-key record`")
 
 
 def persistent_salt_key_state(tpm: Tpm) -> str:
@@ -151,21 +206,39 @@ def persist_salt_key(tpm: Tpm) -> str:
 
 
 def flush_quietly(tpm: Tpm, handle: int) -> None:
-    """FlushContext for clean-up paths: a vanished handle or a dead TPM is no error here."""
-    try:
-        tpm.send("FlushContext", lib.Tss2_Sys_FlushContext(tpm.sys, handle))
-    except errors.TpmUnavailable:
-        pass
+    """FlushContext of a raw handle for clean-up paths, on a fresh connection if the
+    failure that brought us here left SAPI unusable. A vanished handle or a dead TPM
+    is no error here (without a resource manager a handle we cannot flush stays
+    loaded; with /dev/tpmrm0 the kernel flushes it when we close)."""
+    for attempt in range(2):
+        try:
+            rc = lib.Tss2_Sys_FlushContext(tpm.sys, handle)
+        except errors.TpmUnavailable:
+            return
+        if rc == 0 or not rc & _LAYER_MASK or attempt:
+            tpm.commands_sent += 1
+            return  # flushed, or the TPM itself refused (e.g. TPM_RC_HANDLE: gone)
+        try:
+            tpm.reconnect()  # a TSS-layer failure: the context is stuck, not the TPM
+        except errors.TpmUnavailable:
+            return
 
 
 # ---- helpers
-def _salt_key(tpm: Tpm):
-    """(handle, x, y, transient): the persistent salt key if it is ours, else a new
-    transient one that the caller flushes."""
+def _recorded_salt_key(tpm: Tpm, recorded: bytes):
+    """(handle, x, y, transient) of a salt key whose Name is `recorded`: the persistent
+    one if it is, else a transient copy (flushed here if it is not either)."""
     public = _read_public(tpm, SALT_KEY_HANDLE)
     if public is not None and _is_our_salt_key(public.publicArea):
-        return (SALT_KEY_HANDLE, *_point(public.publicArea), False)
-    return (*_create_salt_key(tpm), True)
+        x, y = _point(public.publicArea)
+        if storage_primary_name(x, y) == recorded:
+            return SALT_KEY_HANDLE, x, y, False
+    handle, x, y = _create_salt_key(tpm)
+    found = storage_primary_name(x, y)
+    if found != recorded:
+        flush_quietly(tpm, handle)
+        raise errors.TpmUnavailable(salt_key_mismatch_message(found))
+    return handle, x, y, True
 
 
 def _read_public(tpm: Tpm, handle: int):

@@ -129,7 +129,10 @@ def cli(swtpm):
     policy_dir = tempfile.mkdtemp(prefix="pinutil-cli-", dir="/tmp")
     os.chmod(policy_dir, 0o755)
     try:
-        yield Cli(swtpm, policy_dir)
+        cli = Cli(swtpm, policy_dir)
+        # The installation step: root records the salt key that PIN checks trust.
+        assert cli.run("salt-key", "record").returncode == 0
+        yield cli
     finally:
         shutil.rmtree(policy_dir)
 

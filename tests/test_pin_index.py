@@ -39,7 +39,7 @@ def tpm(swtpm):
 
 @pytest.fixture
 def index(tpm):
-    return PinIndex(tpm, HANDLE)
+    return PinIndex(tpm, HANDLE, tpm_sys.salt_key_name(tpm, persist=False))
 
 
 def _wrong(index, pin=OTHER_PIN, salted=True) -> int:
@@ -313,7 +313,7 @@ def test_pin_fail_index_with_a_bypass_policy_is_refused(index, swtpm):
 # ---- transport failures -------------------------------------------------------------------
 def test_killed_tpm_then_restart_keeps_the_counter(swtpm):
     with Tpm(swtpm.tcti) as t:
-        index = PinIndex(t, HANDLE)
+        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
         index.define(PIN, 5)
         _wrong(index)
         _wrong(index)
@@ -324,14 +324,14 @@ def test_killed_tpm_then_restart_keeps_the_counter(swtpm):
     swtpm.start()
     assert swtpm.read_pin_counter(HANDLE) == (2, 5)
     with Tpm(swtpm.tcti) as t:
-        index = PinIndex(t, HANDLE)
+        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
         index.check(PIN)
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 
 def test_check_on_absent_tpm_is_unavailable():
     with pytest.raises(errors.TpmUnavailable), Tpm("swtpm:path=/tmp/pypam-no-such-tpm/sock") as t:
-        PinIndex(t, HANDLE).check(PIN)
+        PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False)).check(PIN)
 
 
 def test_check_on_paused_tpm_finishes_after_resume_and_counts_once(swtpm):
@@ -339,7 +339,7 @@ def test_check_on_paused_tpm_finishes_after_resume_and_counts_once(swtpm):
     after SIGCONT the one wrong PIN is counted exactly once and never resent."""
     outcome: list[object] = []
     with Tpm(swtpm.tcti, timeout_ms=200) as t:
-        index = PinIndex(t, HANDLE)
+        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
         index.define(PIN, 5)
 
         def run():
@@ -368,7 +368,7 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
     """The TPM hangs with NV_Read in its socket and is then killed: the client gets
     TpmUnavailable, the PIN was sent once, and after a restart the index works."""
     with Tpm(swtpm.tcti) as t:
-        index = PinIndex(t, HANDLE)
+        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
         index.define(PIN, 5)
         real_nv_read = tpm_sys._nv_read
         reads: list[int] = []
@@ -393,7 +393,7 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
     failures, limit = swtpm.read_pin_counter(HANDLE)
     assert limit == 5 and failures <= 1
     with Tpm(swtpm.tcti) as t:
-        PinIndex(t, HANDLE).check(PIN)
+        PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False)).check(PIN)
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 

@@ -12,6 +12,7 @@ import tempfile
 
 import pytest
 
+from pinutil import tpm_sys
 from pinutil.pin_index import PinIndex
 from pinutil.tpm import Tpm
 
@@ -22,10 +23,12 @@ HANDLE = 0x01000000 + 4242
 _CHECK = """
 import sys
 sys.path.insert(0, sys.argv[1])
+from pinutil import tpm_sys
 from pinutil.pin_index import PinIndex
 from pinutil.tpm import Tpm
 with Tpm("pcap:" + sys.argv[2]) as tpm:
-    PinIndex(tpm, int(sys.argv[3])).check(sys.argv[4].encode(), salted=sys.argv[5] == "salted")
+    name = tpm_sys.salt_key_name(tpm, persist=False)
+    PinIndex(tpm, int(sys.argv[3]), name).check(sys.argv[4].encode(), salted=sys.argv[5] == "salted")
 """
 
 
@@ -47,7 +50,7 @@ def _captured_check(tcti: str, session: str) -> bytes:
 @pytest.fixture
 def enrolled(swtpm):
     with Tpm(swtpm.tcti) as tpm:
-        PinIndex(tpm, HANDLE).define(PIN, 5, salted=True)
+        PinIndex(tpm, HANDLE, tpm_sys.salt_key_name(tpm, persist=False)).define(PIN, 5)
     return swtpm
 
 

@@ -125,7 +125,7 @@ def test_any_altered_response_is_refused(tamper):
 @pytest.fixture
 def enrolled(swtpm):
     with Tpm(swtpm.tcti) as t:
-        PinIndex(t, HANDLE).define(PIN, 5)
+        PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False)).define(PIN, 5)
         yield t
     assert swtpm.tools("tpm2_getcap", "handles-loaded-session").stdout.strip() == b""
     assert swtpm.tools("tpm2_getcap", "handles-transient").stdout.strip() == b""
@@ -133,7 +133,7 @@ def enrolled(swtpm):
 
 def test_salted_read_returns_the_counter_in_clear_after_unmasking(enrolled, swtpm):
     _, name = tpm_sys.read_nv_public(enrolled, HANDLE)
-    session = tpm_sys.start_salted_session(enrolled)
+    session = tpm_sys.start_salted_session(enrolled, tpm_sys.salt_key_name(enrolled, persist=False))
     data = tpm_sys.read_nv_with_session(enrolled, HANDLE, name, 8, PIN, session)
     assert struct.unpack(">II", data) == (0, 5)
     assert tpm_sys.read_nv_as_owner(enrolled, HANDLE, 8) == data
@@ -157,7 +157,7 @@ def test_a_forged_tpm_answer_is_never_a_correct_pin(enrolled, swtpm, monkeypatch
 
     monkeypatch.setattr(tpm_sys, "_nv_read", forge)
     with pytest.raises(errors.TpmUnavailable, match="HMAC"):
-        PinIndex(enrolled, HANDLE).check(PIN)
+        PinIndex(enrolled, HANDLE, tpm_sys.salt_key_name(enrolled, persist=False)).check(PIN)
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 
@@ -166,7 +166,7 @@ def test_a_wrong_name_makes_the_tpm_refuse_the_hmac(enrolled, swtpm):
     That is why PinIndex compares the Name before it ever uses a PIN."""
     _, name = tpm_sys.read_nv_public(enrolled, HANDLE)
     wrong = name[:-1] + bytes([name[-1] ^ 1])
-    session = tpm_sys.start_salted_session(enrolled)
+    session = tpm_sys.start_salted_session(enrolled, tpm_sys.salt_key_name(enrolled, persist=False))
     try:
         with pytest.raises(errors.TpmUnavailable):
             tpm_sys.read_nv_with_session(enrolled, HANDLE, wrong, 8, PIN, session)
@@ -185,8 +185,9 @@ def test_persist_salt_key_makes_ours_once_and_checks_use_it(enrolled, swtpm):
     assert tpm_sys.persist_salt_key(enrolled) == "ours"
     assert b"0x81000082" in _persistent_handles(swtpm)
     assert tpm_sys.persist_salt_key(enrolled) == "ours"  # idempotent
+    index = PinIndex(enrolled, HANDLE, tpm_sys.salt_key_name(enrolled, persist=False))
     before = enrolled.commands_sent
-    PinIndex(enrolled, HANDLE).check(PIN)
+    index.check(PIN)
     # NV_ReadPublic, ReadPublic, StartAuthSession, NV_Read: no CreatePrimary, no flush.
     assert enrolled.commands_sent - before == 4
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
@@ -202,8 +203,9 @@ def test_a_foreign_key_at_the_handle_is_never_used_nor_replaced(enrolled, swtpm,
     swtpm.tools("tpm2_flushcontext", "-t")
     public_before = swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout
     assert tpm_sys.persist_salt_key(enrolled) == "foreign"
+    index = PinIndex(enrolled, HANDLE, tpm_sys.salt_key_name(enrolled, persist=False))
     before = enrolled.commands_sent
-    PinIndex(enrolled, HANDLE).check(PIN)  # a transient salt key instead
+    index.check(PIN)  # a transient salt key instead
     assert enrolled.commands_sent - before == 6
     assert swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout == public_before
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)

@@ -1,0 +1,80 @@
+"""`pinutil salt-key ...`: record and show the salt key every salted PIN check trusts.
+
+    pinutil salt-key record     (root) make the salt key persistent if needed and
+                                record its Name next to the policy (salt_key.py)
+    pinutil salt-key show       (root) the recorded Name and the TPM's, and whether
+                                they match
+
+Also `recorded_salt_key_name(ctx, tpm)`, which `pinutil.cli` uses for every command
+that sends a PIN: it loads the record, and on root's `setup` when there is none yet,
+records the TPM's key first (trust on first use).
+"""
+from __future__ import annotations
+
+from pinutil import salt_key, tpm_sys
+from pinutil.errors import TpmUnavailable
+
+
+def recorded_salt_key_name(ctx, tpm) -> bytes:
+    path = salt_key.record_path(ctx.policy_path)
+    if ctx.args.command == "setup" and ctx.caller.is_root:
+        name = salt_key.load_if_present(path)
+        if name is None:
+            name = tpm_sys.salt_key_name(tpm)
+            salt_key.save(path, name)
+            ctx.note(f"recorded the salt key {name.hex()} in {path}")
+        return name
+    return salt_key.load(path)
+
+
+def _open(ctx):
+    from pinutil.tpm import Tpm
+
+    return Tpm(ctx.policy.tcti, timeout_ms=int(ctx.policy.helper_timeout * 1000))
+
+
+def cmd_record(ctx) -> dict:
+    path = salt_key.record_path(ctx.policy_path)
+    with _open(ctx) as tpm:
+        name = tpm_sys.salt_key_name(tpm)
+    try:
+        before = salt_key.load_if_present(path)
+    except TpmUnavailable:
+        before = None  # an unusable record is replaced
+    salt_key.save(path, name)
+    changed = before is not None and before != name
+    return {"name": name.hex(), "record": path, "replaced": changed,
+            "message": f"salt key {name.hex()} recorded in {path}"
+                       + (f" (it was {before.hex()})" if changed else "")}
+
+
+def cmd_show(ctx) -> dict:
+    path = salt_key.record_path(ctx.policy_path)
+    try:
+        recorded = salt_key.load(path)
+    except TpmUnavailable as e:
+        recorded, problem = None, str(e)
+    with _open(ctx) as tpm:
+        current = tpm_sys.salt_key_name(tpm, persist=False)
+    matches = recorded == current
+    message = (f"salt key {current.hex()}: " + ("matches the record" if matches else
+               f"NOT the recorded one ({recorded.hex()})" if recorded else problem))
+    return {"name": current.hex(), "recorded": recorded.hex() if recorded else None,
+            "record": path, "matches": matches, "message": message}
+
+
+def add_parser(subparsers) -> None:
+    """Register `salt-key` and its actions on pinutil's subparsers."""
+    from pinutil.cli import _add_options  # cli imports us: late, to avoid the cycle
+
+    group = subparsers.add_parser("salt-key", help="record or show the TPM's salt key (root)",
+                                  allow_abbrev=False)
+    _add_options(group, on_command=True)
+    sub = group.add_subparsers(dest="salt_key_command", metavar="ACTION",
+                               parser_class=type(group))
+    sub.required = True
+    for name, handler, text in (("record", cmd_record, "record the TPM's salt key"),
+                                ("show", cmd_show, "compare the record with the TPM")):
+        leaf = sub.add_parser(name, help=text, allow_abbrev=False)
+        _add_options(leaf, on_command=True)
+        leaf.set_defaults(handler=handler)
