@@ -28,7 +28,7 @@ import textwrap
 
 import pytest
 
-from pinutil import salt_key, tpm_sys
+from pinutil import enrolment, salt_key, tpm_sys
 from pinutil.pin_index import PinIndex
 from pinutil.tpm import Tpm
 from tests.support.pamhost import PAM_SUCCESS, result_code
@@ -121,8 +121,10 @@ class Sweep:
         self.injector = Injector()
         self.proxy = TpmProxy(swtpm.sock, os.path.join(swtpm.state_dir, "px"), self.injector)
         self.policy = os.path.join(workdir, "policy")
+        self.enrolments = os.path.join(workdir, "enrolments")
         with open(self.policy, "w") as f:
-            f.write(f"tcti = {self.proxy.tcti}\nhelper_timeout = 20\n")
+            f.write(f"tcti = {self.proxy.tcti}\nhelper_timeout = 20\n"
+                    f"enrolment_dir = {self.enrolments}\n")
         self.direct = Tpm(swtpm.tcti)  # the oracle's own connection, never faulted
         self.worker: subprocess.Popen | None = None
 
@@ -206,6 +208,8 @@ def sweep(swtpm):
         PinIndex(tpm, HANDLE, name).define(PIN.encode(), LIMIT)
     salt_key.save(salt_key.record_path(os.path.join(workdir, "policy")), name)
     s = Sweep(swtpm, workdir)
+    enrolment.write(s.enrolments, enrolment.EnrolmentRecord(
+        uid=UID, user="root", nv_index=HANDLE, enrolled=enrolment.now_utc()), as_root=True)
     s.start()
     try:
         yield s

@@ -501,7 +501,6 @@ def test_pin_index_made_with_tpm2_tools_in_pinpams_layout_authenticates(pin_env,
     assert pin_env.counter("root") == (0, LIMIT)
     # No enrolment record names root yet: root vouches for it (tests/test_enrolment_record.py).
     assert pin_env.pinutil("adopt", "root").returncode == 0
-    assert pin_env.pinutil("salt-key", "record").returncode == 0  # no setup ran here
     svc = pin_service(pin_env, backend)
     assert auth(login(pin_env, svc, [PIN])) == "PAM_SUCCESS"
     report = login(pin_env, svc, [WRONG])

@@ -77,6 +77,17 @@ class PinEnv:
         self.enrolment_dir = os.path.join(workdir, "enrolments")
         self._copy_test_modules()
         self.write_policy()
+        self.record_salt_key()
+
+    def record_salt_key(self) -> None:
+        """The installation step `pinutil salt-key record` (in-process: it runs for
+        every test): the salt key's Name in `salt_key` next to the policy, which every
+        salted check trusts. tests/test_salt_key_record.py covers the command itself."""
+        from pinutil import salt_key, tpm_sys
+        from pinutil.tpm import Tpm
+
+        with Tpm(self.swtpm.tcti) as tpm:
+            salt_key.save(salt_key.record_path(self.policy), tpm_sys.salt_key_name(tpm))
 
     # -- files ------------------------------------------------------------------------
     def _copy_test_modules(self) -> None:
