@@ -54,13 +54,15 @@ _WORKER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, sys.argv[1])
     from pinutil import errors
+    from pinutil.deadline import TpmBudget
     from pinutil.login import DirectBackend
     from pinutil.policy import load_policy
     from pinutil.users import User
-    backend = DirectBackend(load_policy(sys.argv[2]), sys.argv[2])
+    policy = load_policy(sys.argv[2])
     user = User("root", 0)
     for line in sys.stdin:
         pin = line.strip().encode()
+        backend = DirectBackend(policy, TpmBudget(policy.helper_timeout), sys.argv[2])
         try:  # what modules/tpm_pin.py does: status first, then one check
             status = backend.status(user)
             if not status.enrolled:
