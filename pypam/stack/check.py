@@ -109,6 +109,8 @@ def _writable(service: str, path: str, locate) -> list[Finding]:
             st = os.stat(locate(target))
         except OSError:
             continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            continue                        # /dev/null as a pam.d file holds nothing
         if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             out.append(Finding("error", service, target, 0,
                                f"{what} writable by someone other than root (owner uid "

@@ -27,6 +27,7 @@ a mounted system): file names in results stay as libpam would see them.
 from __future__ import annotations
 
 import os
+import stat
 import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ VENDOR_PAM_D = "/usr/lib/pam.d"      # Debian's libpam is built with this vendor
 PAM_CONF = "/etc/pam.conf"
 OTHER = "other"
 MAX_LEVEL = 16                       # PAM_SUBSTACK_MAX_LEVEL
+MAX_FILE_BYTES = 64 * 1024 * 1024    # our guard against reading a huge file
 MAX_INCLUDE_DEPTH = 1000             # our guard: libpam has none (it runs out of fds)
 UNKNOWN_MODULE = "<*unknown module*>"
 ANY = None
@@ -93,10 +95,21 @@ class _Loader:
         opens but reads as empty (fgets fails with EISDIR)."""
         real = self.locate(path)
         try:
-            if os.path.isdir(real):
+            st = os.stat(real)
+            if stat.S_ISDIR(st.st_mode):
                 return b"" if os.access(real, os.R_OK) else None
+            if not stat.S_ISREG(st.st_mode):
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+                    return b""                          # /dev/null: empty
+                raise _Fatal(StartFailure(ABORT, path, 0, "not a regular file (a device, "
+                                          "FIFO or socket): libpam would block or read "
+                                          "it without end", fatal="hang"))
+            if st.st_size > MAX_FILE_BYTES:
+                raise _Fatal(StartFailure(ABORT, path, 0, f"larger than {MAX_FILE_BYTES} "
+                                          "bytes: not read (libpam would read it all)",
+                                          fatal="undefined"))
             with open(real, "rb") as f:
-                return f.read()
+                return f.read(MAX_FILE_BYTES + 1)
         except OSError:
             return None
 

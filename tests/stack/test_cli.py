@@ -137,3 +137,10 @@ def test_a_pam_d_file_others_can_write_is_an_error(tmp_path):
     done = run("stack", "check", "svc", "--confdir", str(tmp_path))
     assert done.returncode == 2
     assert f"{tmp_path}/svc:0: error:" in done.stdout and "writable" in done.stdout
+
+
+def test_a_device_as_a_pam_d_file_is_reported_not_read_forever(tmp_path):
+    (tmp_path / "svc").symlink_to("/dev/zero")
+    done = run("stack", "check", "svc", "--confdir", str(tmp_path))
+    assert done.returncode == 2
+    assert f"{tmp_path}/svc:0: error:" in done.stdout and "not a regular file" in done.stdout
