@@ -6,7 +6,7 @@ under /var/cache/pypam-test-distros/SUITE, the cache of `make test-distros`
 rebuilt (SUITE.new, then renamed) when the stamp is older than 7 days, all under an
 flock on /var/cache/pypam-test-distros/lock. `DebianRoot` holds that lock while it
 makes sure of the base root and copies it; nothing writes into the cache except
-downloaded packages (SUITE.apt-archives, shared with test-distros).
+downloaded packages (SUITE.apt-archives-package-tests).
 
 `DebianRoot.run()` runs a command chrooted in that copy inside a private mount
 namespace (`unshare -m`), with /proc, /sys and /dev mounted there only: the mounts
@@ -93,9 +93,10 @@ class DebianRoot:
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run `argv` as root inside the root; stdout and stderr captured as text."""
         root = self.path
-        archives = os.path.join(CACHE_DIR, f"{self.suite}.apt-archives")
+        archives = os.path.join(CACHE_DIR, f"{self.suite}.apt-archives-package-tests")
         os.makedirs(os.path.join(archives, "partial"), exist_ok=True)
-        # Downloaded packages are kept between runs (apt locks the directory itself).
+        # Downloaded packages are kept between runs. Not test-distros' directory: apt
+        # refuses (does not wait) when another apt holds an archives directory's lock.
         mounts = (f"mount --bind {root} {root} && mount -t proc proc {root}/proc && "
                   f"mount --bind {archives} {root}/var/cache/apt/archives && "
                   f"mount --rbind /sys {root}/sys && mount --rbind /dev {root}/dev && "
