@@ -155,7 +155,7 @@ install: build
 	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
 	$(call pypam_command,$(SITE)) > build/install/pypam
 	install -m 0755 build/install/pypam $(DESTDIR)$(BINDIR)/pypam
-	install -m 2755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
+	install -m 0755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
 	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)/var/lib/pinpam/enrolments && \
 		chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
 	else echo "warning: group tss missing: pinutil installed without setgid"; chmod 0755 $(DESTDIR)$(BINDIR)/pinutil; fi
