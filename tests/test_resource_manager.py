@@ -13,12 +13,27 @@ sweep (test_tpm_faults.py) does the same after every injected transport fault.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 
 from pinutil import errors, tpm_sys
 from pinutil.pin_index import PinIndex
 from pinutil.tpm import Tpm
+from tests.support.abrmd import Abrmd
 from tests.support.pamhost import PAM_AUTHINFO_UNAVAIL, result_code
+from tests.support.tpm_proxy import (
+    CC_CREATE_PRIMARY,
+    CC_NV_READ,
+    CC_START_AUTH_SESSION,
+    TpmProxy,
+    command_code,
+    parse_command,
+)
 
 HANDLE = 0x01000000
 PIN = b"2580"
@@ -112,3 +127,96 @@ def test_a_failed_enrolment_leaves_nothing(enrolled):
             PinIndex(tpm, HANDLE + 1, b"\x00\x0b" + bytes(32)).define(PIN, 5)
     assert _loaded(swtpm) == [b"", b""]
     assert HANDLE + 1 not in swtpm.nv_handles()
+
+
+# ---- killed runs: only a resource manager cleans up after them ----------------------------------
+_CHECK_TO_BE_KILLED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pinutil.pin_index import PinIndex
+from pinutil.tpm import Tpm
+with Tpm(sys.argv[2]) as tpm:
+    PinIndex(tpm, int(sys.argv[3]), bytes.fromhex(sys.argv[4])).check(sys.argv[5].encode())
+"""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILL_POINTS = {
+    # the command after whose answer (never delivered) the client dies, the PIN typed
+    "session-created": (CC_START_AUTH_SESSION, "2580"),
+    "transient-key-created": (CC_CREATE_PRIMARY, "2580"),
+}
+
+
+class KillPoint:
+    """Proxy intercept: at the chosen command, let the TPM answer it and hold the answer
+    until the test has killed the client, which therefore never learns it."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, command: bytes, forward) -> bytes | None:
+        code = command_code(command)
+        is_pin_read = code != CC_NV_READ or parse_command(command, 2)[0][0] == HANDLE
+        response = forward(command)
+        if code == self.code and is_pin_read and not self.reached.is_set():
+            self.reached.set()
+            self.release.wait(30)
+        return response
+
+
+def _left_in_tpm(swtpm) -> list[bytes]:
+    return [out for out in (swtpm.tools("tpm2_getcap", kind).stdout.strip() for kind in (
+        "handles-transient", "handles-loaded-session", "handles-saved-session")) if out]
+
+
+def _kill_mid_check(swtpm, name: bytes, point: str, via_resource_manager: bool) -> list[bytes]:
+    code, typed = KILL_POINTS[point]
+    kill_point = KillPoint(code)
+    proxy = TpmProxy(swtpm.sock, os.path.join(swtpm.state_dir, "px"), kill_point).start()
+    manager = Abrmd(proxy.tcti) if via_resource_manager else None
+    try:
+        tcti, env = (manager.tcti, manager.env) if manager else (proxy.tcti, {"PATH": "/usr/bin"})
+        if manager:
+            manager.wait_ready()
+        client = subprocess.Popen(
+            [sys.executable, "-I", "-c", _CHECK_TO_BE_KILLED, ROOT, tcti, str(HANDLE),
+             name.hex(), typed], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert kill_point.reached.wait(30), "the check never got to the kill point"
+        client.kill()
+        client.wait()
+        kill_point.release.set()
+        left = _left_in_tpm(swtpm)
+        for _ in range(250):  # the manager cleans up when it sees the connection close
+            if not left or not manager:
+                break
+            time.sleep(0.02)
+            left = _left_in_tpm(swtpm)
+        return left
+    finally:
+        kill_point.release.set()
+        if manager:
+            manager.stop()
+        proxy.stop()
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+@pytest.mark.parametrize("via_resource_manager", [True, False], ids=["abrmd", "no-rm"])
+def test_a_killed_check_leaves_nothing_behind_a_resource_manager(enrolled, point,
+                                                                 via_resource_manager):
+    """SIGKILL (the helper backend's and the forked child's timeout) at the worst
+    moments, when the TPM has made a session or key whose handle the client never
+    learns: behind a resource manager (tpm2-abrmd here, standing in for the kernel's
+    /dev/tpmrm0) nothing stays in the TPM; without one (control: what
+    `device:/dev/tpm0` would do) it stays loaded. (A session a killed client already
+    held is another matter for tpm2-abrmd: it keeps a few "abandoned" sessions for
+    other clients to claim, flushing the oldest; the kernel flushes them on close.)"""
+    swtpm, name = enrolled
+    if point != "transient-key-created":
+        with Tpm(swtpm.tcti) as tpm:
+            tpm_sys.persist_salt_key(tpm)
+    left = _kill_mid_check(swtpm, name, point, via_resource_manager)
+    if via_resource_manager:
+        assert left == []
+    else:
+        assert left != []
+    assert swtpm.read_pin_counter(HANDLE)[0] <= 1  # at most the one PIN in flight
