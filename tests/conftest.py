@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.support.pin_env",
     "tests.support.syslog_capture",
     "tests.support.accounts",
+    "tests.support.sandbox",
 ]

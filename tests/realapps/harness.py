@@ -1,0 +1,174 @@
+"""PIN login wired into the real Debian stacks of a sandbox (tests/support/sandbox.py).
+
+`PinBox` turns a fresh `Sandbox` into a machine with pypam installed the way an admin
+would: the policy at its default path /etc/pinpam/policy (tcti = this test's swtpm),
+`/usr/bin/pinutil` a root:tss 2755 copy of build/pinutil (its built-in policy path is
+/etc/pinpam/policy), the swtpm reachable by root and group tss only (its state
+directory root:tss 0710, like /dev/tpmrm0 root:tss 0660), the enrolment records at
+their default /var/lib/pinpam/enrolments, and three accounts: root, and two sudoers
+`alice` and `bob` with passwords and PINs enrolled by root. Nothing but the module
+itself is referenced outside the sandbox: build/pam_pypam.so by absolute path.
+
+`wire(service)` puts the PIN in front of a service's own password stack, one line
+before its first auth line (Debian's `@include common-auth`):
+
+    auth  sufficient  /abs/build/pam_pypam.so module=tpm_pin
+
+everything else of the service stays as Debian shipped it. (`pypam enable` of issue
+12 will replace this hand wiring; these tests then run after it.)
+
+The TPM's own failure counter is read out of band (`failures(user)`): the oracle for
+"no attempt spent" shares no code with the module.
+"""
+from __future__ import annotations
+
+import grp
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+
+from tests.support.pamhost import PAM_PYPAM_SO
+from tests.support.pin_env import NV_BASE, PINUTIL, ROOT
+from tests.support.sandbox import Sandbox
+
+LIMIT = 3
+POLICY = "/etc/pinpam/policy"
+PINUTIL_INSIDE = "/usr/bin/pinutil"
+PIN_LINE = f"auth  sufficient  {PAM_PYPAM_SO} module=tpm_pin"
+TIMINGS = os.path.join(ROOT, "bench", "realapps.json")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    password: str
+    pin: str
+
+
+ALICE = Account("alice", 4301, "alice's long passphrase", "2580")
+BOB = Account("bob", 4302, "bob's long passphrase", "739146")
+ROOT_ACCOUNT = Account("root", 0, "root's long passphrase", "8642")
+#: A PIN neither alice nor bob has.
+WRONG_PIN = "1111"
+
+
+class PinBox:
+    """A sandbox with pypam installed, two enrolled sudoers and root; see module doc."""
+
+    def __init__(self, sandbox: Sandbox, swtpm) -> None:
+        self.box = sandbox
+        self.swtpm = swtpm
+        tss = grp.getgrnam("tss").gr_gid
+        # Only root and group tss reach the TPM, as with /dev/tpmrm0 (root:tss 0660).
+        os.chown(swtpm.state_dir, 0, tss)
+        os.chmod(swtpm.state_dir, 0o710)
+        self.box.write(POLICY, "".join(f"{k} = {v}\n" for k, v in {
+            "tcti": swtpm.tcti, "pin_min_length": 4, "pin_max_length": 8,
+            "pin_lockout_max_attempts": LIMIT, "pin_charset": "digits",
+            "helper_timeout": 10}.items()))
+        self._install_pinutil(tss)
+        self.box.set_password("root", ROOT_ACCOUNT.password)
+        for account in (ALICE, BOB):
+            self.box.add_user(account.name, account.uid, account.password, groups=["sudo"])
+            self.enrol(account)
+
+    def _install_pinutil(self, tss: int) -> None:
+        target = self.box.path(PINUTIL_INSIDE)
+        shutil.copyfile(PINUTIL, target)
+        os.chown(target, 0, tss)
+        os.chmod(target, 0o2755)
+
+    # -- PINs ---------------------------------------------------------------------------
+    def enrol(self, account: Account) -> None:
+        """Root enrols `account`'s PIN with the installed pinutil (no password proof)."""
+        self.box.run([PINUTIL_INSIDE, "--stdin", "setup", account.name],
+                     input=account.pin + "\n")
+        assert self.counter(account) == (0, LIMIT)
+
+    def counter(self, account: Account) -> tuple[int, int]:
+        """(pinCount, pinLimit) read by tpm2-tools as owner: spends no attempt."""
+        return self.swtpm.read_pin_counter(NV_BASE + account.uid)
+
+    def failures(self, account: Account) -> int:
+        return self.counter(account)[0]
+
+    # -- stacks ---------------------------------------------------------------------------
+    def wire(self, service: str, text: str | None = None) -> str:
+        """Insert the PIN line before the first auth line of /etc/pam.d/SERVICE (or of
+        `text`, written as that service); return the new file."""
+        lines = (text if text is not None else self.box.read(f"/etc/pam.d/{service}")).splitlines()
+        first = next(i for i, line in enumerate(lines)
+                     if re.match(r"\s*(@include\s+common-auth|-?auth\s)", line))
+        lines.insert(first, PIN_LINE)
+        wired = "\n".join(lines) + "\n"
+        self.box.write(f"/etc/pam.d/{service}", wired)
+        return wired
+
+
+class Transcript:
+    """Everything a pexpect child showed, for assertion messages and checks."""
+
+    def __init__(self, child) -> None:
+        import io
+
+        self.buffer = io.StringIO()
+        child.logfile_read = self.buffer
+
+    @property
+    def text(self) -> str:
+        return self.buffer.getvalue()
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Stopwatch:
+    """Wall time of one PIN login: process start -> PIN prompt -> success seen."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.monotonic() - self.start
+
+
+class TimingLog:
+    """Collects one entry per application; written to bench/realapps.json at the end."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict] = {}
+
+    def record(self, app: str, watch: Stopwatch, note: str) -> None:
+        marks = watch.marks
+        self.entries[app] = {
+            "start_to_pin_prompt_s": round(marks["prompt"], 4),
+            "pin_sent_to_success_s": round(marks["success"] - marks["pin_sent"], 4),
+            "total_s": round(marks["success"], 4),
+            "note": note,
+        }
+
+    def write(self, path: str = TIMINGS) -> None:
+        if not self.entries:
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f).get("apps", {})
+        except (OSError, ValueError):
+            old = {}
+        data = {
+            "what": "wall time of one PIN login per real application, driven on a pty "
+                    "inside the sandbox (tests/realapps); one sample each, not a benchmark",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "kernel": os.uname().release,
+            "apps": {**old, **self.entries},
+        }
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
