@@ -1,0 +1,123 @@
+"""sshd (Debian's openssh-server) with the PIN in front of Debian's /etc/pam.d/sshd, in
+the sandbox's private network, the client (ssh) on a real pty.
+
+A client bound to REMOTE_ADDR (192.0.2.1) is a remote login for PAM (PAM_RHOST =
+"192.0.2.1"): no PIN prompt, with keyboard-interactive (every prompt shown) and with
+PasswordAuthentication (sshd answers every prompt with the password), and no attempt
+spent even by a PIN-shaped password. A client on 127.0.0.1 is local for tpm_pin
+(PAM_RHOST in 127.0.0.0/8): keyboard-interactive then shows the PIN prompt."""
+from __future__ import annotations
+
+import select
+import subprocess
+import time
+
+import pexpect
+import pytest
+
+from tests.realapps.harness import ALICE, LIMIT, WRONG_PIN, Stopwatch, Transcript
+from tests.support.sandbox import REMOTE_ADDR
+
+PIN_SHAPED_PASSWORD = "24680"
+MARK = "SSH-AS-alice"
+KBDINT_PROMPT = r"\(alice@[0-9.]+\) Password: "
+
+
+@pytest.fixture
+def sshd(pin_box):
+    pin_box.wire("sshd")
+    pin_box.box.run(["install", "-d", "-m", "0755", "/run/sshd"])
+    server = pin_box.box.popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-o", "KbdInteractiveAuthentication=yes",
+         "-o", "PasswordAuthentication=yes", "-o", "PubkeyAuthentication=no",
+         "-o", "UseDNS=no", "-o", "MaxAuthTries=6"],
+        stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    log = b""
+    while b"Server listening on 0.0.0.0" not in log:
+        assert time.monotonic() < deadline and server.poll() is None, log
+        if select.select([server.stderr], [], [], 0.5)[0]:
+            log += server.stderr.read1(4096)
+    yield pin_box
+    server.kill()
+    server.wait()
+
+
+def ssh(pin_box, method, source=REMOTE_ADDR):
+    argv = ["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", f"PreferredAuthentications={method}", "-o", "NumberOfPasswordPrompts=1",
+            "-o", f"BindAddress={source}", f"{ALICE.name}@{source}", "echo SSH-AS-$(id -un)"]
+    child = pin_box.box.spawn(argv)
+    return child, Transcript(child)
+
+
+def finish(child, seen, status):
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == status, seen
+
+
+# ---- remote: no PIN, whatever the client ---------------------------------------------------
+def test_remote_pin_never_gets_in(sshd):
+    """The PIN typed at the remote password prompt is just a wrong password."""
+    child, seen = ssh(sshd, "keyboard-interactive")
+    child.expect(KBDINT_PROMPT)
+    child.sendline(ALICE.pin)
+    child.expect("Permission denied")
+    finish(child, seen, 255)
+    assert "PIN" not in seen.text and MARK not in seen.text
+    assert sshd.counter(ALICE) == (0, LIMIT)
+
+
+def test_remote_keyboard_interactive_password_no_pin_prompt(sshd):
+    child, seen = ssh(sshd, "keyboard-interactive")
+    child.expect(KBDINT_PROMPT)
+    child.sendline(ALICE.password)
+    child.expect(MARK)
+    finish(child, seen, 0)
+    assert "PIN" not in seen.text
+    assert sshd.counter(ALICE) == (0, LIMIT)
+    sshd.box.syslog.sync()  # tpm_pin saw the remote host and said why it stayed silent
+    assert f"remote login from '{REMOTE_ADDR}'" in sshd.box.syslog.text()
+
+
+def test_remote_pin_shaped_password_never_spends_an_attempt(sshd):
+    """PasswordAuthentication answers every PAM prompt with the password: more logins
+    than the PIN's limit, none of them touches the PIN."""
+    sshd.box.set_password(ALICE.name, PIN_SHAPED_PASSWORD)
+    for _ in range(LIMIT + 1):
+        child, seen = ssh(sshd, "password")
+        child.expect(r"alice@[0-9.]+'s password: ")
+        child.sendline(PIN_SHAPED_PASSWORD)
+        child.expect(MARK)
+        finish(child, seen, 0)
+    assert sshd.counter(ALICE) == (0, LIMIT)
+
+
+# ---- loopback: a local login for tpm_pin ---------------------------------------------------
+def test_loopback_wrong_pin_never_gets_in(sshd):
+    child, seen = ssh(sshd, "keyboard-interactive", source="127.0.0.1")
+    child.expect("PIN: ")
+    child.sendline(WRONG_PIN)
+    child.expect(r"Incorrect PIN \(2 attempts left\)\.\r?\nPassword: ")
+    child.sendline(WRONG_PIN)
+    child.expect("Permission denied")
+    finish(child, seen, 255)
+    assert MARK not in seen.text
+    assert sshd.failures(ALICE) == 1
+
+
+def test_loopback_keyboard_interactive_pin(sshd, timing_log):
+    watch = Stopwatch()
+    child, seen = ssh(sshd, "keyboard-interactive", source="127.0.0.1")
+    child.expect("PIN: ")
+    watch.mark("prompt")
+    child.sendline(ALICE.pin)
+    watch.mark("pin_sent")
+    child.expect(MARK)
+    watch.mark("success")
+    finish(child, seen, 0)
+    assert sshd.counter(ALICE) == (0, LIMIT)
+    timing_log.record("sshd", watch, "ssh to 127.0.0.1 (local for tpm_pin), "
+                      "keyboard-interactive, direct backend, Debian stack")
