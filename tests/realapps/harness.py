@@ -152,6 +152,10 @@ class TimingLog:
             "note": note,
         }
 
+    def record_values(self, app: str, values: dict, note: str) -> None:
+        """For a client without a prompt to wait for (python-pam): its own figures."""
+        self.entries[app] = {**values, "note": note}
+
     def write(self, path: str = TIMINGS) -> None:
         if not self.entries:
             return
