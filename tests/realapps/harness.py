@@ -22,6 +22,7 @@ The TPM's own failure counter is read out of band (`failures(user)`): the oracle
 """
 from __future__ import annotations
 
+import fcntl
 import grp
 import json
 import os
@@ -159,6 +160,12 @@ class TimingLog:
     def write(self, path: str = TIMINGS) -> None:
         if not self.entries:
             return
+        # Merged with what other runs (or pytest-xdist workers) wrote, under a lock.
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._merge_into(path)
+
+    def _merge_into(self, path: str) -> None:
         try:
             with open(path, encoding="utf-8") as f:
                 old = json.load(f).get("apps", {})
@@ -171,7 +178,7 @@ class TimingLog:
             "kernel": os.uname().release,
             "apps": {**old, **self.entries},
         }
-        tmp = path + ".tmp"
+        tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
