@@ -37,7 +37,7 @@ DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
 DEBDIR      := $(CURDIR)/build/debian-package
 MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pypam.md))
 
-.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults \
+.PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults test-realapps \
 	man deb deb-tools test-deb
 
 all: build
@@ -53,7 +53,7 @@ ifneq ($(UNSAFE_TREE),)
 ifdef PYPAM_IN_SAFE_COPY
 $(error the safe copy $(CURDIR) is still unusable: $(UNSAFE_TREE))
 endif
-all deps apt venv build test test-deb demo bench lint install fuzz faults: safe-copy
+all deps apt venv build test test-deb test-realapps demo bench lint install fuzz faults: safe-copy
 	$(MAKE) -C $(SAFE_COPY) PYPAM_IN_SAFE_COPY=1 $@
 
 safe-copy:
@@ -105,6 +105,11 @@ test: deps build
 # The Debian packages: built, linted, installed, used, upgraded and purged in a
 # throw-away Debian 12 root (~3 min; a separate target so that `make test` stays
 # quick and needs no debootstrap). CI runs both.
+# Only the real applications (sudo, su, login, sshd, vlock, python-pam) in their sandbox;
+# `make test` runs them too. Their PIN login times go to bench/realapps.json.
+test-realapps: deps build
+	$(VENV)/bin/pytest -q tests/realapps
+
 test-deb: deps deb-tools
 	$(VENV)/bin/pytest -q tests/package
 

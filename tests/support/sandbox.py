@@ -5,8 +5,8 @@ network, UTS and IPC namespaces, in which:
 
 - /usr, /etc and /var are overlays: Debian's packages of `PACKAGES` (sudo,
   openssh-server, vlock), installed once by apt-get and dpkg into a cached layer
-  (`package_layer`), over the machine's own trees, with a writable upper layer on a
-  tmpfs; /home and /root are overlays of the machine's, writable the same way. useradd,
+  (`package_layer`, a tar file unpacked into each sandbox's tmpfs), over the machine's
+  own trees, with a writable upper layer on that tmpfs; /home and /root are overlays of the machine's, writable the same way. useradd,
   chpasswd and edits of /etc/pam.d happen there and vanish with the namespace;
 - /run is an empty tmpfs (no host daemon's sockets, no host systemd to talk to);
 - /dev is a private tree: the usual character devices, the host's /dev/pts with
@@ -24,7 +24,7 @@ as sudo keep their power). Files inside are reached from the test process throug
 mounts, the tmpfs and whatever was written there go with it. Nothing on the machine
 changes: /etc/pam.d, /etc/passwd and the package database are the host's untouched
 lowers. The only files written outside the test's temporary directory are the layer
-cache (/var/cache/pypam-realapps: the .debs and the installed layer).
+cache (/var/cache/pypam-realapps, root 0700: the .debs and the layer's tar file).
 
 The layer is built in a namespace of its own (mount and PID, /run hidden so that no
 maintainer script reaches a running service manager, policy-rc.d denying every
@@ -74,10 +74,16 @@ SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "TERM": "dumb", "LANG": "C.UTF-8", "HOME": "/root"}
 
+# Everything overlay-specific lives on tmpfs mounted inside the namespace (upper layers,
+# whiteouts, trusted.overlay.* xattrs): it works even where / is itself an overlay (the
+# fresh Debian roots of `make test-distros`). The result leaves as a tar file.
+_TAR_OPTIONS = "--xattrs --xattrs-include=trusted.overlay.* --numeric-owner"
 _BUILD_SCRIPT = r"""
 set -e
-build=$1 archives=$2; shift 2
+build=$1 archives=$2 out=$3; shift 3
+mount -t tmpfs -o mode=0755 layer "$build"
 for d in usr etc var; do
+    mkdir -p "$build/$d" "$build/work/$d"
     mount -t overlay overlay -o "lowerdir=/$d,upperdir=$build/$d,workdir=$build/work/$d" "/$d"
 done
 mount -t tmpfs -o mode=0755 run /run
@@ -90,13 +96,17 @@ install() {
 }
 install "$@" || { apt-get update -q && install "$@"; }
 rm -f /usr/sbin/policy-rc.d
-"""
+tar -C "$build" TAR_OPTIONS -cf "$out" usr etc var
+""".replace("TAR_OPTIONS", _TAR_OPTIONS)
 
 # Run by `unshare` as PID 1's parent shell; ends by becoming the reaper (PID 1).
 _ENTER_SCRIPT = r"""
 set -e
-dir=$1 layer=$2
+dir=$1 layer_tar=$2
 mount -t tmpfs -o mode=0755 sandbox "$dir/rw"
+layer=$dir/rw/layer
+mkdir "$layer"
+tar -C "$layer" TAR_OPTIONS -xpf "$layer_tar"
 for d in usr etc var home root; do
     mkdir -p "$dir/rw/up/$d" "$dir/rw/work/$d"
     lower=/$d
@@ -113,7 +123,7 @@ hostname "$3"
 ip link set lo up
 ip addr add "$4/32" dev lo
 exec python3 -c "$5"
-"""
+""".replace("TAR_OPTIONS", _TAR_OPTIONS)
 
 # PID 1 of the sandbox: says it is ready, then reaps every orphan until killed.
 _REAPER = r"""
@@ -139,33 +149,39 @@ def _digest(packages: Sequence[str]) -> str:
 
 
 def package_layer(packages: Sequence[str] = PACKAGES) -> str:
-    """The cached layer with `packages` installed; built (under a lock) if missing."""
+    """The cached layer (a tar file) with `packages` installed; built under a lock if
+    missing or made for another state of the host."""
     os.makedirs(ARCHIVES, exist_ok=True)
     os.chmod(CACHE_DIR, 0o700)  # the layer holds copies of the host's /etc/shadow
-    layer = os.path.join(CACHE_DIR, f"layer-{_digest(packages)}")
+    layer = os.path.join(CACHE_DIR, f"layer-{_digest(packages)}.tar")
     with open(os.path.join(CACHE_DIR, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.isdir(layer):
+        if os.path.isfile(layer):
             return layer
-        build = tempfile.mkdtemp(prefix="build-", dir=CACHE_DIR)
+        # Outside /usr, /etc and /var, which the build covers with overlays.
+        build = tempfile.mkdtemp(prefix="pypam-layer-build-", dir="/tmp")
         try:
-            for d in LAYERED:
-                os.makedirs(os.path.join(build, d))
-                os.makedirs(os.path.join(build, "work", d))
+            os.mkdir(os.path.join(build, "tmpfs"))
+            out = os.path.join(build, "layer.tar")
             done = subprocess.run(
                 ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
                  "--kill-child", "--mount-proc", "--", "sh", "-c", _BUILD_SCRIPT, "sh",
-                 build, ARCHIVES, *packages],
+                 os.path.join(build, "tmpfs"), ARCHIVES, out, *packages],
                 capture_output=True, text=True, timeout=900, check=False,
                 env={"PATH": BASE_ENV["PATH"], "LANG": "C.UTF-8"})
             if done.returncode != 0:
                 raise RuntimeError(f"installing {' '.join(packages)} in the layer failed:\n"
                                    f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            shutil.rmtree(os.path.join(build, "work"))
             for old in os.listdir(CACHE_DIR):  # layers of an earlier host state
                 if old.startswith("layer-"):
-                    shutil.rmtree(os.path.join(CACHE_DIR, old), ignore_errors=True)
-            os.rename(build, layer)
+                    path = os.path.join(CACHE_DIR, old)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+            shutil.move(out, layer + ".tmp")
+            os.chmod(layer + ".tmp", 0o600)
+            os.replace(layer + ".tmp", layer)
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return layer
@@ -292,26 +308,10 @@ class Sandbox:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def layer_copy(layer: str) -> str:
-    """A copy of `layer` outside /usr, /etc and /var (with its overlay xattrs and
-    whiteouts): overlayfs refuses a lower layer inside another lower layer (ELOOP), and
-    the cached layer lives in /var. Removed by the caller."""
-    copy = tempfile.mkdtemp(prefix="pypam-layer-", dir="/tmp")
-    os.chmod(copy, 0o700)
-    for d in LAYERED:
-        subprocess.run(["cp", "-a", os.path.join(layer, d), copy], check=True)
-    return copy
-
-
 @pytest.fixture(scope="session")
-def sandbox_layer() -> Iterator[str]:
-    """The Debian package layer (built on first use, ~30 s with downloads), copied once
-    per session to /tmp (see layer_copy)."""
-    copy = layer_copy(package_layer())
-    try:
-        yield copy
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
+def sandbox_layer() -> str:
+    """The Debian package layer (built on first use, ~30 s with downloads)."""
+    return package_layer()
 
 
 @pytest.fixture
