@@ -49,7 +49,7 @@ from tests.support.swtpm import _die_with_parent
 from tests.support.syslog_capture import SyslogCapture
 
 #: Debian packages installed inside the sandbox only (never on the machine).
-PACKAGES = ("sudo", "openssh-server", "vlock")
+PACKAGES = ("sudo", "openssh-server", "vlock", "iproute2")  # ip: the sandbox's loopback
 CACHE_DIR = "/var/cache/pypam-realapps"
 ARCHIVES = os.path.join(CACHE_DIR, "archives")
 #: Trees dpkg writes into (merged /usr: /bin, /sbin and /lib are symlinks into /usr).
