@@ -4,7 +4,7 @@
 network, UTS and IPC namespaces, in which:
 
 - /usr, /etc and /var are overlays: Debian's packages of `PACKAGES` (sudo,
-  openssh-server, vlock), installed once by apt-get and dpkg into a cached layer
+  openssh-server, vlock, iproute2), installed once by apt-get and dpkg into a cached layer
   (`package_layer`, a tar file unpacked into each sandbox's tmpfs), over the machine's
   own trees, with a writable upper layer on that tmpfs; /home and /root are overlays of the machine's, writable the same way. useradd,
   chpasswd and edits of /etc/pam.d happen there and vanish with the namespace;
