@@ -13,7 +13,9 @@ LOGIN_PROMPT = "pypam-sandbox login: "
 
 def login(pin_box):
     pin_box.wire("login")
-    child = pin_box.box.spawn(["login", ALICE.name])
+    # As getty leaves it: login leads its own session on the terminal. (util-linux's
+    # login, Debian 13's, calls setpgrp() and is stopped by SIGTTOU otherwise.)
+    child = pin_box.box.spawn(["setsid", "--ctty", "login", ALICE.name])
     return child, Transcript(child)
 
 
