@@ -110,7 +110,7 @@ test: deps build
 # Not in `make test` yet: on Debian 13 (make test-distros) the login and sshd loopback
 # PIN tests still hang.
 test-realapps: deps build
-	$(VENV)/bin/pytest -q tests/realapps
+	$(VENV)/bin/pytest -q -n auto tests/realapps
 
 test-deb: deps deb-tools
 	$(VENV)/bin/pytest -q tests/package
