@@ -107,7 +107,7 @@ test: deps build
 # The real applications (sudo, su, login, sshd, vlock, python-pam) in their sandbox
 # (tests/realapps, README "Tests"); their PIN login times go to bench/realapps.json.
 # Not in `make test` yet: on Debian 13 (make test-distros) the login and sshd loopback
-# PIN tests still hang.
+# PIN checks hang (README, Tests: os.fork() under the shim's fork handler, Python 3.13).
 test-realapps: deps build
 	$(VENV)/bin/pytest -q -n auto tests/realapps
 
