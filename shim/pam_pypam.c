@@ -38,22 +38,36 @@
 static int start_failed;
 static char start_error[256];
 static PyObject *dispatch_call; /* pypam.dispatch.call, a strong reference */
-static PyGILState_STATE fork_gil;
+/* A fork by the host (any thread, maybe while a Python thread runs) must leave the
+ * child's interpreter consistent: take the GIL and Python's fork locks around it. A fork
+ * by Python code itself (os.fork, in the thread holding the GIL) already does exactly
+ * that; doing it a second time deadlocks on Python 3.13, whose PyOS_BeforeFork locks
+ * are not reentrant (a PIN login's TPM child hung every login on Debian 13). Thread-
+ * local: each forking thread runs its own handlers. */
+static __thread int fork_wrapped;
+static __thread PyGILState_STATE fork_gil;
 
 static void before_fork(void)
 {
+    fork_wrapped = !PyGILState_Check();
+    if (!fork_wrapped)
+        return;
     fork_gil = PyGILState_Ensure();
     PyOS_BeforeFork();
 }
 
 static void after_fork_parent(void)
 {
+    if (!fork_wrapped)
+        return;
     PyOS_AfterFork_Parent();
     PyGILState_Release(fork_gil);
 }
 
 static void after_fork_child(void)
 {
+    if (!fork_wrapped)
+        return;
     PyOS_AfterFork_Child();
     PyGILState_Release(fork_gil);
 }
