@@ -30,7 +30,7 @@ setup(
     name="pypam",
     version="0.1.0",
     description="Linux PAM modules in Python; TPM 2.0 PIN login and master key",
-    packages=["pypam", "pinutil"],
+    packages=["pypam", "pypam.stack", "pinutil"],
     package_data={"pinutil": ["bip39_english.txt"]},
     python_requires=">=3.11",
     install_requires=["cffi>=1.15", "cryptography>=44"],

@@ -9,6 +9,7 @@ this machine serves the root through a socket inside it.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -98,6 +99,8 @@ def test_files_and_places(debs):
     assert shim[f"/usr/lib/{multiarch}/security/pam_pypam.so"].startswith("-rw-r--r--")
     assert "/usr/lib/pypam/python/pypam/loader.py" in shim
     assert "/usr/share/man/man8/pam_pypam.8.gz" in shim
+    assert shim["/usr/bin/pypam"] == "-rwxr-xr-x root/root"
+    assert "/usr/share/man/man8/pypam.8.gz" in shim
     # Set-gid comes from dpkg-statoverride in postinst, not from the archive.
     assert tpm["/usr/bin/pinutil"] == "-rwxr-xr-x root/root"
     for path in ("/usr/lib/pypam/modules/tpm_pin.py", "/usr/lib/pypam/modules/master_key.py",
@@ -222,6 +225,15 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
             with open(f"{root.path}/etc/pam.d/common-auth") as f:
                 common_auth = f.read()
             assert common_auth.index("pam_pypam.so module=tpm_pin") < common_auth.index("pam_unix.so")
+            # The installed stack engine reads the real stack the profile made.
+            simulated = json.loads(root.run(
+                ["pypam", "stack", "simulate", "pypam-test", "--stage", "auth", "--json",
+                 "--result", "tpm_pin=success", "--result", "pam_permit.so=success",
+                 "--default", "auth_err"]).stdout)
+            # The PIN line runs first and its success jumps over pam_unix and pam_deny.
+            assert simulated["result"] == "success"
+            assert [line["module"].rsplit("/", 1)[-1] for line in simulated["ran"]] \
+                == ["pam_pypam.so", "pam_permit.so"]
 
             # The PIN logs in; a wrong PIN falls through to the password; wrong both: no.
             for answers, succeeds in (((PIN,), True), ((WRONG_PIN, PASSWORD), True),
