@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 
-from .harness import MISSING_MODULE, STUB, Scenario
+from .harness import LIBPAM_MODELLED, MISSING_MODULE, STUB, Scenario
 
 SEQUENCES = [
     (["auth", "setcred"], "auth"), (["auth"], "auth"), (["setcred"], "auth"),
@@ -118,7 +118,10 @@ def render(rnd: random.Random, lines):
         if rnd.randint(0, 8) == 0 and " " in line:
             head, tail = line.split(" ", 1)
             out.append(f"{head} \\")
-            if rnd.random() < 0.5:
+            # libpam 1.7 joins a comment inside a continuation differently from 1.5.2
+            # (the simulator's rules): that corner is compared on 1.5 only, and
+            # test_edge_cases shows the known disagreement on 1.7.
+            if rnd.random() < 0.5 and LIBPAM_MODELLED:
                 out.append("   # comment inside a continuation")
             out.append("\t" + tail)
             continue

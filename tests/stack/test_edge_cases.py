@@ -11,7 +11,16 @@ import tempfile
 
 import pytest
 
-from .harness import STUB, Scenario, compare, materialise, run_real, run_simulated
+from .harness import (
+    LIBPAM_MODELLED,
+    NOT_MODELLED_REASON,
+    STUB,
+    Scenario,
+    compare,
+    materialise,
+    run_real,
+    run_simulated,
+)
 
 LOG = "@WORK@/log"
 
@@ -43,6 +52,15 @@ CASES = {
 }
 
 
+#: Corners where libpam 1.7 (Debian 13) differs from the 1.5.2 the simulator models: no
+#: 1024-byte line buffer (so no split long lines and no fgets loop), another reading of
+#: a comment inside a continuation, and of a jump too large for an int.
+DIFFERENT_IN_1_7 = {"long line", "long optional line", "continuation over comments",
+                    "jump overflow"}
+not_modelled_here = pytest.mark.xfail(not LIBPAM_MODELLED, reason=NOT_MODELLED_REASON,
+                                      strict=True)
+
+
 def _run(files: dict[str, bytes], calls=("auth", "setcred")) -> tuple:
     scenario = Scenario(files=files, service="svc", calls=list(calls))
     with tempfile.TemporaryDirectory(prefix="pypam-edge-") as tmp:
@@ -52,13 +70,16 @@ def _run(files: dict[str, bytes], calls=("auth", "setcred")) -> tuple:
         return scenario, real, simulated
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=not_modelled_here) if name in DIFFERENT_IN_1_7 else name
+    for name in sorted(CASES)])
 def test_reading_quirks_match_libpam(name):
     scenario, real, simulated = _run({"svc": CASES[name], "other": b"auth required pam_deny.so\n"})
     assert compare(scenario, real, simulated) is None
     assert not simulated.undefined
 
 
+@not_modelled_here
 def test_a_backslash_at_the_buffers_last_byte_hangs_libpam_and_is_reported():
     # 1022 bytes of line, then a backslash as byte 1023: glibc's fgets with room for one
     # byte reads nothing, forever. The simulator says so instead of looping.
