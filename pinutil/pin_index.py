@@ -302,6 +302,8 @@ class PinIndex:
         _validate_pin(new_pin)
         _validate_limit(limit)
         self._require_policy_nv_written()
+        if salted:  # define() would refuse this key only after the delete: PIN lost
+            self._require_recorded_salt_key()
         self.delete()
         self.define(new_pin, limit, salted=salted)
 
@@ -315,6 +317,14 @@ class PinIndex:
         return True
 
     # ---- helpers
+    def _require_recorded_salt_key(self) -> None:
+        """The TPM's storage primary is the salt key root recorded, or TpmUnavailable."""
+        primary = self.tpm.storage_primary()
+        try:
+            tpm_sys.require_salt_key_name(self.tpm.get_name(primary), self._salt_key_name())
+        finally:
+            self.tpm.flush_quietly(primary)
+
     def _salt_key_name(self) -> bytes | None:
         name = self.salt_key_name
         return name() if callable(name) else name

@@ -90,3 +90,22 @@ def test_a_check_without_the_right_record_fails_closed(pin_env, syslog_capture, 
         os.unlink(path)
     assert pin_env.pinutil("salt-key", "record").returncode == 0
     assert result_code(login(pin_env, syslog_capture, backend), "auth") == PAM_SUCCESS
+
+
+@pytest.mark.parametrize("damage", ["missing", "other-key"])
+def test_roots_change_without_the_right_record_keeps_the_old_pin(pin_env, syslog_capture,
+                                                                 damage):
+    """change deletes the old index before it defines the new one: a salt key that
+    define() would refuse must be refused before the delete, or the user loses the PIN."""
+    pin_env.enrol("root", PIN)
+    path = record_of(pin_env)
+    if damage == "missing":
+        os.unlink(path)
+    else:
+        write_file(path, "000b" + "11" * 32 + "\n")
+    done = pin_env.pinutil("--json", "--stdin", "change", "root", stdin="1470\n")
+    assert done.returncode != 0, done.stdout
+    assert pin_env.counter("root") == (0, 3)  # the old index is still there
+    # root records the key again: the old PIN logs in
+    assert pin_env.pinutil("salt-key", "record").returncode == 0
+    assert result_code(login(pin_env, syslog_capture, "direct"), "auth") == PAM_SUCCESS
