@@ -28,6 +28,7 @@ import struct
 
 from pinutil import errors
 from pinutil._tss import ffi, lib
+from pinutil.salt_key import RECORD_COMMAND
 from pinutil.session_crypto import DIGEST_SIZE, SaltedSession, cp_hash, kdfe, rp_hash
 from pinutil.tpm import (
     NvPublic,
@@ -47,7 +48,7 @@ SALT_KEY_HANDLE = 0x81000082
 # XOR-masked). No continueSession: the TPM flushes the session after a good command.
 CHECK_SESSION_ATTRIBUTES = lib.TPMA_SESSION_ENCRYPT
 _NO_RECORD = ("no recorded salt key Name: a PIN cannot be sent safely "
-              "(root must run `pinutil salt-key record`)")
+              f"(root must run `{RECORD_COMMAND}`)")
 
 
 def read_nv_public(tpm: Tpm, handle: int):
@@ -173,7 +174,7 @@ def salt_key_mismatch_message(found: bytes) -> str:
     return ("the TPM's salt key is not the recorded one (its Name is "
             f"{found.hex()[:16]}...): the TPM was cleared or replaced, or something is "
             "altering the TPM's answers; refusing to send a PIN. If the TPM was cleared "
-            "on purpose, root runs `pinutil salt-key record`")
+            f"on purpose, root runs `{RECORD_COMMAND}`")
 
 
 def persistent_salt_key_state(tpm: Tpm) -> str:
