@@ -200,4 +200,4 @@ deb: deb-tools
 	@ls $(DEBDIR)/*.deb
 
 clean:
-	rm -rf build pypam/_libpam.c pinutil/_tss*.so pinutil/_tss.c pinutil/_tss.o *.egg-info
+	rm -rf build pypam/_libpam.c pinutil/tpm/_tss*.so pinutil/tpm/_tss.c pinutil/tpm/_tss.o *.egg-info

@@ -1,6 +1,6 @@
 """pypam: PAM modules in Python, and the TPM PIN / master-key modules built on it.
 
-`python setup.py build_ext` builds the cffi modules (pypam._libpam, pinutil._tss) and,
+`python setup.py build_ext` builds the cffi modules (pypam._libpam, pinutil.tpm._tss) and,
 when PYPAM_NATIVE_OUT is set, the native shim and launcher with the paths given in
 PYPAM_MODULE_DIR and PYPAM_SEARCH_PATH (the Makefile sets all three). cffi must be
 installed first (requirements.txt): `setup_requires` is deprecated and warns loudly.
@@ -30,10 +30,11 @@ setup(
     name="pypam",
     version="0.1.0",
     description="Linux PAM modules in Python; TPM 2.0 PIN login and master key",
-    packages=["pypam", "pypam.stack", "pinutil"],
-    package_data={"pinutil": ["bip39_english.txt"]},
+    packages=["pypam", "pypam.stack", "pinutil", "pinutil.tpm", "pinutil.pin",
+              "pinutil.master_key", "pinutil.cli"],
+    package_data={"pinutil.master_key": ["bip39_english.txt"]},
     python_requires=">=3.11",
     install_requires=["cffi>=1.15", "cryptography>=44"],
-    cffi_modules=["pypam/_libpam_build.py:ffi", "pinutil/_tss_build.py:ffi"],
+    cffi_modules=["pypam/_libpam_build.py:ffi", "pinutil/tpm/binding_build.py:ffi"],
     cmdclass={"build_ext": BuildWithNative},
 )

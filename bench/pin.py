@@ -23,10 +23,10 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 _TPM_ONLY = """
 import sys, time
 sys.path.insert(0, {root!r})
-from pinutil.pin_index import PinIndex
-from pinutil.policy import load_policy
-from pinutil import salt_key
-from pinutil.tpm import Tpm
+from pinutil.pin.index import PinIndex
+from pinutil.pin.policy import load_policy
+from pinutil.pin import salt_key
+from pinutil.tpm.context import Tpm
 policy = load_policy({policy!r})
 name = salt_key.load(salt_key.record_path({policy!r}))
 def check():  # what the direct backend's child does, without the child

@@ -14,8 +14,8 @@ import syslog
 import pypam
 from pinutil import errors
 from pinutil.deadline import login_budget
-from pinutil.login import choose_backend
-from pinutil.policy import DEFAULT_POLICY_PATH, load_policy
+from pinutil.pin.login import choose_backend
+from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
 from pinutil.users import User
 
 FLAG_ARGS = {"try_first_pass", "use_first_pass", "allow_remote", "debug"}

@@ -1,7 +1,7 @@
 """`python -m pinutil`: the same as the installed `pinutil` command."""
 import sys
 
-from .cli import main
+from pinutil.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

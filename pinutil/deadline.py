@@ -43,7 +43,7 @@ import marshal
 import os
 from time import monotonic
 
-from . import errors
+from pinutil import errors
 
 _MAX_MESSAGE = 64 * 1024  # fits the pipe: the child never blocks writing it
 _KILL_GRACE_S = 0.2  # a child in a device read may take a moment to die; never waited for long

@@ -18,7 +18,7 @@ Rules (pinpam's, each checked before any TPM command):
 | master-key  | yes               | never                                         |
 | --policy    | yes               | never (the policy is not the caller's)        |
 
-The account password is checked by the PAM service `pinutil` (`pinutil.password_proof`):
+The account password is checked by the PAM service `pinutil` (`pinutil.pin.password_proof`):
 a new PIN is a new way into the account, so whoever adds one proves they hold the
 account (as `passwd` and Windows Hello do). `change` needs the old PIN instead: its
 holder can already log in with it, and gains nothing by a new one.
@@ -31,8 +31,8 @@ from __future__ import annotations
 import os
 import pwd
 
-from .errors import PermissionDenied, UnknownUser
-from .record import Record
+from pinutil.errors import PermissionDenied, UnknownUser
+from pinutil.record import Record
 
 ROOT_UID = 0
 _MAX_NAME = 256

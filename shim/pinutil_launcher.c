@@ -28,12 +28,12 @@
 static const char run_cli[] =
     "import sys\n"
     "try:\n"
-    "    import pinutil.cli\n"
+    "    import pinutil.cli.app\n"
     "except ImportError as e:\n"
     "    sys.stderr.write(f'pinutil: cannot import its Python parts ({type(e).__name__}: "
     "{e}); " PYPAM_FIX_HINT "\\n')\n"
     "    sys.exit(70)\n"
-    "sys.exit(pinutil.cli.main(sys.argv[1:], policy_path='" PINUTIL_POLICY_PATH "'))\n";
+    "sys.exit(pinutil.cli.app.main(sys.argv[1:], policy_path='" PINUTIL_POLICY_PATH "'))\n";
 
 enum { EXIT_LAUNCH_FAILED = 70 }; /* EX_SOFTWARE: nothing ran (also run_cli's 70) */
 

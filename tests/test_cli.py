@@ -1,7 +1,7 @@
 """The `pinutil` command end to end, in subprocesses, against a real swtpm.
 
 Root runs use `python -m pinutil --policy P`. Non-root runs drop to `nobody` with
-setpriv and call `pinutil.cli.main(argv, policy_path=P)`: the policy seam is a keyword
+setpriv and call `pinutil.cli.app.main(argv, policy_path=P)`: the policy seam is a keyword
 argument of main(), which the installed launcher fixes at build time and a caller of
 the installed command cannot reach (a non-root `--policy` is refused, and there is no
 environment variable). In those runs nobody can reach the swtpm socket, like a caller
@@ -37,7 +37,7 @@ PIN2 = "582046"
 TIMEOUT = 60
 
 _AS_NOBODY_CODE = (
-    "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli import main; "
+    "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli.app import main; "
     "sys.exit(main(sys.argv[4:], policy_path=sys.argv[2], pam_confdir=sys.argv[3]))"
 )
 # The password proof of a non-root setup is tested in tests/test_enrolment_proof.py

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from pinutil.pin_index import HALF_FINISHED_TEXT
+from pinutil.pin.index import HALF_FINISHED_TEXT
 from tests.support.accounts import setgid_tss_launcher
 from tests.test_enrolment_proof import (
     HANDLE,

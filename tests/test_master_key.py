@@ -1,6 +1,6 @@
 """The master key against a real swtpm: tokens, restart, migration, refusals, CLI.
 
-Oracles that share no code with `pinutil.master_key`: the token is checked against
+Oracles that share no code with `pinutil.master_key.key`: the token is checked against
 `hmac` computed in software from the secret that `cryptography` (Argon2id + AES-GCM,
 written out in tests/test_recovery.py) recovers from the sealed file with the phrase;
 the TPM's persistent handles and the key's Name are read with tpm2-tools; a key put in
@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from pinutil import master_key, recovery
 from pinutil.errors import MasterKeyError
-from pinutil.master_key import MASTER_KEY_HANDLE, MasterKey
-from pinutil.tpm import Tpm
+from pinutil.master_key import key as master_key
+from pinutil.master_key import recovery
+from pinutil.master_key.key import MASTER_KEY_HANDLE, MasterKey
+from pinutil.tpm.context import Tpm
 from tests.support.swtpm import Swtpm, fresh_swtpm
 from tests.test_recovery import independent_seal
 
@@ -35,7 +36,7 @@ USERS = ["alice", "root", "zoë", "a" * 300]
 _SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 # `python -I` does not put the source tree on sys.path: the runner does.
 _MAIN_CODE = (
-    "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli import main; "
+    "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli.app import main; "
     "sys.exit(main(sys.argv[3:], policy_path=sys.argv[2]))"
 )
 
@@ -356,7 +357,7 @@ def test_non_root_is_refused_before_any_tpm_command(setup, args):
 
 
 def test_no_option_takes_the_phrase_on_the_command_line():
-    from pinutil.cli import build_parser
+    from pinutil.cli.app import build_parser
 
     assert not any("phrase" in option for option in _all_options(build_parser()))
 
@@ -385,10 +386,10 @@ def test_token_path_cost_and_imports(setup, capsys):
     t0 = time.perf_counter()
     assert master_key.user_token(setup.swtpm.tcti, "alice") == software_token(secret, "alice")
     open_and_token_ms = (time.perf_counter() - t0) * 1000
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pinutil.master_key; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pinutil.master_key.key; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('cryptography', 'tpm2_pytss', 'hashlib', 'pinutil.recovery', 'pypam')"
-            " or m == 'pinutil.recovery']; print(bad)")
+            "('cryptography', 'tpm2_pytss', 'hashlib', 'pinutil.master_key.recovery', 'pypam')"
+            " or m == 'pinutil.master_key.recovery']; print(bad)")
     out = subprocess.run([sys.executable, "-I", "-c", code, ROOT], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"

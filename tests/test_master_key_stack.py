@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pinutil import recovery
+from pinutil.master_key import recovery
 from tests.support.pamhost import (
     PAM_AUTH_ERR,
     PAM_PYPAM_SO,
@@ -42,7 +42,7 @@ USER = "daemon"  # a real account (tpm_pin needs its uid); its real password is 
 PIN = "7391"
 PASSWORD = "correct-horse-42"
 SERVICE = "login"
-_MAIN_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli import main; "
+_MAIN_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli.app import main; "
               "sys.exit(main(sys.argv[2:]))")
 
 
@@ -281,7 +281,7 @@ def module_env(swtpm):
 
 def test_module_returns_ignore_on_every_path_and_never_logs_the_token(module_env):
     import pypam
-    from pinutil import master_key
+    from pinutil.master_key import key as master_key
 
     module, policy, swtpm = module_env
     cases = [
@@ -294,7 +294,7 @@ def test_module_returns_ignore_on_every_path_and_never_logs_the_token(module_env
         assert module.authenticate(pamh, 0, args) == pypam.PAM_IGNORE, label
         assert pamh.authtok == "typed", label
     secret = os.urandom(32)
-    from pinutil.tpm import Tpm
+    from pinutil.tpm.context import Tpm
 
     with Tpm(swtpm.tcti) as tpm:
         master_key.MasterKey(tpm).load_secret(secret)

@@ -1,4 +1,4 @@
-"""pinutil.pin_index against a real swtpm per test; tpm2-tools is the counter oracle."""
+"""pinutil.pin.index against a real swtpm per test; tpm2-tools is the counter oracle."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,10 @@ import sys
 import threading
 
 import pytest
-from pinutil._tss import lib
+from pinutil.tpm._tss import lib
 
-from pinutil import errors, tpm_sys
-from pinutil.pin_index import (
+from pinutil import errors
+from pinutil.pin.index import (
     NOT_ENROLLED,
     OWNER_NV_LAST,
     PIN_INDEX_ATTRIBUTES,
@@ -18,7 +18,8 @@ from pinutil.pin_index import (
     PinIndex,
     PinStatus,
 )
-from pinutil.tpm import Tpm, TpmCommandError
+from pinutil.tpm import sapi
+from pinutil.tpm.context import Tpm, TpmCommandError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV_BASE = 0x01000000
@@ -39,7 +40,7 @@ def tpm(swtpm):
 
 @pytest.fixture
 def index(tpm):
-    return PinIndex(tpm, HANDLE, tpm_sys.salt_key_name(tpm, persist=False))
+    return PinIndex(tpm, HANDLE, sapi.salt_key_name(tpm, persist=False))
 
 
 def _wrong(index, pin=OTHER_PIN, salted=True) -> int:
@@ -313,7 +314,7 @@ def test_pin_fail_index_with_a_bypass_policy_is_refused(index, swtpm):
 # ---- transport failures -------------------------------------------------------------------
 def test_killed_tpm_then_restart_keeps_the_counter(swtpm):
     with Tpm(swtpm.tcti) as t:
-        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
+        index = PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False))
         index.define(PIN, 5)
         _wrong(index)
         _wrong(index)
@@ -324,14 +325,14 @@ def test_killed_tpm_then_restart_keeps_the_counter(swtpm):
     swtpm.start()
     assert swtpm.read_pin_counter(HANDLE) == (2, 5)
     with Tpm(swtpm.tcti) as t:
-        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
+        index = PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False))
         index.check(PIN)
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 
 def test_check_on_absent_tpm_is_unavailable():
     with pytest.raises(errors.TpmUnavailable), Tpm("swtpm:path=/tmp/pypam-no-such-tpm/sock") as t:
-        PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False)).check(PIN)
+        PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False)).check(PIN)
 
 
 def test_check_on_paused_tpm_finishes_after_resume_and_counts_once(swtpm):
@@ -339,7 +340,7 @@ def test_check_on_paused_tpm_finishes_after_resume_and_counts_once(swtpm):
     after SIGCONT the one wrong PIN is counted exactly once and never resent."""
     outcome: list[object] = []
     with Tpm(swtpm.tcti, timeout_ms=200) as t:
-        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
+        index = PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False))
         index.define(PIN, 5)
 
         def run():
@@ -368,9 +369,9 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
     """The TPM hangs with NV_Read in its socket and is then killed: the client gets
     TpmUnavailable, the PIN was sent once, and after a restart the index works."""
     with Tpm(swtpm.tcti) as t:
-        index = PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False))
+        index = PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False))
         index.define(PIN, 5)
-        real_nv_read = tpm_sys._nv_read
+        real_nv_read = sapi._nv_read
         reads: list[int] = []
         killers: list[threading.Timer] = []
 
@@ -384,7 +385,7 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
             return real_nv_read(tpm, auth_handle, nv, size, auths)
 
         with monkeypatch.context() as patch, pytest.raises(errors.TpmUnavailable) as info:
-            patch.setattr(tpm_sys, "_nv_read", nv_read_into_a_dying_tpm)
+            patch.setattr(sapi, "_nv_read", nv_read_into_a_dying_tpm)
             index.check(OTHER_PIN)
         assert not isinstance(info.value, TpmCommandError)
         assert len(reads) == 1
@@ -393,7 +394,7 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
     failures, limit = swtpm.read_pin_counter(HANDLE)
     assert limit == 5 and failures <= 1
     with Tpm(swtpm.tcti) as t:
-        PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False)).check(PIN)
+        PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False)).check(PIN)
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 
@@ -406,7 +407,7 @@ def test_tpm_killed_during_the_pin_read_is_unavailable_and_never_resent(swtpm, m
 def test_check_path_sends_few_commands(index, salted, persistent_salt_key, commands):
     index.define(PIN, 5)
     if persistent_salt_key:
-        assert tpm_sys.persist_salt_key(index.tpm) == "ours"
+        assert sapi.persist_salt_key(index.tpm) == "ours"
     before = index.tpm.commands_sent
     index.check(PIN, salted=salted)
     assert index.tpm.commands_sent - before == commands
@@ -414,7 +415,7 @@ def test_check_path_sends_few_commands(index, salted, persistent_salt_key, comma
 
 def test_import_does_not_load_tpm2_pytss_or_cryptography():
     code = (
-        f"import sys; sys.path.insert(0, {ROOT!r}); import pinutil.pin_index; "
+        f"import sys; sys.path.insert(0, {ROOT!r}); import pinutil.pin.index; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tpm2_pytss', 'cryptography', 'pypam')); print(bad)"
     )
@@ -423,15 +424,15 @@ def test_import_does_not_load_tpm2_pytss_or_cryptography():
 
 
 # Everything modules/tpm_pin.py and modules/master_key.py import while a login runs.
-LOGIN_PATH_MODULES = ["pinutil.pin_index", "pinutil.login", "pinutil.policy", "pinutil.users",
-                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key",
-                      "pinutil.enrolment"]
+LOGIN_PATH_MODULES = ["pinutil.pin.index", "pinutil.pin.login", "pinutil.pin.policy", "pinutil.users",
+                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key.key",
+                      "pinutil.pin.enrolment"]
 
 
 @pytest.mark.parametrize("module", LOGIN_PATH_MODULES)
 def test_login_path_stays_off_heavy_stdlib_modules(module):
     """dataclasses (with inspect, re, enum, ast) alone costs ~10 ms of a ~34 ms login
-    (pinutil.master_key once cost 23 ms that way)."""
+    (pinutil.master_key.key once cost 23 ms that way)."""
     code = (
         f"import sys; sys.path.insert(0, {ROOT!r}); import {module}; "
         "print(sorted({'dataclasses', 'inspect', 'enum', 're', 'typing', 'hashlib', 'ast'} "

@@ -12,9 +12,9 @@ import tempfile
 
 import pytest
 
-from pinutil import tpm_sys
-from pinutil.pin_index import PinIndex
-from pinutil.tpm import Tpm
+from pinutil.pin.index import PinIndex
+from pinutil.tpm import sapi
+from pinutil.tpm.context import Tpm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIN = b"73914682"
@@ -23,11 +23,11 @@ HANDLE = 0x01000000 + 4242
 _CHECK = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from pinutil import tpm_sys
-from pinutil.pin_index import PinIndex
-from pinutil.tpm import Tpm
+from pinutil.tpm import sapi
+from pinutil.pin.index import PinIndex
+from pinutil.tpm.context import Tpm
 with Tpm("pcap:" + sys.argv[2]) as tpm:
-    name = tpm_sys.salt_key_name(tpm, persist=False)
+    name = sapi.salt_key_name(tpm, persist=False)
     PinIndex(tpm, int(sys.argv[3]), name).check(sys.argv[4].encode(), salted=sys.argv[5] == "salted")
 """
 
@@ -50,7 +50,7 @@ def _captured_check(tcti: str, session: str) -> bytes:
 @pytest.fixture
 def enrolled(swtpm):
     with Tpm(swtpm.tcti) as tpm:
-        PinIndex(tpm, HANDLE, tpm_sys.salt_key_name(tpm, persist=False)).define(PIN, 5)
+        PinIndex(tpm, HANDLE, sapi.salt_key_name(tpm, persist=False)).define(PIN, 5)
     return swtpm
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pinutil.errors import InvalidPin, PolicyError
-from pinutil.policy import DEFAULT_POLICY_PATH, Policy, load_policy, parse_policy
+from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy, load_policy, parse_policy
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
@@ -127,7 +127,7 @@ def test_fifo_is_refused_without_hanging(tmp_path):
     os.mkfifo(path, 0o644)
     # In a child process with a timeout: a blocking open() on a FIFO with no writer
     # would hang forever, and that must fail the test, not hang the suite.
-    code = ("import sys; from pinutil.policy import load_policy\n"
+    code = ("import sys; from pinutil.pin.policy import load_policy\n"
             "from pinutil.errors import PolicyError\n"
             "try:\n    load_policy(sys.argv[1])\n"
             "except PolicyError as e:\n    print(e); sys.exit(3)\n")
@@ -165,7 +165,7 @@ def test_file_owned_by_the_effective_uid_is_accepted(open_dir):
     os.chown(own, NOBODY, -1)
     root_owned = write(tmp_path, "pin_min_length = 7\n", name="root")
     code = ("import sys; sys.path.insert(0, sys.argv[3]); "
-            "from pinutil.policy import load_policy; "
+            "from pinutil.pin.policy import load_policy; "
             "print(load_policy(sys.argv[1]).pin_min_length, "
             "load_policy(sys.argv[2]).pin_min_length)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,7 +203,7 @@ def test_unreadable_file_is_an_error(open_dir):
     # As nobody, a root-owned 0600 file cannot be opened: an error, not defaults.
     path = write(open_dir, "pin_min_length = 6\n", mode=0o600)
     code = ("import sys; sys.path.insert(0, sys.argv[2]);"
-            "from pinutil.policy import load_policy\n"
+            "from pinutil.pin.policy import load_policy\n"
             "from pinutil.errors import PolicyError\n"
             "try:\n    load_policy(sys.argv[1])\n"
             "except PolicyError as e:\n    print(e); sys.exit(3)\n")

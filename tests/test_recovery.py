@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from pinutil import recovery
 from pinutil.errors import MasterKeyError
+from pinutil.master_key import recovery
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +33,7 @@ BIP39_VECTORS = [
 
 
 def independent_seal(secret: bytes, phrase: str, version: int = 1) -> bytes:
-    """The file format written from its description, without pinutil.recovery."""
+    """The file format written from its description, without pinutil.master_key.recovery."""
     salt, nonce = os.urandom(16), os.urandom(12)
     key = Argon2id(salt=salt, length=32, iterations=3, lanes=1,
                    memory_cost=32768).derive(phrase.encode())
@@ -59,7 +59,7 @@ def sealed(phrase):
 
 
 def test_wordlist_is_the_official_bip39_english_list():
-    with open(os.path.join(ROOT, "pinutil", "bip39_english.txt"), "rb") as f:
+    with open(os.path.join(ROOT, "pinutil", "master_key", "bip39_english.txt"), "rb") as f:
         raw = f.read()
     assert hashlib.sha256(raw).hexdigest() == (
         "2f5eed53a4727b4bf8880d8f3f199efc90e58503646d9ff8eff3a2ed3b24dbda")
@@ -261,7 +261,7 @@ def test_read_refuses_symlink_foreign_owner_loose_mode_and_huge_files(tmp_path):
 
 
 def test_importing_recovery_does_not_import_cryptography():
-    code = (f"import sys; sys.path.insert(0, {ROOT!r}); import pinutil.recovery; "
+    code = (f"import sys; sys.path.insert(0, {ROOT!r}); import pinutil.master_key.recovery; "
             "print(any(m.startswith('cryptography') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-I", "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout

@@ -20,9 +20,10 @@ import threading
 
 import pytest
 
-from pinutil import errors, tpm_sys
-from pinutil.pin_index import PinIndex
-from pinutil.tpm import Tpm
+from pinutil import errors
+from pinutil.pin.index import PinIndex
+from pinutil.tpm import sapi
+from pinutil.tpm.context import Tpm
 from tests.support.pamhost import PAM_AUTHINFO_UNAVAIL, result_code
 from tests.support.tpm_proxy import (
     CC_CREATE_PRIMARY,
@@ -72,7 +73,7 @@ def _loaded(swtpm) -> list[bytes]:
 @pytest.fixture
 def enrolled(swtpm):
     with Tpm(swtpm.tcti) as tpm:
-        name = tpm_sys.salt_key_name(tpm, persist=False)
+        name = sapi.salt_key_name(tpm, persist=False)
         PinIndex(tpm, HANDLE, name).define(PIN, 5)
     return swtpm, name
 
@@ -85,12 +86,12 @@ def test_a_refused_answer_leaves_no_session(enrolled, monkeypatch, persistent):
     swtpm, name = enrolled
     with Tpm(swtpm.tcti) as tpm:
         if persistent:
-            tpm_sys.persist_salt_key(tpm)
+            sapi.persist_salt_key(tpm)
 
         def withheld(tpm, auth_handle, handle, size, auths):
             raise errors.TpmUnavailable("the answer never came")
 
-        monkeypatch.setattr(tpm_sys, "_nv_read", withheld)
+        monkeypatch.setattr(sapi, "_nv_read", withheld)
         with pytest.raises(errors.TpmUnavailable):
             PinIndex(tpm, HANDLE, name).check(PIN)
     assert _loaded(swtpm) == [b"", b""]
@@ -131,8 +132,8 @@ def test_a_failed_enrolment_leaves_nothing(enrolled):
 _CHECK_TO_BE_KILLED = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from pinutil.pin_index import PinIndex
-from pinutil.tpm import Tpm
+from pinutil.pin.index import PinIndex
+from pinutil.tpm.context import Tpm
 with Tpm(sys.argv[2]) as tpm:
     PinIndex(tpm, int(sys.argv[3]), bytes.fromhex(sys.argv[4])).check(sys.argv[5].encode())
 """
@@ -196,6 +197,6 @@ def test_a_killed_check_leaves_its_handle_without_a_resource_manager(enrolled, p
     swtpm, name = enrolled
     if point != "transient-key-created":
         with Tpm(swtpm.tcti) as tpm:
-            tpm_sys.persist_salt_key(tpm)
+            sapi.persist_salt_key(tpm)
     assert _kill_mid_check(swtpm, name, point) != []
     assert swtpm.read_pin_counter(HANDLE)[0] <= 1  # at most the one PIN in flight

@@ -1,4 +1,4 @@
-"""The salt key record (pinutil/salt_key.py): who writes it, what a check does with it.
+"""The salt key record (pinutil/pin/salt_key.py): who writes it, what a check does with it.
 
 tpm2-tools is the oracle for the Name: `tpm2_readpublic` computes it without our code.
 """

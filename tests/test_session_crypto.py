@@ -1,4 +1,4 @@
-"""Our session crypto (session_crypto.py, the P-256 helper, tpm_sys.py) against
+"""Our session crypto (session_crypto.py, the P-256 helper, tpm/sapi.py) against
 independent oracles (`hmac`, `cryptography`) and a real swtpm.
 
 The swtpm is the final oracle: a wrong cpHash, session key or HMAC formula makes it
@@ -13,12 +13,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
-from pinutil._tss import ffi, lib
+from pinutil.tpm._tss import ffi, lib
 
-from pinutil import errors, tpm_sys
-from pinutil.pin_index import PinIndex
-from pinutil.session_crypto import SaltedSession, hmac_sha256, kdfa, kdfe
-from pinutil.tpm import Tpm
+from pinutil import errors
+from pinutil.pin.index import PinIndex
+from pinutil.tpm import sapi
+from pinutil.tpm.context import Tpm
+from pinutil.tpm.session_crypto import SaltedSession, hmac_sha256, kdfa, kdfe
 
 HANDLE = 0x01000000 + 1000
 PIN = b"135790"
@@ -125,25 +126,25 @@ def test_any_altered_response_is_refused(tamper):
 @pytest.fixture
 def enrolled(swtpm):
     with Tpm(swtpm.tcti) as t:
-        PinIndex(t, HANDLE, tpm_sys.salt_key_name(t, persist=False)).define(PIN, 5)
+        PinIndex(t, HANDLE, sapi.salt_key_name(t, persist=False)).define(PIN, 5)
         yield t
     assert swtpm.tools("tpm2_getcap", "handles-loaded-session").stdout.strip() == b""
     assert swtpm.tools("tpm2_getcap", "handles-transient").stdout.strip() == b""
 
 
 def test_salted_read_returns_the_counter_in_clear_after_unmasking(enrolled, swtpm):
-    _, name = tpm_sys.read_nv_public(enrolled, HANDLE)
-    session = tpm_sys.start_salted_session(enrolled, tpm_sys.salt_key_name(enrolled, persist=False))
-    data = tpm_sys.read_nv_with_session(enrolled, HANDLE, name, 8, PIN, session)
+    _, name = sapi.read_nv_public(enrolled, HANDLE)
+    session = sapi.start_salted_session(enrolled, sapi.salt_key_name(enrolled, persist=False))
+    data = sapi.read_nv_with_session(enrolled, HANDLE, name, 8, PIN, session)
     assert struct.unpack(">II", data) == (0, 5)
-    assert tpm_sys.read_nv_as_owner(enrolled, HANDLE, 8) == data
+    assert sapi.read_nv_as_owner(enrolled, HANDLE, 8) == data
 
 
 @pytest.mark.parametrize("part", ["hmac", "nonce", "data"])
 def test_a_forged_tpm_answer_is_never_a_correct_pin(enrolled, swtpm, monkeypatch, part):
     """Someone between us and the TPM alters the NV_Read answer: the check fails
     closed (TpmUnavailable), even though the TPM itself accepted the PIN."""
-    real = tpm_sys._nv_read
+    real = sapi._nv_read
 
     def forge(tpm, auth_handle, handle, size, auths):
         data, reply = real(tpm, auth_handle, handle, size, auths)
@@ -155,23 +156,23 @@ def test_a_forged_tpm_answer_is_never_a_correct_pin(enrolled, swtpm, monkeypatch
                 field.buffer[0] ^= 1
         return data, reply
 
-    monkeypatch.setattr(tpm_sys, "_nv_read", forge)
+    monkeypatch.setattr(sapi, "_nv_read", forge)
     with pytest.raises(errors.TpmUnavailable, match="HMAC"):
-        PinIndex(enrolled, HANDLE, tpm_sys.salt_key_name(enrolled, persist=False)).check(PIN)
+        PinIndex(enrolled, HANDLE, sapi.salt_key_name(enrolled, persist=False)).check(PIN)
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 
 def test_a_wrong_name_makes_the_tpm_refuse_the_hmac(enrolled, swtpm):
     """The Name goes into the cpHash: the TPM refuses the HMAC and counts a failure.
     That is why PinIndex compares the Name before it ever uses a PIN."""
-    _, name = tpm_sys.read_nv_public(enrolled, HANDLE)
+    _, name = sapi.read_nv_public(enrolled, HANDLE)
     wrong = name[:-1] + bytes([name[-1] ^ 1])
-    session = tpm_sys.start_salted_session(enrolled, tpm_sys.salt_key_name(enrolled, persist=False))
+    session = sapi.start_salted_session(enrolled, sapi.salt_key_name(enrolled, persist=False))
     try:
         with pytest.raises(errors.TpmUnavailable):
-            tpm_sys.read_nv_with_session(enrolled, HANDLE, wrong, 8, PIN, session)
+            sapi.read_nv_with_session(enrolled, HANDLE, wrong, 8, PIN, session)
     finally:
-        tpm_sys.flush_quietly(enrolled, session.handle)
+        sapi.flush_quietly(enrolled, session.handle)
     assert swtpm.read_pin_counter(HANDLE) == (1, 5)
 
 
@@ -181,11 +182,11 @@ def _persistent_handles(swtpm) -> bytes:
 
 
 def test_persist_salt_key_makes_ours_once_and_checks_use_it(enrolled, swtpm):
-    assert tpm_sys.persistent_salt_key_state(enrolled) == "absent"
-    assert tpm_sys.persist_salt_key(enrolled) == "ours"
+    assert sapi.persistent_salt_key_state(enrolled) == "absent"
+    assert sapi.persist_salt_key(enrolled) == "ours"
     assert b"0x81000082" in _persistent_handles(swtpm)
-    assert tpm_sys.persist_salt_key(enrolled) == "ours"  # idempotent
-    index = PinIndex(enrolled, HANDLE, tpm_sys.salt_key_name(enrolled, persist=False))
+    assert sapi.persist_salt_key(enrolled) == "ours"  # idempotent
+    index = PinIndex(enrolled, HANDLE, sapi.salt_key_name(enrolled, persist=False))
     before = enrolled.commands_sent
     index.check(PIN)
     # NV_ReadPublic, ReadPublic, StartAuthSession, NV_Read: no CreatePrimary, no flush.
@@ -199,22 +200,23 @@ def test_persist_salt_key_makes_ours_once_and_checks_use_it(enrolled, swtpm):
 ])
 def test_a_foreign_key_at_the_handle_is_never_used_nor_replaced(enrolled, swtpm, foreign):
     swtpm.tools(*foreign)
-    swtpm.tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(tpm_sys.SALT_KEY_HANDLE))
+    swtpm.tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(sapi.SALT_KEY_HANDLE))
     swtpm.tools("tpm2_flushcontext", "-t")
-    public_before = swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout
-    assert tpm_sys.persist_salt_key(enrolled) == "foreign"
-    index = PinIndex(enrolled, HANDLE, tpm_sys.salt_key_name(enrolled, persist=False))
+    public_before = swtpm.tools("tpm2_readpublic", "-c", hex(sapi.SALT_KEY_HANDLE)).stdout
+    assert sapi.persist_salt_key(enrolled) == "foreign"
+    index = PinIndex(enrolled, HANDLE, sapi.salt_key_name(enrolled, persist=False))
     before = enrolled.commands_sent
     index.check(PIN)  # a transient salt key instead
     assert enrolled.commands_sent - before == 6
-    assert swtpm.tools("tpm2_readpublic", "-c", hex(tpm_sys.SALT_KEY_HANDLE)).stdout == public_before
+    assert swtpm.tools("tpm2_readpublic", "-c", hex(sapi.SALT_KEY_HANDLE)).stdout == public_before
     assert swtpm.read_pin_counter(HANDLE) == (0, 5)
 
 
 def test_sha256_is_the_interpreters_builtin_not_openssl():
     # `_sha256` became `_sha2` in Python 3.12: importing the old name there fell back to
     # hashlib, loading OpenSSL on every login (test_pin_index checks the import budget).
-    from pinutil import session_crypto, tpm
+    from pinutil.tpm import context as tpm
+    from pinutil.tpm import session_crypto
 
     assert session_crypto.sha256.__module__ in ("_sha2", "_sha256")
     assert tpm.sha256 is session_crypto.sha256

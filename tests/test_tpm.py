@@ -1,4 +1,4 @@
-"""pinutil.tpm against a real swtpm per test (no mocks)."""
+"""pinutil.tpm.context against a real swtpm per test (no mocks)."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
-from pinutil._tss import ffi, lib
+from pinutil.tpm._tss import ffi, lib
 
 from pinutil import errors
-from pinutil import tpm as tpm_mod
-from pinutil.tpm import Tpm, TpmCommandError, is_transport_error, normalize_rc
+from pinutil.tpm import context as tpm_mod
+from pinutil.tpm.context import Tpm, TpmCommandError, is_transport_error, normalize_rc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,13 +155,13 @@ _LOG_PROBE = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from pinutil import errors
     if sys.argv[1] == "ours":
-        from pinutil.tpm import Tpm
+        from pinutil.tpm.context import Tpm
         try:
             Tpm("swtpm:path=/tmp/pypam-no-such-tpm/sock")
         except errors.TpmUnavailable:
             pass
     else:  # the raw library, as a control that the variables are honoured at all
-        from pinutil._tss import ffi, lib
+        from pinutil.tpm._tss import ffi, lib
         lib.Tss2_TctiLdr_Initialize(b"swtpm:path=/tmp/pypam-no-such-tpm/sock",
                                     ffi.new("TSS2_TCTI_CONTEXT **"))
 """)

@@ -28,9 +28,10 @@ import textwrap
 
 import pytest
 
-from pinutil import enrolment, salt_key, tpm_sys
-from pinutil.pin_index import PinIndex
-from pinutil.tpm import Tpm
+from pinutil.pin import enrolment, salt_key
+from pinutil.pin.index import PinIndex
+from pinutil.tpm import sapi
+from pinutil.tpm.context import Tpm
 from tests.support.pamhost import PAM_SUCCESS, result_code
 from tests.support.tpm_proxy import (
     CC_CREATE_PRIMARY,
@@ -55,8 +56,8 @@ _WORKER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from pinutil import errors
     from pinutil.deadline import TpmBudget
-    from pinutil.login import DirectBackend
-    from pinutil.policy import load_policy
+    from pinutil.pin.login import DirectBackend
+    from pinutil.pin.policy import load_policy
     from pinutil.users import User
     policy = load_policy(sys.argv[2])
     user = User("root", 0)
@@ -145,7 +146,7 @@ class Sweep:
         self.direct.close()
 
     def counter(self) -> int:
-        return int.from_bytes(tpm_sys.read_nv_as_owner(self.direct, HANDLE, 8)[:4], "big")
+        return int.from_bytes(sapi.read_nv_as_owner(self.direct, HANDLE, 8)[:4], "big")
 
     def loaded(self) -> list[int]:
         return self.direct.loaded_handles()
@@ -153,7 +154,7 @@ class Sweep:
     def flush(self, handle: int) -> bool:
         if handle not in self.loaded():
             return False
-        tpm_sys.flush_quietly(self.direct, handle)
+        sapi.flush_quietly(self.direct, handle)
         return True
 
     def login(self, pin: str, fault: Fault | None):
@@ -206,7 +207,7 @@ def faults_for(responses: list[bytes]) -> list[Fault]:
 def sweep(swtpm):
     workdir = tempfile.mkdtemp(prefix="pypam-faults-", dir="/tmp")
     with Tpm(swtpm.tcti) as tpm:
-        name = tpm_sys.salt_key_name(tpm, persist=False)
+        name = sapi.salt_key_name(tpm, persist=False)
         PinIndex(tpm, HANDLE, name).define(PIN.encode(), LIMIT)
     salt_key.save(salt_key.record_path(os.path.join(workdir, "policy")), name)
     s = Sweep(swtpm, workdir)
@@ -224,7 +225,7 @@ def sweep(swtpm):
 @pytest.mark.parametrize("typed", [WRONG, PIN], ids=["wrong-pin", "right-pin"])
 def test_every_fault_on_every_response_holds(sweep, typed, salt_key_kind, record_property):
     if salt_key_kind == "persistent":
-        assert tpm_sys.persist_salt_key(sweep.direct) == "ours"
+        assert sapi.persist_salt_key(sweep.direct) == "ours"
     outcome, reference, _, _ = sweep.login(typed, None)
     assert outcome == ("success" if typed == PIN else "WrongPin")
     responses = [e.reply for e in reference]

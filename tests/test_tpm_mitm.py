@@ -290,8 +290,8 @@ def test_a_control_the_attack_works_against_a_client_that_trusts_its_key(enrolle
     attacker's Name instead, it gets "PIN correct" for a wrong PIN, and the real TPM
     counts nothing. So what the tests above assert is the Name check at work."""
     from pinutil import errors
-    from pinutil.pin_index import PinIndex
-    from pinutil.tpm import Tpm
+    from pinutil.pin.index import PinIndex
+    from pinutil.tpm.context import Tpm
 
     env, proxy = enrolled
     attacker = KeySubstitution()
@@ -309,7 +309,7 @@ def test_a_control_the_attack_works_against_a_client_that_trusts_its_key(enrolle
 
 
 def _genuine_name(env) -> bytes:
-    from pinutil import salt_key
+    from pinutil.pin import salt_key
     return salt_key.load(salt_key.record_path(env.policy))
 
 

@@ -24,7 +24,7 @@ with atheris.instrument_imports(include=["pinutil", "pypam", "tpm_pin", "master_
     import master_key  # noqa: F401 - instrumented here, used by the targets
     import tpm_pin  # noqa: F401
 
-    from pinutil import cli, login, policy, recovery  # noqa: F401
+    from pinutil.cli import app as cli  # noqa: F401
     from pypam import arguments, loader  # noqa: F401
 
 from tests.fuzz.targets import TARGETS

@@ -12,11 +12,17 @@ import marshal
 import os
 import types
 
-from pinutil import errors, recovery
-from pinutil.cli import Cancelled, StdinPrompter
-from pinutil.login import HelperReply, helper_reply, pin_status_from, raise_for_check
-from pinutil.pin_index import PinStatus
-from pinutil.policy import Policy, PolicyError, parse_policy
+from pinutil import errors
+from pinutil.cli.app import Cancelled, StdinPrompter
+from pinutil.master_key import recovery
+from pinutil.pin.index import PinStatus
+from pinutil.pin.login import (
+    HelperReply,
+    helper_reply,
+    pin_status_from,
+    raise_for_check,
+)
+from pinutil.pin.policy import Policy, PolicyError, parse_policy
 from pypam import loader
 from pypam.arguments import ArgumentError, ModuleArguments, parse_arguments
 

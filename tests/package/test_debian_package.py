@@ -104,7 +104,7 @@ def test_files_and_places(debs):
     # Set-gid comes from dpkg-statoverride in postinst, not from the archive.
     assert tpm["/usr/bin/pinutil"] == "-rwxr-xr-x root/root"
     for path in ("/usr/lib/pypam/modules/tpm_pin.py", "/usr/lib/pypam/modules/master_key.py",
-                 "/usr/lib/pypam/python/pinutil/bip39_english.txt",
+                 "/usr/lib/pypam/python/pinutil/master_key/bip39_english.txt",
                  "/lib/udev/rules.d/60-pypam-tpm.rules",
                  "/usr/share/pam-configs/pypam-tpm-pin",
                  "/usr/share/man/man8/pam_tpm_pin.8.gz",

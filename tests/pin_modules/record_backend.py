@@ -9,8 +9,8 @@ import os
 
 import pypam
 from pinutil.deadline import TpmBudget
-from pinutil.login import choose_backend, running_setid
-from pinutil.policy import load_policy
+from pinutil.pin.login import choose_backend, running_setid
+from pinutil.pin.policy import load_policy
 
 
 def authenticate(pamh, flags, args):

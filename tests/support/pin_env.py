@@ -73,7 +73,7 @@ class PinEnv:
         self.policy = os.path.join(workdir, "policy")
         self.module_dir = os.path.join(workdir, "modules")
         self.passdb = os.path.join(workdir, "passdb")
-        # Enrolment records (pinutil.enrolment); created by the first root setup.
+        # Enrolment records (pinutil.pin.enrolment); created by the first root setup.
         self.enrolment_dir = os.path.join(workdir, "enrolments")
         self._copy_test_modules()
         self.write_policy()
@@ -83,11 +83,12 @@ class PinEnv:
         """The installation step `pinutil salt-key record` (in-process: it runs for
         every test): the salt key's Name in `salt_key` next to the policy, which every
         salted check trusts. tests/test_salt_key_record.py covers the command itself."""
-        from pinutil import salt_key, tpm_sys
-        from pinutil.tpm import Tpm
+        from pinutil.pin import salt_key
+        from pinutil.tpm import sapi
+        from pinutil.tpm.context import Tpm
 
         with Tpm(self.swtpm.tcti) as tpm:
-            salt_key.save(salt_key.record_path(self.policy), tpm_sys.salt_key_name(tpm))
+            salt_key.save(salt_key.record_path(self.policy), sapi.salt_key_name(tpm))
 
     # -- files ------------------------------------------------------------------------
     def _copy_test_modules(self) -> None:

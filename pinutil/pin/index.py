@@ -21,10 +21,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from pinutil import errors, tpm_sys
-from pinutil._tss import lib
+from pinutil import errors
 from pinutil.record import Record
-from pinutil.tpm import (
+from pinutil.tpm import sapi
+from pinutil.tpm._tss import lib
+from pinutil.tpm.context import (
     ESYS_TR_NONE,
     ESYS_TR_PASSWORD,
     RC_AUTH_UNAVAILABLE,
@@ -138,7 +139,7 @@ class PinIndex:
         Not defined -> enrolled=False. Defined but never written (a half-finished setup)
         -> enrolled=False with `detail` saying so. Not a PIN index -> NotEnrolled.
         """
-        found = tpm_sys.read_nv_public(self.tpm, self.handle)
+        found = sapi.read_nv_public(self.tpm, self.handle)
         if found is None:
             return NOT_ENROLLED
         if not self._is_enrolled_pin_index(*found):
@@ -158,10 +159,10 @@ class PinIndex:
         WrongPin(attempts_left) / PinLocked / NotEnrolled / TpmUnavailable / InvalidPin.
         The index's Name is verified before the PIN is used; a PIN is sent at most
         once. salted=False uses a password session: the PIN crosses the TPM bus in
-        clear. Both run through SAPI with our own session crypto (tpm_sys.py).
+        clear. Both run through SAPI with our own session crypto (tpm/sapi.py).
         """
         _validate_pin(pin)
-        found = tpm_sys.read_nv_public(self.tpm, self.handle)
+        found = sapi.read_nv_public(self.tpm, self.handle)
         if found is None:
             raise errors.NotEnrolled(f"no PIN index at 0x{self.handle:08x}")
         if not self._is_enrolled_pin_index(*found):
@@ -170,18 +171,18 @@ class PinIndex:
 
     def _send_pin(self, name: bytes, pin: bytes, salted: bool) -> None:
         tpm = self.tpm
-        session = tpm_sys.start_salted_session(tpm, self._salt_key_name()) if salted else None
+        session = sapi.start_salted_session(tpm, self._salt_key_name()) if salted else None
         try:
             if session is None:
-                tpm_sys.read_nv_with_password(tpm, self.handle, PIN_DATA_SIZE, pin)
+                sapi.read_nv_with_password(tpm, self.handle, PIN_DATA_SIZE, pin)
             else:
-                tpm_sys.read_nv_with_session(tpm, self.handle, name, PIN_DATA_SIZE, pin, session)
+                sapi.read_nv_with_session(tpm, self.handle, name, PIN_DATA_SIZE, pin, session)
         except BaseException as e:
             if session is not None:
                 # A failed command, or an answer we refused (the TPM may never have
                 # seen the command), leaves the session loaded: without a resource
                 # manager it would hold one of the TPM's few session slots.
-                tpm_sys.flush_quietly(tpm, session.handle)
+                sapi.flush_quietly(tpm, session.handle)
             if not isinstance(e, TpmCommandError):
                 raise
             if e.code == RC_BAD_AUTH:
@@ -219,7 +220,7 @@ class PinIndex:
             if salted:
                 primary = tpm.storage_primary()
                 try:
-                    tpm_sys.require_salt_key_name(tpm.get_name(primary), self._salt_key_name())
+                    sapi.require_salt_key_name(tpm.get_name(primary), self._salt_key_name())
                     # DECRYPT: NV_DefineSpace's first parameter is the new authValue (the PIN).
                     hmac_session = tpm.salted_session(primary, SESSION_DECRYPT | SESSION_CONTINUE)
                     # The write's PolicyAuthValue HMAC is keyed with the PIN: salt it too.
@@ -310,7 +311,7 @@ class PinIndex:
     def remove_if_half_finished(self) -> bool:
         """Undefine the index if a killed setup left it unwritten; True if it did.
         A written PIN index (or nothing) is left alone."""
-        found = tpm_sys.read_nv_public(self.tpm, self.handle)
+        found = sapi.read_nv_public(self.tpm, self.handle)
         if found is None or self._is_enrolled_pin_index(*found):
             return False
         self.delete(only_half_finished=True)
@@ -321,7 +322,7 @@ class PinIndex:
         """The TPM's storage primary is the salt key root recorded, or TpmUnavailable."""
         primary = self.tpm.storage_primary()
         try:
-            tpm_sys.require_salt_key_name(self.tpm.get_name(primary), self._salt_key_name())
+            sapi.require_salt_key_name(self.tpm.get_name(primary), self._salt_key_name())
         finally:
             self.tpm.flush_quietly(primary)
 
@@ -368,6 +369,6 @@ class PinIndex:
         return f"NV index 0x{self.handle:08x} is not a PIN index ({detail}); refusing to use it"
 
     def _read_counter(self) -> tuple[int, int]:
-        data = tpm_sys.read_nv_as_owner(self.tpm, self.handle, PIN_DATA_SIZE)
+        data = sapi.read_nv_as_owner(self.tpm, self.handle, PIN_DATA_SIZE)
         failures, limit = struct.unpack(">II", data)
         return failures, limit

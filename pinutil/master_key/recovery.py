@@ -17,7 +17,7 @@ useless: recovery needs the two together. Any valid 24-word phrase is accepted o
 import, so pinpam's phrases work whatever entropy they came from.
 
 `cryptography` is imported inside the functions that need it: the PAM module imports
-`pinutil.master_key`, which imports this file, on every login.
+`pinutil.master_key.key`, which imports this file, on every login.
 """
 from __future__ import annotations
 

@@ -18,18 +18,19 @@ to the TPM at most once: a check that timed out is never retried.
 `choose_backend("auto", ...)` picks between them.
 
 Both report an enrolled index as enrolled only if its enrolment record names this
-account (`pinutil.enrolment`); otherwise `EnrolmentMismatch`, before any PIN prompt.
+account (`pinutil.pin.enrolment`); otherwise `EnrolmentMismatch`, before any PIN prompt.
 """
 from __future__ import annotations
 
 import os
 
-from . import enrolment, errors
-from .deadline import TpmBudget, run_in_child, spend
-from .pin_index import NOT_ENROLLED, PinIndex, PinStatus
-from .policy import DEFAULT_POLICY_PATH, Policy
-from .record import Record
-from .users import User
+from pinutil import errors
+from pinutil.deadline import TpmBudget, run_in_child, spend
+from pinutil.pin import enrolment
+from pinutil.pin.index import NOT_ENROLLED, PinIndex, PinStatus
+from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy
+from pinutil.record import Record
+from pinutil.users import User
 
 BACKENDS = ("auto", "direct", "helper")
 _AT_SECURE = 23  # <elf.h>: the kernel's "this process is set-id" auxv entry
@@ -73,7 +74,7 @@ class DirectBackend:
 
     def __init__(self, policy: Policy, budget: TpmBudget,
                  policy_path: str = DEFAULT_POLICY_PATH) -> None:
-        from . import tpm  # noqa: F401 - imported once here, not in every child
+        import pinutil.tpm.context  # noqa: F401 - imported once here, not in every child
 
         self.policy = policy
         self.budget = budget
@@ -83,7 +84,7 @@ class DirectBackend:
         return PinIndex(tpm, PinIndex.handle_for(user.uid, self.policy.nv_base), salt_key_name)
 
     def _open(self):
-        from .tpm import Tpm
+        from pinutil.tpm.context import Tpm
 
         return Tpm(self.policy.tcti)
 
@@ -93,7 +94,7 @@ class DirectBackend:
             return self._index(tpm, user).status().as_dict()
 
     def _check(self, user: User, pin: bytes) -> bool:
-        from . import salt_key
+        from pinutil.pin import salt_key
 
         path = salt_key.record_path(self.policy_path)
         with self._open() as tpm:

@@ -62,8 +62,8 @@ import errno
 import os
 import stat
 
-from .errors import InvalidPin, PolicyError
-from .record import Record
+from pinutil.errors import InvalidPin, PolicyError
+from pinutil.record import Record
 
 DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
 

@@ -12,7 +12,7 @@ The full manual is `docs/pinutil.md`. In short:
   `--stdin` one per line from standard input (change: old PIN first unless root).
   `-m` (pinpam's machine mode) means `--json --stdin`.
 - A non-root `setup` first proves the account password through the PAM service
-  `pinutil` (`pinutil.password_proof`); its prompts are answered the same way (with
+  `pinutil` (`pinutil.pin.password_proof`); its prompts are answered the same way (with
   `--stdin`: one line per prompt, before the PIN). Every setup, change, delete and
   adopt is logged to syslog (LOG_AUTHPRIV): who, for whom, the result.
 - Every PIN is checked against the policy before any TPM command.
@@ -45,7 +45,7 @@ argv or the environment: the native launcher passes its build-time policy path a
 leaves `pam_confdir` at /etc/pam.d, tests pass theirs, and a caller of the installed
 command can change neither.
 
-The master-key commands live in `pinutil.cli_master_key`: its
+The master-key commands live in `pinutil.cli.master_key`: its
 `add_parser(subparsers)` adds a `master-key` parser whose leaf parsers call
 `set_defaults(handler=fn)`, with `fn(ctx: Context) -> dict` returning the JSON fields
 of the result (a `"message"` key is the human line) and raising `PinutilError`s. This
@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import sys
@@ -65,8 +64,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from . import audit, enrolment, users
-from .errors import (
+from pinutil import audit, users
+from pinutil.errors import (
     AlreadyEnrolled,
     EnrolmentMismatch,
     InvalidPin,
@@ -82,8 +81,9 @@ from .errors import (
     UnknownUser,
     WrongPin,
 )
-from .password_proof import PAM_CONFDIR
-from .policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from pinutil.pin import enrolment
+from pinutil.pin.password_proof import PAM_CONFDIR
+from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 
 PROG = "pinutil"
 MAX_LINE_BYTES = 1024  # a PIN line longer than this is refused without reading on
@@ -325,7 +325,11 @@ class Context:
     def prove_password(self, user: users.User) -> None:
         """The enrolment proof: PAM service `pinutil` must accept `user`'s password.
         Nothing is asked when the service file is missing (a clear error instead)."""
-        from .password_proof import PAM_ERROR_MSG, PAM_TEXT_INFO, prove_password
+        from pinutil.pin.password_proof import (
+            PAM_ERROR_MSG,
+            PAM_TEXT_INFO,
+            prove_password,
+        )
 
         def ask(text: str, echo: bool, style: int) -> bytearray | None:
             if style in (PAM_ERROR_MSG, PAM_TEXT_INFO):
@@ -337,7 +341,7 @@ class Context:
         self.note(f"password of {user.name} accepted by the PAM service pinutil")
 
     def handle(self, user: users.User) -> int:
-        from .pin_index import PinIndex
+        from pinutil.pin.index import PinIndex
 
         return PinIndex.handle_for(user.uid, self.policy.nv_base)
 
@@ -352,16 +356,16 @@ class Context:
     def pin_index(self, user: users.User) -> Iterator[object]:
         """The user's PinIndex on an open TPM; the handle is computed (and
         range-checked) before the TPM is opened. A salted check or enrolment loads
-        the recorded salt key when it needs it (cli_salt_key.py)."""
-        from .pin_index import PinIndex  # TPM code is imported only when needed
-        from .tpm import Tpm
+        the recorded salt key when it needs it (cli/salt_key.py)."""
+        from pinutil.pin.index import PinIndex  # TPM code is imported only when needed
+        from pinutil.tpm.context import Tpm
 
         handle = PinIndex.handle_for(user.uid, self.policy.nv_base)
         self.note(f"tcti {self.policy.tcti}, PIN index {handle:#010x} for {user.name}")
         timeout_ms = int(self.policy.helper_timeout * 1000)
         with Tpm(self.policy.tcti, timeout_ms=timeout_ms) as tpm:
             def salt_key_name() -> bytes:
-                from .cli_salt_key import recorded_salt_key_name
+                from pinutil.cli.salt_key import recorded_salt_key_name
 
                 return recorded_salt_key_name(self, tpm)
 
@@ -437,10 +441,10 @@ def cmd_setup(ctx: Context) -> dict:
 def _persist_salt_key(tpm) -> str:
     """Best effort after an enrolment: without a persistent salt key every PIN check
     creates one (slower, not weaker), so a failure here must not fail the setup."""
-    from . import tpm_sys
+    from pinutil.tpm import sapi
 
     try:
-        return tpm_sys.persist_salt_key(tpm)
+        return sapi.persist_salt_key(tpm)
     except TpmUnavailable as e:
         return f"not persistent ({e})"
 
@@ -600,12 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user", nargs="?", metavar="USER",
                        help="user name or uid (default: you)")
         p.set_defaults(handler=handler)
-    # Tolerated absent (it is written separately); once present, a broken module is a
-    # bug that must show, so only absence is checked, not ImportError in general.
-    if importlib.util.find_spec(f"{__package__}.cli_master_key") is not None:
-        from . import cli_master_key
-        cli_master_key.add_parser(sub)
-    from . import cli_salt_key
+    from pinutil.cli import master_key as cli_master_key
+    from pinutil.cli import salt_key as cli_salt_key
+    cli_master_key.add_parser(sub)
     cli_salt_key.add_parser(sub)
     return parser
 

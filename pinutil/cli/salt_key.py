@@ -5,14 +5,15 @@
     pinutil salt-key show       (root) the recorded Name and the TPM's, and whether
                                 they match
 
-Also `recorded_salt_key_name(ctx, tpm)`, which `pinutil.cli` uses for every command
+Also `recorded_salt_key_name(ctx, tpm)`, which `pinutil.cli.app` uses for every command
 that sends a PIN: it loads the record, and on root's `setup` when there is none yet,
 records the TPM's key first (trust on first use).
 """
 from __future__ import annotations
 
-from pinutil import salt_key, tpm_sys
 from pinutil.errors import TpmUnavailable
+from pinutil.pin import salt_key
+from pinutil.tpm import sapi
 
 
 def recorded_salt_key_name(ctx, tpm) -> bytes:
@@ -20,7 +21,7 @@ def recorded_salt_key_name(ctx, tpm) -> bytes:
     if ctx.args.command == "setup" and ctx.caller.is_root:
         name = salt_key.load_if_present(path)
         if name is None:
-            name = tpm_sys.salt_key_name(tpm)
+            name = sapi.salt_key_name(tpm)
             salt_key.save(path, name)
             ctx.note(f"recorded the salt key {name.hex()} in {path}")
         return name
@@ -28,7 +29,7 @@ def recorded_salt_key_name(ctx, tpm) -> bytes:
 
 
 def _open(ctx):
-    from pinutil.tpm import Tpm
+    from pinutil.tpm.context import Tpm
 
     return Tpm(ctx.policy.tcti, timeout_ms=int(ctx.policy.helper_timeout * 1000))
 
@@ -36,7 +37,7 @@ def _open(ctx):
 def cmd_record(ctx) -> dict:
     path = salt_key.record_path(ctx.policy_path)
     with _open(ctx) as tpm:
-        name = tpm_sys.salt_key_name(tpm)
+        name = sapi.salt_key_name(tpm)
     try:
         before = salt_key.load_if_present(path)
     except TpmUnavailable:
@@ -55,7 +56,7 @@ def cmd_show(ctx) -> dict:
     except TpmUnavailable as e:
         recorded, problem = None, str(e)
     with _open(ctx) as tpm:
-        current = tpm_sys.salt_key_name(tpm, persist=False)
+        current = sapi.salt_key_name(tpm, persist=False)
     matches = recorded == current
     message = (f"salt key {current.hex()}: " + ("matches the record" if matches else
                f"NOT the recorded one ({recorded.hex()})" if recorded else problem))
@@ -65,7 +66,7 @@ def cmd_show(ctx) -> dict:
 
 def add_parser(subparsers) -> None:
     """Register `salt-key` and its actions on pinutil's subparsers."""
-    from pinutil.cli import _add_options  # cli imports us: late, to avoid the cycle
+    from pinutil.cli.app import _add_options  # cli imports us: late, to avoid the cycle
 
     group = subparsers.add_parser("salt-key", help="record or show the TPM's salt key (root)",
                                   allow_abbrev=False)

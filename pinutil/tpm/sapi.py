@@ -27,16 +27,22 @@ import os
 import struct
 
 from pinutil import errors
-from pinutil._tss import ffi, lib
-from pinutil.salt_key import RECORD_COMMAND
-from pinutil.session_crypto import DIGEST_SIZE, SaltedSession, cp_hash, kdfe, rp_hash
-from pinutil.tpm import (
+from pinutil.pin.salt_key import RECORD_COMMAND
+from pinutil.tpm._tss import ffi, lib
+from pinutil.tpm.context import (
     NvPublic,
     Tpm,
     fill_tpm2b,
     storage_primary_name,
     storage_primary_template,
     wipe_tpm2b,
+)
+from pinutil.tpm.session_crypto import (
+    DIGEST_SIZE,
+    SaltedSession,
+    cp_hash,
+    kdfe,
+    rp_hash,
 )
 
 _P256_BYTES = 32

@@ -7,9 +7,9 @@
     pinutil master-key clear-from-tpm                 (asks y/N; --yes skips)
     pinutil master-key clear-from-disk                (asks y/N; --yes skips)
 
-`pinutil.cli` checks that the caller is root (real uid 0) before any handler runs,
+`pinutil.cli.app` checks that the caller is root (real uid 0) before any handler runs,
 so before any TPM command. Each handler is thin: arguments -> one call into
-`pinutil.master_key` -> the JSON fields of the result ("message" is the human line).
+`pinutil.master_key.key` -> the JSON fields of the result ("message" is the human line).
 
 The recovery phrase never appears in argv. `init` shows it on /dev/tty (not stdout,
 which may be a log), clears the screen, and asks for it back; with `--yes` it is
@@ -23,16 +23,16 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from pinutil import master_key
 from pinutil.errors import PinutilError
+from pinutil.master_key import key as master_key
 
 _CLEAR_SCREEN = b"\033[H\033[2J\033[3J"  # home, clear screen, clear scrollback
 _PHRASE_TRIES = 2
 
 
 def _cancelled(message: str) -> PinutilError:
-    """pinutil.cli's Cancelled (exit code CANCELLED); imported late: cli imports us."""
-    from pinutil.cli import Cancelled
+    """pinutil.cli.app's Cancelled (exit code CANCELLED); imported late: cli imports us."""
+    from pinutil.cli.app import Cancelled
 
     return Cancelled(message)
 

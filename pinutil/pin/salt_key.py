@@ -22,7 +22,7 @@ import errno
 import os
 import stat
 
-from .errors import TpmUnavailable
+from pinutil.errors import TpmUnavailable
 
 RECORD_NAME = "salt_key"
 MAX_RECORD_BYTES = 4096

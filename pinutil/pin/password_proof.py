@@ -22,7 +22,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from .errors import PasswordRefused, PermissionDenied
+from pinutil.errors import PasswordRefused, PermissionDenied
 
 SERVICE = "pinutil"
 PAM_CONFDIR = "/etc/pam.d"

@@ -1,18 +1,18 @@
-"""cffi builder for `pinutil._tss`, our own small binding to tpm2-tss (ESAPI and SAPI).
+"""cffi builder for `pinutil.tpm._tss`, our own small binding to tpm2-tss (ESAPI and SAPI).
 
 Why not tpm2_pytss: importing it costs ~55 ms and ~35 MB (it pulls in
 `cryptography`), more than the whole PAM login budget. This binding declares only
-what the PIN index (`pin_index.py`) and the master key (`master_key.py`) use.
+what the PIN index (`pin/index.py`) and the master key (`master_key.py`) use.
 
-SAPI and the P-256 helper below serve the login path (`tpm_sys.py`): tpm2-tss 3.2.1's
+SAPI and the P-256 helper below serve the login path (`tpm/sapi.py`): tpm2-tss 3.2.1's
 ESAPI creates a fresh OpenSSL library context for every hash and HMAC it computes
 (~0.25 ms each here), which made a salted PIN check cost ~5 ms of client CPU.
 
 API mode, out of line: the C compiler checks every declaration below against the
 real headers at build time, and fills in struct layouts where we wrote `...;`.
 
-Build in place:  .venv/bin/python pinutil/_tss_build.py   ->  pinutil/_tss.*.so
-setup.py lists it as cffi_modules=["pinutil/_tss_build.py:ffi"].
+Build in place:  .venv/bin/python pinutil/tpm/binding_build.py   ->  pinutil/tpm/_tss.*.so
+setup.py lists it as cffi_modules=["pinutil/tpm/binding_build.py:ffi"].
 """
 import os
 
@@ -20,76 +20,13 @@ import cffi
 
 ffi = cffi.FFI()
 
-# Our half of an ECDH salt (TPM 2.0 Part 1, Annex C.6.1) on NIST P-256. The ephemeral
-# scalar is drawn and wiped here, so it never reaches Python. OpenSSL's EC_POINT API
-# does no provider fetch: no per-call library context, no config file, no DRBG.
-P256_ECDH_SOURCE = r"""
-#include <sys/random.h>
-#include <openssl/bn.h>
-#include <openssl/crypto.h>
-#include <openssl/ec.h>
-#include <openssl/obj_mac.h>
-
-/* From the TPM key's point (px, py), 32-byte big-endian coordinates: our ephemeral
- * public point (qx, qy) and the shared x-coordinate zx. 1 on success; 0 on any
- * failure, including a point that is not on the curve. */
-static int pinutil_p256_ecdh(const unsigned char *px, const unsigned char *py,
-                             unsigned char *qx, unsigned char *qy, unsigned char *zx)
-{
-    int ok = 0;
-    unsigned char scalar[32];
-    EC_GROUP *group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
-    BN_CTX *bn = BN_CTX_new();
-    BIGNUM *d = BN_secure_new(), *x = BN_new(), *y = BN_new();
-    EC_POINT *peer = NULL, *ours = NULL, *shared = NULL;
-
-    if (!group || !bn || !d || !x || !y)
-        goto done;
-    peer = EC_POINT_new(group);
-    ours = EC_POINT_new(group);
-    shared = EC_POINT_new(group);
-    if (!peer || !ours || !shared)
-        goto done;
-    /* Rejection sampling: a uniform scalar in [1, n-1]. */
-    do {
-        size_t got = 0;
-        while (got < sizeof scalar) {
-            ssize_t n = getrandom(scalar + got, sizeof scalar - got, 0);
-            if (n < 0)
-                goto done;
-            got += (size_t)n;
-        }
-        if (!BN_bin2bn(scalar, sizeof scalar, d))
-            goto done;
-    } while (BN_is_zero(d) || BN_cmp(d, EC_GROUP_get0_order(group)) >= 0);
-    BN_set_flags(d, BN_FLG_CONSTTIME);
-    if (!BN_bin2bn(px, 32, x) || !BN_bin2bn(py, 32, y)
-        || !EC_POINT_set_affine_coordinates(group, peer, x, y, bn)  /* checks the curve */
-        || !EC_POINT_mul(group, ours, d, NULL, NULL, bn)
-        || !EC_POINT_mul(group, shared, NULL, peer, d, bn)
-        || EC_POINT_is_at_infinity(group, shared)
-        || !EC_POINT_get_affine_coordinates(group, ours, x, y, bn)
-        || BN_bn2binpad(x, qx, 32) != 32 || BN_bn2binpad(y, qy, 32) != 32
-        || !EC_POINT_get_affine_coordinates(group, shared, x, NULL, bn)
-        || BN_bn2binpad(x, zx, 32) != 32)
-        goto done;
-    ok = 1;
-done:
-    OPENSSL_cleanse(scalar, sizeof scalar);
-    BN_clear_free(d);
-    BN_clear_free(x);
-    BN_free(y);
-    EC_POINT_free(peer);
-    EC_POINT_free(ours);
-    EC_POINT_clear_free(shared);
-    BN_CTX_free(bn);
-    EC_GROUP_free(group);
-    return ok;
-}
-"""
+# Our half of an ECDH salt on NIST P-256, in C (p256_ecdh.c says why).
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "p256_ecdh.c")) as source:
+    P256_ECDH_SOURCE = source.read()
 
 ffi.set_source(
-    "pinutil._tss",
+    "pinutil.tpm._tss",
     "#include <tss2/tss2_esys.h>\n#include <tss2/tss2_sys.h>\n"
     "#include <tss2/tss2_tctildr.h>\n#include <tss2/tss2_rc.h>\n" + P256_ECDH_SOURCE,
     libraries=["tss2-esys", "tss2-sys", "tss2-tctildr", "tss2-rc", "tss2-mu", "crypto"],
@@ -339,7 +276,7 @@ TSS2_RC Esys_NV_Write(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvI
 TSS2_RC Esys_NV_Read(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, UINT16 size, UINT16 offset, TPM2B_MAX_NV_BUFFER **data);
 TSS2_RC Esys_NV_ReadPublic(ESYS_CONTEXT *esysContext, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, TPM2B_NV_PUBLIC **nvPublic, TPM2B_NAME **nvName);
 
-/* ---- SAPI, for the login path (tpm_sys.py): ESYS's own SYS context, our session crypto ---- */
+/* ---- SAPI, for the login path (tpm/sapi.py): ESYS's own SYS context, our session crypto ---- */
 TSS2_RC Esys_GetSysContext(ESYS_CONTEXT *esys_context, TSS2_SYS_CONTEXT **sys_context);
 TSS2_RC Tss2_Sys_NV_ReadPublic(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_INDEX nvIndex, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, TPM2B_NV_PUBLIC *nvPublic, TPM2B_NAME *nvName, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 TSS2_RC Tss2_Sys_NV_Read(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_AUTH authHandle, TPMI_RH_NV_INDEX nvIndex, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, UINT16 size, UINT16 offset, TPM2B_MAX_NV_BUFFER *data, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
@@ -354,5 +291,5 @@ int pinutil_p256_ecdh(const unsigned char *px, const unsigned char *py, unsigned
 )
 
 if __name__ == "__main__":
-    # Build next to the package (pinutil/_tss.*.so) so the source tree is runnable.
-    ffi.compile(tmpdir=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), verbose=False)
+    # Build next to the package (pinutil/tpm/_tss.*.so) so the source tree is runnable.
+    ffi.compile(tmpdir=os.path.dirname(os.path.dirname(HERE)), verbose=False)

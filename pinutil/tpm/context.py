@@ -1,4 +1,4 @@
-"""One ESYS context on one TPM, over our own cffi binding `pinutil._tss`.
+"""One ESYS context on one TPM, over our own cffi binding `pinutil.tpm._tss`.
 
 Errors: TPM-reported failures raise `TpmCommandError` (carrying the raw and the
 normalised return code, so callers branch on the `RC_*` constants below, never on
@@ -32,8 +32,10 @@ import os
 import struct
 
 from pinutil import errors
-from pinutil._tss import ffi, lib
-from pinutil.session_crypto import sha256  # builtin; hashlib would load OpenSSL (~2 ms)
+from pinutil.tpm._tss import ffi, lib
+from pinutil.tpm.session_crypto import (
+    sha256,  # builtin; hashlib would load OpenSSL (~2 ms)
+)
 
 # ---- TPM return codes, normalised (format-1 parameter/handle/session numbers stripped)
 RC_SUCCESS = 0x000
@@ -231,7 +233,7 @@ def storage_primary_template():
     """TPM2B_PUBLIC of our ECC P-256 storage primary (owner hierarchy, noDA).
 
     The same template always yields the same key from the same owner seed; it is also
-    the salt key of the login path's PIN check (tpm_sys.py).
+    the salt key of the login path's PIN check (tpm/sapi.py).
     """
     public = ffi.new("TPM2B_PUBLIC *")
     area = public.publicArea
@@ -293,7 +295,7 @@ class Tpm:
     # ---- life cycle
     @property
     def esys(self):
-        """The raw ESYS_CONTEXT* for code that calls `pinutil._tss.lib` directly."""
+        """The raw ESYS_CONTEXT* for code that calls `pinutil.tpm._tss.lib` directly."""
         ctx = self._esys_pp[0]
         if ctx == ffi.NULL:
             raise errors.TpmUnavailable("TPM context is closed")
@@ -301,7 +303,7 @@ class Tpm:
 
     @property
     def sys(self):
-        """ESYS's own SAPI context, for tpm_sys.py (same connection, no second TCTI)."""
+        """ESYS's own SAPI context, for tpm/sapi.py (same connection, no second TCTI)."""
         sys_pp = ffi.new("TSS2_SYS_CONTEXT **")
         check_rc(lib.Esys_GetSysContext(self.esys, sys_pp), "Esys_GetSysContext")
         return sys_pp[0]
@@ -333,7 +335,7 @@ class Tpm:
     def send(self, command: str, rc: int) -> None:
         """Account for a command that reached the TPM and check its return code.
 
-        Also used by tpm_sys.py, whose SAPI calls share this connection."""
+        Also used by tpm/sapi.py, whose SAPI calls share this connection."""
         self.commands_sent += 1
         check_rc(rc, command)
 

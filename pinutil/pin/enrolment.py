@@ -27,8 +27,8 @@ import os
 import stat
 import time
 
-from .errors import EnrolmentMismatch, PinutilError
-from .record import Record
+from pinutil.errors import EnrolmentMismatch, PinutilError
+from pinutil.record import Record
 
 MAX_RECORD_BYTES = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

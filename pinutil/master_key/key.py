@@ -2,7 +2,7 @@
 
 A user's token is lowercase hex HMAC-SHA256(secret, user as UTF-8), computed by the
 TPM (pinpam v0.0.5's definition, so its users keep their keyrings). The recovery copy
-of the secret lives in the sealed recovery file (`pinutil.recovery`).
+of the secret lives in the sealed recovery file (`pinutil.master_key.recovery`).
 
 Design: ONE persistent handle. The HMAC key is persisted at 0x81000081 (pinpam's
 handle, so a key pinpam left there keeps working). Its parent, the noDA ECC P-256
@@ -21,7 +21,7 @@ must not break every login), sign (HMAC). Consequence, documented in the threat
 model: whoever can send commands to the TPM (root, the `tss` group) can derive every
 user's token.
 
-This module is on the PAM login path, so the token path imports only `pinutil.tpm`:
+This module is on the PAM login path, so the token path imports only `pinutil.tpm.context`:
 not `tpm2_pytss`, not `cryptography`, not even `hashlib` (OpenSSL) or the recovery
 code, which the CLI-only operations import when called.
 """
@@ -30,10 +30,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from pinutil._tss import ffi, lib
 from pinutil.errors import MasterKeyError, PinutilError
 from pinutil.record import Record
-from pinutil.tpm import (
+from pinutil.tpm._tss import ffi, lib
+from pinutil.tpm.context import (
     RC_BAD_AUTH,
     RC_NV_SPACE,
     Tpm,
@@ -312,7 +312,7 @@ def init_master_key(tcti: str, sealed_path: str, confirm_phrase: Callable[[str],
     recovery copy."""
     import secrets
 
-    from pinutil import recovery
+    from pinutil.master_key import recovery
 
     with Tpm(tcti) as tpm:
         key = MasterKey(tpm)
@@ -342,7 +342,7 @@ def import_master_key(tcti: str, sealed_path: str, phrase: str) -> bool:
     first TPM command, so a wrong phrase or file changes nothing in the TPM. Returns
     False if the TPM already held this very key. Refuses to overwrite a different key
     (clear it first)."""
-    from pinutil import recovery
+    from pinutil.master_key import recovery
 
     secret = recovery.unseal(recovery.read_sealed_file(sealed_path), phrase)
     with Tpm(tcti) as tpm:
@@ -376,7 +376,7 @@ class MasterKeyStatus(Record):
 def master_key_status(tcti: str, sealed_path: str) -> MasterKeyStatus:
     """The key's state in the TPM and on disk; TPM or file trouble is reported in the
     result, not raised, so one side can be inspected while the other is broken."""
-    from pinutil import recovery
+    from pinutil.master_key import recovery
 
     in_tpm: bool | None = None
     tpm_error = None
@@ -407,6 +407,6 @@ def clear_from_tpm(tcti: str) -> bool:
 
 def clear_from_disk(sealed_path: str) -> bool:
     """Delete the sealed recovery file; True if there was one."""
-    from pinutil import recovery
+    from pinutil.master_key import recovery
 
     return recovery.remove_sealed_file(sealed_path)
