@@ -157,6 +157,10 @@ install: build
 	# an admin's copy is kept) and the enrolment records' directory (root:tss 0770).
 	install -d $(DESTDIR)/etc/pam.d
 	test -e $(DESTDIR)/etc/pam.d/pinutil || install -m 0644 examples/pam.d/pinutil $(DESTDIR)/etc/pam.d/pinutil
+	# The pam-auth-update profile (Debian, Ubuntu): off until `pam-auth-update --enable
+	# pypam-tpm-pin`; installing it changes no stack.
+	install -d $(DESTDIR)/usr/share/pam-configs
+	install -m 0644 debian/pam-configs/pypam-tpm-pin $(DESTDIR)/usr/share/pam-configs/
 	install -d -m 0770 $(DESTDIR)/var/lib/pinpam/enrolments
 	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
 	$(call pypam_command,$(SITE)) > build/install/pypam

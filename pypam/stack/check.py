@@ -158,7 +158,7 @@ def _line_findings(service: str, h: Handler) -> list[Finding]:
     return out
 
 
-def _landing(chain: list[Handler], i: int, jump: int) -> Handler | None | str:
+def landing(chain: list[Handler], i: int, jump: int) -> Handler | None | str:
     """Where a jump of `jump` from chain[i] lands (libpam's counting), "end" past the
     last line, "bad" past the end of the substack."""
     level = chain[i].level
@@ -182,7 +182,7 @@ def _stage_findings(stack: Stack, stage: str, chain: list[Handler],
         if h.kind == Kind.SUBSTACK or not h.actions:
             continue
         for code in sorted({c for c, a in enumerate(h.actions) if a > 0}):
-            target = _landing(chain, i, h.actions[code])
+            target = landing(chain, i, h.actions[code])
             if target == "bad":
                 out.append(Finding("error", s, h.file, h.line, f"{code_name(code)}="
                                    f"{h.actions[code]} jumps past the end of its stack "

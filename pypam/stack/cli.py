@@ -1,4 +1,5 @@
-"""The `pypam` admin command: `pypam stack simulate|explain|check` (docs/pypam.md).
+"""The `pypam` admin command: `pypam stack simulate|explain|check`, `pypam enable`,
+`disable`, `status` (docs/pypam.md; the last three in admin.py).
 
 Thin: argparse -> a call into pypam.stack -> text or JSON -> exit status. Every error
 the engine can meet in a configuration is part of its answer (file:line), never a
@@ -10,7 +11,7 @@ import argparse
 import json
 import sys
 
-from . import check, parser, render, simulate
+from . import admin, check, parser, render, simulate
 from .codes import parse_code
 from .modules import assume_present
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "a credential")
     chk.add_argument("--json", action="store_true")
     _common(chk)
+    admin.add_parsers(groups)
     return top
 
 
@@ -142,6 +144,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.group in admin.COMMANDS:
+        return admin.COMMANDS[args.group](args)
     try:
         return {"simulate": cmd_simulate, "explain": cmd_explain,
                 "check": cmd_check}[args.command](args)

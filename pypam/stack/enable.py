@@ -1,0 +1,320 @@
+"""`pypam enable tpm_pin`: plan the edit of each service, and prove it safe.
+
+For each service the plan is a new text of its own pam.d file (never of a file other
+services include): the PIN line
+
+    auth  sufficient  pam_pypam.so module=tpm_pin
+
+inserted just before the service's password: the first auth line of the file that is,
+or brings in (`@include common-auth`, `include system-auth`, `substack ...`), a
+credential module. Lines before it (pam_nologin, pam_succeed_if, ...) still run first.
+Jumps of earlier lines in the same file that cross the new line are re-counted
+(`[success=2]` becomes `[success=3]`); a jump that crosses it from another file cannot
+be re-counted and the service is refused. With `--master-key`, a master_key line goes
+before each keyring line of the file.
+
+The new text is loaded by the same parser as libpam's (parser.py) and proven by the
+simulator (proof.py) against the old one; the stack check (check.py) must find nothing
+new. Any failure refuses the service, with the reason.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+from . import check, parser, presets, proof
+from .explain import outcome_table, sentence
+from .knowledge import CREDENTIAL_MODULES, short_name
+from .model import Handler, Kind, Stack
+from .modules import Probe
+
+PYPAM_MODULE = "pam_pypam.so"
+COMMENT = b"# Added by `pypam enable`: the TPM PIN first (`pypam disable` restores this file).\n"
+
+
+@dataclass
+class ServicePlan:
+    service: str
+    path: str = ""                  # the pam.d file as libpam opens it
+    before: bytes = b""
+    after: bytes = b""
+    refused: str = ""               # why the service cannot be changed
+    skipped: str = ""               # why it is left alone (not an error)
+    notes: list[str] = field(default_factory=list)
+    proof: proof.Proof | None = None
+    tables: tuple[list[str], list[str]] = ((), ())
+    files: list[str] = field(default_factory=list)      # every file its stack reads
+    pin_line: int = 0
+    new_findings: list[check.Finding] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        return not self.refused and not self.skipped and self.after != self.before
+
+    def diff(self) -> str:
+        old = self.before.decode("latin-1").splitlines(keepends=True)
+        new = self.after.decode("latin-1").splitlines(keepends=True)
+        return "".join(difflib.unified_diff(old, new, self.path,
+                                            f"{self.path} (after pypam enable)"))
+
+
+@dataclass
+class Options:
+    root: str = "/"
+    confdir: str | None = None
+    probe: Probe | None = None
+    module: str = PYPAM_MODULE      # the module path written into the lines
+    master_key: bool = False
+
+
+def pam_dir(opts: Options) -> str:
+    return opts.confdir or parser.ETC_PAM_D
+
+
+def real_path(opts: Options, path: str) -> str:
+    return parser.below(opts.root)(path)
+
+
+def plan(services: list[str], opts: Options, explicit: bool = True) -> list[ServicePlan]:
+    """A plan for each service. `explicit`: the admin named the services (a service
+    that cannot be changed is refused); else they come from a preset (it is skipped)."""
+    requested = list(dict.fromkeys(services))
+    includers = included_by(opts)
+    plans = [plan_service(name, opts, includers, set(requested)) for name in requested]
+    if not explicit:
+        for sp in plans:
+            if sp.refused and not sp.proof:
+                sp.skipped, sp.refused = sp.refused, ""
+    # A service that brings in a file another plan edits (su-l includes su) gets the
+    # PIN through that file: no edit of its own, and its proof runs on the edited file.
+    edited = {sp.path: sp for sp in plans if sp.changes}
+    for sp in plans:
+        through = [other for other in edited.values() if other is not sp
+                   and other.path in sp.files]
+        if through and not sp.refused:
+            _through(sp, through[0], opts)
+    return plans
+
+
+def included_by(opts: Options) -> dict[str, set[str]]:
+    """file name -> the services that bring it in with include/substack/@include."""
+    out: dict[str, set[str]] = {}
+    try:
+        names = check.list_services(opts.confdir, opts.root)
+    except check.NoServices:
+        return out
+    for name in names:
+        stack = parser.load_service(name, confdir=opts.confdir, root=opts.root,
+                                    probe=opts.probe)
+        for h in stack.all_handlers():
+            for v in h.via:
+                out.setdefault(v.target.rsplit("/", 1)[-1], set()).add(name)
+    return out
+
+
+def plan_service(name: str, opts: Options, includers: dict[str, set[str]],
+                 requested: set[str]) -> ServicePlan:
+    sp = ServicePlan(name, path=f"{pam_dir(opts).rstrip('/')}/{name}")
+    if name in presets.REMOTE:
+        sp.refused = ("a remote service: a PIN is for a person at the machine (a remote "
+                      "guesser would spend the TPM's attempts and lock the owner out); "
+                      "remote logins keep the password")
+        return sp
+    if name in presets.NEVER:
+        sp.refused = "never edited by enable (the fallback, or a service that must ask " \
+                     "for the password itself)"
+        return sp
+    others = includers.get(name, set()) - requested
+    if others:
+        sp.refused = (f"{', '.join(sorted(others))} include{'s' if len(others) == 1 else ''}"
+                      " it: adding the PIN here would change more than the services "
+                      "asked for (name those too, or only them)")
+        return sp
+    real = real_path(opts, sp.path)
+    if not os.path.isfile(real):
+        sp.skipped = f"no {sp.path} on this system"
+        return sp
+    with open(real, "rb") as f:
+        sp.before = f.read()
+    before = _load(name, opts, {})
+    sp.files = list(dict.fromkeys(before.files))
+    if before.failure is not None:
+        sp.refused = f"pam_start already fails for it: {before.failure.message}"
+        return sp
+    if any(short_name(h) == "tpm_pin" for h in before.all_handlers()):
+        sp.skipped = "it already has a tpm_pin line"
+        return sp
+    chain = before.conf["auth"]
+    anchor = _anchor(chain, sp.path)
+    if anchor is None:
+        sp.skipped = "its auth stack checks no password (no credential module)"
+        return sp
+    try:
+        sp.after, pin_line = _edit(sp, chain, anchor, opts)
+    except _Refuse as refusal:
+        sp.refused = str(refusal)
+        return sp
+    after = _load(name, opts, {sp.path: sp.after})
+    line = _origin(chain[anchor], sp.path)
+    password = {h.ident for h in chain if _origin(h, sp.path) == line
+                and short_name(h) in CREDENTIAL_MODULES}
+    _prove(sp, before, after, (sp.path, pin_line), password)
+    return sp
+
+
+def _through(sp: ServicePlan, other: ServicePlan, opts: Options) -> None:
+    """`sp` includes the file `other` edits: prove `sp` with that edit, no edit of its own."""
+    before = _load(sp.service, opts, {})
+    after = _load(sp.service, opts, {other.path: other.after})
+    sp.after = sp.before
+    sp.notes = [f"gets the PIN through {other.path} (no edit of its own)"]
+    chain = before.conf["auth"]
+    password = {h.ident for h in chain if short_name(h) in CREDENTIAL_MODULES
+                and other.path in (h.file, *(v.file for v in h.via))}
+    sp.proof = None
+    _prove(sp, before, after, (other.path, other.pin_line), password)
+
+
+class _Refuse(Exception):
+    pass
+
+
+def _origin(h: Handler, path: str) -> int | None:
+    """The line of the service file that put `h` into the stack."""
+    if h.via:
+        return h.via[0].line if h.via[0].file == path else None
+    return h.line if h.file == path else None
+
+
+def _anchor(chain: list[Handler], path: str) -> int | None:
+    """Index in `chain` of the first line brought in by the first service-file line
+    that brings in a credential module."""
+    for i, h in enumerate(chain):
+        line = _origin(h, path)
+        if line is None:
+            continue
+        group = [g for g in chain if _origin(g, path) == line]
+        if any(short_name(g) in CREDENTIAL_MODULES for g in group if g.kind != Kind.SUBSTACK):
+            return i
+    return None
+
+
+_JUMP = re.compile(rb"([A-Za-z_]+)=(\d+)")
+
+
+def _edit(sp: ServicePlan, chain: list[Handler], anchor: int,
+          opts: Options) -> tuple[bytes, int]:
+    """The new file text and the (1-based) line number of the PIN line in it."""
+    lines = sp.before.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += b"\n"
+    at = _origin(chain[anchor], sp.path)
+    fixes: dict[int, bytes] = {}
+    for i, h in enumerate(chain[:anchor]):
+        if h.kind == Kind.SUBSTACK or not h.actions:
+            continue
+        crossing = {n for n in set(h.actions) if n > 0 and _crosses(chain, i, n, anchor)}
+        if not crossing:
+            continue
+        if h.file != sp.path or h.via or h.level != chain[anchor].level:
+            raise _Refuse(f"{h.where}: its jump crosses the place of the PIN line from "
+                          "another file, and cannot be re-counted there")
+        fixes[h.line] = _recount(lines[h.line - 1], crossing, h)
+    for number, text in fixes.items():
+        lines[number - 1] = text
+        sp.notes.append(f"re-counted the jump on line {number} (the PIN line sits "
+                        "between it and where it lands)")
+    pin = f"auth  sufficient  {opts.module} module=tpm_pin\n".encode()
+    new = [*lines[:at - 1], COMMENT, pin, *lines[at - 1:]]
+    pin_line = sp.pin_line = at + 1
+    if opts.master_key:
+        new, count = _add_master_key(new, chain, sp, opts, at)
+        if not count:
+            sp.notes.append("--master-key: no keyring line (pam_gnome_keyring, "
+                            "pam_kwallet5) in this file's auth stack")
+    return b"".join(new), pin_line
+
+
+def _crosses(chain: list[Handler], i: int, jump: int, anchor: int) -> bool:
+    target = check.landing(chain, i, jump)
+    if target == "bad":
+        return False
+    return target == "end" or chain.index(target) > anchor
+
+
+def _recount(line: bytes, crossing: set[int], h: Handler) -> bytes:
+    start, end = line.find(b"["), line.find(b"]")
+    if start < 0 or end < start:
+        raise _Refuse(f"{h.where}: a jump that crosses the PIN line, written in a way "
+                      "enable cannot re-count")
+    inner = _JUMP.sub(lambda m: m.group(1) + b"=" + str(int(m.group(2)) + 1).encode()
+                      if int(m.group(2)) in crossing else m.group(0), line[start:end])
+    return line[:start] + inner + line[end:]
+
+
+def _add_master_key(lines: list[bytes], chain: list[Handler], sp: ServicePlan,
+                    opts: Options, pin_at: int) -> tuple[list[bytes], int]:
+    keyring_lines = sorted({h.line for h in chain if h.name in presets.KEYRING_MODULES
+                            and h.file == sp.path and not h.via}, reverse=True)
+    for h in chain:
+        if h.name in presets.KEYRING_MODULES and (h.file != sp.path or h.via):
+            sp.notes.append(f"--master-key: the keyring line {h.where} is in another "
+                            "file: not changed")
+    token = f"auth  optional  {opts.module} module=master_key\n".encode()
+    for number in keyring_lines:
+        index = number - 1 + (2 if number >= pin_at else 0)   # after the PIN's 2 lines
+        lines.insert(index, token)
+    return lines, len(keyring_lines)
+
+
+def _load(name: str, opts: Options, overrides: dict[str, bytes]) -> Stack:
+    """The service loaded as libpam would, with each path of `overrides` holding the
+    given bytes instead of the file's."""
+    with tempfile.TemporaryDirectory(prefix="pypam-enable-") as tmp:
+        copies = {}
+        for n, (path, data) in enumerate(overrides.items()):
+            copies[path] = os.path.join(tmp, str(n))
+            with open(copies[path], "wb") as f:
+                f.write(data)
+        base = parser.below(opts.root)
+
+        def locate(p: str) -> str:
+            return copies.get(p) or base(p)
+        return parser.load_service(name, confdir=opts.confdir, root=opts.root,
+                                   locate=locate, probe=opts.probe)
+
+
+def _prove(sp: ServicePlan, before: Stack, after: Stack, pin_at: tuple[str, int],
+           password_idents: set[int]) -> None:
+    if after.failure is not None:
+        sp.refused = f"the new file would not load: {after.failure.message}"
+        return
+    for type_ in ("account", "password", "session"):
+        if _shape(before, type_) != _shape(after, type_):
+            sp.refused = f"the edit would change the {type_} stack"
+            return
+    keys = proof.keys_of(after)
+    pin_keys = {keys[h.ident] for h in after.chain("auth") if (h.file, h.line) == pin_at}
+    master_keys = {keys[h.ident] for h in after.chain("auth")
+                   if short_name(h) == "master_key"}
+    before_keys = proof.keys_of(before)
+    password = {before_keys[i] for i in password_idents}
+    sp.proof = proof.prove(before, after, pin_keys, password, master_keys)
+    sp.tables = (sentence(outcome_table(before, "auth")),
+                 sentence(outcome_table(after, "auth")))
+    old = {(f.severity, f.message) for f in check.check_stack(before, CREDENTIAL_MODULES)}
+    sp.new_findings = list(dict.fromkeys(
+        f for f in check.check_stack(after, CREDENTIAL_MODULES)
+        if f.severity != "info" and (f.severity, f.message) not in old))
+    if not sp.proof.ok:
+        sp.refused = "; ".join(v.message for v in sp.proof.violations)
+    elif [f for f in sp.new_findings if f.severity == "error"]:
+        sp.refused = "the stack check finds new errors: " + "; ".join(
+            dict.fromkeys(f.message for f in sp.new_findings if f.severity == "error"))
+
+
+def _shape(stack: Stack, type_: str) -> list[tuple]:
+    return [(h.kind, h.module, h.args, h.actions, h.level) for h in stack.chain(type_)]

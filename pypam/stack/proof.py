@@ -1,0 +1,202 @@
+"""The simulator's proof that an edit which adds the PIN to a service is safe.
+
+`prove(before, after, ...)` runs both stacks through libpam's dispatcher (simulate.py)
+under every combination of what the deciding lines can return (credential and
+condition modules: succeeds, fails, is unavailable, is ignored, and every other code
+their control treats differently; the PIN line: every return code), branching only on
+the lines a run actually reaches. Every other module is assumed to succeed, as in
+`pypam stack explain`. Lines are matched between the two stacks by file, type, module,
+arguments and occurrence (not by line number or control, which the edit moves and
+re-counts). It reports a violation of any of these rules:
+
+1. no new way in: whatever the PIN line returns other than success, `after` succeeds
+   only where `before` succeeded;
+2. with the PIN unavailable (PAM_AUTHINFO_UNAVAIL: no TPM, no PIN enrolled, a remote
+   login; PAM_USER_UNKNOWN; PAM_IGNORE), `after` calls the same modules in the same
+   order with the same results (so the same prompts) and ends with the same codes,
+   for pam_authenticate and the pam_setcred after it;
+3. the PIN replaces the password and nothing else: with a correct PIN, `after`
+   succeeds exactly where `before` succeeds with a correct password (so a PIN skips
+   no second factor, lockout or condition check, and a correct PIN alone gets in);
+4. `master_key` (the keyring's token) runs only in pam_authenticate calls that
+   succeed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codes import IGNORE_CODE, INCOMPLETE, RETURN_VALUES, SUCCESS, code_name
+from .explain import classes_for, display_name
+from .knowledge import decides, fixed_result, short_name
+from .model import Handler, Stack
+from .simulate import Outcome, Transaction
+
+AUTHINFO_UNAVAIL, USER_UNKNOWN = 9, 10
+#: What the PIN line returns when it has no PIN to check.
+UNAVAILABLE = (AUTHINFO_UNAVAIL, USER_UNKNOWN, IGNORE_CODE)
+#: Every code the PIN line is tried with (PAM_INCOMPLETE would need a re-entry).
+PIN_CODES = tuple(c for c in range(RETURN_VALUES) if c != INCOMPLETE)
+#: pam_sm_setcred's result: tpm_pin's is PAM_SUCCESS, master_key's PAM_IGNORE.
+SETCRED = {"tpm_pin": SUCCESS, "master_key": IGNORE_CODE}
+MAX_CASES = 20000
+Key = tuple
+
+
+def line_key(stack: Stack, h: Handler, seen: dict[Key, int]) -> Key:
+    base = (h.file, h.type, h.kind, h.module, h.args, h.level)
+    n = seen.get(base, 0)
+    seen[base] = n + 1
+    return (*base, n)
+
+
+def keys_of(stack: Stack) -> dict[int, Key]:
+    """handler ident -> a key that survives line numbers and controls changing."""
+    seen: dict[Key, int] = {}
+    return {h.ident: line_key(stack, h, seen) for h in stack.chain("auth")}
+
+
+class _Need(Exception):
+    """A run reached a deciding line that the case does not assign yet."""
+
+    def __init__(self, key: Key, codes: list[int]) -> None:
+        super().__init__(key)
+        self.key = key
+        self.codes = codes
+
+
+@dataclass
+class Violation:
+    rule: str
+    message: str
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Proof:
+    cases: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    #: auth lines that run after a correct password but not after a correct PIN (a
+    #: `sufficient` PIN ends the stack), when every other line succeeds
+    skipped_after_pin: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def add(self, rule: str, message: str, example: str) -> None:
+        for v in self.violations:
+            if v.rule == rule and v.message == message:
+                if len(v.examples) < 3 and example not in v.examples:
+                    v.examples.append(example)
+                return
+        self.violations.append(Violation(rule, message, [example]))
+
+
+class _Runner:
+    """Runs one stack (`pam_authenticate` then `pam_setcred` on one handle) for a case."""
+
+    def __init__(self, stack: Stack, pin_keys: set[Key], ours: set[Key]) -> None:
+        self.stack = stack
+        self.keys = keys_of(stack)
+        self.pin_keys = pin_keys
+        self.ours = ours            # lines the edit added (left out of traces)
+
+    def run(self, case: dict[Key, int], pin: int | None,
+            forced: frozenset[Key] = frozenset()) -> tuple[Outcome, Outcome]:
+        def results(h: Handler, function: str, pass_: str) -> int:
+            key = self.keys[h.ident]
+            if function != "pam_sm_authenticate":
+                return SETCRED.get(short_name(h), SUCCESS)
+            if key in self.pin_keys:
+                if pin is None:
+                    raise AssertionError("the PIN line in a stack without one")
+                return pin
+            if key in forced:
+                return SUCCESS
+            if short_name(h) == "master_key":
+                return IGNORE_CODE              # always (it only replaces PAM_AUTHTOK)
+            fixed = fixed_result(h, function)
+            if fixed is not None:
+                return fixed
+            if not decides(h):
+                return SUCCESS
+            if key not in case:
+                raise _Need(key, [codes[0] for _, codes in classes_for(h, function)])
+            return case[key]
+        transaction = Transaction(self.stack, results)
+        return transaction.call("auth"), transaction.call("setcred")
+
+
+def _trace(runner: _Runner, outcome: Outcome) -> list[tuple]:
+    return [(runner.keys[s.handler.ident], s.returned) for s in outcome.steps
+            if runner.keys[s.handler.ident] not in runner.ours]
+
+
+def prove(before: Stack, after: Stack, pin_keys: set[Key], password_keys: set[Key],
+          master_keys: set[Key] = frozenset()) -> Proof:
+    """Check the four rules (module docstring) over every case; see `Proof`."""
+    proof = Proof()
+    b, a = _Runner(before, set(), set()), _Runner(after, pin_keys, pin_keys | master_keys)
+    names = {key: display_name(h) for stack, keys in ((before, b.keys), (after, a.keys))
+             for h in stack.chain("auth") for ident, key in keys.items() if h.ident == ident}
+    forced = frozenset(password_keys)
+    todo: list[dict[Key, int]] = [{}]
+    while todo:
+        case = todo.pop()
+        if proof.cases >= MAX_CASES:
+            proof.add("size", f"more than {MAX_CASES} cases: too many deciding lines to "
+                      "prove the edit safe", "")
+            break
+        try:
+            _check_case(proof, case, b, a, forced, master_keys, names)
+        except _Need as need:
+            todo.extend({**case, need.key: code} for code in reversed(need.codes))
+            continue
+        proof.cases += 1
+    return proof
+
+
+def _words(case: dict[Key, int], names: dict[Key, str]) -> str:
+    parts = [f"{names.get(k, k[3])} returns {code_name(c)}" for k, c in case.items()]
+    return ", ".join(parts) if parts else "every other line succeeds"
+
+
+def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
+                forced: frozenset[Key], master_keys: set[Key],
+                names: dict[Key, str]) -> None:
+    # Every run first, so that a missing assignment branches before anything is judged.
+    before = b.run(case, None)
+    with_password = b.run(case, None, forced)
+    runs = {pin: a.run(case, pin) for pin in PIN_CODES}
+    if before[0].undefined or any(r[0].undefined for r in runs.values()):
+        return
+    ok_before = before[0].code == SUCCESS
+    if all(code == SUCCESS for code in case.values()) and not proof.skipped_after_pin:
+        pin_ran = {key for key, _ in _trace(a, runs[SUCCESS][0])}
+        proof.skipped_after_pin = [names.get(key, key[3]) for key, _ in
+                                   _trace(b, with_password[0])
+                                   if key not in pin_ran and key not in forced
+                                   and key[3] not in ("pam_permit.so", "pam_deny.so")]
+    for pin, (auth, setcred) in runs.items():
+        where = f"when {_words(case, names)} and the PIN line returns {code_name(pin)}"
+        if pin != SUCCESS and auth.code == SUCCESS and not ok_before:
+            proof.add("new way in", "the stack lets someone in that it refused before, "
+                      "without a correct PIN", where)
+        if pin in UNAVAILABLE and (auth.code != before[0].code
+                                   or setcred.code != before[1].code
+                                   or _trace(a, auth) != _trace(b, before[0])):
+            proof.add("unavailable", "with no PIN to check (no TPM, not enrolled, remote) "
+                      "the stack does not behave as before (other modules, prompts or "
+                      "results differ)", where)
+        if pin == SUCCESS and (auth.code == SUCCESS) != (with_password[0].code == SUCCESS):
+            if auth.code == SUCCESS:
+                proof.add("more than the password", "a correct PIN gets in where a correct "
+                          "password does not (the PIN would skip a check the password "
+                          "passes through)", where)
+            else:
+                proof.add("pin refused", "a correct PIN does not get in where a correct "
+                          "password does", where)
+        if auth.code != SUCCESS and any(a.keys[s.handler.ident] in master_keys
+                                        for s in auth.steps):
+            proof.add("token after failure", "master_key (the keyring's token) runs in a "
+                      "login that fails", where)
