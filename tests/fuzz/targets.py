@@ -23,6 +23,7 @@ from pinutil.pin.login import (
     raise_for_check,
 )
 from pinutil.pin.policy import Policy, PolicyError, parse_policy
+from pinutil.service import protocol, verbs
 from pypam import loader
 from pypam.arguments import ArgumentError, ModuleArguments, parse_arguments
 
@@ -163,6 +164,27 @@ def pyc_header(data: bytes) -> None:
     assert code is None or isinstance(code, types.CodeType)
 
 
+def pinutild_request(data: bytes) -> None:
+    """A request as pinutild reads it from any local user: header, body, verb check.
+    What decodes re-encodes to the very same bytes (one encoding per value)."""
+    try:
+        length = protocol.body_length(data[:protocol.HEADER_SIZE])
+    except protocol.ProtocolError:
+        return
+    if len(data) != protocol.HEADER_SIZE + length:
+        return  # the service would wait for the rest, or see the client leave
+    try:
+        fields = protocol.decode_body(data[protocol.HEADER_SIZE:])
+    except protocol.ProtocolError:
+        return
+    assert protocol.encode(fields) == data
+    try:
+        function, _ = verbs.parse_request(fields)
+    except verbs.BadRequest:
+        return
+    assert callable(function) and fields["verb"] in verbs.VERBS
+
+
 TARGETS = {
     "policy": policy_file,
     "recovery_file": sealed_recovery_file,
@@ -171,4 +193,5 @@ TARGETS = {
     "helper_stdin": helper_stdin,
     "pamd_arguments": pamd_arguments,
     "pyc_header": pyc_header,
+    "pinutild_request": pinutild_request,
 }

@@ -1,0 +1,88 @@
+"""`pinutild`: the PIN service (docs/pinutild.md).
+
+    python3 -m pinutil.service [--policy PATH] [--listen PATH] [--idle-exit SECONDS]
+
+Started by systemd (pinutild.socket): the listening socket is fd 3 (LISTEN_FDS=1 and
+LISTEN_PID naming this process, sd_listen_fds(3)). Without them, `--listen PATH`
+binds PATH itself (any init system, and the tests); one of the two is required.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import stat
+import sys
+
+from pinutil.pin.policy import DEFAULT_POLICY_PATH
+from pinutil.service.server import Limits, Server
+
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_listener() -> socket.socket | None:
+    """The socket systemd passed us, or None when we were not socket-activated. The
+    variables are removed so that nothing we start could take them for its own."""
+    pid, fds = os.environ.pop("LISTEN_PID", None), os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid is None or fds is None:
+        return None
+    if pid != str(os.getpid()):
+        return None  # meant for another process (we inherited the environment)
+    if fds != "1":
+        raise SystemExit(f"pinutild: expected one socket from systemd, got LISTEN_FDS={fds}")
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        raise SystemExit("pinutild: the socket from systemd is not a unix stream socket")
+    os.set_inheritable(SD_LISTEN_FDS_START, False)
+    return sock
+
+
+def bound_listener(path: str) -> socket.socket:
+    """A unix stream socket listening at `path`, which everyone may connect to (who is
+    asking comes from SO_PEERCRED). A stale socket there is replaced, anything else is
+    an error."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o666)
+    sock.listen(128)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pinutild", description="the PIN service")
+    parser.add_argument("--policy", default=DEFAULT_POLICY_PATH, help="policy file")
+    parser.add_argument("--listen", metavar="PATH", help="bind PATH (without systemd)")
+    parser.add_argument("--idle-exit", type=float, default=0.0, metavar="SECONDS",
+                        help="exit after SECONDS without a client (0: never)")
+    parser.add_argument("--request-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="longest time a client may take to send its request "
+                             "and to read the reply (default 5)")
+    parser.add_argument("--tpm-timeout", type=float, default=3.0, metavar="SECONDS",
+                        help="longest wait for the TPM per request (default 3)")
+    args = parser.parse_args(argv)
+    listener = systemd_listener()
+    if listener is None:
+        if not args.listen:
+            parser.error("not started by systemd: --listen PATH is required")
+        listener = bound_listener(args.listen)
+    # libtss2 logging off for the whole process before the worker thread exists (Tpm()
+    # would set it from the worker: setenv racing getenv in another thread).
+    from pinutil.tpm.context import _neutralise_tss_logging
+
+    _neutralise_tss_logging()
+    for name in [k for k in os.environ if k.startswith("TSS2_") and k != "TSS2_LOG"]:
+        del os.environ[name]
+    limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
+                    idle_exit=args.idle_exit)
+    Server(listener, args.policy, limits).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

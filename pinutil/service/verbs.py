@@ -1,0 +1,136 @@
+"""What pinutild does for each verb, with pinutil's core (never TPM logic of its own).
+
+A verb is a function `(ctx, caller, fields) -> dict` run by the server's single TPM
+worker. It applies the rules of pinutil.users to the caller from peer.py before any
+TPM command, and raises the core's domain errors; `answer` turns the outcome into the
+reply fields, with the result tokens `pinutil --json` uses (so the PAM side reads both
+with one mapping, pinutil.login).
+
+    pin-status  user            -> enrolled, failures, limit, locked, attempts_left,
+                                   record ("ok" | "mismatch"), record_problem
+    pin-check   user, pin       -> success, or wrong_pin (+ attempts_left), locked, ...
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+
+from pinutil import errors, users
+from pinutil.pin import enrolment
+from pinutil.pin.policy import Policy, load_policy
+from pinutil.users import User
+
+
+class BadRequest(Exception):
+    """A well-framed request that names no verb we know, or lacks a field."""
+
+
+class Context:
+    """What every verb needs: the service's policy (re-read per request, so an edit
+    takes effect without a restart) and the path of its salt key record."""
+
+    __slots__ = ("policy", "policy_path")
+
+    def __init__(self, policy_path: str) -> None:
+        self.policy_path = policy_path
+        self.policy: Policy = load_policy(policy_path)
+
+    def handle(self, user: User) -> int:
+        from pinutil.pin.index import PinIndex
+
+        return PinIndex.handle_for(user.uid, self.policy.nv_base)
+
+    def pin_index(self, tpm, user: User):
+        from pinutil.pin import salt_key
+        from pinutil.pin.index import PinIndex
+
+        path = salt_key.record_path(self.policy_path)
+        return PinIndex(tpm, self.handle(user), lambda: salt_key.load(path))
+
+    def open_tpm(self):
+        from pinutil.tpm.context import Tpm
+
+        return Tpm(self.policy.tcti)
+
+
+def _target(fields: dict) -> User:
+    return users.lookup_user(fields["user"])
+
+
+def pin_status(ctx: Context, caller: User, fields: dict) -> dict:
+    user = _target(fields)
+    users.may_status(caller, user)
+    with ctx.open_tpm() as tpm:
+        st = ctx.pin_index(tpm, user).status()
+    if not st.enrolled:
+        return {"enrolled": False, "locked": False, "failures": None, "limit": None,
+                "attempts_left": None}
+    reply = {"enrolled": True, "failures": st.failures, "limit": st.limit,
+             "locked": bool(st.locked), "attempts_left": st.attempts_left}
+    try:
+        enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+        reply["record"] = "ok"
+    except errors.EnrolmentMismatch as e:
+        reply.update(record="mismatch", record_problem=_one_line(str(e)))
+    return reply
+
+
+def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
+    user = _target(fields)
+    users.may_test(caller, user)  # before any TPM command: no lock-out of others
+    try:
+        text = fields["pin"].decode("ascii")
+    except UnicodeDecodeError:
+        raise errors.InvalidPin("the PIN is not ASCII") from None
+    pin = ctx.policy.check_pin(text)  # the service's policy, whatever the client checked
+    with ctx.open_tpm() as tpm:
+        index = ctx.pin_index(tpm, user)
+        if index.status().enrolled:  # no PIN goes to an index not recorded as theirs
+            enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+        index.check(pin, salted=ctx.policy.salted)
+    return {}
+
+
+#: verb -> (function, required fields and their types). No other field is accepted.
+VERBS = {
+    "pin-status": (pin_status, {"user": str}),
+    "pin-check": (pin_check, {"user": str, "pin": bytes}),
+}
+
+
+def parse_request(fields: dict):
+    """(function, fields) of a decoded request; BadRequest if it is not one we serve."""
+    verb = fields.get("verb")
+    if verb not in VERBS:
+        raise BadRequest("unknown verb")
+    function, schema = VERBS[verb]
+    given = set(fields) - {"verb"}
+    if given != set(schema):
+        raise BadRequest(f"{verb} takes exactly the fields {', '.join(sorted(schema))}")
+    for name, kind in schema.items():
+        if type(fields[name]) is not kind:
+            raise BadRequest(f"{verb}: field {name} has the wrong type")
+    return function, fields
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def answer(function, policy_path: str, caller: User, fields: dict) -> dict:
+    """Run one verb; its reply fields. Never raises: a bug is `error` (and its traceback
+    goes to stderr, the journal), never success."""
+    from pinutil.cli.app import classify
+
+    try:
+        reply = function(Context(policy_path), caller, fields)
+        return {"result": "success", **reply}
+    except errors.PinutilError as e:
+        token, _ = classify(e)
+        reply = {"result": token, "error": _one_line(str(e))}
+        if isinstance(e, errors.WrongPin):
+            reply["attempts_left"] = e.attempts_left
+        return reply
+    except Exception as e:  # noqa: BLE001 - a bug: reported, never success
+        traceback.print_exc(file=sys.stderr)
+        return {"result": "error", "error": f"internal error ({type(e).__name__})"}
