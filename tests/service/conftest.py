@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,23 @@ print(json.dumps({k: v.hex() if isinstance(v, bytes) else v for k, v in reply.it
 """.replace("ROOT_DIR", repr(ROOT))
 
 
+def wait_for_listener(path: str, proc: subprocess.Popen, output=lambda: "") -> None:
+    """Return once `path` accepts connections: the socket file appears at bind(),
+    before listen(), so its existence alone races the service (ECONNREFUSED)."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, output()
+        assert time.monotonic() < deadline, "pinutild did not start"
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            return
+        except OSError:
+            time.sleep(0.01)
+        finally:
+            probe.close()
+
+
 class Pinutild:
     """One service process; `ask` sends one request and returns the reply's fields."""
 
@@ -53,11 +71,7 @@ class Pinutild:
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log,
                                          env={"PATH": "/usr/bin:/bin"})
-        deadline = time.monotonic() + 30
-        while not os.path.exists(self.socket):
-            assert self.proc.poll() is None, self.output()
-            assert time.monotonic() < deadline, "pinutild did not start"
-            time.sleep(0.01)
+        wait_for_listener(self.socket, self.proc, self.output)
 
     def output(self) -> str:
         with open(self.log, encoding="utf-8", errors="replace") as f:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
-from tests.service.conftest import PYTHON, ROOT
+from pinutil.service import client
+from tests.service.conftest import PYTHON, ROOT, wait_for_listener
 
 PIN = "1234"
 
@@ -21,11 +21,7 @@ def test_socket_activated_service_serves_then_exits_when_idle(pin_env):
         cwd=ROOT, env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(path):  # the activator's socket, before any service
-            assert activator.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
-        from pinutil.service import client
+        wait_for_listener(path, activator)  # the activator's socket (a probe starts it)
 
         reply = client.call(path, {"verb": "pin-check", "user": "root", "pin": PIN.encode()}, 30)
         assert reply == {"result": "success"}
