@@ -16,5 +16,7 @@ def timing_log() -> Iterator[TimingLog]:
 
 
 @pytest.fixture
-def pin_box(sandbox, swtpm) -> PinBox:
-    return PinBox(sandbox, swtpm)
+def pin_box(sandbox, swtpm) -> Iterator[PinBox]:
+    box = PinBox(sandbox, swtpm)
+    yield box
+    box.unwire()        # pypam disable --apply: every pam.d file byte-identical

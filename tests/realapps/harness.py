@@ -9,13 +9,17 @@ their default /var/lib/pinpam/enrolments, and three accounts: root, and two sudo
 `alice` and `bob` with passwords and PINs enrolled by root. Nothing but the module
 itself is referenced outside the sandbox: build/pam_pypam.so by absolute path.
 
-`wire(service)` puts the PIN in front of a service's own password stack, one line
-before its first auth line (Debian's `@include common-auth`):
+`wire(service, ...)` runs the admin command inside, on the sandbox's own Debian stacks:
 
-    auth  sufficient  /abs/build/pam_pypam.so module=tpm_pin
+    pypam enable tpm_pin --service SERVICE ... --module-path /abs/build/pam_pypam.so --apply
 
-everything else of the service stays as Debian shipped it. (`pypam enable` of issue
-12 will replace this hand wiring; these tests then run after it.)
+which puts `auth sufficient ... module=tpm_pin` before the service's password
+(`@include common-auth`) after proving the edit with the simulator, and records what
+it changed. Every pam.d file is snapshot (bytes, owner, mode) first; when the test is
+over, `unwire()` runs `pypam disable --apply` and asserts that every file is
+byte-identical to the snapshot. sshd is the exception (`wire_by_hand`): enable refuses
+remote services by design, and the sshd tests prove the module's own rule for remote
+logins with the line an admin might add by hand.
 
 The TPM's own failure counter is read out of band (`failures(user)`): the oracle for
 "no attempt spent" shares no code with the module.
@@ -39,6 +43,9 @@ LIMIT = 3
 POLICY = "/etc/pinpam/policy"
 PINUTIL_INSIDE = "/usr/bin/pinutil"
 PIN_LINE = f"auth  sufficient  {PAM_PYPAM_SO} module=tpm_pin"
+#: The admin command, run inside the sandbox from this source tree.
+PYPAM_COMMAND = ["env", f"PYTHONPATH={ROOT}", os.path.join(ROOT, ".venv", "bin", "python"),
+                 "-m", "pypam"]
 TIMINGS = os.path.join(ROOT, "bench", "realapps.json")
 
 
@@ -63,6 +70,7 @@ class PinBox:
     def __init__(self, sandbox: Sandbox, swtpm) -> None:
         self.box = sandbox
         self.swtpm = swtpm
+        self.before_enable: dict | None = None     # pam.d as it was before `wire`
         tss = grp.getgrnam("tss").gr_gid
         # Only root and group tss reach the TPM, as with /dev/tpmrm0 (root:tss 0660).
         os.chown(swtpm.state_dir, 0, tss)
@@ -98,10 +106,42 @@ class PinBox:
         return self.counter(account)[0]
 
     # -- stacks ---------------------------------------------------------------------------
-    def wire(self, service: str, text: str | None = None) -> str:
-        """Insert the PIN line before the first auth line of /etc/pam.d/SERVICE (or of
-        `text`, written as that service); return the new file."""
-        lines = (text if text is not None else self.box.read(f"/etc/pam.d/{service}")).splitlines()
+    def pam_files(self) -> dict[str, tuple[bytes, int, int, int]]:
+        """Every /etc/pam.d file inside: bytes, owner, group, mode."""
+        out = {}
+        pam_d = self.box.path("/etc/pam.d")
+        for name in sorted(os.listdir(pam_d)):
+            st = os.lstat(os.path.join(pam_d, name))
+            with open(os.path.join(pam_d, name), "rb") as f:
+                out[name] = (f.read(), st.st_uid, st.st_gid, st.st_mode)
+        return out
+
+    def pypam(self, *args: str) -> str:
+        done = self.box.run([*PYPAM_COMMAND, *args])
+        return done.stdout.decode()
+
+    def wire(self, *services: str, text: str | None = None) -> str:
+        """`pypam enable tpm_pin --apply` for the services (the first one created from
+        `text` first, as an admin would); return the first service's new file."""
+        if text is not None:
+            self.box.write(f"/etc/pam.d/{services[0]}", text)
+        self.before_enable = self.pam_files()
+        flags = [arg for name in services for arg in ("--service", name)]
+        out = self.pypam("enable", "tpm_pin", *flags, "--module-path", PAM_PYPAM_SO, "--apply")
+        assert "written:" in out, out
+        return self.box.read(f"/etc/pam.d/{services[0]}")
+
+    def unwire(self) -> None:
+        """`pypam disable --apply`: every pam.d file as before `wire`, byte for byte."""
+        if self.before_enable is None:
+            return
+        self.pypam("disable", "--apply")
+        assert self.pam_files() == self.before_enable
+
+    def wire_by_hand(self, service: str) -> str:
+        """Insert the PIN line before the first auth line of /etc/pam.d/SERVICE (sshd:
+        what enable refuses to do); return the new file."""
+        lines = self.box.read(f"/etc/pam.d/{service}").splitlines()
         first = next(i for i, line in enumerate(lines)
                      if re.match(r"\s*(@include\s+common-auth|-?auth\s)", line))
         lines.insert(first, PIN_LINE)

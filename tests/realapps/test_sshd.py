@@ -15,7 +15,14 @@ import time
 import pexpect
 import pytest
 
-from tests.realapps.harness import ALICE, LIMIT, WRONG_PIN, Stopwatch, Transcript
+from tests.realapps.harness import (
+    ALICE,
+    LIMIT,
+    PYPAM_COMMAND,
+    WRONG_PIN,
+    Stopwatch,
+    Transcript,
+)
 from tests.support.sandbox import REMOTE_ADDR
 
 PIN_SHAPED_PASSWORD = "24680"
@@ -25,7 +32,7 @@ KBDINT_PROMPT = r"\(alice@[0-9.]+\) Password: "
 
 @pytest.fixture
 def sshd(pin_box):
-    pin_box.wire("sshd")
+    pin_box.wire_by_hand("sshd")  # what `pypam enable` refuses (test below)
     pin_box.box.run(["install", "-d", "-m", "0755", "/run/sshd"])
     server = pin_box.box.popen(
         ["/usr/sbin/sshd", "-D", "-e", "-o", "KbdInteractiveAuthentication=yes",
@@ -121,3 +128,13 @@ def test_loopback_keyboard_interactive_pin(sshd, timing_log):
     assert sshd.counter(ALICE) == (0, LIMIT)
     timing_log.record("sshd", watch, "ssh to 127.0.0.1 (local for tpm_pin), "
                       "keyboard-interactive, direct backend, Debian stack")
+
+
+def test_enable_refuses_sshd(pin_box):
+    # The sandbox's own Debian sshd stack: enable never puts the PIN line there.
+    before = pin_box.pam_files()
+    done = pin_box.box.run([*PYPAM_COMMAND, "enable", "tpm_pin", "--service", "sshd",
+                            "--apply"], check=False)
+    assert done.returncode == 2, done
+    assert b"REFUSED sshd: a remote service" in done.stdout
+    assert pin_box.pam_files() == before

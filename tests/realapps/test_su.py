@@ -18,7 +18,7 @@ from tests.realapps.harness import (
 
 
 def su(pin_box, target, as_user=ALICE):
-    pin_box.wire("su")
+    pin_box.wire("su", "su-l")  # su-l includes su: enable wants both named
     child = pin_box.box.spawn(["su", target, "-c", "echo SU-AS-$(id -un)"], user=as_user.name)
     return child, Transcript(child)
 

@@ -1,6 +1,6 @@
 """vlock (Debian's package: the user runs it, /usr/sbin/vlock-main is set-uid root) with
 the PIN in front of a `vlock` service made from Debian's `other` (vlock ships no pam.d
-file), on a real pty. vlock asks the user, then root, and starts over; every unlock try
+file: the admin copies `other`, then runs `pypam enable`), on a real pty. vlock asks the user, then root, and starts over; every unlock try
 is a new PAM handle, so each wrong PIN typed costs one attempt, and nothing else does."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ UNLOCK = r"Please press \[ENTER\] to unlock\."
 
 
 def vlock(pin_box):
-    pin_box.wire("vlock", pin_box.box.read("/etc/pam.d/other"))
+    pin_box.wire("vlock", text=pin_box.box.read("/etc/pam.d/other"))
     child = pin_box.box.spawn(["vlock", "--current"], user=ALICE.name)
     return child, Transcript(child)
 
