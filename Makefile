@@ -203,5 +203,7 @@ deb: deb-tools
 	cd $(DEBDIR)/pypam && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
 	@ls $(DEBDIR)/*.deb
 
+# Only what `make build` generates: the cffi modules, bytecode, build/ and egg-info.
 clean:
-	rm -rf build pypam/_libpam.c pinutil/tpm/_tss*.so pinutil/tpm/_tss.c pinutil/tpm/_tss.o *.egg-info
+	rm -rf build pypam/_libpam.py pinutil/tpm/_tss*.so pinutil/tpm/_tss.c pinutil/tpm/_tss.o *.egg-info
+	find pypam pinutil modules bench tests examples -name __pycache__ -prune -exec rm -rf {} +
