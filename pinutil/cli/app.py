@@ -84,6 +84,7 @@ from pinutil.errors import (
 from pinutil.pin import enrolment
 from pinutil.pin.password_proof import PAM_CONFDIR
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from pinutil.setid import running_setid
 
 PROG = "pinutil"
 MAX_LINE_BYTES = 1024  # a PIN line longer than this is refused without reading on
@@ -617,7 +618,7 @@ def _scrub_environment_if_setid() -> None:
     """Under set-id, a caller's TSS2_* variables must never reach libtss2 (TSS2_LOGFILE
     is a file write as the tss group). The launcher already clears the environment;
     this is the second line."""
-    if os.getresuid()[0] != os.geteuid() or os.getresgid()[0] != os.getegid():
+    if running_setid():
         for name in [k for k in os.environ if k.startswith("TSS2_")]:
             del os.environ[name]
 

@@ -30,27 +30,11 @@ from pinutil.pin import enrolment
 from pinutil.pin.index import NOT_ENROLLED, PinIndex, PinStatus
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy
 from pinutil.record import Record
+from pinutil.setid import running_setid
 from pinutil.users import User
 
 BACKENDS = ("auto", "direct", "helper")
-_AT_SECURE = 23  # <elf.h>: the kernel's "this process is set-id" auxv entry
 _MAX_HELPER_OUTPUT = 64 * 1024
-
-
-def running_setid() -> bool:
-    """True when the kernel marked this process AT_SECURE (set-id or file caps)."""
-    try:
-        with open("/proc/self/auxv", "rb") as f:
-            auxv = f.read()
-    except OSError:
-        return True  # cannot tell: assume the worst
-    for i in range(0, len(auxv) - 15, 16):
-        key = int.from_bytes(auxv[i:i + 8], "little")
-        if key == _AT_SECURE:
-            return int.from_bytes(auxv[i + 8:i + 16], "little") != 0
-        if key == 0:
-            break
-    return os.getuid() != os.geteuid() or os.getgid() != os.getegid()
 
 
 def tpm_reachable(tcti: str) -> bool:

@@ -9,8 +9,9 @@ import os
 
 import pypam
 from pinutil.deadline import TpmBudget
-from pinutil.pin.login import choose_backend, running_setid
+from pinutil.pin.login import choose_backend
 from pinutil.pin.policy import load_policy
+from pinutil.setid import running_setid
 
 
 def authenticate(pamh, flags, args):
