@@ -118,6 +118,9 @@ def test_index_without_a_record_is_not_offered_until_root_adopts_it(pin_env, bac
 
 BAD_RECORDS = {
     "world_writable_dir": lambda env: os.chmod(env.enrolment_dir, 0o777),
+    # Others get no access at all: not to list who is enrolled, nor to reach a record.
+    "dir_readable_by_others": lambda env: os.chmod(env.enrolment_dir, 0o774),
+    "dir_searchable_by_others": lambda env: os.chmod(env.enrolment_dir, 0o771),
     "group_writable_record": lambda env: os.chmod(os.path.join(env.enrolment_dir, "0"), 0o660),
     "record_owned_by_another_user": lambda env: os.chown(os.path.join(env.enrolment_dir, "0"),
                                                          65534, 0),

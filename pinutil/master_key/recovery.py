@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from pinutil import securefile
 from pinutil.errors import MasterKeyError
 
 SECRET_SIZE = 32
@@ -254,17 +254,12 @@ def _open_directory(directory: Path, create: bool) -> int:
         except FileExistsError:
             pass
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise MasterKeyError(f"{directory} does not exist") from None
-    except OSError as e:
-        reason = e.strerror or "cannot open"
-        raise MasterKeyError(f"{directory} is not a usable directory ({reason})") from None
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        os.close(fd)
-        raise MasterKeyError(
-            f"{directory} must be owned by uid {os.geteuid()} and writable by no one else")
+        fd = securefile.open_directory(str(directory), owners=(os.geteuid(),),
+                                       forbidden=securefile.GROUP_OR_OTHERS_WRITE)
+    except securefile.Refused as e:
+        raise MasterKeyError(f"{directory} is not a usable directory: it {e}") from None
+    if fd is None:
+        raise MasterKeyError(f"{directory} does not exist")
     return fd
 
 
@@ -273,31 +268,13 @@ def write_sealed_file(path: str | os.PathLike, data: bytes) -> None:
     creating its directory with mode 0700 if missing; never follows a symlink."""
     path = Path(os.path.abspath(path))
     dir_fd = _open_directory(path.parent, create=True)
-    temp_name = f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
         try:
             if stat.S_ISLNK(os.lstat(path.name, dir_fd=dir_fd).st_mode):
                 raise MasterKeyError(f"{path} is a symbolic link; refusing to replace it")
         except FileNotFoundError:
             pass
-        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, 0o600)  # the umask may have cleared bits, never added them
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp_name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)  # make the rename itself durable
-    except BaseException:
-        try:
-            os.unlink(temp_name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-        raise
+        securefile.replace_file(dir_fd, path.name, data, 0o600)
     finally:
         os.close(dir_fd)
 
@@ -307,28 +284,14 @@ def read_sealed_file(path: str | os.PathLike) -> bytes:
     is a regular file owned by us, writable by no one else, and of sane size."""
     path = Path(os.path.abspath(path))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise MasterKeyError(f"no recovery file at {path}") from None
-    except OSError as e:
-        # ELOOP is what O_NOFOLLOW answers for a symlink.
-        reason = "it is a symbolic link" if e.errno == errno.ELOOP else (e.strerror or "error")
-        raise MasterKeyError(f"cannot open the recovery file {path}: {reason}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MasterKeyError(f"{path} is not a regular file")
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise MasterKeyError(
-                f"{path} must be owned by uid {os.geteuid()} and writable by no one else")
-        if st.st_size > MAX_FILE_SIZE:
-            raise MasterKeyError(f"{path} is too large to be a recovery file")
-        data = os.read(fd, MAX_FILE_SIZE + 1)
-        if len(data) > MAX_FILE_SIZE:
-            raise MasterKeyError(f"{path} is too large to be a recovery file")
-        return data
-    finally:
-        os.close(fd)
+        data = securefile.read_file(str(path), owners=(os.geteuid(),),
+                                    forbidden=securefile.GROUP_OR_OTHERS_WRITE,
+                                    max_bytes=MAX_FILE_SIZE)
+    except securefile.Refused as e:
+        raise MasterKeyError(f"cannot use the recovery file {path}: it {e}") from None
+    if data is None:
+        raise MasterKeyError(f"no recovery file at {path}")
+    return data
 
 
 def remove_sealed_file(path: str | os.PathLike) -> bool:

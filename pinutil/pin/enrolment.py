@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import time
 
+from pinutil import securefile
 from pinutil.errors import EnrolmentMismatch, PinutilError
 from pinutil.record import Record
 
 MAX_RECORD_BYTES = 4096
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class EnrolmentRecord(Record):
@@ -61,19 +59,15 @@ class RecordError(PinutilError):
 
 
 def _open_dir(directory: str) -> int | None:
-    """An fd of the trusted directory; None if it does not exist."""
+    """An fd of the trusted directory; None if it does not exist. Root's, and closed to
+    others entirely (root:tss 0770): no one outside the group may list who is enrolled
+    or reach a record."""
     try:
-        fd = os.open(directory, _DIR_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise RecordError(f"enrolment directory {directory}: {e.strerror}") from None
-    st = os.fstat(fd)
-    if st.st_uid != 0 or st.st_mode & stat.S_IWOTH:
-        os.close(fd)
-        raise RecordError(f"enrolment directory {directory} must be owned by root and not "
-                          "writable by others")
-    return fd
+        return securefile.open_directory(directory, owners=(0,),
+                                         forbidden=securefile.OTHERS_ANY)
+    except securefile.Refused as e:
+        raise RecordError(f"enrolment directory {directory} {e}: it must be owned by "
+                          "root and closed to others (root:tss 0770)") from None
 
 
 def _parse(data: bytes, path: str) -> EnrolmentRecord:
@@ -93,24 +87,15 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
         return None
     path = os.path.join(directory, str(uid))
     try:
-        try:
-            fd = os.open(str(uid), _FILE_FLAGS, dir_fd=dfd)
-        except FileNotFoundError:
-            return None
-        except OSError as e:  # ELOOP: a symlink
-            raise RecordError(f"enrolment record {path}: {e.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, uid)
-                    or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-                    or st.st_size > MAX_RECORD_BYTES):
-                raise RecordError(f"enrolment record {path} has the wrong type, owner, "
-                                  "mode or size")
-            data = os.read(fd, MAX_RECORD_BYTES + 1)
-        finally:
-            os.close(fd)
+        data = securefile.read_file(str(uid), owners=(0, uid),
+                                    forbidden=securefile.GROUP_OR_OTHERS_WRITE,
+                                    max_bytes=MAX_RECORD_BYTES, dir_fd=dfd)
+    except securefile.Refused as e:
+        raise RecordError(f"enrolment record {path} {e}") from None
     finally:
         os.close(dfd)
+    if data is None:
+        return None
     return _parse(data, path)
 
 
@@ -183,23 +168,9 @@ def write(directory: str, record: EnrolmentRecord, as_root: bool) -> None:
     if any(c in record.user for c in "\n\r=\0"):
         raise RecordError(f"user name {record.user[:64]!r} cannot be recorded")
     dfd = _ensure_dir(directory, as_root)
-    temporary = f".{record.uid}.{os.getpid()}.tmp"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o640, dir_fd=dfd)
-        try:
-            os.fchmod(fd, 0o640)  # whatever the umask
-            os.write(fd, record.text().encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, str(record.uid), src_dir_fd=dfd, dst_dir_fd=dfd)
-        os.fsync(dfd)
+        securefile.replace_file(dfd, str(record.uid), record.text().encode("utf-8"), 0o640)
     except OSError as e:
-        try:
-            os.unlink(temporary, dir_fd=dfd)
-        except OSError:
-            pass
         raise RecordError(f"cannot write the enrolment record in {directory}: "
                           f"{e.strerror}") from None
     finally:

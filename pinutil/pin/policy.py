@@ -58,10 +58,9 @@ Why these limits:
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
+from pinutil import securefile
 from pinutil.errors import InvalidPin, PolicyError
 from pinutil.record import Record
 
@@ -320,44 +319,14 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
 
 
 def _read_policy_bytes(path: str) -> bytes | None:
-    """The file's bytes after the safety checks, or None if it does not exist."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    """The file's bytes after the safety checks, or None if it does not exist. Owned by
+    root or by the effective uid (a user's own test policy), writable by no one else."""
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise PolicyError(f"{path}: is a symbolic link (not followed)") from None
-        raise PolicyError(f"{path}: cannot open: {e.strerror}") from None
-    try:
-        # fstat on the opened fd: no race between the checks and the read.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise PolicyError(f"{path}: not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise PolicyError(f"{path}: owned by uid {st.st_uid}, must be owned by "
-                              f"root (or the effective uid {os.geteuid()})")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise PolicyError(f"{path}: writable by group or others "
-                              f"(mode {stat.S_IMODE(st.st_mode):04o})")
-        if st.st_size > MAX_POLICY_BYTES:
-            raise PolicyError(f"{path}: larger than {MAX_POLICY_BYTES} bytes")
-        chunks = []
-        total = 0
-        while total <= MAX_POLICY_BYTES:
-            chunk = os.read(fd, MAX_POLICY_BYTES + 1 - total)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > MAX_POLICY_BYTES:
-            raise PolicyError(f"{path}: larger than {MAX_POLICY_BYTES} bytes")
-        return b"".join(chunks)
-    except OSError as e:
-        raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
-    finally:
-        os.close(fd)
+        return securefile.read_file(path, owners=(0, os.geteuid()),
+                                    forbidden=securefile.GROUP_OR_OTHERS_WRITE,
+                                    max_bytes=MAX_POLICY_BYTES)
+    except securefile.Refused as e:
+        raise PolicyError(f"{path}: {e}") from None
 
 
 def load_policy(path: str = DEFAULT_POLICY_PATH) -> Policy:

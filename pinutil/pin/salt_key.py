@@ -18,10 +18,9 @@ answers, e.g. at installation).
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
+from pinutil import securefile
 from pinutil.errors import TpmUnavailable
 
 RECORD_NAME = "salt_key"
@@ -42,25 +41,16 @@ def missing_message(path: str) -> str:
 
 def load(path: str) -> bytes:
     """The recorded Name; TpmUnavailable (fail closed) when missing or unusable."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise TpmUnavailable(missing_message(path)) from None
-    except OSError as e:
-        why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot open: {e.strerror}"
-        raise TpmUnavailable(f"salt key record {path} {why}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 \
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > MAX_RECORD_BYTES:
-            raise TpmUnavailable(f"salt key record {path} is not a root-owned regular file "
-                                 f"writable only by root (at most {MAX_RECORD_BYTES} bytes)")
-        data = os.read(fd, MAX_RECORD_BYTES + 1)
-    except OSError as e:
-        raise TpmUnavailable(f"salt key record {path}: cannot read: {e.strerror}") from None
-    finally:
-        os.close(fd)
+        data = securefile.read_file(path, owners=(0,),
+                                    forbidden=securefile.GROUP_OR_OTHERS_WRITE,
+                                    max_bytes=MAX_RECORD_BYTES)
+    except securefile.Refused as e:
+        raise TpmUnavailable(f"salt key record {path} {e}: it must be a root-owned regular "
+                             f"file writable only by root (at most {MAX_RECORD_BYTES} "
+                             "bytes)") from None
+    if data is None:
+        raise TpmUnavailable(missing_message(path))
     text = data.decode("ascii", "replace").strip()
     if len(text) != 68 or not set(text) <= _HEX or not text.startswith("000b"):
         raise TpmUnavailable(f"salt key record {path} does not hold a SHA-256 Name")
@@ -78,16 +68,9 @@ def save(path: str, name: bytes) -> None:
     """Write the record atomically, root-owned 0644 (the caller checked it is root)."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = os.path.join(directory, f".{RECORD_NAME}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    dir_fd = os.open(directory, securefile.DIRECTORY_FLAGS)
     try:
-        os.fchmod(fd, 0o644)
-        os.write(fd, name.hex().encode() + b"\n")
-        os.fsync(fd)
+        securefile.replace_file(dir_fd, os.path.basename(path), name.hex().encode() + b"\n",
+                                0o644)
     finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        os.unlink(tmp)
-        raise
+        os.close(dir_fd)
