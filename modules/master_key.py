@@ -3,7 +3,7 @@
     auth optional pam_pypam.so module=master_key [policy=/abs/path] [debug]
 
 `authenticate` asks the TPM for PAM_USER's token (HMAC-SHA256 of the user name under
-the master key, `pinutil.master_key.key`) and puts it in PAM_AUTHTOK, so the keyring
+the master key, `pinutil.master_key.token`) and puts it in PAM_AUTHTOK, so the keyring
 module after it (pam_gnome_keyring, pam_kwallet5) is keyed to the token whichever
 login method succeeded, and never sees a PIN or a password.
 
@@ -58,7 +58,7 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
     try:
         from pinutil.deadline import login_budget, run_in_child
         from pinutil.errors import PinutilError
-        from pinutil.master_key.key import user_token
+        from pinutil.master_key.token import user_token
         from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
     except BaseException as e:  # noqa: BLE001
         _log_failure(pamh, user, f"pinutil cannot be imported ({type(e).__name__})")

@@ -1,6 +1,6 @@
 """The master key against a real swtpm: tokens, restart, migration, refusals, CLI.
 
-Oracles that share no code with `pinutil.master_key.key`: the token is checked against
+Oracles that share no code with `pinutil.master_key` (token.py, lifecycle.py): the token is checked against
 `hmac` computed in software from the secret that `cryptography` (Argon2id + AES-GCM,
 written out in tests/test_recovery.py) recovers from the sealed file with the phrase;
 the TPM's persistent handles and the key's Name are read with tpm2-tools; a key put in
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from pinutil.errors import MasterKeyError
-from pinutil.master_key import key as master_key
-from pinutil.master_key import recovery
-from pinutil.master_key.key import MASTER_KEY_HANDLE, MasterKey
+from pinutil.master_key import lifecycle, recovery
+from pinutil.master_key.lifecycle import MasterKeyAdmin
+from pinutil.master_key.token import MASTER_KEY_HANDLE, MasterKey, user_token
 from pinutil.tpm.context import Tpm
 from tests.support.swtpm import Swtpm, fresh_swtpm
 from tests.test_recovery import independent_seal
@@ -203,7 +203,7 @@ def test_a_key_made_by_tpm2_tools_under_an_rsa_srk_gives_the_same_tokens(setup):
     tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(MASTER_KEY_HANDLE))
     tools(*flush)
     with Tpm(setup.swtpm.tcti) as tpm:
-        key = MasterKey(tpm)
+        key = MasterKeyAdmin(tpm)
         assert key.exists()
         assert key.holds(secret)
         for user in USERS:
@@ -233,7 +233,7 @@ def test_bad_phrase_or_file_changes_nothing_in_the_tpm(setup, tpm_has_key):
     good = Path(setup.sealed).read_bytes()
     if not tpm_has_key:
         with Tpm(setup.swtpm.tcti) as tpm:
-            assert MasterKey(tpm).clear()
+            assert MasterKeyAdmin(tpm).clear()
     handles, name = setup.persistent_handles(), setup.key_name()
     cases = [("wrong phrase", good, recovery.new_phrase()),
              ("mistyped phrase", good, phrase.replace(phrase.split()[3], "zzzz", 1))]
@@ -268,7 +268,7 @@ def test_init_refuses_when_a_key_or_file_exists_unless_replace(setup):
     result = setup.cli("--yes", "master-key", "init")
     assert result.returncode == 1 and b"already in the TPM" in result.stderr
     with Tpm(setup.swtpm.tcti) as tpm:
-        MasterKey(tpm).clear()
+        MasterKeyAdmin(tpm).clear()
     result = setup.cli("--yes", "master-key", "init")
     assert result.returncode == 1 and b"already exists" in result.stderr
     assert recover_secret(setup.sealed, phrase)  # the file was not touched
@@ -374,7 +374,19 @@ def _all_options(parser):
 
 # --- costs and the login path -----------------------------------------------------------
 
-def test_token_path_cost_and_imports(setup, capsys):
+def test_token_module_imports_no_admin_code():
+    """The login path's module, alone in a fresh interpreter: no lifecycle or recovery
+    code, no OpenSSL (hashlib), no tpm2_pytss."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pinutil.master_key.token; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('cryptography', 'tpm2_pytss', 'hashlib', 'pypam') or m in "
+            "('pinutil.master_key.recovery', 'pinutil.master_key.lifecycle')]; print(bad)")
+    out = subprocess.run([sys.executable, "-I", "-c", code, ROOT], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_token_path_cost(setup, capsys):
     phrase = setup.init()
     secret = recover_secret(setup.sealed, phrase)
     with Tpm(setup.swtpm.tcti) as tpm:
@@ -384,15 +396,8 @@ def test_token_path_cost_and_imports(setup, capsys):
             assert key.token_for("alice") == software_token(secret, "alice")
         per_token_ms = (time.perf_counter() - t0) / 20 * 1000
     t0 = time.perf_counter()
-    assert master_key.user_token(setup.swtpm.tcti, "alice") == software_token(secret, "alice")
+    assert user_token(setup.swtpm.tcti, "alice") == software_token(secret, "alice")
     open_and_token_ms = (time.perf_counter() - t0) * 1000
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pinutil.master_key.key; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('cryptography', 'tpm2_pytss', 'hashlib', 'pinutil.master_key.recovery', 'pypam')"
-            " or m == 'pinutil.master_key.recovery']; print(bad)")
-    out = subprocess.run([sys.executable, "-I", "-c", code, ROOT], capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip() == "[]"
     with capsys.disabled():
         print(f"\n[cost] token_for {per_token_ms:.3f} ms; Tpm()+token {open_and_token_ms:.2f} ms")
 
@@ -402,9 +407,9 @@ def test_init_and_import_cost(setup, capsys):
     phrase = setup.init()
     init_ms = (time.perf_counter() - t0) * 1000
     with Tpm(setup.swtpm.tcti) as tpm:
-        MasterKey(tpm).clear()
+        MasterKeyAdmin(tpm).clear()
     t0 = time.perf_counter()
-    master_key.import_master_key(setup.swtpm.tcti, setup.sealed, phrase)
+    lifecycle.import_master_key(setup.swtpm.tcti, setup.sealed, phrase)
     import_ms = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
     recovery.unseal(Path(setup.sealed).read_bytes(), phrase)

@@ -281,7 +281,7 @@ def module_env(swtpm):
 
 def test_module_returns_ignore_on_every_path_and_never_logs_the_token(module_env):
     import pypam
-    from pinutil.master_key import key as master_key
+    from pinutil.master_key.lifecycle import MasterKeyAdmin
 
     module, policy, swtpm = module_env
     cases = [
@@ -297,7 +297,7 @@ def test_module_returns_ignore_on_every_path_and_never_logs_the_token(module_env
     from pinutil.tpm.context import Tpm
 
     with Tpm(swtpm.tcti) as tpm:
-        master_key.MasterKey(tpm).load_secret(secret)
+        MasterKeyAdmin(tpm).load_secret(secret)
     pamh = FakeHandle("alice")
     pamh.debug = True  # what pypam derives from the `debug` argument
     assert module.authenticate(pamh, 0, [f"policy={policy}", "debug", "bogus=1"]) \

@@ -12,14 +12,15 @@ from pinutil.tpm._tss import lib
 from pinutil import errors
 from pinutil.pin.index import (
     NOT_ENROLLED,
-    OWNER_NV_LAST,
     PIN_INDEX_ATTRIBUTES,
     PIN_WRITE_POLICY,
     PinIndex,
     PinStatus,
 )
 from pinutil.tpm import sapi
-from pinutil.tpm.context import Tpm, TpmCommandError
+from pinutil.tpm.context import Tpm
+from pinutil.tpm.handles import OWNER_NV_LAST
+from pinutil.tpm.rc import TpmCommandError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV_BASE = 0x01000000
@@ -425,14 +426,14 @@ def test_import_does_not_load_tpm2_pytss_or_cryptography():
 
 # Everything modules/tpm_pin.py and modules/master_key.py import while a login runs.
 LOGIN_PATH_MODULES = ["pinutil.pin.index", "pinutil.pin.login", "pinutil.pin.policy", "pinutil.users",
-                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key.key",
+                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key.token",
                       "pinutil.pin.enrolment"]
 
 
 @pytest.mark.parametrize("module", LOGIN_PATH_MODULES)
 def test_login_path_stays_off_heavy_stdlib_modules(module):
     """dataclasses (with inspect, re, enum, ast) alone costs ~10 ms of a ~34 ms login
-    (pinutil.master_key.key once cost 23 ms that way)."""
+    (pinutil.master_key's token path once cost 23 ms that way)."""
     code = (
         f"import sys; sys.path.insert(0, {ROOT!r}); import {module}; "
         "print(sorted({'dataclasses', 'inspect', 'enum', 're', 'typing', 'hashlib', 'ast'} "

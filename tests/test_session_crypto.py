@@ -172,7 +172,7 @@ def test_a_wrong_name_makes_the_tpm_refuse_the_hmac(enrolled, swtpm):
         with pytest.raises(errors.TpmUnavailable):
             sapi.read_nv_with_session(enrolled, HANDLE, wrong, 8, PIN, session)
     finally:
-        sapi.flush_quietly(enrolled, session.handle)
+        enrolled.flush_quietly(session.handle)
     assert swtpm.read_pin_counter(HANDLE) == (1, 5)
 
 

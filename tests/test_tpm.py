@@ -12,8 +12,9 @@ import pytest
 from pinutil.tpm._tss import ffi, lib
 
 from pinutil import errors
-from pinutil.tpm import context as tpm_mod
-from pinutil.tpm.context import Tpm, TpmCommandError, is_transport_error, normalize_rc
+from pinutil.tpm.context import Tpm
+from pinutil.tpm.handles import EsysTr, TpmHandle
+from pinutil.tpm.rc import TpmCommandError, is_transport_error, normalize_rc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,24 +26,15 @@ def tpm(swtpm):
 
 
 # ---- return codes ---------------------------------------------------------------
-@pytest.mark.parametrize("name", [
-    "BAD_AUTH", "AUTH_UNAVAILABLE", "NV_SPACE", "NV_DEFINED", "NV_AUTHORIZATION",
-    "NV_UNINITIALIZED", "HANDLE", "POLICY_FAIL", "ATTRIBUTES", "SIZE", "VALUE", "LOCKOUT",
-    "OBJECT_MEMORY", "SESSION_MEMORY", "INITIALIZE",
-])
-def test_rc_constants_match_tss_headers(name):
-    assert getattr(tpm_mod, "RC_" + name) == getattr(lib, "TPM2_RC_" + name)
-
-
 @pytest.mark.parametrize("raw, expected", [
-    (0x9A2, tpm_mod.RC_BAD_AUTH),        # session 1
-    (0x0A2, tpm_mod.RC_BAD_AUTH),
-    (0x18B, tpm_mod.RC_HANDLE),          # handle 1
-    (0x2C2, tpm_mod.RC_ATTRIBUTES),      # parameter 2
-    (0x2D5, tpm_mod.RC_SIZE),
-    (0x99D, tpm_mod.RC_POLICY_FAIL),
-    (0x12F, tpm_mod.RC_AUTH_UNAVAILABLE),  # format 0: unchanged
-    (0x921, tpm_mod.RC_LOCKOUT),          # warning: unchanged
+    (0x9A2, lib.TPM2_RC_BAD_AUTH),        # session 1
+    (0x0A2, lib.TPM2_RC_BAD_AUTH),
+    (0x18B, lib.TPM2_RC_HANDLE),          # handle 1
+    (0x2C2, lib.TPM2_RC_ATTRIBUTES),      # parameter 2
+    (0x2D5, lib.TPM2_RC_SIZE),
+    (0x99D, lib.TPM2_RC_POLICY_FAIL),
+    (0x12F, lib.TPM2_RC_AUTH_UNAVAILABLE),  # format 0: unchanged
+    (0x921, lib.TPM2_RC_LOCKOUT),          # warning: unchanged
     (0xA000A, 0xA000A),                   # TCTI layer: unchanged
 ])
 def test_normalize_rc(raw, expected):
@@ -58,7 +50,7 @@ def test_transport_errors_are_told_from_tpm_errors():
 
 def test_tpm_command_error_carries_normalised_code_and_is_fail_closed():
     e = TpmCommandError("NV_Read", 0x9A2)
-    assert e.code == tpm_mod.RC_BAD_AUTH and e.rc == 0x9A2
+    assert e.code == lib.TPM2_RC_BAD_AUTH and e.rc == 0x9A2
     assert isinstance(e, errors.TpmUnavailable)
 
 
@@ -115,8 +107,8 @@ def test_storage_primary_template(tpm, swtpm):
         pub = ffi.new("TPM2B_PUBLIC **")
         name = ffi.new("TPM2B_NAME **")
         qname = ffi.new("TPM2B_NAME **")
-        rc = lib.Esys_ReadPublic(tpm.esys, primary, tpm_mod.ESYS_TR_NONE, tpm_mod.ESYS_TR_NONE,
-                                 tpm_mod.ESYS_TR_NONE, pub, name, qname)
+        rc = lib.Esys_ReadPublic(tpm.esys, primary, lib.ESYS_TR_NONE, lib.ESYS_TR_NONE,
+                                 lib.ESYS_TR_NONE, pub, name, qname)
         assert rc == 0
         area = pub[0].publicArea
         assert area.type == lib.TPM2_ALG_ECC
@@ -146,7 +138,37 @@ def test_salted_session_is_created_and_flushed(tpm, swtpm):
 
 def test_flush_of_unknown_handle_is_a_tpm_error(tpm):
     with pytest.raises(errors.TpmUnavailable):
-        tpm.flush(0x12345)  # not an ESYS_TR ESYS knows
+        tpm.flush(EsysTr(0x12345))  # not an ESYS_TR ESYS knows
+
+
+def _loaded(swtpm) -> bytes:
+    return b"".join(swtpm.tools("tpm2_getcap", kind).stdout.strip()
+                    for kind in ("handles-transient", "handles-loaded-session"))
+
+
+@pytest.mark.parametrize("quietly", [False, True])
+def test_flush_refuses_a_handle_of_unknown_kind(tpm, swtpm, quietly):
+    """An ESYS_TR flushed as a TPM handle (or the reverse) flushes nothing: a bare int
+    is refused, even by the clean-up path that swallows TPM errors."""
+    key = tpm.create_storage_primary()[0]
+    flush = tpm.flush_quietly if quietly else tpm.flush
+    with pytest.raises(TypeError):
+        flush(int(key))
+    assert _loaded(swtpm) != b""
+    flush(key)
+    assert _loaded(swtpm) == b""
+
+
+def test_both_kinds_of_handle_flush_through_one_method(tpm, swtpm):
+    primary = tpm.storage_primary()
+    assert type(primary) is EsysTr
+    raw = tpm.tpm_handle(primary)
+    assert type(raw) is TpmHandle and raw >> 24 == 0x80  # a transient object
+    session = tpm.salted_session(primary)
+    tpm.flush_quietly(raw)  # by its TPM handle (SAPI)
+    tpm.flush(session)      # by its ESYS_TR (ESAPI)
+    assert _loaded(swtpm) == b""
+    tpm.flush_quietly(raw)  # already gone: quiet
 
 
 # ---- environment: libtss2 must not log to a caller-chosen file --------------------

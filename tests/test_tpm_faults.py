@@ -149,12 +149,12 @@ class Sweep:
         return int.from_bytes(sapi.read_nv_as_owner(self.direct, HANDLE, 8)[:4], "big")
 
     def loaded(self) -> list[int]:
-        return self.direct.loaded_handles()
+        return self.swtpm.loaded_handles()
 
     def flush(self, handle: int) -> bool:
         if handle not in self.loaded():
             return False
-        sapi.flush_quietly(self.direct, handle)
+        self.swtpm.flush(handle)
         return True
 
     def login(self, pin: str, fault: Fault | None):

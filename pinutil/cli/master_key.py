@@ -9,7 +9,7 @@
 
 `pinutil.cli.app` checks that the caller is root (real uid 0) before any handler runs,
 so before any TPM command. Each handler is thin: arguments -> one call into
-`pinutil.master_key.key` -> the JSON fields of the result ("message" is the human line).
+`pinutil.master_key.lifecycle` -> the JSON fields of the result ("message" is the human line).
 
 The recovery phrase never appears in argv. `init` shows it on /dev/tty (not stdout,
 which may be a log), clears the screen, and asks for it back; with `--yes` it is
@@ -24,7 +24,8 @@ import sys
 from datetime import UTC, datetime
 
 from pinutil.errors import PinutilError
-from pinutil.master_key import key as master_key
+from pinutil.master_key import lifecycle
+from pinutil.master_key.token import MASTER_KEY_HANDLE, user_token
 
 _CLEAR_SCREEN = b"\033[H\033[2J\033[3J"  # home, clear screen, clear scrollback
 _PHRASE_TRIES = 2
@@ -85,9 +86,9 @@ def cmd_init(ctx) -> dict:
 
     confirm = print_phrase if ctx.args.yes else _tty_show_and_check(ctx)
     path = ctx.policy.master_key_file
-    master_key.init_master_key(ctx.policy.tcti, path, confirm_phrase=confirm,
-                               replace=ctx.args.replace)
-    fields = {"sealed_file": path, "tpm_handle": f"{master_key.MASTER_KEY_HANDLE:#x}"}
+    lifecycle.init_master_key(ctx.policy.tcti, path, confirm_phrase=confirm,
+                              replace=ctx.args.replace)
+    fields = {"sealed_file": path, "tpm_handle": f"{MASTER_KEY_HANDLE:#x}"}
     message = f"master key created: in the TPM at {fields['tpm_handle']}, recovery file {path}"
     if shown:
         # --yes: the caller asked for the phrase on stdout (and stores it themselves).
@@ -104,19 +105,19 @@ def cmd_init(ctx) -> dict:
 def cmd_import(ctx) -> dict:
     path = ctx.args.file or ctx.policy.master_key_file
     phrase = ctx.prompter.secret("Recovery phrase: ")
-    loaded = master_key.import_master_key(ctx.policy.tcti, path, phrase)
+    loaded = lifecycle.import_master_key(ctx.policy.tcti, path, phrase)
     message = ("master key imported into the TPM" if loaded
                else "the TPM already holds this master key; nothing changed")
     return {"sealed_file": path, "loaded": loaded, "message": message}
 
 
 def cmd_get_user_token(ctx) -> dict:
-    token = master_key.user_token(ctx.policy.tcti, ctx.args.token_user)
+    token = user_token(ctx.policy.tcti, ctx.args.token_user)
     return {"token_user": ctx.args.token_user, "token": token, "message": token}
 
 
 def cmd_status(ctx) -> dict:
-    st = master_key.master_key_status(ctx.policy.tcti, ctx.policy.master_key_file)
+    st = lifecycle.master_key_status(ctx.policy.tcti, ctx.policy.master_key_file)
     tpm_line = ({True: "present", False: "absent", None: f"unknown ({st.tpm_error})"}
                 [st.in_tpm])
     if not st.file_present:
@@ -137,7 +138,7 @@ def cmd_status(ctx) -> dict:
 def cmd_clear_from_tpm(ctx) -> dict:
     _confirm(ctx, "Remove the master key from the TPM? Keyrings keyed to the tokens "
                   "will not open until the recovery file is imported again. [y/N] ")
-    removed = master_key.clear_from_tpm(ctx.policy.tcti)
+    removed = lifecycle.clear_from_tpm(ctx.policy.tcti)
     return {"removed": removed,
             "message": "master key removed from the TPM" if removed
             else "no master key in the TPM; nothing changed"}
@@ -147,7 +148,7 @@ def cmd_clear_from_disk(ctx) -> dict:
     path = ctx.policy.master_key_file
     _confirm(ctx, f"Delete the recovery file {path}? Without it the master key cannot "
                   "be recovered if the TPM is lost. [y/N] ")
-    removed = master_key.clear_from_disk(path)
+    removed = lifecycle.clear_from_disk(path)
     return {"removed": removed, "sealed_file": path,
             "message": f"recovery file {path} deleted" if removed
             else f"no recovery file at {path}; nothing changed"}

@@ -16,8 +16,8 @@ entropy (not from the secret), so the file alone and the phrase alone are both
 useless: recovery needs the two together. Any valid 24-word phrase is accepted on
 import, so pinpam's phrases work whatever entropy they came from.
 
-`cryptography` is imported inside the functions that need it: the PAM module imports
-`pinutil.master_key.key`, which imports this file, on every login.
+`cryptography` is imported inside the functions that need it (seal, unseal): the
+status command and the tests read files without paying for it.
 """
 from __future__ import annotations
 

@@ -22,25 +22,13 @@ import struct
 from collections.abc import Callable
 
 from pinutil import errors
+from pinutil.pin.policy import MAX_PIN_LENGTH
 from pinutil.record import Record
 from pinutil.tpm import sapi
 from pinutil.tpm._tss import lib
-from pinutil.tpm.context import (
-    ESYS_TR_NONE,
-    ESYS_TR_PASSWORD,
-    RC_AUTH_UNAVAILABLE,
-    RC_BAD_AUTH,
-    RC_NV_DEFINED,
-    RC_NV_SPACE,
-    SESSION_CONTINUE,
-    SESSION_DECRYPT,
-    NvPublic,
-    Tpm,
-    TpmCommandError,
-)
-
-OWNER_NV_FIRST = 0x01000000
-OWNER_NV_LAST = 0x013FFFFF
+from pinutil.tpm.context import NvPublic, Tpm
+from pinutil.tpm.handles import OWNER_NV_FIRST, OWNER_NV_LAST, EsysTr
+from pinutil.tpm.rc import TpmCommandError
 
 PIN_INDEX_ATTRIBUTES = (
     (lib.TPM2_NT_PIN_FAIL << lib.TPMA_NV_TPM2_NT_SHIFT)
@@ -50,8 +38,6 @@ PIN_DATA_SIZE = 8
 # PolicyCommandCode(NV_Write) ; PolicyAuthValue ; PolicyNvWritten(NO), SHA256.
 # tests/test_pin_index.py recomputes it with a trial session on a TPM.
 PIN_WRITE_POLICY = bytes.fromhex("d2e9f9d6553c12ae498291dc41b9c35151e37f7fdba75876ac42a7beafbe5d9b")
-# TPM2B_AUTH of an index is limited to the digest size of its nameAlg.
-MAX_PIN_BYTES = 32
 MAX_PIN_LIMIT = 0xFFFFFFFF
 # One text for every command that meets an index a killed setup left behind.
 HALF_FINISHED_TEXT = ("was defined but never written (a half-finished setup; it holds no "
@@ -87,8 +73,8 @@ def _validate_pin(pin: bytes) -> None:
         raise errors.InvalidPin("the PIN must be bytes")
     if not pin:
         raise errors.InvalidPin("the PIN is empty")
-    if len(pin) > MAX_PIN_BYTES:
-        raise errors.InvalidPin(f"the PIN is longer than {MAX_PIN_BYTES} bytes")
+    if len(pin) > MAX_PIN_LENGTH:
+        raise errors.InvalidPin(f"the PIN is longer than {MAX_PIN_LENGTH} bytes")
     if b"\0" in pin:
         # The TPM strips trailing zero bytes of an authValue: "12\0" would equal "12".
         raise errors.InvalidPin("the PIN contains a NUL byte")
@@ -182,12 +168,12 @@ class PinIndex:
                 # A failed command, or an answer we refused (the TPM may never have
                 # seen the command), leaves the session loaded: without a resource
                 # manager it would hold one of the TPM's few session slots.
-                sapi.flush_quietly(tpm, session.handle)
+                tpm.flush_quietly(session.handle)
             if not isinstance(e, TpmCommandError):
                 raise
-            if e.code == RC_BAD_AUTH:
+            if e.code == lib.TPM2_RC_BAD_AUTH:
                 raise errors.WrongPin(self._attempts_left_after_failure()) from None
-            if e.code == RC_AUTH_UNAVAILABLE:
+            if e.code == lib.TPM2_RC_AUTH_UNAVAILABLE:
                 # The index is WRITTEN (checked above), so this is pinCount >= pinLimit.
                 raise errors.PinLocked(
                     "too many wrong PINs: the PIN is locked; set a new one to unlock") from None
@@ -214,15 +200,16 @@ class PinIndex:
         _validate_limit(limit)
         self._require_policy_nv_written()
         tpm = self.tpm
-        hmac_session = ESYS_TR_PASSWORD
-        policy_session = ESYS_TR_NONE
+        hmac_session: int = lib.ESYS_TR_PASSWORD
+        policy_session: int = lib.ESYS_TR_NONE
         try:
             if salted:
                 primary = tpm.storage_primary()
                 try:
                     sapi.require_salt_key_name(tpm.get_name(primary), self._salt_key_name())
                     # DECRYPT: NV_DefineSpace's first parameter is the new authValue (the PIN).
-                    hmac_session = tpm.salted_session(primary, SESSION_DECRYPT | SESSION_CONTINUE)
+                    hmac_session = tpm.salted_session(
+                        primary, lib.TPMA_SESSION_DECRYPT | lib.TPMA_SESSION_CONTINUESESSION)
                     # The write's PolicyAuthValue HMAC is keyed with the PIN: salt it too.
                     policy_session = tpm.policy_session(primary)
                 finally:
@@ -242,21 +229,21 @@ class PinIndex:
             self._forget(nv)
         finally:
             for session in (hmac_session, policy_session):
-                if session not in (ESYS_TR_PASSWORD, ESYS_TR_NONE):
+                if type(session) is EsysTr:  # not ESYS_TR_PASSWORD / ESYS_TR_NONE
                     tpm.flush_quietly(session)
 
-    def _define_space(self, pin: bytes, session: int) -> int:
+    def _define_space(self, pin: bytes, session: int) -> EsysTr:
         try:
             return self.tpm.nv_define_space(self.expected_public(written=False), pin, session)
         except TpmCommandError as e:
-            if e.code == RC_NV_DEFINED:
+            if e.code == lib.TPM2_RC_NV_DEFINED:
                 raise errors.AlreadyEnrolled(
                     f"NV index 0x{self.handle:08x} already exists") from None
-            if e.code == RC_NV_SPACE:
+            if e.code == lib.TPM2_RC_NV_SPACE:
                 raise errors.PinutilError("the TPM has no NV space left for a PIN index") from None
             raise
 
-    def _undefine_after_failed_write(self, nv: int) -> None:
+    def _undefine_after_failed_write(self, nv: EsysTr) -> None:
         try:
             self.tpm.nv_undefine_space(nv)
         except errors.TpmUnavailable:
@@ -285,7 +272,7 @@ class PinIndex:
             name = self.tpm.get_name(nv)
             ours = {self.expected_public(written=w).name() for w in (True, False)}
             if name not in ours:
-                raise errors.NotEnrolled(self._foreign_index_message(self.tpm.nv_read_public(nv)))
+                raise errors.NotEnrolled(self._foreign_index_message(self._read_public()))
             if only_half_finished and name != self.expected_public(written=False).name():
                 raise errors.PermissionDenied(
                     f"PIN index 0x{self.handle:08x} now holds a PIN: deleting it needs the PIN")
@@ -330,15 +317,22 @@ class PinIndex:
         name = self.salt_key_name
         return name() if callable(name) else name
 
-    def _open(self) -> int | None:
+    def _open(self) -> EsysTr | None:
         """ESYS_TR of the index, or None if nothing is defined at the handle."""
         return self.tpm.tr_if_present(self.handle)
 
-    def _forget(self, nv: int) -> None:
+    def _forget(self, nv: EsysTr) -> None:
         try:
             self.tpm.close_tr(nv)
         except errors.TpmUnavailable:
             pass
+
+    def _read_public(self) -> NvPublic:
+        """The public area at our handle (for messages about a foreign index)."""
+        found = sapi.read_nv_public(self.tpm, self.handle)
+        if found is None:
+            raise errors.NotEnrolled(f"no PIN index at 0x{self.handle:08x}")
+        return found[0]
 
     def _is_enrolled_pin_index(self, public: NvPublic, name: bytes) -> bool:
         """True for our exact WRITTEN layout, False for our unwritten layout.

@@ -63,15 +63,16 @@ import os
 from pinutil import securefile
 from pinutil.errors import InvalidPin, PolicyError
 from pinutil.record import Record
+from pinutil.tpm.handles import OWNER_NV_FIRST, OWNER_NV_LAST
 
 DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
 
 MAX_POLICY_BYTES = 64 * 1024
-MAX_PIN_LENGTH = 32  # TPM authValue limit for a SHA-256 named NV index
+# The TPM's limit, used by pin/index.py too: a PIN index's authValue is at most the
+# digest size of its nameAlg (SHA-256).
+MAX_PIN_LENGTH = 32
 MAX_LOCKOUT_ATTEMPTS = 100
 MAX_HELPER_TIMEOUT = 300.0
-NV_OWNER_FIRST = 0x01000000
-NV_OWNER_LAST = 0x013FFFFF
 
 CHARSETS = ("digits", "alnum", "any")
 PIN_SESSIONS = ("salted", "plain")
@@ -103,7 +104,7 @@ class Policy(Record):
         "pin_charset": "digits",
         "pinutil_path": "/usr/bin/pinutil",
         "tcti": "device:/dev/tpmrm0",
-        "nv_base": NV_OWNER_FIRST,
+        "nv_base": OWNER_NV_FIRST,
         "helper_timeout": 3,
         "pin_session": "salted",
         "master_key_file": "/var/pinpam/sealed_master_key",
@@ -216,9 +217,9 @@ def _tcti(text: str) -> str:
 
 def _nv_base(text: str) -> int:
     value = _int(text)
-    if not NV_OWNER_FIRST <= value <= NV_OWNER_LAST:
+    if not OWNER_NV_FIRST <= value <= OWNER_NV_LAST:
         raise ValueError(f"must lie in the owner NV range "
-                         f"{NV_OWNER_FIRST:#010x}-{NV_OWNER_LAST:#010x}")
+                         f"{OWNER_NV_FIRST:#010x}-{OWNER_NV_LAST:#010x}")
     return value
 
 

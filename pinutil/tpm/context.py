@@ -1,11 +1,14 @@
-"""One ESYS context on one TPM, over our own cffi binding `pinutil.tpm._tss`.
+"""One open TPM (`Tpm`): the TPM layer's only way to send a command.
 
-Errors: TPM-reported failures raise `TpmCommandError` (carrying the raw and the
-normalised return code, so callers branch on the `RC_*` constants below, never on
-message text). Transport failures (no socket, IO error, a TCTI that cannot start)
-raise `errors.TpmUnavailable`. `TpmCommandError` is itself a `TpmUnavailable`
-("the TPM failed"): a TPM error that a caller did not expect and did not translate
-still fails closed as "TPM unavailable" instead of leaking out as something else.
+Every command, ESAPI or SAPI, is sent by a `Tpm` method or by a tpm/sapi.py function
+over the `Tpm`'s one connection, and every return code goes through `Tpm.send`, which
+counts the command and raises per tpm/rc.py (`TpmCommandError` for a TPM's refusal,
+`errors.TpmUnavailable` for a transport failure). Which API a command uses is the
+method's business: ESAPI (`Tpm.esys`) for the admin paths, where ESYS's sessions and
+ESYS_TR bookkeeping are worth their cost; SAPI (`Tpm.sys`, ESYS's own SAPI context on
+the same connection) for the login path and for the storage primary, whose answer we
+check ourselves (tpm/sapi.py says why). Objects to flush come back as `EsysTr` or
+`TpmHandle` (tpm/handles.py); `flush`/`flush_quietly` take either and nothing else.
 
 Environment: the core does not read TSS2_* (or any other) variables from the caller.
 The launcher and the PAM module are responsible for running us in a clean
@@ -33,99 +36,20 @@ import struct
 
 from pinutil import errors
 from pinutil.tpm._tss import ffi, lib
+from pinutil.tpm.handles import EsysTr, TpmHandle
+from pinutil.tpm.rc import TpmCommandError, check_rc, is_tss_layer
 from pinutil.tpm.session_crypto import (
     sha256,  # builtin; hashlib would load OpenSSL (~2 ms)
 )
 
-# ---- TPM return codes, normalised (format-1 parameter/handle/session numbers stripped)
-RC_SUCCESS = 0x000
-RC_INITIALIZE = 0x100
-RC_AUTH_UNAVAILABLE = 0x12F
-RC_NV_LOCKED = 0x148
-RC_NV_AUTHORIZATION = 0x149
-RC_NV_UNINITIALIZED = 0x14A
-RC_NV_SPACE = 0x14B
-RC_NV_DEFINED = 0x14C
-RC_ATTRIBUTES = 0x082
-RC_VALUE = 0x084
-RC_HANDLE = 0x08B
-RC_SIZE = 0x095
-RC_POLICY_FAIL = 0x09D
-RC_BAD_AUTH = 0x0A2
-RC_OBJECT_MEMORY = 0x902
-RC_SESSION_MEMORY = 0x903
-RC_LOCKOUT = 0x921
-
-_LAYER_MASK = 0xFF0000
-_TCTI_LAYER = 0x0A0000
-_RESMGR_LAYERS = (0x0B0000, 0x0C0000)
-_FMT1 = 0x080
-# TSS base codes that mean "the TPM could not be talked to" in any TSS layer.
-_TRANSPORT_BASE_RCS = frozenset({1, 8, 9, 10, 17, 19})  # general, no conn, try again, IO, malformed, short
-
-# ---- TSS handles and session attributes used by callers
-ESYS_TR_NONE = lib.ESYS_TR_NONE
-ESYS_TR_PASSWORD = lib.ESYS_TR_PASSWORD
-ESYS_TR_RH_OWNER = lib.ESYS_TR_RH_OWNER
-SESSION_CONTINUE = lib.TPMA_SESSION_CONTINUESESSION
-SESSION_DECRYPT = lib.TPMA_SESSION_DECRYPT
-SESSION_ENCRYPT = lib.TPMA_SESSION_ENCRYPT
 _SESSION_ATTR_MASK = 0xFF
-_TRANSIENT_FIRST = 0x80000000
-_LOADED_SESSION_FIRST = 0x02000000
+_P256_BYTES = 32
 
 _STORAGE_PRIMARY_ATTRS = (
     lib.TPMA_OBJECT_FIXEDTPM | lib.TPMA_OBJECT_FIXEDPARENT | lib.TPMA_OBJECT_SENSITIVEDATAORIGIN
     | lib.TPMA_OBJECT_USERWITHAUTH | lib.TPMA_OBJECT_NODA | lib.TPMA_OBJECT_RESTRICTED
     | lib.TPMA_OBJECT_DECRYPT
 )
-
-
-def normalize_rc(rc: int) -> int:
-    """TPM return code without the handle/parameter/session number of format-1 codes.
-
-    0x9a2 (BAD_AUTH on session 1) -> 0x0a2 == RC_BAD_AUTH. TSS-layer codes (TCTI,
-    ESAPI, ...) and format-0 codes are returned unchanged.
-    """
-    if rc & _LAYER_MASK:
-        return rc
-    if rc & _FMT1:
-        return rc & 0xBF  # keep F and the error number; drop P (0x40) and N (0xF00)
-    return rc
-
-
-def is_transport_error(rc: int) -> bool:
-    """True when `rc` says the TPM was not reached or its answer was unusable."""
-    layer = rc & _LAYER_MASK
-    if layer == 0:
-        return False
-    if layer == _TCTI_LAYER or layer in _RESMGR_LAYERS:
-        return True
-    return (rc & 0xFFFF) in _TRANSPORT_BASE_RCS
-
-
-def describe_rc(rc: int) -> str:
-    """tpm2-tss's text for a return code: for logs and messages, never for branching."""
-    return ffi.string(lib.Tss2_RC_Decode(rc)).decode("ascii", "replace")
-
-
-class TpmCommandError(errors.TpmUnavailable):
-    """A TPM command failed with a TPM (or TSS) return code; `.code` is normalised."""
-
-    def __init__(self, command: str, rc: int) -> None:
-        super().__init__(f"TPM command {command} failed: 0x{rc:x} ({describe_rc(rc)})")
-        self.command = command
-        self.rc = rc
-        self.code = normalize_rc(rc)
-
-
-def check_rc(rc: int, command: str) -> None:
-    """Raise the right exception for a non-zero return code of `command`."""
-    if rc == 0:
-        return
-    if is_transport_error(rc):
-        raise errors.TpmUnavailable(f"TPM not reachable ({command}: 0x{rc:x})")
-    raise TpmCommandError(command, rc)
 
 
 # ---- process-wide libtss2 logging guard (see module docstring)
@@ -153,6 +77,13 @@ class NvPublic:
         self.attributes = attributes
         self.auth_policy = auth_policy
         self.data_size = data_size
+
+    @classmethod
+    def from_tpms(cls, p) -> NvPublic:
+        """From a cffi TPMS_NV_PUBLIC (copied: the result does not keep `p` alive)."""
+        return cls(handle=p.nvIndex, name_alg=p.nameAlg, attributes=p.attributes,
+                   auth_policy=bytes(ffi.buffer(p.authPolicy.buffer, p.authPolicy.size)),
+                   data_size=p.dataSize)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is NvPublic and self.marshal() == other.marshal()
@@ -229,6 +160,16 @@ def wipe_tpm2b(tpm2b, field: str = "buffer") -> None:
     ffi.memmove(getattr(tpm2b, field), bytes(tpm2b.size), tpm2b.size)
 
 
+def password_auth(value: bytes):
+    """A SAPI command authorisation: the password session with `value` (in clear)."""
+    auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
+    auths.count = 1
+    auths.auths[0].sessionHandle = lib.TPM2_RS_PW
+    fill_tpm2b(auths.auths[0].hmac, value)
+    return auths
+
+
+# ---- our storage primary: the master key's parent and the PIN check's salt key
 def storage_primary_template():
     """TPM2B_PUBLIC of our ECC P-256 storage primary (owner hierarchy, noDA).
 
@@ -254,19 +195,42 @@ def storage_primary_name(x: bytes, y: bytes) -> bytes:
     """The Name of our storage primary with public point (x, y): nameAlg || SHA-256 of
     its marshalled public area (Part 2, 12.2.4), which is the template above with that
     point. The salt key check compares it with the Name root recorded."""
-    if len(x) != 32 or len(y) != 32:
+    if len(x) != _P256_BYTES or len(y) != _P256_BYTES:
         raise ValueError("a P-256 point has 32-byte coordinates")
     area = (struct.pack(">HHIH", lib.TPM2_ALG_ECC, lib.TPM2_ALG_SHA256, _STORAGE_PRIMARY_ATTRS, 0)
             + struct.pack(">HHHHHH", lib.TPM2_ALG_AES, 128, lib.TPM2_ALG_CFB, lib.TPM2_ALG_NULL,
                           lib.TPM2_ECC_NIST_P256, lib.TPM2_ALG_NULL)
-            + struct.pack(">H", 32) + x + struct.pack(">H", 32) + y)
+            + struct.pack(">H", _P256_BYTES) + x + struct.pack(">H", _P256_BYTES) + y)
     return struct.pack(">H", lib.TPM2_ALG_SHA256) + sha256(area).digest()
+
+
+def is_storage_primary(area) -> bool:
+    """A TPMT_PUBLIC that is exactly our storage primary template (any point of the
+    right size)."""
+    template = storage_primary_template()  # keeps the struct alive while `want` is used
+    want = template.publicArea
+    ecc, want_ecc = area.parameters.eccDetail, want.parameters.eccDetail
+    return (area.type == want.type and area.nameAlg == want.nameAlg
+            and area.objectAttributes == want.objectAttributes and area.authPolicy.size == 0
+            and ecc.symmetric.algorithm == want_ecc.symmetric.algorithm
+            and ecc.symmetric.keyBits.aes == want_ecc.symmetric.keyBits.aes
+            and ecc.symmetric.mode.aes == want_ecc.symmetric.mode.aes
+            and ecc.scheme.scheme == want_ecc.scheme.scheme
+            and ecc.curveID == want_ecc.curveID and ecc.kdf.scheme == want_ecc.kdf.scheme
+            and area.unique.ecc.x.size == _P256_BYTES and area.unique.ecc.y.size == _P256_BYTES)
+
+
+def ecc_point(area) -> tuple[bytes, bytes]:
+    """(x, y) of a P-256 TPMT_PUBLIC that passed is_storage_primary."""
+    point = area.unique.ecc
+    return (bytes(ffi.buffer(point.x.buffer, _P256_BYTES)),
+            bytes(ffi.buffer(point.y.buffer, _P256_BYTES)))
 
 
 class Tpm:
     """An open TPM: TCTI + ESYS context. Use as a context manager or call close().
 
-    `commands_sent` counts ESYS calls that reach the TPM (for cost measurements).
+    `commands_sent` counts the commands sent through `send` (for cost measurements).
     """
 
     def __init__(self, tcti: str, timeout_ms: int | None = None) -> None:
@@ -295,7 +259,7 @@ class Tpm:
     # ---- life cycle
     @property
     def esys(self):
-        """The raw ESYS_CONTEXT* for code that calls `pinutil.tpm._tss.lib` directly."""
+        """The raw ESYS_CONTEXT*, for the ESAPI calls of this class."""
         ctx = self._esys_pp[0]
         if ctx == ffi.NULL:
             raise errors.TpmUnavailable("TPM context is closed")
@@ -303,7 +267,8 @@ class Tpm:
 
     @property
     def sys(self):
-        """ESYS's own SAPI context, for tpm/sapi.py (same connection, no second TCTI)."""
+        """ESYS's own SAPI context, for the SAPI calls of this class and tpm/sapi.py
+        (same connection, no second TCTI)."""
         sys_pp = ffi.new("TSS2_SYS_CONTEXT **")
         check_rc(lib.Esys_GetSysContext(self.esys, sys_pp), "Esys_GetSysContext")
         return sys_pp[0]
@@ -333,9 +298,8 @@ class Tpm:
         self.close()
 
     def send(self, command: str, rc: int) -> None:
-        """Account for a command that reached the TPM and check its return code.
-
-        Also used by tpm/sapi.py, whose SAPI calls share this connection."""
+        """Account for a command that reached the TPM and check its return code: the
+        one place where a TPM command's result becomes an exception (tpm/rc.py)."""
         self.commands_sent += 1
         check_rc(rc, command)
 
@@ -344,27 +308,73 @@ class Tpm:
         try:
             self.send(command, rc)
         except TpmCommandError as e:
-            if e.code == RC_HANDLE:
+            if e.code == lib.TPM2_RC_HANDLE:
                 return False
             raise
         return True
 
+    # ---- flushing: one pair of methods for both kinds of handle
+    def flush(self, handle: EsysTr | TpmHandle) -> None:
+        """FlushContext a transient object or session: an ESYS_TR through ESAPI (which
+        then forgets it), a TPM handle through SAPI. A bare int is refused: which kind
+        it is cannot be told, and the wrong guess flushes nothing."""
+        kind = type(handle)
+        if kind is EsysTr:
+            self.send("FlushContext", lib.Esys_FlushContext(self.esys, handle))
+        elif kind is TpmHandle:
+            self.send("FlushContext", lib.Tss2_Sys_FlushContext(self.sys, handle))
+        else:
+            raise TypeError(f"flush takes an EsysTr or a TpmHandle, not {kind.__name__}")
+
+    def flush_quietly(self, handle: EsysTr | TpmHandle) -> None:
+        """flush() for clean-up paths: a vanished handle or a dead TPM is not an error.
+
+        A TPM handle is tried once more on a fresh connection when a TSS-layer failure
+        left the context unusable (see reconnect); an ESYS_TR cannot be, as it dies
+        with its context. Without a resource manager a handle we cannot flush stays
+        loaded; with /dev/tpmrm0 the kernel flushes it when we close."""
+        if type(handle) not in (EsysTr, TpmHandle):
+            raise TypeError(f"flush takes an EsysTr or a TpmHandle, not {type(handle).__name__}")
+        for attempt in range(2):
+            try:
+                self.flush(handle)
+                return
+            except TpmCommandError as e:
+                if not is_tss_layer(e.rc):
+                    return  # the TPM itself refused (e.g. TPM_RC_HANDLE: already gone)
+            except errors.TpmUnavailable:
+                if self._esys_pp[0] == ffi.NULL:
+                    return  # closed (a reconnect failed): nothing to flush with
+            if attempt or type(handle) is EsysTr:
+                return
+            try:
+                self.reconnect()  # a TSS-layer failure: the context is stuck, not the TPM
+            except errors.TpmUnavailable:
+                return
+
     # ---- ESYS_TR objects
-    def tr_if_present(self, handle: int) -> int | None:
+    def tr_if_present(self, handle: int) -> EsysTr | None:
         """ESYS_TR for a TPM handle (sends ReadPublic / NV_ReadPublic), or None when
         nothing is at `handle` (TPM_RC_HANDLE)."""
         tr = ffi.new("ESYS_TR *")
+        none = lib.ESYS_TR_NONE
         if not self.send_if_present("TR_FromTPMPublic", lib.Esys_TR_FromTPMPublic(
-                self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr)):
+                self.esys, handle, none, none, none, tr)):
             return None
-        return tr[0]
+        return EsysTr(tr[0])
 
-    def close_tr(self, tr: int) -> None:
+    def tpm_handle(self, tr: EsysTr) -> TpmHandle:
+        """The TPM handle behind an ESYS_TR (no TPM command)."""
+        handle = ffi.new("TPM2_HANDLE *")
+        check_rc(lib.Esys_TR_GetTpmHandle(self.esys, tr, handle), "Esys_TR_GetTpmHandle")
+        return TpmHandle(handle[0])
+
+    def close_tr(self, tr: EsysTr) -> None:
         """Forget an ESYS_TR locally (no TPM command)."""
         p = ffi.new("ESYS_TR *", tr)
         check_rc(lib.Esys_TR_Close(self.esys, p), "Esys_TR_Close")
 
-    def set_auth(self, tr: int, auth: bytes) -> None:
+    def set_auth(self, tr: EsysTr, auth: bytes) -> None:
         """Set the authValue ESYS uses for `tr` (max. 64 bytes; the TPM may allow less)."""
         value = ffi.new("TPM2B_AUTH *")
         fill_tpm2b(value, auth)
@@ -373,7 +383,7 @@ class Tpm:
         finally:
             wipe_tpm2b(value)
 
-    def get_name(self, tr: int) -> bytes:
+    def get_name(self, tr: EsysTr) -> bytes:
         """The Name ESYS holds for `tr` (no TPM command)."""
         name_pp = ffi.new("TPM2B_NAME **")
         check_rc(lib.Esys_TR_GetName(self.esys, tr, name_pp), "Esys_TR_GetName")
@@ -382,75 +392,121 @@ class Tpm:
         finally:
             lib.Esys_Free(name_pp[0])
 
-    def flush(self, handle: int) -> None:
-        """FlushContext a transient object or session."""
-        self.send("FlushContext", lib.Esys_FlushContext(self.esys, handle))
-
-    def flush_quietly(self, handle: int) -> None:
-        """flush() for clean-up paths: a vanished handle or a dead TPM is not an error here."""
-        try:
-            self.flush(handle)
-        except errors.TpmUnavailable:
-            pass
-
     # ---- capabilities
     def get_command_supported(self, cc: int) -> bool:
         """True if the TPM lists command code `cc` (GetCapability TPM2_CAP_COMMANDS)."""
-        def listed(data) -> bool:
-            cmds = data.command
-            return any((cmds.commandAttributes[i] & lib.TPMA_CC_COMMANDINDEX_MASK) == cc
-                       for i in range(cmds.count))
-        return self._capability(lib.TPM2_CAP_COMMANDS, cc, 1, listed)
-
-    def loaded_handles(self) -> list[int]:
-        """Transient objects and loaded sessions in the TPM, whoever made them (one
-        TPM-wide list without a resource manager): what a leak check looks at."""
-        found = []
-        for first in (_TRANSIENT_FIRST, _LOADED_SESSION_FIRST):
-            handles = self._capability(
-                lib.TPM2_CAP_HANDLES, first, 64,
-                lambda data: [data.handles.handle[i] for i in range(data.handles.count)])
-            found += [h for h in handles if h >> 24 == first >> 24]
-        return found
-
-    def _capability(self, capability: int, first: int, count: int, read):
-        """read(TPMU_CAPABILITIES) of one GetCapability call (one page is enough here)."""
         more = ffi.new("TPMI_YES_NO *")
         data_pp = ffi.new("TPMS_CAPABILITY_DATA **")
+        none = lib.ESYS_TR_NONE
         self.send("GetCapability", lib.Esys_GetCapability(
-            self.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-            capability, first, count, more, data_pp))
+            self.esys, none, none, none, lib.TPM2_CAP_COMMANDS, cc, 1, more, data_pp))
         try:
-            return read(data_pp[0].data)
+            cmds = data_pp[0].data.command
+            return any((cmds.commandAttributes[i] & lib.TPMA_CC_COMMANDINDEX_MASK) == cc
+                       for i in range(cmds.count))
         finally:
             lib.Esys_Free(data_pp[0])
 
-    # ---- keys and sessions
-    def storage_primary(self) -> int:
-        """Transient ECC P-256 storage primary in the owner hierarchy (noDA); flush it."""
-        public = storage_primary_template()
-        sensitive = ffi.new("TPM2B_SENSITIVE_CREATE *")
-        outside = ffi.new("TPM2B_DATA *")
-        pcrs = ffi.new("TPML_PCR_SELECTION *")
-        handle = ffi.new("ESYS_TR *")
-        out_public = ffi.new("TPM2B_PUBLIC **")
-        creation_data = ffi.new("TPM2B_CREATION_DATA **")
-        creation_hash = ffi.new("TPM2B_DIGEST **")
-        ticket = ffi.new("TPMT_TK_CREATION **")
-        self.send("CreatePrimary", lib.Esys_CreatePrimary(
-            self.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-            sensitive, public, outside, pcrs,
-            handle, out_public, creation_data, creation_hash, ticket))
-        for p in (out_public, creation_data, creation_hash, ticket):
-            lib.Esys_Free(p[0])
-        return handle[0]
+    # ---- objects
+    def create_storage_primary(self) -> tuple[TpmHandle, bytes, bytes]:
+        """CreatePrimary of our storage primary template as owner (empty owner
+        password), through SAPI: (handle, x, y) of the new transient key.
 
+        The one CreatePrimary in pinutil. SAPI because the login path's salt key check
+        must see the TPM's answer itself, and flush what it refuses (tpm/sapi.py); the
+        answer must be exactly our template, else TpmUnavailable."""
+        handle = ffi.new("TPM2_HANDLE *")
+        out_public = ffi.new("TPM2B_PUBLIC *")
+        self.send("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
+            self.sys, lib.TPM2_RH_OWNER, password_auth(b""),
+            ffi.new("TPM2B_SENSITIVE_CREATE *"), storage_primary_template(),
+            ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
+            handle, out_public, ffi.new("TPM2B_CREATION_DATA *"), ffi.new("TPM2B_DIGEST *"),
+            ffi.new("TPMT_TK_CREATION *"), ffi.new("TPM2B_NAME *"),
+            ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
+        key = TpmHandle(handle[0])
+        if not is_storage_primary(out_public.publicArea):
+            self.flush_quietly(key)
+            raise errors.TpmUnavailable("the TPM returned a malformed storage primary")
+        return (key, *ecc_point(out_public.publicArea))
+
+    def storage_primary(self) -> EsysTr:
+        """create_storage_primary() as an ESYS_TR, for ESAPI parents and salted
+        sessions (one more command: ReadPublic). The caller flushes it."""
+        key = self.create_storage_primary()[0]
+        try:
+            tr = self.tr_if_present(key)
+        except BaseException:
+            self.flush_quietly(key)
+            raise
+        if tr is None:
+            raise errors.TpmUnavailable("the storage primary vanished after CreatePrimary")
+        return tr
+
+    def read_public(self, tr: EsysTr):
+        """ReadPublic: a copy of the object's TPM2B_PUBLIC (cffi-owned)."""
+        none = lib.ESYS_TR_NONE
+        public_pp = ffi.new("TPM2B_PUBLIC **")
+        self.send("ReadPublic", lib.Esys_ReadPublic(
+            self.esys, tr, none, none, none, public_pp, ffi.NULL, ffi.NULL))
+        try:
+            public = ffi.new("TPM2B_PUBLIC *")
+            public[0] = public_pp[0][0]
+            return public
+        finally:
+            lib.Esys_Free(public_pp[0])
+
+    def create_loaded(self, parent: EsysTr, session: EsysTr, sensitive, template) -> EsysTr:
+        """Create an object under `parent` from `sensitive` and `template`, then Load
+        it, both authorised by `session`; returns the transient ESYS_TR (flush it)."""
+        none = lib.ESYS_TR_NONE
+        private = ffi.new("TPM2B_PRIVATE **")
+        public = ffi.new("TPM2B_PUBLIC **")
+        loaded = ffi.new("ESYS_TR *")
+        self.send("Create", lib.Esys_Create(
+            self.esys, parent, session, none, none, sensitive, template,
+            ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"), private, public,
+            ffi.NULL, ffi.NULL, ffi.NULL))
+        try:
+            self.send("Load", lib.Esys_Load(
+                self.esys, parent, session, none, none, private[0], public[0], loaded))
+        finally:
+            lib.Esys_Free(private[0])
+            lib.Esys_Free(public[0])
+        return EsysTr(loaded[0])
+
+    def evict_control(self, tr: EsysTr, persistent: int) -> EsysTr:
+        """Owner EvictControl (empty owner password): make the transient `tr`
+        persistent at `persistent`, or evict the persistent `tr` (then ESYS_TR_NONE
+        comes back)."""
+        out = ffi.new("ESYS_TR *")
+        none = lib.ESYS_TR_NONE
+        self.send("EvictControl", lib.Esys_EvictControl(
+            self.esys, lib.ESYS_TR_RH_OWNER, tr, lib.ESYS_TR_PASSWORD, none, none,
+            persistent, out))
+        return EsysTr(out[0])
+
+    def hmac(self, tr: EsysTr, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` with the keyed-hash object `tr` (empty auth)."""
+        none = lib.ESYS_TR_NONE
+        buffer = ffi.new("TPM2B_MAX_BUFFER *")
+        fill_tpm2b(buffer, data)
+        out = ffi.new("TPM2B_DIGEST **")
+        self.send("HMAC", lib.Esys_HMAC(
+            self.esys, tr, lib.ESYS_TR_PASSWORD, none, none, buffer, lib.TPM2_ALG_SHA256, out))
+        try:
+            return bytes(ffi.buffer(out[0].buffer, out[0].size))
+        finally:
+            lib.Esys_Free(out[0])
+
+    # ---- sessions
     def salted_session(
         self,
-        primary: int,
-        attributes: int = SESSION_DECRYPT | SESSION_ENCRYPT | SESSION_CONTINUE,
+        primary: EsysTr,
+        attributes: int = (lib.TPMA_SESSION_DECRYPT | lib.TPMA_SESSION_ENCRYPT
+                           | lib.TPMA_SESSION_CONTINUESESSION),
         session_type: int = lib.TPM2_SE_HMAC,
-    ) -> int:
+    ) -> EsysTr:
         """Session salted by `primary`, AES-128-CFB parameter encryption, SHA256.
 
         The TPM only accepts DECRYPT/ENCRYPT when the command's first parameter /
@@ -458,77 +514,67 @@ class Tpm:
         """
         return self._start_session(primary, session_type, attributes)
 
-    def policy_session(self, salt_key: int = ESYS_TR_NONE) -> int:
+    def policy_session(self, salt_key: int = lib.ESYS_TR_NONE) -> EsysTr:
         """Policy session (continueSession), salted by `salt_key` unless it is ESYS_TR_NONE."""
-        return self._start_session(salt_key, lib.TPM2_SE_POLICY, SESSION_CONTINUE)
+        return self._start_session(salt_key, lib.TPM2_SE_POLICY, lib.TPMA_SESSION_CONTINUESESSION)
 
-    def trial_session(self) -> int:
+    def trial_session(self) -> EsysTr:
         """Unsalted trial policy session, to compute a policy digest."""
-        return self._start_session(ESYS_TR_NONE, lib.TPM2_SE_TRIAL, SESSION_CONTINUE)
+        return self._start_session(lib.ESYS_TR_NONE, lib.TPM2_SE_TRIAL,
+                                   lib.TPMA_SESSION_CONTINUESESSION)
 
-    def _start_session(self, tpm_key: int, session_type: int, attributes: int) -> int:
+    def _start_session(self, tpm_key: int, session_type: int, attributes: int) -> EsysTr:
         sym = ffi.new("TPMT_SYM_DEF *")
         sym.algorithm = lib.TPM2_ALG_AES
         sym.keyBits.aes = 128
         sym.mode.aes = lib.TPM2_ALG_CFB
         session = ffi.new("ESYS_TR *")
+        none = lib.ESYS_TR_NONE
         self.send("StartAuthSession", lib.Esys_StartAuthSession(
-            self.esys, tpm_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+            self.esys, tpm_key, none, none, none, none,
             ffi.NULL, session_type, sym, lib.TPM2_ALG_SHA256, session))
+        tr = EsysTr(session[0])
         try:
-            self.set_session_attributes(session[0], attributes)
+            self.set_session_attributes(tr, attributes)
         except BaseException:
-            self.flush_quietly(session[0])
+            self.flush_quietly(tr)
             raise
-        return session[0]
+        return tr
 
-    def set_session_attributes(self, session: int, attributes: int) -> None:
+    def set_session_attributes(self, session: EsysTr, attributes: int) -> None:
         """Replace all attributes of `session` (no TPM command)."""
         check_rc(lib.Esys_TRSess_SetAttributes(self.esys, session, attributes, _SESSION_ATTR_MASK),
                  "Esys_TRSess_SetAttributes")
 
     # ---- policy
-    def policy_command_code(self, session: int, cc: int) -> None:
+    def policy_command_code(self, session: EsysTr, cc: int) -> None:
+        none = lib.ESYS_TR_NONE
         self.send("PolicyCommandCode", lib.Esys_PolicyCommandCode(
-            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, cc))
+            self.esys, session, none, none, none, cc))
 
-    def policy_auth_value(self, session: int) -> None:
-        self.send("PolicyAuthValue", lib.Esys_PolicyAuthValue(
-            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE))
+    def policy_auth_value(self, session: EsysTr) -> None:
+        none = lib.ESYS_TR_NONE
+        self.send("PolicyAuthValue", lib.Esys_PolicyAuthValue(self.esys, session, none, none, none))
 
-    def policy_nv_written(self, session: int, written: bool) -> None:
+    def policy_nv_written(self, session: EsysTr, written: bool) -> None:
+        none = lib.ESYS_TR_NONE
         self.send("PolicyNvWritten", lib.Esys_PolicyNvWritten(
-            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 1 if written else 0))
+            self.esys, session, none, none, none, 1 if written else 0))
 
-    def policy_digest(self, session: int) -> bytes:
+    def policy_digest(self, session: EsysTr) -> bytes:
         """PolicyGetDigest of a policy or trial session."""
         digest_pp = ffi.new("TPM2B_DIGEST **")
+        none = lib.ESYS_TR_NONE
         self.send("PolicyGetDigest", lib.Esys_PolicyGetDigest(
-            self.esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, digest_pp))
+            self.esys, session, none, none, none, digest_pp))
         try:
             return bytes(ffi.buffer(digest_pp[0].buffer, digest_pp[0].size))
         finally:
             lib.Esys_Free(digest_pp[0])
 
-    # ---- NV
-    def nv_read_public(self, nv: int) -> NvPublic:
-        """NV_ReadPublic of the index behind ESYS_TR `nv`."""
-        pub_pp = ffi.new("TPM2B_NV_PUBLIC **")
-        name_pp = ffi.new("TPM2B_NAME **")
-        self.send("NV_ReadPublic", lib.Esys_NV_ReadPublic(
-            self.esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub_pp, name_pp))
-        try:
-            p = pub_pp[0].nvPublic
-            return NvPublic(
-                handle=p.nvIndex, name_alg=p.nameAlg, attributes=p.attributes,
-                auth_policy=bytes(ffi.buffer(p.authPolicy.buffer, p.authPolicy.size)),
-                data_size=p.dataSize,
-            )
-        finally:
-            lib.Esys_Free(pub_pp[0])
-            lib.Esys_Free(name_pp[0])
-
-    def nv_define_space(self, public: NvPublic, auth: bytes, session: int = ESYS_TR_PASSWORD) -> int:
+    # ---- NV (reading is on the login path: tpm/sapi.py)
+    def nv_define_space(self, public: NvPublic, auth: bytes,
+                        session: int = lib.ESYS_TR_PASSWORD) -> EsysTr:
         """NV_DefineSpace as owner; returns the new index's ESYS_TR (auth already set)."""
         info = ffi.new("TPM2B_NV_PUBLIC *")
         info.nvPublic.nvIndex = public.handle
@@ -539,21 +585,25 @@ class Tpm:
         value = ffi.new("TPM2B_AUTH *")
         fill_tpm2b(value, auth)
         nv = ffi.new("ESYS_TR *")
+        none = lib.ESYS_TR_NONE
         try:
             self.send("NV_DefineSpace", lib.Esys_NV_DefineSpace(
-                self.esys, ESYS_TR_RH_OWNER, session, ESYS_TR_NONE, ESYS_TR_NONE, value, info, nv))
+                self.esys, lib.ESYS_TR_RH_OWNER, session, none, none, value, info, nv))
         finally:
             wipe_tpm2b(value)
-        return nv[0]
+        return EsysTr(nv[0])
 
-    def nv_undefine_space(self, nv: int) -> None:
+    def nv_undefine_space(self, nv: EsysTr) -> None:
         """Owner NV_UndefineSpace; ESYS forgets `nv` on success."""
+        none = lib.ESYS_TR_NONE
         self.send("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
-            self.esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE))
+            self.esys, lib.ESYS_TR_RH_OWNER, nv, lib.ESYS_TR_PASSWORD, none, none))
 
-    def nv_write(self, auth_handle: int, nv: int, data: bytes, session: int, offset: int = 0) -> None:
+    def nv_write(self, auth_handle: EsysTr, nv: EsysTr, data: bytes, session: EsysTr,
+                 offset: int = 0) -> None:
         """NV_Write `data` at `offset`, authorised by `session` on `auth_handle`."""
         buf = ffi.new("TPM2B_MAX_NV_BUFFER *")
         fill_tpm2b(buf, data)
+        none = lib.ESYS_TR_NONE
         self.send("NV_Write", lib.Esys_NV_Write(
-            self.esys, auth_handle, nv, session, ESYS_TR_NONE, ESYS_TR_NONE, buf, offset))
+            self.esys, auth_handle, nv, session, none, none, buf, offset))

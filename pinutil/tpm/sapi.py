@@ -2,11 +2,13 @@
 
 These are the only commands on the login path: NV_ReadPublic, NV_Read (as owner, or
 with the PIN), and for a salted session ReadPublic of the salt key (or CreatePrimary
-and FlushContext when there is no persistent one) and StartAuthSession. They run on ESYS's own SAPI context (`Tpm.sys`), so they share the
-`Tpm`'s one connection. ESYS computes nothing for them: its tpm2-tss 3.2.1 crypto
-costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
+and FlushContext when there is no persistent one) and StartAuthSession. They run on
+ESYS's own SAPI context (`Tpm.sys`), so they share the `Tpm`'s one connection, and
+send through `Tpm.send` like every other command (errors: tpm/rc.py). ESYS computes
+nothing for them: its tpm2-tss 3.2.1 crypto costs ~0.25 ms per hash (see
+session_crypto.py); ours costs microseconds.
 
-The salt key: our storage primary template (tpm.storage_primary_template), either
+The salt key: our storage primary (context.create_storage_primary), either
 persistent at SALT_KEY_HANDLE (made by `pinutil setup`, see persist_salt_key) or, when
 that is missing or not the recorded key, created for the check and flushed (same
 template, same owner seed: same key, same Name). The persistent copy saves a
@@ -21,7 +23,7 @@ the Name in the cpHash (the TPM then refuses the HMAC), a forged nonceTPM or han
 only makes the command fail, and the NV_Read answer is believed only with a response
 HMAC that needs the session key (ECDH with the recorded key) and the PIN.
 
-The handles here are raw TPM handles, not ESYS_TRs. Nothing here resends a PIN.
+The handles here are TPM handles (`TpmHandle`), not ESYS_TRs. Nothing here resends a PIN.
 """
 import os
 import struct
@@ -32,11 +34,14 @@ from pinutil.tpm._tss import ffi, lib
 from pinutil.tpm.context import (
     NvPublic,
     Tpm,
+    ecc_point,
     fill_tpm2b,
+    is_storage_primary,
+    password_auth,
     storage_primary_name,
-    storage_primary_template,
     wipe_tpm2b,
 )
+from pinutil.tpm.handles import TpmHandle
 from pinutil.tpm.session_crypto import (
     DIGEST_SIZE,
     SaltedSession,
@@ -46,7 +51,6 @@ from pinutil.tpm.session_crypto import (
 )
 
 _P256_BYTES = 32
-_LAYER_MASK = 0xFF0000  # a non-zero layer: the TSS, not the TPM, returned the code
 # Persistent handle of our salt key: next to the master key (0x81000081, pinpam's), not
 # pinpam's RSA SRK at 0x81000080.
 SALT_KEY_HANDLE = 0x81000082
@@ -64,21 +68,17 @@ def read_nv_public(tpm: Tpm, handle: int):
     if not tpm.send_if_present("NV_ReadPublic", lib.Tss2_Sys_NV_ReadPublic(
             tpm.sys, handle, ffi.NULL, pub, name, ffi.NULL)):
         return None
-    p = pub.nvPublic
-    public = NvPublic(handle=p.nvIndex, name_alg=p.nameAlg, attributes=p.attributes,
-                      auth_policy=bytes(ffi.buffer(p.authPolicy.buffer, p.authPolicy.size)),
-                      data_size=p.dataSize)
-    return public, bytes(ffi.buffer(name.name, name.size))
+    return NvPublic.from_tpms(pub.nvPublic), bytes(ffi.buffer(name.name, name.size))
 
 
 def read_nv_as_owner(tpm: Tpm, handle: int, size: int) -> bytes:
     """NV_Read authorised by the owner hierarchy (empty owner password). No PIN."""
-    return _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, _password_auth(b""))[0]
+    return _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, password_auth(b""))[0]
 
 
 def read_nv_with_password(tpm: Tpm, handle: int, size: int, auth_value: bytes) -> bytes:
     """NV_Read authorised by the index's authValue in a password session (in clear)."""
-    auths = _password_auth(auth_value)
+    auths = password_auth(auth_value)
     try:
         return _nv_read(tpm, handle, handle, size, auths)[0]
     finally:
@@ -143,8 +143,8 @@ def start_salted_session(tpm: Tpm, salt_key_name: bytes | None) -> SaltedSession
             lib.TPM2_ALG_SHA256, handle, nonce_tpm, ffi.NULL))
     finally:
         if transient:
-            flush_quietly(tpm, key)
-    return SaltedSession(handle[0], salt, nonce_caller,
+            tpm.flush_quietly(key)
+    return SaltedSession(TpmHandle(handle[0]), salt, nonce_caller,
                          bytes(ffi.buffer(nonce_tpm.buffer, nonce_tpm.size)))
 
 
@@ -161,10 +161,10 @@ def salt_key_name(tpm: Tpm, persist: bool = True) -> bytes:
         except errors.TpmUnavailable:
             pass  # not persistent: each check creates the same key (same Name)
     public = _read_public(tpm, SALT_KEY_HANDLE)
-    if public is not None and _is_our_salt_key(public.publicArea):
-        return storage_primary_name(*_point(public.publicArea))
-    handle, x, y = _create_salt_key(tpm)
-    flush_quietly(tpm, handle)
+    if public is not None and is_storage_primary(public.publicArea):
+        return storage_primary_name(*ecc_point(public.publicArea))
+    handle, x, y = tpm.create_storage_primary()
+    tpm.flush_quietly(handle)
     return storage_primary_name(x, y)
 
 
@@ -188,7 +188,7 @@ def persistent_salt_key_state(tpm: Tpm) -> str:
     public = _read_public(tpm, SALT_KEY_HANDLE)
     if public is None:
         return "absent"
-    return "ours" if _is_our_salt_key(public.publicArea) else "foreign"
+    return "ours" if is_storage_primary(public.publicArea) else "foreign"
 
 
 def persist_salt_key(tpm: Tpm) -> str:
@@ -202,33 +202,10 @@ def persist_salt_key(tpm: Tpm) -> str:
         return state
     primary = tpm.storage_primary()
     try:
-        persistent = ffi.new("ESYS_TR *")
-        tpm.send("EvictControl", lib.Esys_EvictControl(
-            tpm.esys, lib.ESYS_TR_RH_OWNER, primary, lib.ESYS_TR_PASSWORD, lib.ESYS_TR_NONE,
-            lib.ESYS_TR_NONE, SALT_KEY_HANDLE, persistent))
-        tpm.close_tr(persistent[0])
+        tpm.close_tr(tpm.evict_control(primary, SALT_KEY_HANDLE))
     finally:
         tpm.flush_quietly(primary)
     return "ours"
-
-
-def flush_quietly(tpm: Tpm, handle: int) -> None:
-    """FlushContext of a raw handle for clean-up paths, on a fresh connection if the
-    failure that brought us here left SAPI unusable. A vanished handle or a dead TPM
-    is no error here (without a resource manager a handle we cannot flush stays
-    loaded; with /dev/tpmrm0 the kernel flushes it when we close)."""
-    for attempt in range(2):
-        try:
-            rc = lib.Tss2_Sys_FlushContext(tpm.sys, handle)
-        except errors.TpmUnavailable:
-            return
-        if rc == 0 or not rc & _LAYER_MASK or attempt:
-            tpm.commands_sent += 1
-            return  # flushed, or the TPM itself refused (e.g. TPM_RC_HANDLE: gone)
-        try:
-            tpm.reconnect()  # a TSS-layer failure: the context is stuck, not the TPM
-        except errors.TpmUnavailable:
-            return
 
 
 # ---- helpers
@@ -236,14 +213,14 @@ def _recorded_salt_key(tpm: Tpm, recorded: bytes):
     """(handle, x, y, transient) of a salt key whose Name is `recorded`: the persistent
     one if it is, else a transient copy (flushed here if it is not either)."""
     public = _read_public(tpm, SALT_KEY_HANDLE)
-    if public is not None and _is_our_salt_key(public.publicArea):
-        x, y = _point(public.publicArea)
+    if public is not None and is_storage_primary(public.publicArea):
+        x, y = ecc_point(public.publicArea)
         if storage_primary_name(x, y) == recorded:
             return SALT_KEY_HANDLE, x, y, False
-    handle, x, y = _create_salt_key(tpm)
+    handle, x, y = tpm.create_storage_primary()
     found = storage_primary_name(x, y)
     if found != recorded:
-        flush_quietly(tpm, handle)
+        tpm.flush_quietly(handle)
         raise errors.TpmUnavailable(salt_key_mismatch_message(found))
     return handle, x, y, True
 
@@ -261,44 +238,6 @@ def _read_public(tpm: Tpm, handle: int):
     return out_public
 
 
-def _is_our_salt_key(area) -> bool:
-    """Exactly our storage primary template (any unique point of the right size)."""
-    template = storage_primary_template()  # keeps the struct alive while `want` is used
-    want = template.publicArea
-    ecc, want_ecc = area.parameters.eccDetail, want.parameters.eccDetail
-    return (area.type == want.type and area.nameAlg == want.nameAlg
-            and area.objectAttributes == want.objectAttributes and area.authPolicy.size == 0
-            and ecc.symmetric.algorithm == want_ecc.symmetric.algorithm
-            and ecc.symmetric.keyBits.aes == want_ecc.symmetric.keyBits.aes
-            and ecc.symmetric.mode.aes == want_ecc.symmetric.mode.aes
-            and ecc.scheme.scheme == want_ecc.scheme.scheme
-            and ecc.curveID == want_ecc.curveID and ecc.kdf.scheme == want_ecc.kdf.scheme
-            and area.unique.ecc.x.size == _P256_BYTES and area.unique.ecc.y.size == _P256_BYTES)
-
-
-def _point(area) -> tuple[bytes, bytes]:
-    point = area.unique.ecc
-    return (bytes(ffi.buffer(point.x.buffer, _P256_BYTES)),
-            bytes(ffi.buffer(point.y.buffer, _P256_BYTES)))
-
-
-def _create_salt_key(tpm: Tpm):
-    """CreatePrimary of the storage primary template: (handle, x, y)."""
-    owner = _password_auth(b"")
-    handle = ffi.new("TPM2_HANDLE *")
-    out_public = ffi.new("TPM2B_PUBLIC *")
-    tpm.send("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
-        tpm.sys, lib.TPM2_RH_OWNER, owner, ffi.new("TPM2B_SENSITIVE_CREATE *"),
-        storage_primary_template(), ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
-        handle, out_public, ffi.new("TPM2B_CREATION_DATA *"), ffi.new("TPM2B_DIGEST *"),
-        ffi.new("TPMT_TK_CREATION *"), ffi.new("TPM2B_NAME *"),
-        ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
-    if not _is_our_salt_key(out_public.publicArea):
-        flush_quietly(tpm, handle[0])
-        raise errors.TpmUnavailable("the TPM returned a malformed salt key")
-    return (handle[0], *_point(out_public.publicArea))
-
-
 def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):
     data = ffi.new("TPM2B_MAX_NV_BUFFER *")
     reply = ffi.new("TSS2L_SYS_AUTH_RESPONSE *")
@@ -307,11 +246,3 @@ def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):
     if data.size != size or reply.count != 1:
         raise errors.TpmUnavailable("the TPM returned a malformed NV_Read answer")
     return bytes(ffi.buffer(data.buffer, data.size)), reply
-
-
-def _password_auth(value: bytes):
-    auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
-    auths.count = 1
-    auths.auths[0].sessionHandle = lib.TPM2_RS_PW
-    fill_tpm2b(auths.auths[0].hmac, value)
-    return auths

@@ -22,6 +22,7 @@ HMAC, and our check of the response HMAC refuses any answer we cannot authentica
 import struct
 
 from pinutil import errors
+from pinutil.tpm.handles import TpmHandle
 
 try:  # builtin: no OpenSSL, ~0.05 ms to import; `_sha256` until 3.11, `_sha2` since 3.12
     from _sha2 import sha256
@@ -89,7 +90,7 @@ class SaltedSession:
 
     __slots__ = ("_key", "_nonce_caller", "_nonce_tpm", "handle")
 
-    def __init__(self, handle: int, salt: bytes, nonce_caller: bytes, nonce_tpm: bytes) -> None:
+    def __init__(self, handle: TpmHandle, salt: bytes, nonce_caller: bytes, nonce_tpm: bytes) -> None:
         self.handle = handle
         self._key = kdfa(salt, b"ATH", nonce_tpm, nonce_caller, DIGEST_SIZE * 8)
         self._nonce_tpm = nonce_tpm

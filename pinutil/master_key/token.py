@@ -1,0 +1,104 @@
+"""The master key on the login path: a user's token, computed by the TPM.
+
+A user's token is lowercase hex HMAC-SHA256(secret, user as UTF-8), computed by the
+TPM (pinpam v0.0.5's definition, so its users keep their keyrings) with the 32-byte
+HMAC key persisted at MASTER_KEY_HANDLE. How that key gets there, and its recovery
+copy, is the admin side (lifecycle.py, recovery.py), which this module never imports.
+
+Design: ONE persistent handle. The HMAC key is persisted at 0x81000081 (pinpam's
+handle, so a key pinpam left there keeps working). Its parent, the noDA ECC P-256
+storage primary, is NOT persisted (pinpam keeps an RSA SRK at 0x81000080): it is
+needed only while the secret is imported, and a primary is a pure function of its
+template and the owner seed, so it can be recreated whenever needed. A persistent
+object needs no loaded parent to be used, so the login path never creates a primary:
+it costs two TPM commands (ReadPublic via Esys_TR_FromTPMPublic, then HMAC). TPMs have
+few persistent slots (swtpm: 7, shared with e.g. the OS's SRK at 0x81000001).
+
+Key attributes: fixedTPM|fixedParent (the secret never leaves this TPM in any form
+but the recovery file), userWithAuth with an empty authValue (every login must be
+able to derive the token without a secret of its own), noDA (an unrelated DA lockout
+must not break every login), sign (HMAC). Consequence, documented in the threat
+model: whoever can send commands to the TPM (root, the `tss` group) can derive every
+user's token.
+
+Imports only the TPM layer: not `tpm2_pytss`, not `cryptography`, not even `hashlib`
+(OpenSSL): tests/test_master_key.py checks it in a fresh interpreter.
+"""
+from __future__ import annotations
+
+from pinutil.errors import MasterKeyError
+from pinutil.tpm._tss import lib
+from pinutil.tpm.context import Tpm
+from pinutil.tpm.handles import EsysTr
+
+MASTER_KEY_HANDLE = 0x81000081
+# TPM2_HMAC takes a TPM2B_MAX_BUFFER; 1024 is MAX_DIGEST_BUFFER on every TPM we know.
+MAX_USER_BYTES = 1024
+
+
+def _user_bytes(user: str) -> bytes:
+    data = user.encode("utf-8")
+    if not data or b"\0" in data or len(data) > MAX_USER_BYTES:
+        raise MasterKeyError("not a usable user name for a token")
+    return data
+
+
+class MasterKey:
+    """The master key inside one open `Tpm` (lifecycle.MasterKeyAdmin adds the
+    commands that change it)."""
+
+    def __init__(self, tpm: Tpm, handle: int = MASTER_KEY_HANDLE) -> None:
+        self.tpm = tpm
+        self.handle = handle
+
+    def exists(self) -> bool:
+        """True if the TPM holds a usable master key; MasterKeyError if the handle is
+        taken by something else."""
+        tr = self._open_persistent()
+        if tr is None:
+            return False
+        try:
+            self._require_hmac_key(tr)
+        finally:
+            self.tpm.close_tr(tr)
+        return True
+
+    def token_for(self, user: str) -> str:
+        """The user's token (64 lowercase hex characters), computed by the TPM."""
+        data = _user_bytes(user)
+        tr = self._open_persistent()
+        if tr is None:
+            raise MasterKeyError("no master key in the TPM")
+        try:
+            return self.tpm.hmac(tr, data).hex()
+        finally:
+            self.tpm.close_tr(tr)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _open_persistent(self) -> EsysTr | None:
+        """An ESYS_TR for our handle (one ReadPublic), or None if the slot is empty."""
+        return self.tpm.tr_if_present(self.handle)
+
+    def _require_hmac_key(self, tr: EsysTr) -> None:
+        """Fail closed if the slot holds something other than an HMAC key we can use."""
+        public = self.tpm.read_public(tr)  # owns `area`: a cffi field view does not
+        area = public.publicArea
+        scheme = area.parameters.keyedHashDetail.scheme
+        attributes = area.objectAttributes
+        usable = (area.type == lib.TPM2_ALG_KEYEDHASH
+                  and attributes & lib.TPMA_OBJECT_SIGN_ENCRYPT
+                  and not attributes & (lib.TPMA_OBJECT_RESTRICTED | lib.TPMA_OBJECT_DECRYPT)
+                  and attributes & lib.TPMA_OBJECT_USERWITHAUTH
+                  and (scheme.scheme == lib.TPM2_ALG_NULL
+                       or (scheme.scheme == lib.TPM2_ALG_HMAC
+                           and scheme.details.hmac.hashAlg == lib.TPM2_ALG_SHA256)))
+        if not usable:
+            raise MasterKeyError(
+                f"TPM handle {self.handle:#x} holds an object that is not an HMAC-SHA256 "
+                "key; refusing to use or replace it")
+
+
+def user_token(tcti: str, user: str, timeout_ms: int | None = None) -> str:
+    """The token for `user` from the TPM at `tcti` (the PAM module's one call)."""
+    with Tpm(tcti, timeout_ms=timeout_ms) as tpm:
+        return MasterKey(tpm).token_for(user)

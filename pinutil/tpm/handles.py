@@ -1,0 +1,28 @@
+"""The two kinds of handle the TPM layer hands out, and the TPM's owner NV range.
+
+An ESYS_TR (`EsysTr`) is a number ESAPI made up for an object it tracks; a TPM handle
+(`TpmHandle`) is the TPM's own number (what SAPI commands take). Both are ints, and
+flushing one as the other flushes nothing or the wrong object, so `Tpm.flush` and
+`Tpm.flush_quietly` accept only these types and refuse a bare int (TypeError). Every
+method that returns something to flush returns one of them.
+
+No imports: policy.py (read before any TPM is opened) uses the NV range.
+"""
+
+
+class EsysTr(int):
+    """An ESYS_TR of the `Tpm`'s ESAPI context; gone when the context is closed."""
+
+    __slots__ = ()
+
+
+class TpmHandle(int):
+    """A TPM handle (transient object, session, persistent object or NV index)."""
+
+    __slots__ = ()
+
+
+# TPM 2.0 Part 2, 7.4: NV indices defined with owner authorisation. A PIN index is at
+# nv_base + uid inside this range.
+OWNER_NV_FIRST = 0x01000000
+OWNER_NV_LAST = 0x013FFFFF
