@@ -138,14 +138,15 @@ while True:
 
 
 def _digest(packages: Sequence[str]) -> str:
-    h = hashlib.sha256(" ".join(packages).encode())
+    """`PACKAGEKEY-HOSTKEY`: a layer per package set, rebuilt when the host changes."""
+    h = hashlib.sha256()
     for path in LAYER_INPUTS:
         try:
             with open(path, "rb") as f:
                 h.update(f.read())
         except FileNotFoundError:
             h.update(b"absent")
-    return h.hexdigest()[:16]
+    return f"{hashlib.sha256(' '.join(packages).encode()).hexdigest()[:8]}-{h.hexdigest()[:16]}"
 
 
 def package_layer(packages: Sequence[str] = PACKAGES) -> str:
@@ -153,7 +154,8 @@ def package_layer(packages: Sequence[str] = PACKAGES) -> str:
     missing or made for another state of the host."""
     os.makedirs(ARCHIVES, exist_ok=True)
     os.chmod(CACHE_DIR, 0o700)  # the layer holds copies of the host's /etc/shadow
-    layer = os.path.join(CACHE_DIR, f"layer-{_digest(packages)}.tar")
+    key = _digest(packages)
+    layer = os.path.join(CACHE_DIR, f"layer-{key}.tar")
     with open(os.path.join(CACHE_DIR, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.isfile(layer):
@@ -172,8 +174,8 @@ def package_layer(packages: Sequence[str] = PACKAGES) -> str:
             if done.returncode != 0:
                 raise RuntimeError(f"installing {' '.join(packages)} in the layer failed:\n"
                                    f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            for old in os.listdir(CACHE_DIR):  # layers of an earlier host state
-                if old.startswith("layer-"):
+            for old in os.listdir(CACHE_DIR):  # this package set's earlier host states
+                if old.startswith(f"layer-{key.split('-')[0]}-"):
                     path = os.path.join(CACHE_DIR, old)
                     if os.path.isdir(path):
                         shutil.rmtree(path, ignore_errors=True)
