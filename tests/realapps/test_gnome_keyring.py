@@ -39,6 +39,7 @@ SECRET = "the secret stored before any of this"
 SHELL_MARK = "LOGIN-AS-alice"
 LOGIN_PROMPT = "pypam-sandbox login: "
 REKEY = os.path.join(ROOT, "tools", "pypam-keyring-rekey")
+PYPAM = os.path.join(ROOT, "build", "pypam")
 REKEY_INSIDE = "/usr/local/sbin/pypam-keyring-rekey"
 KEYRING_AUTH = "auth       optional   pam_gnome_keyring.so"
 KEYRING_SESSION = "session    optional   pam_gnome_keyring.so auto_start"
@@ -100,6 +101,12 @@ def wire(box: Sandbox, master_key_after_substack: bool = False) -> None:
     box.write("/etc/pam.d/login", login + KEYRING_SESSION + "\n")
 
 
+def stack_check(box: Sandbox) -> tuple[int, str]:
+    """`pypam stack check login` on the sandbox's files (the README's check)."""
+    done = box.run([PYPAM, "stack", "check", "login"], check=False)
+    return done.returncode, done.stdout.decode() + done.stderr.decode()
+
+
 def add_keyring_lines(box: Sandbox) -> str:
     """Debian's login with only the keyring lines added (what a user does to have the
     keyring unlocked at a console login); the text written."""
@@ -150,6 +157,11 @@ def pin_login(box: Sandbox, watch: Stopwatch | None = None):
 def test_pin_login_unlocks_the_keyring_keyed_to_the_token(keyring, timing_log):
     keyring.create_keyring(token(keyring.box), SECRET)
     wire(keyring.box)
+    # The README's checks of this stack.
+    status, report = stack_check(keyring.box)
+    assert status == 0 and "error" not in report, report
+    explained = keyring.box.run([PYPAM, "stack", "explain", "login", "--stage", "auth"])
+    assert b"master_key runs only when the result is success." in explained.stdout
     assert keyring.locked()  # the oracle's control: a daemon without a login is locked
     keyring.stop_daemon()
     watch = Stopwatch()
@@ -233,6 +245,8 @@ def test_control_master_key_after_the_substack_unlocks_on_a_failed_login(keyring
     wire(keyring.box, master_key_after_substack=True)
     failed_login(keyring)
     assert not keyring.locked()
+    status, report = stack_check(keyring.box)  # and the stack check says so
+    assert status != 0 and "master_key" in report and "error" in report, report
 
 
 # -- re-keying a keyring that opens with the password -------------------------------------
@@ -281,7 +295,8 @@ def test_rekey_through_sudo_then_a_pin_login_opens_the_old_keyring(keyring):
 def test_rekey_refuses_without_root_without_a_user_and_with_a_wrong_password(keyring):
     box = keyring.box
     keyring.create_keyring(ALICE.password, SECRET)
-    keyring.start_daemon()  # running, locked
+    keyring.start_daemon(ALICE.password)  # unlocked: the daemon still checks the password
+    assert not keyring.locked()
     attempts = [
         ({"user": ALICE.name}, ["--user", ALICE.name, "--stdin"], ALICE.password,
          "run it as root"),
@@ -304,7 +319,7 @@ def test_rekey_refuses_without_root_without_a_user_and_with_a_wrong_password(key
 
 # -- what `pypam enable --master-key` gives today -----------------------------------------
 def enable(box: Sandbox) -> None:
-    box.run([os.path.join(ROOT, "build", "pypam"), "enable", "tpm_pin", "--service",
+    box.run([PYPAM, "enable", "tpm_pin", "--service",
              "login", "--master-key", "--apply", "--module-path", PAM_PYPAM_SO])
     assert re.search(r"module=master_key\n" + re.escape(KEYRING_AUTH),
                      box.read("/etc/pam.d/login"))
@@ -323,7 +338,7 @@ def test_pypam_enable_master_key_a_password_login_unlocks_and_disable_restores(k
     child.expect(r"\$ ")
     assert not keyring.locked()
     log_out(child, seen)
-    box.run([os.path.join(ROOT, "build", "pypam"), "disable", "--apply"])
+    box.run([PYPAM, "disable", "--apply"])
     assert box.read("/etc/pam.d/login") == before
 
 
