@@ -134,7 +134,7 @@ bench: deps build
 	$(PY) bench/stack.py
 
 lint: venv
-	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench tools/pypam-keyring-rekey
 
 install: build
 	rm -rf build/install

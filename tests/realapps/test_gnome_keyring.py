@@ -305,6 +305,8 @@ def test_rekey_refuses_without_root_without_a_user_and_with_a_wrong_password(key
         ({}, ["--user", ALICE.name, "--stdin", "--undo"], "x",
          "the master-key token (is the keyring re-keyed?) does not open"),
         ({}, ["--user", "bob", "--stdin"], "x", "no session bus of bob"),
+        ({}, ["--user", ALICE.name, "--stdin", "--pinutil", "/bin/false"], ALICE.password,
+         "pinutil gave no token"),
     ]
     for how, args, line, message in attempts:
         done = box.run([REKEY_INSIDE, *args], input=line + "\n", check=False, **how)
