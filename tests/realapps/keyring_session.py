@@ -35,6 +35,7 @@ class KeyringSession:
     """`user`'s runtime directory and session bus in `pin_box`'s sandbox."""
 
     def __init__(self, pin_box: PinBox, user: str, uid: int) -> None:
+        self.pin_box = pin_box
         self.box = pin_box.box
         self.user = user
         self.runtime = f"/run/user/{uid}"

@@ -29,7 +29,14 @@ import shutil
 import pexpect
 import pytest
 
-from tests.realapps.harness import ALICE, WRONG_PIN, PinBox, Stopwatch, Transcript
+from tests.realapps.harness import (
+    ALICE,
+    PYPAM_COMMAND,
+    WRONG_PIN,
+    PinBox,
+    Stopwatch,
+    Transcript,
+)
 from tests.realapps.keyring_session import KEYRING_PACKAGES, KeyringSession
 from tests.support.pamhost import PAM_PYPAM_SO
 from tests.support.pin_env import ROOT
@@ -39,7 +46,6 @@ SECRET = "the secret stored before any of this"
 SHELL_MARK = "LOGIN-AS-alice"
 LOGIN_PROMPT = "pypam-sandbox login: "
 REKEY = os.path.join(ROOT, "tools", "pypam-keyring-rekey")
-PYPAM = os.path.join(ROOT, "build", "pypam")
 REKEY_INSIDE = "/usr/local/sbin/pypam-keyring-rekey"
 KEYRING_AUTH = "auth       optional   pam_gnome_keyring.so"
 KEYRING_SESSION = "session    optional   pam_gnome_keyring.so auto_start"
@@ -65,6 +71,8 @@ def keyring(box, swtpm) -> KeyringSession:
     """Two enrolled users (harness.PinBox), a master key, alice's session bus."""
     pin_box = PinBox(box, swtpm)
     box.run(["pinutil", "--yes", "--json", "master-key", "init"])
+    status = box.run(["pinutil", "master-key", "status"]).stdout.decode()
+    assert "master key in TPM (0x81000081): present" in status, status
     session = KeyringSession(pin_box, ALICE.name, ALICE.uid)
     shutil.copyfile(REKEY, box.path(REKEY_INSIDE))
     os.chmod(box.path(REKEY_INSIDE), 0o755)
@@ -103,19 +111,18 @@ def wire(box: Sandbox, master_key_after_substack: bool = False) -> None:
 
 def stack_check(box: Sandbox) -> tuple[int, str]:
     """`pypam stack check login` on the sandbox's files (the README's check)."""
-    done = box.run([PYPAM, "stack", "check", "login"], check=False)
+    done = box.run([*PYPAM_COMMAND, "stack", "check", "login"], check=False)
     return done.returncode, done.stdout.decode() + done.stderr.decode()
 
 
-def add_keyring_lines(box: Sandbox) -> str:
+def add_keyring_lines(box: Sandbox) -> None:
     """Debian's login with only the keyring lines added (what a user does to have the
-    keyring unlocked at a console login); the text written."""
+    keyring unlocked at a console login)."""
     login = box.read("/etc/pam.d/login")
     group = "auth       optional   pam_group.so\n"
     assert login.count(group) == 1
     login = login.replace(group, group + KEYRING_AUTH + "\n") + KEYRING_SESSION + "\n"
     box.write("/etc/pam.d/login", login)
-    return login
 
 
 # -- /bin/login on a pty ------------------------------------------------------------------
@@ -160,8 +167,8 @@ def test_pin_login_unlocks_the_keyring_keyed_to_the_token(keyring, timing_log):
     # The README's checks of this stack.
     status, report = stack_check(keyring.box)
     assert status == 0 and "error" not in report, report
-    explained = keyring.box.run([PYPAM, "stack", "explain", "login", "--stage", "auth"])
-    assert b"master_key runs only when the result is success." in explained.stdout
+    explained = keyring.pin_box.pypam("stack", "explain", "login", "--stage", "auth")
+    assert "master_key runs only when the result is success." in explained
     assert keyring.locked()  # the oracle's control: a daemon without a login is locked
     keyring.stop_daemon()
     watch = Stopwatch()
@@ -250,6 +257,18 @@ def test_control_master_key_after_the_substack_unlocks_on_a_failed_login(keyring
 
 
 # -- re-keying a keyring that opens with the password -------------------------------------
+CURRENT_PROMPT = "Current password of alice's login keyring: "
+
+
+def sudo_rekey(child, prompt: str, *args: str) -> None:
+    """alice types `sudo pypam-keyring-rekey ARGS` in her shell (and her password, if
+    sudo asks: it remembers her for a while), up to the tool's first `prompt`."""
+    child.sendline(" ".join(["sudo", os.path.basename(REKEY_INSIDE), *args]))
+    if child.expect([r"\[sudo\] password for alice: ", prompt]) == 0:
+        child.sendline(ALICE.password)
+        child.expect(prompt)
+
+
 def test_rekey_through_sudo_then_a_pin_login_opens_the_old_keyring(keyring):
     """alice's keyring was made by password logins. She logs in with her PIN (it stays
     locked: the token does not open it), runs `sudo pypam-keyring-rekey` in her shell,
@@ -260,15 +279,11 @@ def test_rekey_through_sudo_then_a_pin_login_opens_the_old_keyring(keyring):
     wire(box)
     child, seen = pin_login(box)
     assert keyring.locked()
-    child.sendline(f"sudo {os.path.basename(REKEY_INSIDE)}")
-    child.expect(r"\[sudo\] password for alice: ")
-    child.sendline(ALICE.password)
-    child.expect("Current password of alice's login keyring: ")
+    sudo_rekey(child, CURRENT_PROMPT)
     child.sendline("not the keyring's password")
     child.expect(r"does not open alice's login keyring; nothing changed")
     child.expect(r"\$ ")
-    child.sendline(f"sudo {os.path.basename(REKEY_INSIDE)}")  # sudo remembers alice
-    child.expect("Current password of alice's login keyring: ")
+    sudo_rekey(child, CURRENT_PROMPT)
     child.sendline(ALICE.password)
     child.expect("alice's login keyring now opens with the master-key token")
     child.expect(r"\$ ")
@@ -280,12 +295,17 @@ def test_rekey_through_sudo_then_a_pin_login_opens_the_old_keyring(keyring):
     child, seen = pin_login(box)
     assert not keyring.locked()
     assert keyring.lookup() == SECRET
+    # Undo, in the same session: the new password is asked twice.
+    sudo_rekey(child, r"New password of alice's login keyring \(the login password\): ",
+               "--undo")
+    child.sendline(ALICE.password)
+    child.expect("Again: ")
+    child.sendline(ALICE.password)
+    child.expect("alice's login keyring now opens with its login password")
+    child.expect(r"\$ ")
     log_out(child, seen)
-
-    # Undo, as root for alice (the new password on stdin): the password opens it again.
-    done = box.run([REKEY_INSIDE, "--user", ALICE.name, "--undo", "--stdin"],
-                   input=ALICE.password + "\n")
-    assert b"now opens with its login password" in done.stdout
+    assert ALICE.password not in seen.text
+    # The password opens it again (as pam_gnome_keyring would start the daemon).
     keyring.stop_daemon()
     keyring.start_daemon(ALICE.password)
     assert not keyring.locked()
@@ -320,18 +340,22 @@ def test_rekey_refuses_without_root_without_a_user_and_with_a_wrong_password(key
 
 
 # -- what `pypam enable --master-key` gives today -----------------------------------------
-def enable(box: Sandbox) -> None:
-    box.run([PYPAM, "enable", "tpm_pin", "--service",
-             "login", "--master-key", "--apply", "--module-path", PAM_PYPAM_SO])
+def enable(pin_box: PinBox) -> None:
+    """`pypam enable tpm_pin --service login --master-key --apply`, after a snapshot of
+    pam.d for `unwire()` (pypam disable --apply must restore it byte for byte)."""
+    pin_box.before_enable = pin_box.pam_files()
+    out = pin_box.pypam("enable", "tpm_pin", "--service", "login", "--master-key",
+                        "--module-path", PAM_PYPAM_SO, "--apply")
+    assert "written:" in out, out
     assert re.search(r"module=master_key\n" + re.escape(KEYRING_AUTH),
-                     box.read("/etc/pam.d/login"))
+                     pin_box.box.read("/etc/pam.d/login"))
 
 
 def test_pypam_enable_master_key_a_password_login_unlocks_and_disable_restores(keyring):
     box = keyring.box
     keyring.create_keyring(token(box), SECRET)
-    before = add_keyring_lines(box)
-    enable(box)
+    add_keyring_lines(box)
+    enable(keyring.pin_box)
     child, seen = start_login(box)
     child.expect("PIN: ")
     child.sendline("")
@@ -340,8 +364,7 @@ def test_pypam_enable_master_key_a_password_login_unlocks_and_disable_restores(k
     child.expect(r"\$ ")
     assert not keyring.locked()
     log_out(child, seen)
-    box.run([PYPAM, "disable", "--apply"])
-    assert box.read("/etc/pam.d/login") == before
+    keyring.pin_box.unwire()
 
 
 @pytest.mark.xfail(strict=True, reason="pypam enable's PIN line is `sufficient` before "
@@ -351,7 +374,7 @@ def test_pypam_enable_master_key_a_pin_login_unlocks(keyring):
     box = keyring.box
     keyring.create_keyring(token(box), SECRET)
     add_keyring_lines(box)
-    enable(box)
+    enable(keyring.pin_box)
     child, seen = pin_login(box)
     unlocked = not keyring.locked()
     log_out(child, seen)
