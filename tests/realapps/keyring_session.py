@@ -77,8 +77,8 @@ class KeyringSession:
     def stop_daemon(self) -> None:
         """End the user's daemons (as at logout and reboot); the keyring file stays."""
         pids = self.daemon_pids()
-        if pids:
-            self.box.run(["kill", *pids])
+        if pids:  # one may end by itself meanwhile (the activated `--start` helper)
+            self.box.run(["kill", *pids], check=False)
         deadline = time.monotonic() + 20
         while self.daemon_pids():
             if time.monotonic() > deadline:

@@ -25,12 +25,14 @@ import json
 import os
 import re
 import shutil
+import subprocess
 
 import pexpect
 import pytest
 
 from tests.realapps.harness import (
     ALICE,
+    BOB,
     PYPAM_COMMAND,
     WRONG_PIN,
     PinBox,
@@ -312,6 +314,34 @@ def test_rekey_through_sudo_then_a_pin_login_opens_the_old_keyring(keyring):
     assert keyring.lookup() == SECRET
 
 
+FOREIGN_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=/run/foreign-bus/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+def foreign_bus(box: Sandbox) -> str:
+    """A session bus run by bob that lets any user connect (a bus that would hand
+    its owner whatever is sent to it); its address."""
+    box.run(["install", "-d", "-m", "0755", "-o", BOB.name, "/run/foreign-bus"])
+    box.write("/run/foreign-bus.conf", FOREIGN_BUS_CONFIG)
+    daemon = box.popen(["dbus-daemon", "--config-file=/run/foreign-bus.conf", "--nofork",
+                        "--print-address"], user=BOB.name, stdout=subprocess.PIPE)
+    address = daemon.stdout.readline().decode().split(",")[0]
+    assert address == "unix:path=/run/foreign-bus/bus", address
+    return address
+
+
 def test_rekey_refuses_without_root_without_a_user_and_with_a_wrong_password(keyring):
     box = keyring.box
     keyring.create_keyring(ALICE.password, SECRET)
@@ -327,9 +357,23 @@ def test_rekey_refuses_without_root_without_a_user_and_with_a_wrong_password(key
         ({}, ["--user", "bob", "--stdin"], "x", "no session bus of bob"),
         ({}, ["--user", ALICE.name, "--stdin", "--pinutil", "/bin/false"], ALICE.password,
          "pinutil gave no token"),
+        # Through sudo (the environment sudo gives): only the caller's own keyring,
+        # with the defaults (else --undo sets bob's password, --pinutil runs anything).
+        ({"sudo": ALICE.name}, ["--user", BOB.name, "--undo", "--stdin"], "x",
+         "--user through sudo: alice may re-key only their own keyring"),
+        ({"sudo": ALICE.name}, ["--stdin", "--pinutil", "/bin/true"], ALICE.password,
+         "--pinutil through sudo"),
+        ({"sudo": ALICE.name}, ["--stdin", "--bus", keyring.bus], ALICE.password,
+         "--bus through sudo"),
+        # A bus that accepts alice's connection but is bob's: no secret goes there.
+        ({}, ["--user", ALICE.name, "--stdin", "--bus", foreign_bus(box)], ALICE.password,
+         f"is not alice's own (its server runs as uid {BOB.uid})"),
     ]
     for how, args, line, message in attempts:
-        done = box.run([REKEY_INSIDE, *args], input=line + "\n", check=False, **how)
+        argv = [REKEY_INSIDE, *args]
+        if "sudo" in how:
+            argv = ["env", f"SUDO_USER={how.pop('sudo')}", *argv]
+        done = box.run(argv, input=line + "\n", check=False, **how)
         assert done.returncode == 1, (args, done.stderr)
         assert message in done.stderr.decode(), done.stderr
         assert b"nothing changed" in done.stderr
