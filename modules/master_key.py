@@ -13,43 +13,36 @@ key, a bad policy), it logs why and leaves PAM_AUTHTOK as it was. The token is n
 logged. Place it at the end of the "decide" substack, behind pam_deny, so it runs only
 after a successful login (see examples/pam.d/README.md).
 
-Arguments: `policy=PATH` (absolute; default /etc/pinpam/policy, which gives `tcti`),
-`debug` (log successes too). Anything else is logged as a warning and ignored.
+Arguments (pypam.arguments, the rules every module shares): `policy=PATH` (absolute;
+default /etc/pinpam/policy, which gives `tcti`), `debug` (log successes too). Anything
+else is logged as a warning and ignored; `policy=` given twice or not absolute, or
+`debug=...`, leaves the token unset (logged).
 """
 from __future__ import annotations
 
 import syslog
 
 import pypam
+from pypam.arguments import (
+    ArgumentError,
+    Arguments,
+    Option,
+    Switch,
+    absolute_path,
+    shown,
+)
 
 # pinutil is imported inside authenticate(): even a broken install (say, a missing
 # compiled TSS binding) must end in PAM_IGNORE, not in the framework's
 # PAM_SERVICE_ERR for a module that fails to import.
 
 
-class _BadArguments(Exception):
-    """The pam.d line is unusable; the message is for syslog."""
-
-
-def _shown(text: str) -> str:
-    """A user-supplied string made safe for one syslog line."""
-    return repr(text[:64] + ("..." if len(text) > 64 else ""))
-
-
-def _policy_path(pamh, args: list[str], default: str) -> str:
-    """The policy file from the arguments; warns about unknown ones."""
-    path = default
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if arg == "debug":
-            continue
-        if sep and key == "policy":
-            if not value.startswith("/"):
-                raise _BadArguments(f"policy= must be an absolute path, not {_shown(value)}")
-            path = value
-            continue
-        pamh.syslog(syslog.LOG_WARNING, f"unknown argument ignored: {_shown(arg)}")
-    return path
+# The pam.d line (pypam's one parser: unknown arguments are logged and ignored, a known
+# one in the wrong shape or given twice leaves the token unset).
+ARGUMENTS = Arguments(
+    Option("policy", absolute_path),
+    Switch("debug"),  # pamh.debug
+)
 
 
 def authenticate(pamh, flags: int, args: list[str]) -> int:
@@ -64,7 +57,9 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         _log_failure(pamh, user, f"pinutil cannot be imported ({type(e).__name__})")
         return pypam.PAM_IGNORE
     try:
-        policy_path = _policy_path(pamh, args, DEFAULT_POLICY_PATH)
+        options = ARGUMENTS.parse(
+            args, warn=lambda text: pamh.syslog(syslog.LOG_WARNING, text))
+        policy_path = options["policy"] or DEFAULT_POLICY_PATH
         user = pamh.user
         if not user:
             pamh.syslog(syslog.LOG_NOTICE, "no PAM_USER yet; keyring token not set")
@@ -76,11 +71,11 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         token = run_in_child(budget, user_token, policy.tcti, user)
         pamh.authtok = token
         if pamh.debug:
-            pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {_shown(user)}")
+            pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {shown(user)}")
     except PinutilError as e:  # messages of the core never hold a secret
         _log_failure(pamh, user, str(e))
-    except _BadArguments as e:
-        _log_failure(pamh, user, str(e))
+    except ArgumentError as e:
+        _log_failure(pamh, user, f"pam.d line: {e}")
     except BaseException as e:  # noqa: BLE001 - nothing may change the decision
         _log_failure(pamh, user, f"internal error ({type(e).__name__})")
     return pypam.PAM_IGNORE
@@ -88,7 +83,7 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
 
 def _log_failure(pamh, user: str | None, reason: str) -> None:
     try:
-        who = _shown(user) if user else "the user"
+        who = shown(user) if user else "the user"
         pamh.syslog(syslog.LOG_WARNING, f"keyring token not set for {who}: {reason}")
     except BaseException:  # noqa: BLE001, S110 - a logging failure must not escape either
         pass

@@ -14,12 +14,28 @@ import syslog
 import pypam
 from pinutil import errors
 from pinutil.deadline import login_budget
-from pinutil.pin.login import choose_backend
+from pinutil.pin.login import BACKENDS, choose_backend
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
 from pinutil.users import User
+from pypam.arguments import (
+    ArgumentError,
+    Arguments,
+    Option,
+    Switch,
+    absolute_path,
+    choice,
+)
 
-FLAG_ARGS = {"try_first_pass", "use_first_pass", "allow_remote", "debug"}
-VALUE_ARGS = {"policy", "backend"}
+# The pam.d line (pypam's one parser: unknown arguments are logged and ignored, a known
+# one in the wrong shape or given twice is a configuration error).
+ARGUMENTS = Arguments(
+    Option("policy", absolute_path),
+    Option("backend", choice(*BACKENDS), default="auto"),
+    Switch("try_first_pass"),
+    Switch("use_first_pass"),
+    Switch("allow_remote"),
+    Switch("debug"),
+)
 
 LOCKED_TEXT = "PIN locked (too many failures). Use your password."
 
@@ -81,17 +97,12 @@ def _refuse_if_not_offered(pamh, options):
                             "handle, no PIN offered again")
 
 
-def _parse_args(pamh, args):
-    options = {"policy": None, "backend": "auto"}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key in VALUE_ARGS:
-            options[key] = value
-        elif not sep and arg in FLAG_ARGS:
-            options[arg] = True
-        else:
-            pamh.syslog(syslog.LOG_WARNING, f"ignoring unknown argument {arg[:64]!r}")
-    return options
+def _options(pamh, args):
+    """The pam.d arguments; a malformed one fails closed as a configuration error."""
+    try:
+        return ARGUMENTS.parse(args, warn=lambda text: pamh.syslog(syslog.LOG_WARNING, text))
+    except ArgumentError as e:
+        raise errors.PolicyError(f"pam.d line: {e}") from None
 
 
 def _prompt_text(status):
@@ -139,8 +150,8 @@ def _finish(pamh, error):
 
 
 def authenticate(pamh, flags, args):
-    options = _parse_args(pamh, args)
     try:
+        options = _options(pamh, args)
         policy_path = options["policy"] or DEFAULT_POLICY_PATH
         policy = load_policy(policy_path)
         # One TPM time budget per login, shared with master_key (see pinutil/deadline.py).

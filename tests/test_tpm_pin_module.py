@@ -641,7 +641,9 @@ def test_broken_policy_file_is_unavailable_never_success(pin_env, backend, how):
 
 def test_unknown_module_arguments_are_ignored(pin_env, backend):
     pin_env.enrol("root", PIN)
-    svc = pin_service(pin_env, backend, "frobnicate", "colour=blue", "use_first_pass=no")
+    # A known switch with a value (use_first_pass=no) is refused instead: see
+    # tests/test_module_arguments.py.
+    svc = pin_service(pin_env, backend, "frobnicate", "colour=blue")
     report = login(pin_env, svc, [PIN])
     assert auth(report) == "PAM_SUCCESS" and prompts(report) == ["PIN: "]
     assert pin_env.counter("root") == (0, LIMIT)

@@ -110,11 +110,9 @@ def helper_stdin(data: bytes) -> None:
             os.close(write_end)
 
 
-class _Pamh:
-    """What the modules' argument parsers use of a PAM handle."""
-
-    def syslog(self, priority: int, message: str) -> None:
-        assert isinstance(message, str)
+def _warn(message: str) -> None:
+    """Where the modules' argument parsers send an unknown argument (syslog in PAM)."""
+    assert isinstance(message, str)
 
 
 def pamd_arguments(data: bytes) -> None:
@@ -131,13 +129,12 @@ def pamd_arguments(data: bytes) -> None:
     import master_key
     import tpm_pin
 
-    options = tpm_pin._parse_args(_Pamh(), argv)
-    assert set(options) <= {"policy", "backend"} | tpm_pin.FLAG_ARGS
-    try:
-        path = master_key._policy_path(_Pamh(), argv, "/etc/pinpam/policy")
-    except master_key._BadArguments:
-        return
-    assert path.startswith("/")
+    for module in (tpm_pin, master_key):  # both through pypam's one parser
+        try:
+            options = module.ARGUMENTS.parse(argv, warn=_warn)
+        except ArgumentError:
+            continue
+        assert options["policy"] is None or options["policy"].startswith("/")
 
 
 _SOURCE = b"def authenticate(pamh, flags, args):\n    return 0\n"
