@@ -7,7 +7,7 @@ import argparse
 import difflib
 import sys
 
-from . import apply, enable, presets
+from . import apply, debian, enable, presets
 from .modules import assume_present
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 2, 64
@@ -33,6 +33,12 @@ def cmd_enable(args: argparse.Namespace) -> int:
               "system (see `pypam status`); run `pypam disable --apply` first",
               file=sys.stderr)
         return EXIT_REFUSED
+    if args.preset == "local" and not args.confdir:
+        why_not = debian.managed(args.root)
+        if why_not is None:
+            return _enable_common_auth(args, state)
+        print(f"note: not through pam-auth-update ({why_not}): editing each service's "
+              "own file\n")
     services = args.service or list(presets.PRESETS[args.preset or "unlock"])
     plans = enable.plan(services, _options(args), explicit=bool(args.service))
     changing = [sp for sp in plans if sp.changes]
@@ -71,6 +77,57 @@ def cmd_enable(args: argparse.Namespace) -> int:
     print(f"\nwritten: {', '.join(sp.path for sp in changing)} (backups and record in "
           f"{state.dir}; `pypam disable --apply` restores them). Test each service "
           "now (e.g. pamtester sudo $USER authenticate) before you close the root shell.")
+    return EXIT_OK
+
+
+def _enable_common_auth(args: argparse.Namespace, state: apply.State) -> int:
+    """--preset local on Debian: pam-auth-update --enable pypam-tpm-pin."""
+    opts = _options(args)
+    plan = enable.plan_common_auth(opts)
+    if plan.error:
+        print(f"REFUSED: {plan.error}")
+        return EXIT_REFUSED
+    print(f"=== pam-auth-update --enable {debian.PROFILE} (Debian's own way to change "
+          "common-auth)")
+    for path, (before, after) in plan.files.items():
+        print("".join(difflib.unified_diff(
+            before.decode("latin-1").splitlines(keepends=True),
+            after.decode("latin-1").splitlines(keepends=True), path,
+            f"{path} (after pam-auth-update)")), end="")
+    print()
+    local = set(presets.LOCAL)
+    for sp in plan.services:
+        if sp.service in local or sp.refused:
+            _show(sp)
+    others = [sp.service for sp in plan.services if sp.service not in local and not sp.refused]
+    if others:
+        print("also proven (they read common-auth): " + ", ".join(others))
+    for name in plan.remote:
+        print(f"note: {name} serves the network and reads common-auth: the PIN line reaches "
+              "it, but the module offers no PIN to a remote login (PAM_RHOST not local; "
+              "the profile has no allow_remote), and with no PIN the proof above shows the "
+              "stack exactly as before")
+    if plan.refused:
+        for sp in plan.refused:
+            print(f"REFUSED {sp.service}: {sp.refused}")
+        print("\nnothing written: every service that reads common-auth must pass")
+        return EXIT_REFUSED
+    if not args.apply:
+        print("\ndry run: nothing written. Keep a root shell open, then run the same "
+              "command with --apply")
+        return EXIT_OK
+    try:
+        state.apply([(p, b, a) for p, (b, a) in plan.files.items()],
+                    [sp.service for sp in plan.services], ["pypam", *sys.argv[1:]],
+                    kind="pam-auth-update",
+                    write=lambda: debian.run(args.root, "--enable", debian.PROFILE))
+    except (apply.ApplyError, debian.DebianError) as error:
+        print(f"pypam enable: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"\nwritten by pam-auth-update: {', '.join(plan.files)} (backups and record in "
+          f"{state.dir}; `pypam disable --apply` runs pam-auth-update --disable "
+          f"{debian.PROFILE}). Test now (e.g. pamtester login $USER authenticate) before "
+          "you close the root shell.")
     return EXIT_OK
 
 
@@ -125,12 +182,17 @@ def cmd_disable(args: argparse.Namespace) -> int:
     if not args.apply:
         print("dry run: nothing written; run with --apply to restore")
         return EXIT_OK
+    undo = None
+    if record.get("kind") == "pam-auth-update":
+        def undo() -> None:
+            debian.run(args.root, "--disable", debian.PROFILE)
     try:
-        restored = state.restore(record)
-    except apply.ApplyError as error:
+        restored = state.restore(record, undo)
+    except (apply.ApplyError, debian.DebianError) as error:
         print(f"pypam disable: {error}", file=sys.stderr)
         return EXIT_REFUSED
-    print(f"restored: {', '.join(restored) or 'nothing (the files were as before)'}")
+    how = " (pam-auth-update --disable)" if undo else ""
+    print(f"restored{how}: {', '.join(restored) or 'nothing (the files were as before)'}")
     return EXIT_OK
 
 

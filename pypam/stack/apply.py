@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 STATE_DIR = "/var/lib/pypam/enable"
@@ -115,8 +116,11 @@ class State:
         return os.path.join(self.dir, "backup")
 
     def apply(self, changes: list[tuple[str, bytes, bytes]], services: list[str],
-              command: list[str]) -> dict:
-        """Write each (path, expected current bytes, new bytes); see the module doc."""
+              command: list[str], kind: str = "direct",
+              write: Callable[[], None] | None = None) -> dict:
+        """Write each (path, expected current bytes, new bytes); see the module doc.
+        `write`, if given, makes the change itself (pam-auth-update) instead of the
+        atomic writes; the files must then hold exactly the new bytes."""
         if self.load() is not None:
             raise ApplyError(f"{self.record_path} exists: pypam enable already changed this "
                              "system; run `pypam disable --apply` first")
@@ -133,12 +137,20 @@ class State:
         for record, (_, before, _) in zip(files, changes):
             atomic_write(os.path.join(self._backup(), record.backup), before,
                          *_owner(), 0o600)
-        record = {"format": FORMAT, "state": "pending", "services": services,
+        record = {"format": FORMAT, "state": "pending", "services": services, "kind": kind,
                   "command": command, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "files": [r.as_json() for r in files]}
         self._save(record)
-        for r, (_, _, after) in zip(files, changes):
-            atomic_write(self.real(r.path), after, r.uid, r.gid, r.mode)
+        if write is None:
+            for r, (_, _, after) in zip(files, changes):
+                atomic_write(self.real(r.path), after, r.uid, r.gid, r.mode)
+        else:
+            write()
+            wrong = [r.path for r, state in self.file_states(record)
+                     if state != "as enable wrote it"]
+            if wrong:
+                raise ApplyError(f"{', '.join(wrong)}: not what the dry run showed after "
+                                 "writing; run `pypam disable --apply` to undo")
         record["state"] = "applied"
         self._save(record)
         return record
@@ -167,9 +179,11 @@ class State:
                              "not restored")
         return data
 
-    def restore(self, record: dict) -> list[str]:
-        """Put back every file enable wrote; refuse if any changed since. Returns the
-        paths restored. The record goes to history/ when every file is as before."""
+    def restore(self, record: dict, undo: Callable[[], None] | None = None) -> list[str]:
+        """Put back every file enable wrote; refuse if any changed since. `undo`, if
+        given, first undoes the change its own way (pam-auth-update --disable); any
+        file still not as before is then restored from its backup. Returns the paths
+        restored. The record goes to history/ when every file is as before."""
         states = self.file_states(record)
         bad = [(r, s) for r, s in states if s in ("changed since", "missing")]
         if bad:
@@ -177,10 +191,16 @@ class State:
                 f"{r.path} is missing" if s == "missing" else
                 f"{r.path} was changed since pypam enable wrote it" for r, s in bad))
         restored = []
+        if undo is not None:
+            undo()
+            restored = [r.path for r, s in states if s == "as enable wrote it"]
+            states = self.file_states(record)
         for r, s in states:
-            if s == "as enable wrote it":
+            # After `undo`, anything not as before is put back from the backup.
+            if s == "as enable wrote it" or (undo is not None and s != "as before"):
                 atomic_write(self.real(r.path), self.backup_bytes(r), r.uid, r.gid, r.mode)
                 restored.append(r.path)
+        restored = list(dict.fromkeys(restored))
         history = os.path.join(self.dir, "history", time.strftime("%Y%m%dT%H%M%S"))
         os.makedirs(history, mode=0o700, exist_ok=True)
         shutil.move(self._backup(), os.path.join(history, "backup"))

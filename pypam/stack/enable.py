@@ -25,7 +25,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 
-from . import check, parser, presets, proof
+from . import check, debian, parser, presets, proof
 from .explain import outcome_table, sentence
 from .knowledge import CREDENTIAL_MODULES, short_name
 from .model import Handler, Kind, Stack
@@ -318,3 +318,53 @@ def _prove(sp: ServicePlan, before: Stack, after: Stack, pin_at: tuple[str, int]
 
 def _shape(stack: Stack, type_: str) -> list[tuple]:
     return [(h.kind, h.module, h.args, h.actions, h.level) for h in stack.chain(type_)]
+
+
+@dataclass
+class CommonAuthPlan:
+    """`--preset local` on Debian: pam-auth-update puts the PIN into common-auth."""
+
+    files: dict[str, tuple[bytes, bytes]]           # path -> (before, after), changed only
+    services: list[ServicePlan]                     # every service that gets the PIN
+    remote: list[str]                               # of those, services of the network
+    error: str = ""
+
+    @property
+    def refused(self) -> list[ServicePlan]:
+        return [sp for sp in self.services if sp.refused]
+
+
+def plan_common_auth(opts: Options) -> CommonAuthPlan:
+    """What `pam-auth-update --enable pypam-tpm-pin` would write (run on copies), and
+    the proof for every service that reads common-auth."""
+    try:
+        preview = debian.preview(opts.root, "--enable", debian.PROFILE)
+    except debian.DebianError as error:
+        return CommonAuthPlan({}, [], [], error=str(error))
+    current = debian.read_common(opts.root)
+    files = {p: (current.get(p, b""), data) for p, data in preview.items()
+             if current.get(p) != data}
+    auth = f"{parser.ETC_PAM_D}/common-auth"
+    if auth not in files:
+        return CommonAuthPlan(files, [], [], error="pam-auth-update would not change "
+                              "common-auth (is the profile already enabled?)")
+    after_auth = files[auth][1]
+    pin_line = next(n for n, line in enumerate(after_auth.splitlines(), 1)
+                    if b"module=tpm_pin" in line and not line.lstrip().startswith(b"#"))
+    plans = []
+    for name in check.list_services(None, opts.root):
+        before = _load(name, opts, {})
+        if auth not in before.files or name in debian.COMMON:
+            continue                # common-account & co. are no services of their own
+        sp = ServicePlan(name, path=auth,
+                         notes=[f"gets the PIN through {auth} (pam-auth-update)"])
+        with open(real_path(opts, auth), "rb") as f:
+            sp.before = sp.after = f.read()
+        sp.files = list(dict.fromkeys(before.files))
+        after = _load(name, opts, {p: data for p, (_, data) in files.items()})
+        password = {h.ident for h in before.chain("auth") if h.file == auth
+                    and short_name(h) in CREDENTIAL_MODULES}
+        _prove(sp, before, after, (auth, pin_line), password)
+        plans.append(sp)
+    remote = [sp.service for sp in plans if sp.service in presets.REMOTE]
+    return CommonAuthPlan(files, plans, remote)

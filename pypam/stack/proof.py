@@ -43,7 +43,10 @@ Key = tuple
 
 
 def line_key(stack: Stack, h: Handler, seen: dict[Key, int]) -> Key:
-    base = (h.file, h.type, h.kind, h.module, h.args, h.level)
+    # `try_first_pass` is left out: pam-auth-update adds it to pam_unix after our line,
+    # and tpm_pin never sets PAM_AUTHTOK, so pam_unix prompts exactly as before.
+    args = tuple(a for a in h.args if a != "try_first_pass")
+    base = (h.file, h.type, h.kind, h.module, args, h.level)
     n = seen.get(base, 0)
     seen[base] = n + 1
     return (*base, n)

@@ -7,7 +7,8 @@ would: the policy at its default path /etc/pinpam/policy (tcti = this test's swt
 directory root:tss 0710, like /dev/tpmrm0 root:tss 0660), the enrolment records at
 their default /var/lib/pinpam/enrolments, and three accounts: root, and two sudoers
 `alice` and `bob` with passwords and PINs enrolled by root. Nothing but the module
-itself is referenced outside the sandbox: build/pam_pypam.so by absolute path.
+itself is referenced outside the sandbox: build/pam_pypam.so by absolute path
+(`wire_common_auth` copies it into the sandbox's module directory instead).
 
 `wire(service, ...)` runs the admin command inside, on the sandbox's own Debian stacks:
 
@@ -17,9 +18,10 @@ which puts `auth sufficient ... module=tpm_pin` before the service's password
 (`@include common-auth`) after proving the edit with the simulator, and records what
 it changed. Every pam.d file is snapshot (bytes, owner, mode) first; when the test is
 over, `unwire()` runs `pypam disable --apply` and asserts that every file is
-byte-identical to the snapshot. sshd is the exception (`wire_by_hand`): enable refuses
-remote services by design, and the sshd tests prove the module's own rule for remote
-logins with the line an admin might add by hand.
+byte-identical to the snapshot. `wire_common_auth()` does the same with `--preset
+local`, which on Debian goes through pam-auth-update: the PIN line lands in
+common-auth and so reaches sshd, where the module's own rule for remote logins applies
+(the sshd tests; enable refuses a PIN line in sshd's own file).
 
 The TPM's own failure counter is read out of band (`failures(user)`): the oracle for
 "no attempt spent" shares no code with the module.
@@ -30,7 +32,6 @@ import fcntl
 import grp
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from tests.support.sandbox import Sandbox
 LIMIT = 3
 POLICY = "/etc/pinpam/policy"
 PINUTIL_INSIDE = "/usr/bin/pinutil"
-PIN_LINE = f"auth  sufficient  {PAM_PYPAM_SO} module=tpm_pin"
+PAM_MODULE_DIR = "/usr/lib/x86_64-linux-gnu/security"
 #: The admin command, run inside the sandbox from this source tree.
 PYPAM_COMMAND = ["env", f"PYTHONPATH={ROOT}", os.path.join(ROOT, ".venv", "bin", "python"),
                  "-m", "pypam"]
@@ -131,23 +132,24 @@ class PinBox:
         assert "written:" in out, out
         return self.box.read(f"/etc/pam.d/{services[0]}")
 
+    def wire_common_auth(self) -> str:
+        """`pypam enable tpm_pin --preset local --apply` the Debian way: our profile and
+        module installed where `make install` puts them (inside only), then
+        pam-auth-update writes common-auth. Returns the new common-auth."""
+        shutil.copyfile(os.path.join(ROOT, "debian", "pam-configs", "pypam-tpm-pin"),
+                        self.box.path("/usr/share/pam-configs/pypam-tpm-pin"))
+        shutil.copyfile(PAM_PYPAM_SO, self.box.path(f"{PAM_MODULE_DIR}/pam_pypam.so"))
+        self.before_enable = self.pam_files()
+        out = self.pypam("enable", "tpm_pin", "--preset", "local", "--apply")
+        assert "written by pam-auth-update: /etc/pam.d/common-auth" in out, out
+        return self.box.read("/etc/pam.d/common-auth")
+
     def unwire(self) -> None:
         """`pypam disable --apply`: every pam.d file as before `wire`, byte for byte."""
         if self.before_enable is None:
             return
         self.pypam("disable", "--apply")
         assert self.pam_files() == self.before_enable
-
-    def wire_by_hand(self, service: str) -> str:
-        """Insert the PIN line before the first auth line of /etc/pam.d/SERVICE (sshd:
-        what enable refuses to do); return the new file."""
-        lines = self.box.read(f"/etc/pam.d/{service}").splitlines()
-        first = next(i for i, line in enumerate(lines)
-                     if re.match(r"\s*(@include\s+common-auth|-?auth\s)", line))
-        lines.insert(first, PIN_LINE)
-        wired = "\n".join(lines) + "\n"
-        self.box.write(f"/etc/pam.d/{service}", wired)
-        return wired
 
 
 class Transcript:

@@ -1,5 +1,6 @@
-"""sshd (Debian's openssh-server) with the PIN in front of Debian's /etc/pam.d/sshd, in
-the sandbox's private network, the client (ssh) on a real pty.
+"""sshd (Debian's openssh-server) after `pypam enable tpm_pin --preset local --apply`,
+which on Debian has pam-auth-update put the PIN line into common-auth (sshd reads it),
+in the sandbox's private network, the client (ssh) on a real pty.
 
 A client bound to REMOTE_ADDR (192.0.2.1) is a remote login for PAM (PAM_RHOST =
 "192.0.2.1"): no PIN prompt, with keyboard-interactive (every prompt shown) and with
@@ -32,7 +33,9 @@ KBDINT_PROMPT = r"\(alice@[0-9.]+\) Password: "
 
 @pytest.fixture
 def sshd(pin_box):
-    pin_box.wire_by_hand("sshd")  # what `pypam enable` refuses (test below)
+    # --preset local, through pam-auth-update: common-auth holds the PIN line, and
+    # sshd reads common-auth (enable refuses to put it in sshd's own file: test below).
+    pin_box.wire_common_auth()
     pin_box.box.run(["install", "-d", "-m", "0755", "/run/sshd"])
     server = pin_box.box.popen(
         ["/usr/sbin/sshd", "-D", "-e", "-o", "KbdInteractiveAuthentication=yes",

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from pypam.stack import apply, enable, parser, proof
+from pypam.stack import debian as pam_auth_update
 from pypam.stack.modules import assume_present
 
 from .harness import ROOT
@@ -293,3 +294,44 @@ def test_the_record_keeps_hashes_and_backups(debian):
         assert entry["before"] == hashlib.sha256(f.read()).hexdigest()
     assert (entry["uid"], entry["gid"], entry["mode"]) == (4321, 4322, 0o640)
     assert record["state"] == "applied"
+
+
+# -- --preset local on Debian: pam-auth-update ---------------------------------------------
+
+def debian_root(tmp_path) -> str:
+    """This machine's pam-auth-update state (pam.d, /var/lib/pam, debconf, profiles),
+    copied, with our profile installed as `make install` does."""
+    root = str(tmp_path / "root")
+    for tree in pam_auth_update.TREES:
+        shutil.copytree(tree, os.path.join(root, tree.lstrip("/")), symlinks=True)
+    shutil.copy(os.path.join(ROOT, "debian", "pam-configs", pam_auth_update.PROFILE),
+                os.path.join(root, "usr", "share", "pam-configs"))
+    return root
+
+
+def test_local_preset_goes_through_pam_auth_update_and_back(tmp_path):
+    root = debian_root(tmp_path)
+    with open("/etc/pam.d/common-auth", "rb") as f:
+        host = f.read()
+    before = snapshot(root)
+    out = pypam(*enable_args(root, "--preset", "local"))
+    assert "=== pam-auth-update --enable pypam-tpm-pin" in out
+    assert "+auth\t[success=2 default=ignore]\tpam_pypam.so module=tpm_pin" in out
+    assert "REFUSED" not in out and "no new way in" in out
+    assert snapshot(root) == before                             # the dry run wrote nothing
+    out = pypam(*enable_args(root, "--preset", "local", "--apply"))
+    assert "written by pam-auth-update: /etc/pam.d/common-auth" in out
+    login = parser.load_service("login", root=root, probe=assume_present)
+    assert "module=tpm_pin" in [a for h in login.chain("auth") for a in h.args]
+    assert "pam-auth-update --disable" in pypam("disable", "--root", root, "--apply")
+    assert snapshot(root) == before
+    with open("/etc/pam.d/common-auth", "rb") as f:
+        assert f.read() == host                                 # the machine's own: untouched
+
+
+def test_local_preset_without_the_profile_edits_files_directly(tmp_path):
+    root = debian_root(tmp_path)
+    os.unlink(os.path.join(root, "usr", "share", "pam-configs", pam_auth_update.PROFILE))
+    out = pypam(*enable_args(root, "--preset", "local"))
+    assert "not through pam-auth-update (the profile" in out
+    assert "=== login (/etc/pam.d/login)" in out
