@@ -51,6 +51,8 @@ def managed(root: str) -> str | None:
     """Why pam-auth-update cannot do it here (None: it can)."""
     if not os.access(PAM_AUTH_UPDATE, os.X_OK):
         return f"no {PAM_AUTH_UPDATE} (not Debian or Ubuntu)"
+    if os.geteuid() != 0:
+        return "not root (pam-auth-update, even for the dry run, runs as root)"
     try:
         with open(below(root, "/etc/pam.d/common-auth"), "rb") as f:
             if MARK not in f.read():
