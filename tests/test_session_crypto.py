@@ -215,8 +215,7 @@ def test_a_foreign_key_at_the_handle_is_never_used_nor_replaced(enrolled, swtpm,
 def test_sha256_is_the_interpreters_builtin_not_openssl():
     # `_sha256` became `_sha2` in Python 3.12: importing the old name there fell back to
     # hashlib, loading OpenSSL on every login (test_pin_index checks the import budget).
-    from pinutil.tpm import context as tpm
-    from pinutil.tpm import session_crypto
+    from pinutil.tpm import session_crypto, structs
 
     assert session_crypto.sha256.__module__ in ("_sha2", "_sha256")
-    assert tpm.sha256 is session_crypto.sha256
+    assert structs.sha256 is session_crypto.sha256

@@ -20,9 +20,10 @@ from pinutil.errors import MasterKeyError, PinutilError
 from pinutil.master_key.token import MASTER_KEY_HANDLE, MasterKey
 from pinutil.record import Record
 from pinutil.tpm._tss import ffi, lib
-from pinutil.tpm.context import Tpm, fill_tpm2b, wipe_tpm2b
+from pinutil.tpm.context import Tpm
 from pinutil.tpm.handles import EsysTr
 from pinutil.tpm.rc import TpmCommandError
+from pinutil.tpm.structs import fill_tpm2b, wipe_tpm2b
 
 _KEY_ATTRIBUTES = (lib.TPMA_OBJECT_FIXEDTPM | lib.TPMA_OBJECT_FIXEDPARENT
                    | lib.TPMA_OBJECT_USERWITHAUTH | lib.TPMA_OBJECT_NODA

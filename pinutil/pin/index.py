@@ -26,9 +26,10 @@ from pinutil.pin.policy import MAX_PIN_LENGTH
 from pinutil.record import Record
 from pinutil.tpm import sapi
 from pinutil.tpm._tss import lib
-from pinutil.tpm.context import NvPublic, Tpm
+from pinutil.tpm.context import Tpm
 from pinutil.tpm.handles import OWNER_NV_FIRST, OWNER_NV_LAST, EsysTr
 from pinutil.tpm.rc import TpmCommandError
+from pinutil.tpm.structs import NvPublic
 
 PIN_INDEX_ATTRIBUTES = (
     (lib.TPM2_NT_PIN_FAIL << lib.TPMA_NV_TPM2_NT_SHIFT)

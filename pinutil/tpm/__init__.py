@@ -3,6 +3,7 @@
   _tss (built by binding_build.py)  our cffi binding to tpm2-tss, ESAPI and SAPI
   rc.py            return codes -> exceptions (TpmCommandError, errors.TpmUnavailable)
   handles.py       EsysTr / TpmHandle (the two kinds of handle), the owner NV range
+  structs.py       TPM2B buffers, NvPublic, our storage primary's template and Name
   context.py       class Tpm: one connection; every command is sent through Tpm.send
   sapi.py          the login path's commands over SAPI (PIN reads, the salt key)
   session_crypto.py  our side of a salted HMAC session (for sapi.py)

@@ -1,27 +1,27 @@
 """The PIN check's TPM commands through SAPI, with our own session crypto.
 
-These are the only commands on the login path: NV_ReadPublic, NV_Read (as owner, or
-with the PIN), and for a salted session ReadPublic of the salt key (or CreatePrimary
-and FlushContext when there is no persistent one) and StartAuthSession. They run on
-ESYS's own SAPI context (`Tpm.sys`), so they share the `Tpm`'s one connection, and
-send through `Tpm.send` like every other command (errors: tpm/rc.py). ESYS computes
-nothing for them: its tpm2-tss 3.2.1 crypto costs ~0.25 ms per hash (see
-session_crypto.py); ours costs microseconds.
+The login path sends only these commands: NV_ReadPublic, NV_Read (as owner, or with
+the PIN), and for a salted session ReadPublic of the salt key (or CreatePrimary and
+FlushContext when there is no persistent one: Tpm.create_storage_primary, through
+SAPI too) and StartAuthSession. They run on ESYS's own SAPI context (`Tpm.sys`), so
+they share the `Tpm`'s one connection, and send through `Tpm.send` like every other
+command (errors: tpm/rc.py). ESYS computes nothing for them: its tpm2-tss 3.2.1
+crypto costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
 
-The salt key: our storage primary (context.create_storage_primary), either
-persistent at SALT_KEY_HANDLE (made by `pinutil setup`, see persist_salt_key) or, when
-that is missing or not the recorded key, created for the check and flushed (same
-template, same owner seed: same key, same Name). The persistent copy saves a
-CreatePrimary per login: ~0.5 ms on swtpm, tens of ms on TPM chips.
+The salt key: our storage primary (structs.py), either persistent at SALT_KEY_HANDLE
+(made by `pinutil setup`, see persist_salt_key) or, when that is missing or not the
+recorded key, created for the check and flushed (same template, same owner seed:
+same key, same Name). The persistent copy saves a CreatePrimary per login: ~0.5 ms
+on swtpm, tens of ms on TPM chips.
 
 Nothing the TPM says about the key is believed: whoever can alter its answers could
-offer their own key (see salt_key.py). The session is salted only with a key whose
-Name, computed here from the public area the ECDH will use, equals the Name root
-recorded; otherwise the check fails (TpmUnavailable) before any PIN-dependent byte
-is sent. The other answers on the path need no trust: a forged NV_ReadPublic changes
-the Name in the cpHash (the TPM then refuses the HMAC), a forged nonceTPM or handle
-only makes the command fail, and the NV_Read answer is believed only with a response
-HMAC that needs the session key (ECDH with the recorded key) and the PIN.
+offer their own key (see pin/salt_key.py). The session is salted only with a key
+whose Name, computed here from the public area the ECDH will use, equals the Name
+root recorded; otherwise the check fails (TpmUnavailable) before any PIN-dependent
+byte is sent. The other answers on the path need no trust: a forged NV_ReadPublic
+changes the Name in the cpHash (the TPM then refuses the HMAC), a forged nonceTPM or
+handle only makes the command fail, and the NV_Read answer is believed only with a
+response HMAC that needs the session key (ECDH with the recorded key) and the PIN.
 
 The handles here are TPM handles (`TpmHandle`), not ESYS_TRs. Nothing here resends a PIN.
 """
@@ -31,16 +31,7 @@ import struct
 from pinutil import errors
 from pinutil.pin.salt_key import RECORD_COMMAND
 from pinutil.tpm._tss import ffi, lib
-from pinutil.tpm.context import (
-    NvPublic,
-    Tpm,
-    ecc_point,
-    fill_tpm2b,
-    is_storage_primary,
-    password_auth,
-    storage_primary_name,
-    wipe_tpm2b,
-)
+from pinutil.tpm.context import Tpm
 from pinutil.tpm.handles import TpmHandle
 from pinutil.tpm.session_crypto import (
     DIGEST_SIZE,
@@ -49,8 +40,17 @@ from pinutil.tpm.session_crypto import (
     kdfe,
     rp_hash,
 )
+from pinutil.tpm.structs import (
+    P256_BYTES,
+    NvPublic,
+    ecc_point,
+    fill_tpm2b,
+    is_storage_primary,
+    password_auth,
+    storage_primary_name,
+    wipe_tpm2b,
+)
 
-_P256_BYTES = 32
 # Persistent handle of our salt key: next to the master key (0x81000081, pinpam's), not
 # pinpam's RSA SRK at 0x81000080.
 SALT_KEY_HANDLE = 0x81000082
@@ -126,10 +126,10 @@ def start_salted_session(tpm: Tpm, salt_key_name: bytes | None) -> SaltedSession
             raise errors.TpmUnavailable("the TPM's salt key is not a valid P-256 point")
         ours_x, ours_y = bytes(qx), bytes(qy)
         salt = kdfe(bytes(z), b"SECRET", ours_x, key_x)
-        ffi.memmove(z, b"\0" * _P256_BYTES, _P256_BYTES)
+        ffi.memmove(z, b"\0" * P256_BYTES, P256_BYTES)
         secret = ffi.new("TPM2B_ENCRYPTED_SECRET *")
-        fill_tpm2b(secret, struct.pack(">H", _P256_BYTES) + ours_x
-                   + struct.pack(">H", _P256_BYTES) + ours_y, field="secret")
+        fill_tpm2b(secret, struct.pack(">H", P256_BYTES) + ours_x
+                   + struct.pack(">H", P256_BYTES) + ours_y, field="secret")
         nonce_caller = os.urandom(DIGEST_SIZE)
         nonce = ffi.new("TPM2B_NONCE *")
         fill_tpm2b(nonce, nonce_caller)
