@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -230,3 +231,31 @@ def _capture(fn, *args):
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - reported to the test thread
         return e
+
+
+# ---- one way to the TPM -----------------------------------------------------------
+def _pinutil_sources():
+    for folder, _, files in os.walk(os.path.join(ROOT, "pinutil")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path) as f:
+                    yield os.path.relpath(path, ROOT), f.read()
+
+
+def test_tpm_commands_are_sent_only_by_the_tpm_layer():
+    """Outside pinutil/tpm nothing calls ESAPI or SAPI itself: every command goes
+    through a `Tpm` method or a `sapi` function, and so through `Tpm.send` (one error
+    translation, one command count). The master key once bypassed it."""
+    raw_call = re.compile(r"\blib\.(Esys_|Tss2_Sys_)\w+\(")
+    offenders = [path for path, text in _pinutil_sources()
+                 if not path.startswith("pinutil/tpm/") and raw_call.search(text)]
+    assert offenders == []
+
+
+def test_return_codes_are_never_copied_by_hand():
+    """RC numbers come from the binding (lib.TPM2_RC_*, declared in binding_build.py);
+    a hand-copied table once sat beside it, kept honest only by a test."""
+    copied = re.compile(r"^\s*_?(\w+_)?RC(_\w+)?\s*=\s*0x[0-9a-fA-F]+", re.MULTILINE)
+    offenders = [path for path, text in _pinutil_sources() if copied.search(text)]
+    assert offenders == []
