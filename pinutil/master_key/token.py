@@ -81,7 +81,7 @@ class MasterKey:
 
     def _require_hmac_key(self, tr: EsysTr) -> None:
         """Fail closed if the slot holds something other than an HMAC key we can use."""
-        public = self.tpm.read_public(tr)  # owns `area`: a cffi field view does not
+        public = self.tpm.read_public(tr)  # kept: `area`, a field view, does not keep it alive
         area = public.publicArea
         scheme = area.parameters.keyedHashDetail.scheme
         attributes = area.objectAttributes
