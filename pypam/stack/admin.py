@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 
 from . import apply, debian, enable, presets
@@ -93,7 +94,7 @@ def _enable_common_auth(args: argparse.Namespace, state: apply.State) -> int:
         print("".join(difflib.unified_diff(
             before.decode("latin-1").splitlines(keepends=True),
             after.decode("latin-1").splitlines(keepends=True), path,
-            f"{path} (after pam-auth-update)")), end="")
+            f"{path} (after {_writer(path)})")), end="")
     print()
     local = set(presets.LOCAL)
     for sp in plan.services:
@@ -119,16 +120,32 @@ def _enable_common_auth(args: argparse.Namespace, state: apply.State) -> int:
     try:
         state.apply([(p, b, a) for p, (b, a) in plan.files.items()],
                     [sp.service for sp in plan.services], ["pypam", *sys.argv[1:]],
-                    kind="pam-auth-update",
-                    write=lambda: debian.run(args.root, "--enable", debian.PROFILE))
+                    kind="pam-auth-update", write=lambda: _write_common_auth(args, plan, state))
     except (apply.ApplyError, debian.DebianError) as error:
         print(f"pypam enable: {error}", file=sys.stderr)
         return EXIT_REFUSED
-    print(f"\nwritten by pam-auth-update: {', '.join(plan.files)} (backups and record in "
+    print(f"\nwritten: {', '.join(plan.files)} (common-* by pam-auth-update; backups and "
+          f"record in "
           f"{state.dir}; `pypam disable --apply` runs pam-auth-update --disable "
           f"{debian.PROFILE}). Test now (e.g. pamtester login $USER authenticate) before "
           "you close the root shell.")
     return EXIT_OK
+
+
+def _writer(path: str) -> str:
+    return "pam-auth-update" if path.rsplit("/", 1)[-1] in debian.COMMON else "pypam enable"
+
+
+def _write_common_auth(args: argparse.Namespace, plan: enable.CommonAuthPlan,
+                       state: apply.State) -> None:
+    """pam-auth-update for common-* and, with --master-key, our own atomic writes for
+    the services' files."""
+    debian.run(args.root, "--enable", debian.PROFILE)
+    for path, (_, after) in plan.files.items():
+        if path.rsplit("/", 1)[-1] not in debian.COMMON:
+            st = os.stat(state.real(path))
+            apply.atomic_write(state.real(path), after, st.st_uid, st.st_gid,
+                               st.st_mode & 0o7777)
 
 
 def _show(sp: enable.ServicePlan) -> None:

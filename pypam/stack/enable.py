@@ -351,16 +351,23 @@ def plan_common_auth(opts: Options) -> CommonAuthPlan:
     after_auth = files[auth][1]
     pin_line = next(n for n, line in enumerate(after_auth.splitlines(), 1)
                     if b"module=tpm_pin" in line and not line.lstrip().startswith(b"#"))
-    plans = []
+    befores = {}
     for name in check.list_services(None, opts.root):
         before = _load(name, opts, {})
-        if auth not in before.files or name in debian.COMMON:
-            continue                # common-account & co. are no services of their own
+        if auth in before.files and name not in debian.COMMON:
+            befores[name] = before  # common-account & co. are no services of their own
+    if opts.master_key:
+        files.update(_master_key_edits(befores, opts))
+    plans = []
+    for name, before in befores.items():
         sp = ServicePlan(name, path=auth,
                          notes=[f"gets the PIN through {auth} (pam-auth-update)"])
         with open(real_path(opts, auth), "rb") as f:
             sp.before = sp.after = f.read()
         sp.files = list(dict.fromkeys(before.files))
+        own = [p for p in files if p != auth and p in sp.files]
+        if own:
+            sp.notes.append(f"--master-key: master_key before the keyring in {', '.join(own)}")
         after = _load(name, opts, {p: data for p, (_, data) in files.items()})
         password = {h.ident for h in before.chain("auth") if h.file == auth
                     and short_name(h) in CREDENTIAL_MODULES}
@@ -368,3 +375,24 @@ def plan_common_auth(opts: Options) -> CommonAuthPlan:
         plans.append(sp)
     remote = [sp.service for sp in plans if sp.service in presets.REMOTE]
     return CommonAuthPlan(files, plans, remote)
+
+
+def _master_key_edits(stacks: dict[str, Stack], opts: Options) -> dict[str, tuple[bytes, bytes]]:
+    """--master-key with pam-auth-update: master_key before the keyring lines of each
+    service's own file (the PIN line itself is in common-auth)."""
+    edits: dict[str, tuple[bytes, bytes]] = {}
+    for name, stack in stacks.items():
+        path = f"{parser.ETC_PAM_D}/{name}"
+        chain = stack.conf["auth"]
+        if path in edits or not any(h.name in presets.KEYRING_MODULES and h.file == path
+                                    and not h.via for h in chain):
+            continue
+        with open(real_path(opts, path), "rb") as f:
+            data = f.read()
+        lines = data.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(b"\n"):
+            lines[-1] += b"\n"
+        sp = ServicePlan(name, path=path, before=data)
+        new, _ = _add_master_key(lines, chain, sp, opts, pin_at=len(lines) + 1)
+        edits[path] = (data, b"".join(new))
+    return edits

@@ -132,7 +132,7 @@ class PinBox:
         assert "written:" in out, out
         return self.box.read(f"/etc/pam.d/{services[0]}")
 
-    def wire_common_auth(self) -> str:
+    def wire_common_auth(self, *extra: str) -> str:
         """`pypam enable tpm_pin --preset local --apply` the Debian way: our profile and
         module installed where `make install` puts them (inside only), then
         pam-auth-update writes common-auth. Returns the new common-auth."""
@@ -140,8 +140,8 @@ class PinBox:
                         self.box.path("/usr/share/pam-configs/pypam-tpm-pin"))
         shutil.copyfile(PAM_PYPAM_SO, self.box.path(f"{PAM_MODULE_DIR}/pam_pypam.so"))
         self.before_enable = self.pam_files()
-        out = self.pypam("enable", "tpm_pin", "--preset", "local", "--apply")
-        assert "written by pam-auth-update: /etc/pam.d/common-auth" in out, out
+        out = self.pypam("enable", "tpm_pin", "--preset", "local", *extra, "--apply")
+        assert "written: /etc/pam.d/common-auth" in out, out
         return self.box.read("/etc/pam.d/common-auth")
 
     def unwire(self) -> None:

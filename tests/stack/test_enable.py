@@ -320,7 +320,7 @@ def test_local_preset_goes_through_pam_auth_update_and_back(tmp_path):
     assert "REFUSED" not in out and "no new way in" in out
     assert snapshot(root) == before                             # the dry run wrote nothing
     out = pypam(*enable_args(root, "--preset", "local", "--apply"))
-    assert "written by pam-auth-update: /etc/pam.d/common-auth" in out
+    assert "written: /etc/pam.d/common-auth (common-* by pam-auth-update" in out
     login = parser.load_service("login", root=root, probe=assume_present)
     assert "module=tpm_pin" in [a for h in login.chain("auth") for a in h.args]
     assert "pam-auth-update --disable" in pypam("disable", "--root", root, "--apply")
@@ -335,3 +335,21 @@ def test_local_preset_without_the_profile_edits_files_directly(tmp_path):
     out = pypam(*enable_args(root, "--preset", "local"))
     assert "not through pam-auth-update (the profile" in out
     assert "=== login (/etc/pam.d/login)" in out
+
+
+def test_local_preset_with_the_master_key_keeps_the_keyring_after_a_pin(tmp_path):
+    # A login with a keyring line after common-auth (as the display managers have it):
+    # the PIN jumps inside common-auth, so master_key and the keyring run after a
+    # correct PIN too, and never after a failure (rule 4).
+    root = debian_root(tmp_path)
+    with open(os.path.join(root, "etc", "pam.d", "login"), "a") as f:
+        f.write("auth optional pam_gnome_keyring.so\n")
+    before = snapshot(root)
+    out = pypam(*enable_args(root, "--preset", "local", "--master-key", "--apply"))
+    assert "+auth  optional  pam_pypam.so module=master_key" in out
+    assert "master_key runs only in logins that succeed" in out
+    login = parser.load_service("login", root=root, probe=assume_present)
+    names = [h.name for h in login.chain("auth")]
+    assert names.index("pam_pypam.so") < names.index("pam_gnome_keyring.so")
+    pypam("disable", "--root", root, "--apply")
+    assert snapshot(root) == before
