@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cases import Case
-from tests.support.pamhost import CLEAN_ENV, PAM_NAMES
+from devtools.pamhost import CLEAN_ENV, PAM_NAMES
 
 
 class BenchError(RuntimeError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -46,8 +45,7 @@ print((time.perf_counter() - t) * 1000 / {n})
 def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
     if not os.path.exists(PINUTIL):
         raise Skip(f"{PINUTIL} not built (make build)")
-    sys.path.insert(0, ROOT)
-    from tests.support.swtpm import start_swtpm
+    from devtools.swtpm import start_swtpm
 
     mine = tempfile.mkdtemp(prefix="pin-", dir=ctx.workdir)
     os.chmod(mine, 0o755)

@@ -35,7 +35,7 @@ from bench.measure import (
     prepare,
 )
 from bench.pin import tpm_only_ms
-from tests.support.pamhost import build_host
+from devtools.pamhost import build_host
 
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 OURS, PYTHON_REF, FLOOR = "pam_pypam", "pam_python", "pam_permit"

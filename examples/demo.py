@@ -15,8 +15,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.support.pamhost import PAM_WRAPPER_DIR, run_pam
-from tests.support.swtpm import start_swtpm
+from devtools.pamhost import PAM_WRAPPER_DIR, run_pam
+from devtools.swtpm import start_swtpm
 
 SHIM = os.path.join(ROOT, "build", "pam_pypam.so")
 PINUTIL = os.path.join(ROOT, "build", "pinutil")

@@ -45,7 +45,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.swtpm import _die_with_parent
+from devtools.swtpm import die_with_parent
 from tests.support.syslog_capture import SyslogCapture
 
 #: Debian packages installed inside the sandbox only (never on the machine).
@@ -203,7 +203,7 @@ class Sandbox:
              "--kill-child", "--mount-proc", "--net", "--uts", "--ipc", "--",
              "sh", "-c", _ENTER_SCRIPT, "sh", self.dir, layer, HOSTNAME, REMOTE_ADDR, _REAPER],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={"PATH": BASE_ENV["PATH"]}, preexec_fn=_die_with_parent)  # noqa: PLW1509
+            env={"PATH": BASE_ENV["PATH"]}, preexec_fn=die_with_parent)  # noqa: PLW1509
         if self.holder.stdout.readline() != b"ready\n":
             self.holder.kill()
             err = self.holder.communicate(timeout=10)[1].decode(errors="replace")
