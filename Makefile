@@ -132,9 +132,10 @@ demo: deps build
 bench: deps build
 	$(PY) bench/run.py
 	$(PY) bench/stack.py
+	$(PY) bench/imports.py
 
 lint: venv
-	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench tools/pypam-keyring-rekey
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check pypam pinutil modules tests bench devtools examples tools/pypam-keyring-rekey
 
 install: build
 	rm -rf build/install

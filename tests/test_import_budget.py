@@ -1,0 +1,88 @@
+"""The import budget of every PAM hook of the shipped modules, through the real shim.
+
+For each hook of tpm_pin and master_key, one fresh host process (build/pamhost, real
+libpam, build/pam_pypam.so) runs the hook on a working setup (a swtpm, root's PIN
+enrolled and typed), then devtools' reporter module records what pam_pypam's
+interpreter holds (devtools/imports.py). Whatever the hook imported beyond CPython's
+own start-up must be in the explicit allow-lists below: the login path cannot regrow
+silently. A new import there fails this test until it is added here, on purpose, with
+its cost in mind (`make bench` prints the cost per hook: bench/imports.py).
+
+What a forked TPM worker imports after the fork is not seen here (it dies with its
+child); tpm_pin's direct backend imports the TPM binding before forking, so it is.
+"""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from devtools.imports import (
+    HOOKS,
+    PYTHON,
+    hook_imports,
+    reporter_only_imports,
+    top_level,
+)
+
+PIN = "2580"
+
+#: What pam_pypam itself (the shim, pypam's dispatcher, loader and handle, cffi's
+#: backend for libpam) may add to CPython's start-up, whatever the module.
+FRAMEWORK = {
+    "__future__", "_cffi_backend", "_collections", "_collections_abc", "_operator", "_stat",
+    "collections", "errno", "genericpath", "itertools", "keyword", "operator", "os",
+    "posixpath", "pypam", "reprlib", "stat", "syslog", "types",
+}
+
+#: tpm_pin imports its core at load time (every hook loads the module).
+TPM_PIN_LOADED = {"pinutil", "pwd", "struct", "_struct", "_sha256"}
+#: master_key imports pinutil only inside authenticate (a broken install must still
+#: end in PAM_IGNORE).
+MASTER_KEY_AUTHENTICATE = {"pinutil", "struct", "_struct", "_sha256", "select"}
+
+#: (module, hook) -> the top-level modules it may add to FRAMEWORK.
+ALLOWED = {
+    **{("tpm_pin", hook): TPM_PIN_LOADED for hook in HOOKS},
+    ("tpm_pin", "authenticate"): TPM_PIN_LOADED | {"select"},  # the TPM worker's pipe
+    **{("master_key", hook): set() for hook in HOOKS},
+    ("master_key", "authenticate"): MASTER_KEY_AUTHENTICATE,
+}
+
+#: A module only a hook that reached the core imports.
+RAN_THE_CORE = {"tpm_pin": "pinutil.pin.login", "master_key": "pinutil.deadline"}
+
+#: Our own packages that are admin-only and must never be on a login path.
+NEVER = ("pinutil.cli", "pypam.stack")
+
+
+@pytest.fixture(scope="module")
+def startup() -> set[str]:
+    """CPython's own start-up modules, as the shim starts it (isolated, no site)."""
+    done = subprocess.run([*PYTHON, "-c", "import sys; print(' '.join(sys.modules))"],
+                          capture_output=True, text=True, check=True, env={}, cwd="/")
+    return top_level(done.stdout.split())
+
+
+def added(names: list[str], startup: set[str]) -> set[str]:
+    return top_level(names) - startup
+
+
+def test_the_framework_alone_stays_within_its_budget(pam_confdir, startup):
+    names = reporter_only_imports(pam_confdir)
+    assert "pypam.dispatch" in names  # the reporter ran through pypam
+    assert added(names, startup) <= FRAMEWORK, added(names, startup) - FRAMEWORK
+    assert not [n for n in names if n.startswith(NEVER)]
+
+
+@pytest.mark.parametrize("module", ["tpm_pin", "master_key"])
+def test_every_hook_stays_within_its_budget(pin_env, module, startup):
+    pin_env.enrol("root", PIN)
+    for hook in HOOKS:
+        names = hook_imports(pin_env.pamd, f"module={module} policy={pin_env.policy}", hook,
+                             answers=[PIN])
+        if hook == "authenticate":  # it really reached the core (lazily, for master_key)
+            assert RAN_THE_CORE[module] in names, names
+        extra = added(names, startup) - FRAMEWORK
+        assert extra <= ALLOWED[module, hook], (module, hook, extra - ALLOWED[module, hook])
+        assert not [n for n in names if n.startswith(NEVER)], (module, hook)
