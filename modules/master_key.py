@@ -54,7 +54,7 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         from pinutil.master_key.token import user_token
         from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
     except BaseException as e:  # noqa: BLE001
-        _log_failure(pamh, user, f"pinutil cannot be imported ({type(e).__name__})")
+        _log_failure(pamh, user, f"pinutil cannot be imported: {str(e)[:200]}")
         return pypam.PAM_IGNORE
     try:
         options = ARGUMENTS.parse(
@@ -73,18 +73,21 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         if pamh.debug:
             pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {shown(user)}")
     except PinutilError as e:  # messages of the core never hold a secret
-        _log_failure(pamh, user, str(e))
+        # The error's own priority (pinutil.errors): a by-design case is no error here.
+        _log_failure(pamh, user, f"{e} [{e.token}]", e.priority)
     except ArgumentError as e:
         _log_failure(pamh, user, f"pam.d line: {e}")
-    except BaseException as e:  # noqa: BLE001 - nothing may change the decision
-        _log_failure(pamh, user, f"internal error ({type(e).__name__})")
+    except BaseException:  # noqa: BLE001 - nothing may change the decision
+        # Not the exception's text: it is not ours and could hold anything.
+        _log_failure(pamh, user, "internal error", syslog.LOG_ERR)
     return pypam.PAM_IGNORE
 
 
-def _log_failure(pamh, user: str | None, reason: str) -> None:
+def _log_failure(pamh, user: str | None, reason: str,
+                 priority: int = syslog.LOG_WARNING) -> None:
     try:
         who = shown(user) if user else "the user"
-        pamh.syslog(syslog.LOG_WARNING, f"keyring token not set for {who}: {reason}")
+        pamh.syslog(priority, f"keyring token not set for {who}: {reason}")
     except BaseException:  # noqa: BLE001, S110 - a logging failure must not escape either
         pass
 

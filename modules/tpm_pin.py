@@ -4,9 +4,10 @@
                                  [use_first_pass] [backend=auto|direct|helper]
                                  [allow_remote] [debug]
 
-A thin adapter: PAM in, a call into pinutil's core, a PAM code out. Every outcome is
-one row of OUTCOMES; any unexpected exception becomes PAM_SERVICE_ERR in pypam's
-dispatcher, so no error path can end in PAM_SUCCESS. See docs/pam_tpm_pin.md.
+A thin adapter: PAM in, a call into pinutil's core, a PAM code out. Every failure is
+a domain error of pinutil.errors, whose class gives the PAM code, the syslog priority
+and what the user sees (`_finish`); any unexpected exception becomes PAM_SERVICE_ERR
+in pypam's dispatcher, so no error path can end in PAM_SUCCESS. See docs/pam_tpm_pin.md.
 """
 import pwd
 import syslog
@@ -36,29 +37,6 @@ ARGUMENTS = Arguments(
     Switch("allow_remote"),
     Switch("debug"),
 )
-
-LOCKED_TEXT = "PIN locked (too many failures). Use your password."
-
-
-class PinNotOffered(errors.NotEnrolled):
-    """No PIN on this transaction: a remote login, or the handle already sent one."""
-
-
-# Domain error -> (message for the user or None, syslog priority, PAM code).
-OUTCOMES = {
-    PinNotOffered: (None, syslog.LOG_NOTICE, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.EnrolmentMismatch: (None, syslog.LOG_WARNING, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.NotEnrolled: (None, syslog.LOG_INFO, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.PinLocked: (LOCKED_TEXT, syslog.LOG_NOTICE, pypam.PAM_MAXTRIES),
-    errors.InvalidPin: ("Invalid PIN.", syslog.LOG_NOTICE, pypam.PAM_AUTH_ERR),
-    errors.UnknownUser: (None, syslog.LOG_NOTICE, pypam.PAM_USER_UNKNOWN),
-    errors.PolicyError: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.TpmUnavailable: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.TpmUnsupported: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.PermissionDenied: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
-    errors.PinutilError: (None, syslog.LOG_ERR, pypam.PAM_AUTHINFO_UNAVAIL),
-}
-
 
 # pamh.data key: set just before a PIN goes to the TPM. A host that retries
 # pam_authenticate on one handle (sudo: 3 times) gets no second PIN attempt.
@@ -90,10 +68,10 @@ def _refuse_if_not_offered(pamh, options):
     """No PIN prompt for a remote login without allow_remote, nor twice on one handle."""
     rhost = pamh.rhost
     if not options.get("allow_remote") and not _is_local_rhost(rhost):
-        raise PinNotOffered(f"remote login from {rhost[:64]!r}: no PIN offered "
+        raise errors.PinNotOffered(f"remote login from {rhost[:64]!r}: no PIN offered "
                             "(the pam.d line has no allow_remote)")
     if pamh.data.get(PIN_SENT):
-        raise PinNotOffered("one PIN attempt per PAM transaction: already spent on this "
+        raise errors.PinNotOffered("one PIN attempt per PAM transaction: already spent on this "
                             "handle, no PIN offered again")
 
 
@@ -113,18 +91,9 @@ def _prompt_text(status):
     return f"PIN ({status.attempts_left} attempts left): "
 
 
-def _wrong_pin_text(left):
-    if left == 0:
-        return "Incorrect PIN. " + LOCKED_TEXT
-    if left == 1:
-        return "Incorrect PIN (1 attempt left)."
-    if left > 1:
-        return f"Incorrect PIN ({left} attempts left)."
-    return "Incorrect PIN."
-
-
 def _read_pin(pamh, options, policy, status):
-    """The PIN as bytes valid under the policy; raises InvalidPin before any TPM use."""
+    """The PIN as bytes valid under the policy; raises InvalidPin before any TPM use,
+    PinSkipped for an empty answer (Enter: the user chose the password)."""
     if options.get("use_first_pass") or options.get("try_first_pass"):
         typed = pamh.authtok
         if typed is not None:
@@ -136,20 +105,25 @@ def _read_pin(pamh, options, policy, status):
                     raise
         elif options.get("use_first_pass"):
             raise errors.InvalidPin("no PIN was entered earlier in the stack")
-    return policy.check_pin(pamh.prompt(_prompt_text(status)))
+    typed = pamh.prompt(_prompt_text(status))
+    if typed == "":
+        raise errors.PinSkipped("Enter at the PIN prompt: no PIN, the password instead")
+    return policy.check_pin(typed)
 
 
-def _finish(pamh, error):
-    for kind, (text, priority, code) in OUTCOMES.items():
-        if isinstance(error, kind):
-            pamh.syslog(priority, f"{type(error).__name__}: {error}")
-            if text:
-                pamh.error(text)
-            return code
-    raise error
+def _finish(pamh, error, user):
+    """Log, show and return what the error's class declares (pinutil.errors)."""
+    who = user or "an unknown user"
+    pamh.syslog(error.priority, f"no PIN login for {who}: {errors.one_line(error)} "
+                                f"[{error.token}]")
+    text = error.user_message(who)
+    if text:
+        pamh.error(text)
+    return error.pam_result
 
 
 def authenticate(pamh, flags, args):
+    name = None
     try:
         options = _options(pamh, args)
         policy_path = options["policy"] or DEFAULT_POLICY_PATH
@@ -169,16 +143,12 @@ def authenticate(pamh, flags, args):
         if not status.enrolled:
             raise errors.NotEnrolled("no PIN enrolled")
         if status.locked:
-            raise errors.PinLocked("locked")
+            raise errors.PinLocked("the PIN is locked: too many wrong PINs")
         pin = _read_pin(pamh, options, policy, status)
         pamh.data[PIN_SENT] = True  # before the TPM: a timeout may still have counted it
         backend.check(user, pin)
-    except errors.WrongPin as e:
-        pamh.syslog(syslog.LOG_NOTICE, f"wrong PIN for {pamh.user}")
-        pamh.error(_wrong_pin_text(e.attempts_left))
-        return pypam.PAM_AUTH_ERR
     except errors.PinutilError as e:
-        return _finish(pamh, e)
+        return _finish(pamh, e, name)
     pamh.syslog(syslog.LOG_INFO, f"PIN accepted for {name}")
     return pypam.PAM_SUCCESS
 

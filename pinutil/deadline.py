@@ -214,21 +214,10 @@ def _detach_from_host_fds(keep: int) -> None:
 def _outcome(function, args) -> bytes:
     try:
         return marshal.dumps(("ok", function(*args)))
-    except errors.WrongPin as e:
-        return marshal.dumps(("WrongPin", e.attempts_left))
-    except errors.PinutilError as e:
-        return marshal.dumps((_domain_class(e).__name__, str(e)))
+    except errors.PinutilError as e:  # crosses the pipe as pinutil's JSON fields would
+        return marshal.dumps(("error", e.json_fields()))
     except BaseException as e:  # noqa: BLE001 - a bug: reported to the caller by name
         return marshal.dumps(("bug", f"{type(e).__name__}: {str(e)[:200]}"))
-
-
-def _domain_class(error: errors.PinutilError) -> type:
-    """The most derived class of `error` that pinutil.errors defines (TpmCommandError,
-    defined in tpm.py, travels as TpmUnavailable)."""
-    for cls in type(error).__mro__:
-        if getattr(errors, cls.__name__, None) is cls:
-            return cls
-    return errors.TpmUnavailable
 
 
 def _decode(message: bytes):
@@ -241,11 +230,8 @@ def _decode(message: bytes):
     kind, value = outcome
     if kind == "ok":
         return value
-    if kind == "WrongPin" and isinstance(value, int):
-        raise errors.WrongPin(value)
+    if kind == "error" and isinstance(value, dict):
+        raise errors.from_json(value)
     if kind == "bug":
         raise RuntimeError(f"the TPM worker failed: {value}")
-    cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, errors.PinutilError) and cls is not errors.WrongPin:
-        raise cls(str(value))
     raise errors.TpmUnavailable("the TPM worker gave no usable answer")

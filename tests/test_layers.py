@@ -29,9 +29,9 @@ NEVER = {
 # The core below the command line never imports it (the command imports the core).
 CLI = "pinutil.cli"
 CLI_USERS = ("pinutil/cli/", "pinutil/__main__.py")
-# Known, to be removed: the service classifies errors with the CLI's table until the
-# one error vocabulary (pinutil/errors.py) lands.
-CLI_EXCEPTIONS = {("pinutil/service/verbs.py", "pinutil.cli.app")}
+# Known exceptions (file, module): none since the one error vocabulary
+# (pinutil/errors.py) replaced the CLI's table the service used.
+CLI_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def imported_names(path: str) -> set[str]:

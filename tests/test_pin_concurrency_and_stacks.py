@@ -196,8 +196,7 @@ def test_concurrent_wrong_pins_never_exceed_the_limit(pin_env, backend):
 
 
 #: How tpm_pin's syslog line (pam_pypam(...): [tpm_pin] ...) names each outcome.
-_OUTCOME_LINE = re.compile(r"\[tpm_pin\] (PIN accepted for |wrong PIN for |(\w+): )")
-_UNAVAILABLE_ERRORS = {"TpmCommandError", "TpmUnavailable"}
+_OUTCOME_LINE = re.compile(r"\[tpm_pin\] (PIN accepted for |no PIN login for .*\[(\w+)\]$)")
 
 
 def outcomes_from_syslog(messages) -> Counter:
@@ -209,9 +208,9 @@ def outcomes_from_syslog(messages) -> Counter:
             continue
         if m.group(1).startswith("PIN accepted"):
             seen["success"] += 1
-        elif m.group(1).startswith("wrong PIN"):
+        elif m.group(2) == "wrong_pin":
             seen["wrong_pin"] += 1
-        elif m.group(2) in _UNAVAILABLE_ERRORS:
+        elif m.group(2) == "tpm_unavailable":
             seen["unavailable"] += 1
         else:
             seen[f"other: {message}"] += 1

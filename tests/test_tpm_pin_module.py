@@ -38,7 +38,8 @@ PIN = "2580"
 WRONG = "1111"  # a valid PIN under the policy, just not this user's
 LIMIT = 3
 BACKENDS = ("direct", "helper")
-LOCKED_TEXT = "PIN locked (too many failures). Use your password."
+LOCKED_TEXT = ("PIN locked (too many failures). Use your password. "
+               "Root can reset the PIN with: pinutil change root")
 SETPRIV_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 HUNG_TIMEOUT_S = 2  # helper_timeout in the hung-TPM tests
 HUNG_BOUND_S = HUNG_TIMEOUT_S + 5  # generous: a loaded CI machine must not flake
@@ -160,8 +161,7 @@ def test_unknown_user_is_user_unknown_without_a_prompt(pin_env, backend):
 
 
 # ---- what the user types ------------------------------------------------------------------
-INVALID_PINS = {
-    "empty": "",
+INVALID_PINS = {  # Enter (an empty PIN) is no PIN at all: tests/test_messages.py
     "short": "258",
     "long": "258025802",
     "letters": "25a0",

@@ -20,8 +20,9 @@ The full manual is `docs/pinutil.md`. In short:
   stdout. `test` always prints its JSON line. Errors: one line on stderr (and the
   JSON object with `"result"` set to the error token when JSON is on).
 
-Exit codes (`ExitCode`; 6, 7, 9, 10, 11 equal the PAM codes of the same meaning, so
-`pinutil test`'s status is the PAM result of the check):
+Exit codes (`ExitCode`, values from `pinutil.errors`, where each domain error declares
+its exit code, JSON token and PAM result; 6, 7, 9, 10, 11 are the PAM codes of the same
+meaning, so `pinutil test`'s status is the PAM result of the check):
 
     0  OK                 success (status: also when no PIN is enrolled)
     1  ERROR              unexpected or master-key failure
@@ -64,25 +65,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from pinutil import audit, users
+from pinutil import audit, errors, users
+from pinutil.cli.options import add_common_options
 from pinutil.errors import (
     AlreadyEnrolled,
+    Cancelled,
     EnrolmentMismatch,
     InvalidPin,
-    MasterKeyError,
     NotEnrolled,
-    PasswordRefused,
     PermissionDenied,
-    PinLocked,
     PinutilError,
-    PolicyError,
     TpmUnavailable,
-    TpmUnsupported,
-    UnknownUser,
-    WrongPin,
+    one_line,
 )
 from pinutil.pin import enrolment
-from pinutil.pin.password_proof import PAM_CONFDIR
+from pinutil.pin.password_proof import PAM_CONFDIR, wipe
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from pinutil.setid import running_setid
 
@@ -91,56 +88,21 @@ MAX_LINE_BYTES = 1024  # a PIN line longer than this is refused without reading 
 
 
 class ExitCode(IntEnum):
-    """Exit status of `pinutil` (see the module docstring and docs/pinutil.md)."""
+    """Exit status of `pinutil` (see the module docstring and docs/pinutil.md). The
+    values come from pinutil.errors, where each domain error declares its own."""
 
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    POLICY_ERROR = 3
-    TPM_UNSUPPORTED = 4
-    CANCELLED = 5
-    PERMISSION_DENIED = 6
-    PIN_REFUSED = 7
-    UNAVAILABLE = 9
-    UNKNOWN_USER = 10
-    LOCKED = 11
-    ALREADY_ENROLLED = 12
-
-
-class Cancelled(PinutilError):
-    """The operator declined, gave no input, or there is no terminal to ask on."""
-
-
-# One table: domain error -> (JSON result token, exit code). Most specific first.
-_ERROR_TABLE: tuple[tuple[type[PinutilError], str, ExitCode], ...] = (
-    (WrongPin, "wrong_pin", ExitCode.PIN_REFUSED),
-    (InvalidPin, "invalid_pin", ExitCode.PIN_REFUSED),
-    (PasswordRefused, "wrong_password", ExitCode.PIN_REFUSED),
-    (PinLocked, "locked", ExitCode.LOCKED),
-    (EnrolmentMismatch, "enrolment_mismatch", ExitCode.UNAVAILABLE),
-    (NotEnrolled, "not_enrolled", ExitCode.UNAVAILABLE),
-    (TpmUnavailable, "tpm_unavailable", ExitCode.UNAVAILABLE),
-    (TpmUnsupported, "tpm_unsupported", ExitCode.TPM_UNSUPPORTED),
-    (AlreadyEnrolled, "already_enrolled", ExitCode.ALREADY_ENROLLED),
-    (PermissionDenied, "permission_denied", ExitCode.PERMISSION_DENIED),
-    (UnknownUser, "unknown_user", ExitCode.UNKNOWN_USER),
-    (PolicyError, "policy_error", ExitCode.POLICY_ERROR),
-    (Cancelled, "cancelled", ExitCode.CANCELLED),
-    (MasterKeyError, "master_key_error", ExitCode.ERROR),
-    (PinutilError, "error", ExitCode.ERROR),
-)
-
-
-def classify(error: PinutilError) -> tuple[str, ExitCode]:
-    """The JSON result token and exit code of a domain error."""
-    for cls, token, code in _ERROR_TABLE:
-        if isinstance(error, cls):
-            return token, code
-    return "error", ExitCode.ERROR
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "error"
+    OK = errors.EXIT_OK
+    ERROR = errors.EXIT_ERROR
+    USAGE = errors.EXIT_USAGE
+    POLICY_ERROR = errors.EXIT_POLICY_ERROR
+    TPM_UNSUPPORTED = errors.EXIT_TPM_UNSUPPORTED
+    CANCELLED = errors.EXIT_CANCELLED
+    PERMISSION_DENIED = errors.EXIT_PERMISSION_DENIED
+    PIN_REFUSED = errors.EXIT_PIN_REFUSED
+    UNAVAILABLE = errors.EXIT_UNAVAILABLE
+    UNKNOWN_USER = errors.EXIT_UNKNOWN_USER
+    LOCKED = errors.EXIT_LOCKED
+    ALREADY_ENROLLED = errors.EXIT_ALREADY_ENROLLED
 
 
 # --- reading PINs -------------------------------------------------------------------
@@ -152,10 +114,6 @@ def _decode_pin(line: bytearray) -> str:
         raise InvalidPin("PIN is not valid UTF-8") from None
     finally:
         wipe(line)
-
-
-def wipe(buffer: bytearray) -> None:
-    buffer[:] = bytes(len(buffer))
 
 
 class _LineSource:
@@ -224,7 +182,7 @@ class StdinPrompter:
         return self._line("password")
 
     def show(self, text: str) -> None:
-        print(f"{PROG}: {_one_line(text)}", file=sys.stderr)
+        print(f"{PROG}: {one_line(text)}", file=sys.stderr)
 
     def confirm(self, question: str) -> bool:
         answer = self._line("answer").strip().lower()
@@ -283,7 +241,7 @@ class TtyPrompter:
         return self._ask(prompt, echo=echo)
 
     def show(self, text: str) -> None:
-        os.write(self._tty(), (_one_line(text) + "\n").encode())
+        os.write(self._tty(), (one_line(text) + "\n").encode())
 
     def confirm(self, question: str) -> bool:
         return self._ask(question, echo=True).strip().lower() in (b"y", b"yes")
@@ -375,16 +333,6 @@ class Context:
 
 # --- commands -------------------------------------------------------------------------
 
-def _attempts_text(left: int | None) -> str:
-    if left is None:
-        return ""
-    if left <= 0:
-        return " (PIN now locked)"
-    if left == 1:
-        return " (last attempt left)"
-    return f" ({left} attempts left)"
-
-
 def _current_status(ctx: Context, user: users.User):
     """The index's state, read as owner (no PIN, no attempt), in its own TPM connection:
     nothing of the TPM stays open while the user is asked."""
@@ -415,15 +363,18 @@ def cmd_setup(ctx: Context) -> dict:
     user = ctx.target
     users.may_setup(ctx.caller, user)
     enrolment.check_writable(ctx.policy.enrolment_dir, as_root=ctx.caller.is_root)
-    # Everything the caller types is checked before the TPM is asked anything.
+    # A person at a terminal learns it before typing a password and a PIN twice (an
+    # owner read: no attempt spent). With --stdin the input is all there already, and
+    # is checked before the TPM is asked anything.
+    if ctx.prompter.interactive and _current_status(ctx, user).enrolled:
+        raise _already_enrolled(ctx, user)
     if users.setup_needs_password(ctx.caller):
         ctx.prove_password(user)
     pin = ctx.new_pin()
     limit = ctx.policy.pin_lockout_max_attempts
     with ctx.pin_index(user) as index:
-        if index.status().enrolled:
-            raise AlreadyEnrolled(f"{user.name} already has a PIN: `pinutil change` or "
-                                  "`pinutil delete` it first")
+        if index.status().enrolled:  # enrolled meanwhile
+            raise _already_enrolled(ctx, user)
         replaced = index.remove_if_half_finished()
         index.define(pin, limit, salted=ctx.policy.salted)
         try:
@@ -437,6 +388,13 @@ def cmd_setup(ctx: Context) -> dict:
     if replaced:
         fields["replaced_half_finished"] = True
     return fields
+
+
+def _already_enrolled(ctx: Context, user: users.User) -> AlreadyEnrolled:
+    target = "" if user.uid == ctx.caller.uid else f" {user.name}"
+    return AlreadyEnrolled(f"{user.name} already has a PIN: to replace it, run "
+                           f"`pinutil change{target}` (or `pinutil delete{target}` "
+                           "to remove it)")
 
 
 def _persist_salt_key(tpm) -> str:
@@ -494,8 +452,8 @@ def _record_fields(ctx: Context, user: users.User) -> tuple[dict, str]:
         record = enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid,
                                   ctx.handle(user))
     except EnrolmentMismatch as e:
-        return {"record": "mismatch", "record_problem": _one_line(str(e))}, (
-            f"; no PIN login: {_one_line(str(e))}")
+        return {"record": "mismatch", "record_problem": one_line(str(e))}, (
+            f"; no PIN login: {one_line(str(e))}")
     return {"record": "ok", "enrolled_by": record.as_json()}, (
         f"; enrolled for {record.describe()}")
 
@@ -513,7 +471,7 @@ def cmd_status(ctx: Context) -> dict:
     if st.half_finished:
         fields["half_finished"] = True
     if getattr(st, "detail", ""):
-        fields["detail"] = _one_line(st.detail)
+        fields["detail"] = one_line(st.detail)
     record_text = ""
     if known:
         record_fields, record_text = _record_fields(ctx, user)
@@ -571,37 +529,19 @@ _PIN_COMMANDS: dict[str, tuple[Callable[[Context], dict], str]] = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit code USAGE
         self.print_usage(sys.stderr)
-        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE)
-
-
-def _add_options(parser: argparse.ArgumentParser, on_command: bool) -> None:
-    """The global options; also accepted after the command (`pinutil status --json`).
-    On a command parser they default to SUPPRESS so they never reset a value given
-    before the command."""
-    extra = {"default": argparse.SUPPRESS} if on_command else {}
-    flag = {"action": "store_true", **extra}
-    parser.add_argument("--policy", metavar="PATH", **extra,
-                        help=f"policy file (root only; default {DEFAULT_POLICY_PATH})")
-    parser.add_argument("--json", **flag, help="print one JSON object on stdout")
-    parser.add_argument("--stdin", **flag,
-                        help="read PINs from standard input, one per line")
-    parser.add_argument("--yes", "-y", **flag,
-                        help="do not ask for confirmation (root delete)")
-    parser.add_argument("-v", "--verbose", **flag, help="diagnostics on stderr")
-    parser.add_argument("-m", "--machine", **flag,
-                        help="pinpam's machine mode: --json --stdin")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Manage TPM-backed login PINs.",
                      allow_abbrev=False)
-    _add_options(parser, on_command=False)
+    add_common_options(parser, on_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (handler, help_text) in _PIN_COMMANDS.items():
         p = sub.add_parser(name, help=help_text, allow_abbrev=False)
-        _add_options(p, on_command=True)
+        add_common_options(p, on_command=True)
         p.add_argument("user", nargs="?", metavar="USER",
                        help="user name or uid (default: you)")
         p.set_defaults(handler=handler)
@@ -621,6 +561,15 @@ def _scrub_environment_if_setid() -> None:
     if running_setid():
         for name in [k for k in os.environ if k.startswith("TSS2_")]:
             del os.environ[name]
+
+
+def error_fields(error: PinutilError, command: str) -> dict:
+    """The JSON fields of a failed command: the error's own (pinutil.errors), and for
+    `test` always `attempts_left` (null when the error does not say)."""
+    fields = error.json_fields()
+    if command == "test":
+        fields.setdefault("attempts_left", None)
+    return fields
 
 
 def _emit_json(obj: dict) -> None:
@@ -673,20 +622,14 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
         elif message:
             print(message)
         return ExitCode.OK
-    except PinutilError as e:
-        token, code = classify(e)
-        outcome = token
-        message = _one_line(str(e))
-        if isinstance(e, WrongPin):
-            message += _attempts_text(e.attempts_left)
+    except PinutilError as e:  # its class says the token, exit code and JSON fields
+        outcome = e.token
+        message = one_line(e)
         print(f"{PROG}: {message}", file=sys.stderr)
         if as_json:
-            result.update({"result": token, "error": message})
-            if command == "test" or isinstance(e, (WrongPin, PinLocked)):
-                result["attempts_left"] = (e.attempts_left if isinstance(e, WrongPin)
-                                           else 0 if isinstance(e, PinLocked) else None)
+            result.update(error_fields(e, command))
             _emit_json(result)
-        return code
+        return e.exit_code
     except KeyboardInterrupt:
         outcome = "cancelled"
         print(f"{PROG}: cancelled", file=sys.stderr)

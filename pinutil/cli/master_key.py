@@ -23,7 +23,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from pinutil.errors import PinutilError
+from pinutil.errors import Cancelled
 from pinutil.master_key import lifecycle
 from pinutil.master_key.token import MASTER_KEY_HANDLE, user_token
 
@@ -31,18 +31,11 @@ _CLEAR_SCREEN = b"\033[H\033[2J\033[3J"  # home, clear screen, clear scrollback
 _PHRASE_TRIES = 2
 
 
-def _cancelled(message: str) -> PinutilError:
-    """pinutil.cli.app's Cancelled (exit code CANCELLED); imported late: cli imports us."""
-    from pinutil.cli.app import Cancelled
-
-    return Cancelled(message)
-
-
 def _confirm(ctx, question: str) -> None:
     if ctx.args.yes:
         return
     if not ctx.prompter.confirm(question):
-        raise _cancelled("nothing changed")
+        raise Cancelled("nothing changed")
 
 
 # --- init ------------------------------------------------------------------------------
@@ -54,7 +47,7 @@ def _tty_show_and_check(ctx):
         try:
             tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError:
-            raise _cancelled("no terminal to show the recovery phrase on "
+            raise Cancelled("no terminal to show the recovery phrase on "
                              "(use --yes to print it on stdout)") from None
         try:
             words = phrase.split()
@@ -74,7 +67,7 @@ def _tty_show_and_check(ctx):
             if " ".join(typed.lower().split()) == phrase:
                 return
             print("pinutil: that is not the phrase", file=sys.stderr)
-        raise _cancelled("the recovery phrase was not confirmed; nothing was written")
+        raise Cancelled("the recovery phrase was not confirmed; nothing was written")
     return confirm_phrase
 
 

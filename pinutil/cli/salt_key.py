@@ -6,11 +6,12 @@
                                 they match
 
 Also `recorded_salt_key_name(ctx, tpm)`, which `pinutil.cli.app` uses for every command
-that sends a PIN: it loads the record, and on root's `setup` when there is none yet,
-records the TPM's key first (trust on first use).
+that sends a PIN: the record, or on root's `setup` when there is none yet the TPM's key,
+recorded first (trust on first use: the rule is `salt_key.trusted_name` in the core).
 """
 from __future__ import annotations
 
+from pinutil.cli.options import add_common_options
 from pinutil.errors import TpmUnavailable
 from pinutil.pin import salt_key
 from pinutil.tpm import sapi
@@ -18,14 +19,13 @@ from pinutil.tpm import sapi
 
 def recorded_salt_key_name(ctx, tpm) -> bytes:
     path = salt_key.record_path(ctx.policy_path)
-    if ctx.args.command == "setup" and ctx.caller.is_root:
-        name = salt_key.load_if_present(path)
-        if name is None:
-            name = sapi.salt_key_name(tpm)
-            salt_key.save(path, name)
-            ctx.note(f"recorded the salt key {name.hex()} in {path}")
-        return name
-    return salt_key.load(path)
+    # Not made persistent here: setup does that once, after the enrolment.
+    name, recorded_now = salt_key.trusted_name(
+        path, lambda: sapi.salt_key_name(tpm, persist=False),
+        trust_on_first_use=ctx.args.command == "setup" and ctx.caller.is_root)
+    if recorded_now:
+        ctx.note(f"recorded the salt key {name.hex()} in {path}")
+    return name
 
 
 def _open(ctx):
@@ -66,16 +66,14 @@ def cmd_show(ctx) -> dict:
 
 def add_parser(subparsers) -> None:
     """Register `salt-key` and its actions on pinutil's subparsers."""
-    from pinutil.cli.app import _add_options  # cli imports us: late, to avoid the cycle
-
     group = subparsers.add_parser("salt-key", help="record or show the TPM's salt key (root)",
                                   allow_abbrev=False)
-    _add_options(group, on_command=True)
+    add_common_options(group, on_command=True)
     sub = group.add_subparsers(dest="salt_key_command", metavar="ACTION",
                                parser_class=type(group))
     sub.required = True
     for name, handler, text in (("record", cmd_record, "record the TPM's salt key"),
                                 ("show", cmd_show, "compare the record with the TPM")):
         leaf = sub.add_parser(name, help=text, allow_abbrev=False)
-        _add_options(leaf, on_command=True)
+        add_common_options(leaf, on_command=True)
         leaf.set_defaults(handler=handler)

@@ -19,6 +19,9 @@ to the TPM at most once: a check that timed out is never retried.
 
 Both report an enrolled index as enrolled only if its enrolment record names this
 account (`pinutil.pin.enrolment`); otherwise `EnrolmentMismatch`, before any PIN prompt.
+
+The helper's errors come back through `errors.from_json`: pinutil's JSON `result`
+token names the class (pinutil/errors.py), an unknown one is TpmUnavailable.
 """
 from __future__ import annotations
 
@@ -154,7 +157,7 @@ def pin_status_from(reply: HelperReply) -> PinStatus:
     the wrong type (never a Python error out of the helper's output)."""
     f = reply.fields
     if reply.exit_code != 0 or f.get("result") != "success":
-        _raise_for(f.get("result"), f)
+        raise errors.from_json(f)
     if not f.get("enrolled"):
         return NOT_ENROLLED
     if f.get("record") != "ok":  # absent (an older pinutil) is a mismatch too
@@ -173,7 +176,7 @@ def raise_for_check(reply: HelperReply) -> None:
     # the host, a child's exit status reads as 0 whatever it was.
     if reply.exit_code == 0 and reply.fields.get("result") == "success":
         return
-    _raise_for(reply.fields.get("result"), reply.fields)
+    raise errors.from_json(reply.fields)
 
 
 def _run_pinutil(timeout: float, argv: list[str], stdin: bytes):
@@ -187,30 +190,6 @@ def _run_pinutil(timeout: float, argv: list[str], stdin: bytes):
         raise errors.TpmUnavailable(f"pinutil did not answer within {timeout:.3g} s") from None
     except OSError as e:
         raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
-
-
-def _raise_for(result: object, fields: dict) -> None:
-    """Turn a helper's JSON `result` into the domain error; unknown means unavailable."""
-    if result == "wrong_pin":
-        left = fields.get("attempts_left")
-        raise errors.WrongPin(left if isinstance(left, int) else -1)
-    if result == "locked":
-        raise errors.PinLocked("too many wrong PINs: the PIN is locked")
-    if result == "enrolment_mismatch":
-        raise errors.EnrolmentMismatch("no enrolment record names this account")
-    if result == "not_enrolled":
-        raise errors.NotEnrolled("no PIN enrolled")
-    if result == "invalid_pin":
-        raise errors.InvalidPin("the PIN does not match the policy")
-    if result == "unknown_user":
-        raise errors.UnknownUser("no such user")
-    if result == "permission_denied":
-        raise errors.PermissionDenied("pinutil refused this request")
-    error = fields.get("error")
-    if result == "tpm_unavailable" and isinstance(error, str):
-        # pinutil's own reason (e.g. a salt key that is not the recorded one) for the log
-        raise errors.TpmUnavailable(f"pinutil: {error[:300]!r}")
-    raise errors.TpmUnavailable(f"pinutil answered {str(result)[:40]!r}")
 
 
 def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: str | None = None):

@@ -41,6 +41,11 @@ PAM_MAX_NUM_MSG = 32
 Ask = Callable[[str, bool, int], "bytearray | None"]
 
 
+def wipe(buffer: bytearray) -> None:
+    """Overwrite a secret held in a bytearray with zeros, in place."""
+    buffer[:] = bytes(len(buffer))
+
+
 class _Message(ctypes.Structure):
     _fields_ = (("msg_style", ctypes.c_int), ("msg", ctypes.c_char_p))
 
@@ -138,7 +143,7 @@ class _Conversation:
                     try:
                         array[i].resp = self._copy_out(answer)
                     finally:
-                        answer[:] = bytes(len(answer))
+                        wipe(answer)
             responses_out[0] = array
             return PAM_SUCCESS
         except BaseException as e:  # noqa: BLE001 - re-raised after pam_authenticate

@@ -57,6 +57,24 @@ def load(path: str) -> bytes:
     return bytes.fromhex(text)
 
 
+def trusted_name(path: str, read_tpm_name, trust_on_first_use: bool) -> tuple[bytes, bool]:
+    """(the Name a salted check or enrolment may trust, whether it was recorded now).
+
+    The record at `path`; TpmUnavailable without one, unless `trust_on_first_use`
+    (root's `pinutil setup`): then the TPM's own answer, `read_tpm_name()` (bytes;
+    no collections.abc import for its type: this module is on the login path), is
+    believed and recorded. That is the one moment anything is taken on trust, so it
+    belongs to root, before any PIN exists to protect."""
+    if not trust_on_first_use:
+        return load(path), False
+    name = load_if_present(path)
+    if name is not None:
+        return name, False
+    name = read_tpm_name()
+    save(path, name)
+    return name, True
+
+
 def load_if_present(path: str) -> bytes | None:
     """load(), but None when there is no record yet (for root's first setup)."""
     if not os.path.lexists(path):

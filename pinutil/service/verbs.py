@@ -120,16 +120,12 @@ def _one_line(text: str) -> str:
 def answer(function, policy_path: str, caller: User, fields: dict) -> dict:
     """Run one verb; its reply fields. Never raises: a bug is `error` (and its traceback
     goes to stderr, the journal), never success."""
-    from pinutil.cli.app import classify
-
     try:
         reply = function(Context(policy_path), caller, fields)
         return {"result": "success", **reply}
-    except errors.PinutilError as e:
-        token, _ = classify(e)
-        reply = {"result": token, "error": _one_line(str(e))}
-        if isinstance(e, errors.WrongPin):
-            reply["attempts_left"] = e.attempts_left
+    except errors.PinutilError as e:  # the error's own token and fields (errors.py)
+        reply = e.json_fields()
+        reply["error"] = _one_line(reply["error"])
         return reply
     except Exception as e:  # noqa: BLE001 - a bug: reported, never success
         traceback.print_exc(file=sys.stderr)

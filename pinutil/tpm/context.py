@@ -114,7 +114,10 @@ class Tpm:
         rc = lib.Tss2_TctiLdr_Initialize(_tcti_library_conf(tcti).encode(), self._tcti_pp)
         if rc != 0:
             self._tcti_pp[0] = ffi.NULL
-            raise errors.TpmUnavailable(f"cannot open the TPM ({tcti.split(':', 1)[0]}): 0x{rc:x}")
+            from pinutil.tpm.diagnose import why_unreachable  # only when it failed
+
+            raise errors.TpmUnavailable(
+                f"cannot open the TPM {tcti!r}: {why_unreachable(tcti)} (0x{rc:x})")
         rc = lib.Esys_Initialize(self._esys_pp, self._tcti_pp[0], ffi.NULL)
         if rc != 0:
             self.close()

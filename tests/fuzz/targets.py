@@ -13,7 +13,8 @@ import os
 import types
 
 from pinutil import errors
-from pinutil.cli.app import Cancelled, StdinPrompter
+from pinutil.cli.app import StdinPrompter
+from pinutil.errors import Cancelled
 from pinutil.master_key import recovery
 from pinutil.pin.index import PinStatus
 from pinutil.pin.login import (
