@@ -31,7 +31,8 @@ PAM_PYPAM_SO = os.path.join(ROOT, "build", "pam_pypam.so")
 SECURITY_DIR = "/lib/x86_64-linux-gnu/security"
 PAM_WRAPPER_DIR = "/usr/lib/x86_64-linux-gnu/pam_wrapper"
 
-# PAM return codes (security/_pam_types.h, Linux-PAM 1.5).
+# PAM return codes (security/_pam_types.h, Linux-PAM 1.5). Not pypam.constants: the
+# tests' oracle keeps its own copy of libpam's table rather than trust the code it checks.
 PAM_SUCCESS = 0
 PAM_OPEN_ERR = 1
 PAM_SYMBOL_ERR = 2
