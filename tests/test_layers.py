@@ -29,9 +29,6 @@ NEVER = {
 # The core below the command line never imports it (the command imports the core).
 CLI = "pinutil.cli"
 CLI_USERS = ("pinutil/cli/", "pinutil/__main__.py")
-# Known exceptions (file, module): none since the one error vocabulary
-# (pinutil/errors.py) replaced the CLI's table the service used.
-CLI_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def imported_names(path: str) -> set[str]:
@@ -82,9 +79,7 @@ def test_the_core_never_imports_the_command_line():
         where = os.path.relpath(path, ROOT)
         if where.startswith(CLI_USERS):
             continue
-        wrong += [(where, name) for name in imported_names(path) if _matches(name, CLI)
-                  and not any(where == file and _matches(name, allowed)
-                              for file, allowed in CLI_EXCEPTIONS)]
+        wrong += [(where, name) for name in imported_names(path) if _matches(name, CLI)]
     assert not wrong
 
 
