@@ -30,16 +30,15 @@ PIN = "2580"
 #: What pam_pypam itself (the shim, pypam's dispatcher, loader and handle, cffi's
 #: backend for libpam) may add to CPython's start-up, whatever the module.
 FRAMEWORK = {
-    "__future__", "_cffi_backend", "_collections", "_collections_abc", "_operator", "_stat",
-    "collections", "errno", "genericpath", "itertools", "keyword", "operator", "os",
-    "posixpath", "pypam", "reprlib", "stat", "syslog", "types",
+    "__future__", "_cffi_backend", "_collections_abc", "_stat", "errno", "genericpath",
+    "itertools", "os", "posixpath", "pypam", "stat", "syslog", "types",
 }
 
 #: tpm_pin imports its core at load time (every hook loads the module).
-TPM_PIN_LOADED = {"pinutil", "pwd", "struct", "_struct", "_sha256"}
+TPM_PIN_LOADED = {"pinutil", "pwd", "struct", "_struct", "_sha256", "_operator"}
 #: master_key imports pinutil only inside authenticate (a broken install must still
 #: end in PAM_IGNORE).
-MASTER_KEY_AUTHENTICATE = {"pinutil", "struct", "_struct", "_sha256", "select"}
+MASTER_KEY_AUTHENTICATE = {"pinutil", "struct", "_struct", "_sha256", "_operator", "select"}
 
 #: (module, hook) -> the top-level modules it may add to FRAMEWORK.
 ALLOWED = {

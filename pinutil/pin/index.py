@@ -19,7 +19,6 @@ cryptography): it is on the PAM login path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 from pinutil import errors
 from pinutil.pin.policy import MAX_PIN_LENGTH
@@ -90,11 +89,12 @@ def _validate_limit(limit: int) -> None:
 class PinIndex:
     """The PIN_FAIL NV index at `handle` on an open `Tpm`."""
 
-    def __init__(self, tpm: Tpm, handle: int,
-                 salt_key_name: bytes | Callable[[], bytes] | None = None) -> None:
+    def __init__(self, tpm: Tpm, handle: int, salt_key_name=None) -> None:
         """`salt_key_name`: the Name root recorded for the salt key (salt_key.py), or a
         function loading it when a PIN is about to be sent (so "not enrolled" comes
-        first); salted checks and enrolments refuse any other key, and fail without."""
+        first); salted checks and enrolments refuse any other key, and fail without.
+        (bytes, a function returning bytes, or None: not spelled as a type, because
+        importing collections.abc would cost every PIN login ~1 ms.)"""
         if not OWNER_NV_FIRST <= handle <= OWNER_NV_LAST:
             raise errors.PinutilError(
                 f"NV handle 0x{handle:x} is outside the owner range "
