@@ -1,7 +1,7 @@
 """tpm_pin: log in with a PIN that the TPM protects with its own failure counter.
 
     auth sufficient pam_pypam.so module=tpm_pin [policy=PATH] [try_first_pass]
-                                 [use_first_pass] [backend=auto|direct|helper]
+                                 [use_first_pass] [backend=auto|direct|helper|daemon]
                                  [allow_remote] [debug]
 
 A thin adapter: PAM in, a call into pinutil's core, a PAM code out. Every failure is

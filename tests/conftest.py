@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.support.swtpm",
     "tests.support.pamhost",
     "tests.support.pin_env",
+    "tests.support.pinutild",
     "tests.support.syslog_capture",
     "tests.support.accounts",
     "tests.support.sandbox",

@@ -5,7 +5,8 @@ policy file with a limit of 3 and short timeouts, a private pam.d directory. Aft
 PAM transaction the TPM's own counter is read out of band with tpm2-tools (as owner: no
 attempt spent) and must equal the failures so far. Most tests run with both backends
 (`direct`: in the host process; `helper`: build/pinutil in a child with an empty
-environment) and must give the same results and prompts.
+environment; `daemon`: a real pinutild of the test's own, tests/support/pinutild.py)
+and must give the same results and prompts.
 
 The module under test sits on a `required` line when a test looks at its own PAM code:
 on a lone `sufficient` line libpam turns any failure into PAM_PERM_DENIED.
@@ -37,7 +38,7 @@ from tests.test_pin_index import _define_like_pinpam
 PIN = "2580"
 WRONG = "1111"  # a valid PIN under the policy, just not this user's
 LIMIT = 3
-BACKENDS = ("direct", "helper")
+BACKENDS = ("direct", "helper", "daemon")
 LOCKED_TEXT = ("PIN locked (too many failures). Use your password. "
                "Root can reset the PIN with: pinutil change root")
 SETPRIV_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -48,6 +49,8 @@ ABSENT_BOUND_S = 3.0
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
+    if request.param == "daemon":  # a real pinutild on this test's TPM and policy
+        request.getfixturevalue("pinutild_policy")
     return request.param
 
 

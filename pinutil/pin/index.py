@@ -22,7 +22,7 @@ import struct
 
 from pinutil import errors
 from pinutil.pin.policy import MAX_PIN_LENGTH
-from pinutil.record import Record
+from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.tpm import sapi
 from pinutil.tpm._tss import lib
 from pinutil.tpm.context import Tpm
@@ -42,29 +42,6 @@ MAX_PIN_LIMIT = 0xFFFFFFFF
 # One text for every command that meets an index a killed setup left behind.
 HALF_FINISHED_TEXT = ("was defined but never written (a half-finished setup; it holds no "
                       "PIN): `pinutil setup` replaces it, `pinutil delete` removes it")
-
-
-class PinStatus(Record):
-    """What the TPM says about a user's PIN, read without spending an attempt.
-
-    `detail` explains a non-obvious state; `half_finished` is an index that a killed
-    setup defined but never wrote (it protects nothing: setup replaces it, its owner
-    deletes it without a PIN).
-    """
-
-    __slots__ = _FIELDS = ("enrolled", "failures", "limit", "locked", "attempts_left", "detail",
-                           "half_finished")
-    _DEFAULTS = {"detail": "", "half_finished": False}  # noqa: RUF012 - read-only
-    enrolled: bool
-    failures: int
-    limit: int
-    locked: bool
-    attempts_left: int
-    detail: str
-    half_finished: bool
-
-
-NOT_ENROLLED = PinStatus(enrolled=False, failures=0, limit=0, locked=False, attempts_left=0)
 
 
 def _validate_pin(pin: bytes) -> None:

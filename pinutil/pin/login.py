@@ -1,6 +1,7 @@
-"""PIN login for a PAM module: read the status, check a PIN, in-process or via the helper.
+"""PIN login for a PAM module: read the status, check a PIN, through the service, in
+a forked child, or via the helper.
 
-Two backends answer the same two questions (`status`, `check`) with the same domain
+Three backends answer the same two questions (`status`, `check`) with the same domain
 errors, so the PAM adapter has one code path:
 
 - `DirectBackend` talks to the TPM from a short-lived forked child of this process
@@ -11,13 +12,16 @@ errors, so the PAM adapter has one code path:
 - `HelperBackend` runs the set-gid `pinutil` launcher with an empty environment, the
   PIN on stdin and what is left of the same budget as its timeout (sudo/su, where the
   caller owns the environment, and screen lockers running as the user, who may not
-  open the TPM).
+  open the TPM);
+- `DaemonBackend` asks pinutild over its socket (pinutil.service): no TPM code, no TPM
+  access and no set-id helper in this process, so it also works in sandboxed hosts
+  (NoNewPrivileges, a private /dev); chosen by `auto` whenever the socket exists.
 
-Both spend one `TpmBudget` per login (shared with master_key), and each sends a PIN
+All spend one `TpmBudget` per login (shared with master_key), and each sends a PIN
 to the TPM at most once: a check that timed out is never retried.
 `choose_backend("auto", ...)` picks between them.
 
-Both report an enrolled index as enrolled only if its enrolment record names this
+All report an enrolled index as enrolled only if its enrolment record names this
 account (`pinutil.pin.enrolment`); otherwise `EnrolmentMismatch`, before any PIN prompt.
 
 The helper's errors come back through `errors.from_json`: pinutil's JSON `result`
@@ -30,13 +34,13 @@ import os
 from pinutil import errors
 from pinutil.deadline import TpmBudget, run_in_child, spend
 from pinutil.pin import enrolment
-from pinutil.pin.index import NOT_ENROLLED, PinIndex, PinStatus
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy
+from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.record import Record
 from pinutil.setid import running_setid
 from pinutil.users import User
 
-BACKENDS = ("auto", "direct", "helper")
+BACKENDS = ("auto", "direct", "helper", "daemon")
 _MAX_HELPER_OUTPUT = 64 * 1024
 
 
@@ -67,8 +71,15 @@ class DirectBackend:
         self.budget = budget
         self.policy_path = policy_path  # the salt key record lives next to it
 
-    def _index(self, tpm, user: User, salt_key_name=None) -> PinIndex:
-        return PinIndex(tpm, PinIndex.handle_for(user.uid, self.policy.nv_base), salt_key_name)
+    def _handle(self, user: User) -> int:
+        from pinutil.pin.index import PinIndex  # TPM code: only this backend loads it
+
+        return PinIndex.handle_for(user.uid, self.policy.nv_base)
+
+    def _index(self, tpm, user: User, salt_key_name=None):
+        from pinutil.pin.index import PinIndex
+
+        return PinIndex(tpm, self._handle(user), salt_key_name)
 
     def _open(self):
         from pinutil.tpm.context import Tpm
@@ -96,7 +107,7 @@ class DirectBackend:
         status = PinStatus(**fields)
         if status.enrolled:  # a file check, done here: no TPM involved
             enrolment.verify(self.policy.enrolment_dir, user.name, user.uid,
-                             PinIndex.handle_for(user.uid, self.policy.nv_base))
+                             self._handle(user))
         return status
 
     def check(self, user: User, pin: bytes) -> None:
@@ -192,12 +203,44 @@ def _run_pinutil(timeout: float, argv: list[str], stdin: bytes):
         raise errors.TpmUnavailable(f"cannot run pinutil: {e.strerror}") from None
 
 
+class DaemonBackend:
+    """pinutild (pinutil.service) over its socket: this process loads no TPM code and
+    needs no access to the TPM, no set-id helper and no /dev (docs/pinutild.md). The
+    service answers with the helper's result tokens, read by the same functions."""
+
+    name = "daemon"
+
+    def __init__(self, policy: Policy, budget: TpmBudget) -> None:
+        self.policy = policy
+        self.budget = budget
+
+    def _ask(self, fields: dict) -> HelperReply:
+        # Exit status 0: a reply only exists when the service sent a whole frame.
+        return HelperReply(0, spend(self.budget, _ask_service, self.policy.service_socket,
+                                    fields))
+
+    def status(self, user: User) -> PinStatus:
+        return pin_status_from(self._ask({"verb": "pin-status", "user": user.name}))
+
+    def check(self, user: User, pin: bytes) -> None:
+        raise_for_check(self._ask({"verb": "pin-check", "user": user.name, "pin": pin}))
+
+
+def _ask_service(seconds: float, path: str, fields: dict) -> dict:
+    from pinutil.service import client
+
+    return client.call(path, fields, seconds)
+
+
 def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: str | None = None):
-    """`direct`, `helper`, or for `auto` direct only when this process owns its
-    environment (not AT_SECURE: sudo/su must never feed their caller's TSS2_* variables
-    to libtss2) and may open the TPM. Both spend `budget`, the login's TPM time."""
+    """`direct`, `helper`, `daemon`, or for `auto`: the service when its socket exists;
+    else direct only when this process owns its environment (not AT_SECURE: sudo/su must
+    never feed their caller's TSS2_* variables to libtss2) and may open the TPM; else the
+    helper. All spend `budget`, the login's TPM time."""
     if mode not in BACKENDS:
         raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
+    if mode == "daemon" or (mode == "auto" and os.path.exists(policy.service_socket)):
+        return DaemonBackend(policy, budget)
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
         return DirectBackend(policy, budget, policy_path or DEFAULT_POLICY_PATH)

@@ -33,6 +33,8 @@ Keys, defaults and limits:
     pin_session               salted  salted | plain
     master_key_file           /var/pinpam/sealed_master_key   absolute
     enrolment_dir             /var/lib/pinpam/enrolments      absolute (enrolment records)
+    service_socket            /run/pinutild.sock              absolute (pinutild; `auto`
+                                      uses the service whenever this socket exists)
 
 Why these limits:
 - A PIN is the authValue of an NV index whose nameAlg is SHA-256, and the TPM caps an
@@ -95,7 +97,7 @@ class Policy(Record):
     __slots__ = _FIELDS = (
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
-        "enrolment_dir",
+        "enrolment_dir", "service_socket",
     )
     _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
@@ -109,6 +111,7 @@ class Policy(Record):
         "pin_session": "salted",
         "master_key_file": "/var/pinpam/sealed_master_key",
         "enrolment_dir": "/var/lib/pinpam/enrolments",
+        "service_socket": "/run/pinutild.sock",
     }
     pin_min_length: int
     pin_max_length: int
@@ -121,6 +124,7 @@ class Policy(Record):
     pin_session: str
     master_key_file: str
     enrolment_dir: str
+    service_socket: str
 
     @property
     def salted(self) -> bool:
@@ -244,6 +248,7 @@ _PARSERS = {
     "pin_session": _choice(PIN_SESSIONS),
     "master_key_file": _absolute_path,
     "enrolment_dir": _absolute_path,
+    "service_socket": _absolute_path,
 }
 assert set(_PARSERS) == set(Policy._FIELDS)
 

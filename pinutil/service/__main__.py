@@ -71,12 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.listen:
             parser.error("not started by systemd: --listen PATH is required")
         listener = bound_listener(args.listen)
-    # libtss2 logging off for the whole process before the worker thread exists (Tpm()
-    # would set it from the worker: setenv racing getenv in another thread).
-    from pinutil.tpm.context import _neutralise_tss_logging
-
-    _neutralise_tss_logging()
-    for name in [k for k in os.environ if k.startswith("TSS2_") and k != "TSS2_LOG"]:
+    # No libtss2 settings from whoever started us (TSS2_LOGFILE is a file write); the
+    # worker's Tpm() then turns libtss2's logging off in its own copy.
+    for name in [k for k in os.environ if k.startswith("TSS2_")]:
         del os.environ[name]
     limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
                     idle_exit=args.idle_exit)

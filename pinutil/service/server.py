@@ -1,54 +1,59 @@
-"""pinutild's event loop: many clients on one thread, the TPM on one worker thread.
+"""pinutild's event loop: every client on one thread, the TPM in one worker process.
 
 Why this shape: every client is untrusted and may be slow, huge, truncated, garbage or
-one of hundreds. The main thread reads and writes all connections non-blocking through
-one selector, so no client can hold it; each connection has a deadline for its whole
+one of hundreds. The server reads and writes all connections non-blocking through one
+selector, so no client can hold it; each connection has a deadline for its whole
 request (a slow-loris is cut off when it expires, however it trickles), a size limit
 read from its header before any body byte is kept, and a per-uid and a global cap on
 open connections (beyond them a connection is closed at once: one user's flood cannot
-take the slots of others; root, trusted anyway, has only the global cap). Only a complete, well-formed request reaches the TPM
-worker, one at a time (the TPM is serialised: one connection, no session juggling).
+take the slots of others; root, trusted anyway, has only the global cap). Only a
+complete, well-formed request reaches the TPM worker (worker.py), one at a time: TPM
+access is serialised, and this process never opens the TPM.
 
-A hung TPM blocks only the worker. The main loop answers a request that waited longer
-than `tpm_seconds` with `tpm_unavailable` (a request not yet started is then never
-started: its PIN is not sent late), and while the worker has been stuck for more than
-`tpm_seconds` every new request gets that answer at once (the breaker), in
-milliseconds instead of a timeout each.
+A hung TPM: a request waits at most `tpm_seconds`; then it gets `tpm_unavailable`, the
+worker is killed (a request not yet started never runs: its PIN is not sent late),
+and the breaker opens: every request gets `tpm_unavailable` at once while a fresh
+worker asks the TPM a harmless question (`tpm-probe`), again every `probe_seconds`
+until it answers; then the breaker closes. So a hung TPM costs one login the timeout,
+not every login, and the service recovers by itself as soon as the TPM answers.
 
 Without connections for `idle_exit` seconds (socket activation) the loop returns; a
 connection that arrives meanwhile waits in the listening socket for the next start.
+The server is single-threaded on purpose: it forks its worker, and a fork from a
+threaded process inherits locks that no thread will ever release.
 """
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import sys
-import threading
 from collections import deque
 from time import monotonic
 
 from pinutil.service import peer, protocol, verbs
+from pinutil.service.worker import PROBE, Worker, WorkerGone
 from pinutil.users import ROOT_UID, User
 
 
 class Limits:
     """The service's bounds; the defaults are the documented ones (docs/pinutild.md)."""
 
-    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "request_seconds",
-                 "tpm_seconds")
+    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "probe_seconds",
+                 "request_seconds", "tpm_seconds")
 
     def __init__(self, request_seconds: float = 5.0, tpm_seconds: float = 3.0,
                  max_connections: int = 256, max_per_uid: int = 16,
-                 idle_exit: float = 0.0) -> None:
+                 idle_exit: float = 0.0, probe_seconds: float = 1.0) -> None:
         self.request_seconds = request_seconds  # whole request, then whole reply
         self.tpm_seconds = tpm_seconds  # one request's wait for the TPM worker
         self.max_connections = max_connections
         self.max_per_uid = max_per_uid
         self.idle_exit = idle_exit  # 0: never
+        self.probe_seconds = probe_seconds  # between probes while the breaker is open
 
 
 _READING, _WORKING, _WRITING = range(3)
+_SERVICE = User("pinutild", -1)  # the caller of the breaker's probes
 
 
 class _Connection:
@@ -59,18 +64,18 @@ class _Connection:
         self.buffer = bytearray()
         self.need = protocol.HEADER_SIZE
         self.state = _READING
-        self.job = None
+        self.job: _Job | None = None
         self.reply = b""
 
 
 class _Job:
-    __slots__ = ("caller", "cancelled", "connection", "fields", "function", "reply", "started")
+    __slots__ = ("cancelled", "connection", "deadline", "fields", "verb")
 
-    def __init__(self, connection: _Connection, function, fields: dict) -> None:
-        self.connection, self.function, self.fields = connection, function, fields
-        self.caller = connection.caller
-        self.cancelled = self.started = False
-        self.reply = None
+    def __init__(self, connection: _Connection | None, verb: str, fields: dict,
+                 deadline: float) -> None:
+        self.connection, self.verb, self.fields = connection, verb, fields
+        self.deadline = deadline
+        self.cancelled = False
 
 
 def _frame(fields: dict) -> bytes:
@@ -87,73 +92,53 @@ class Server:
     def __init__(self, listener: socket.socket, policy_path: str,
                  limits: Limits | None = None) -> None:
         self.listener = listener
-        self.policy_path = policy_path
         self.limits = limits or Limits()
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, _Connection] = {}
         self.per_uid: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._jobs: deque[_Job] = deque()
-        self._job_ready = threading.Condition(self._lock)
-        self._done: deque[_Job] = deque()
-        self._worker_busy_since: float | None = None
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.worker = Worker(policy_path)
+        self.jobs: deque[_Job] = deque()
+        self.current: _Job | None = None  # with the worker now
+        self.breaker_open = False
+        self.next_probe = 0.0
         self._stopping = False
         self.last_activity = monotonic()
-
-    # -- the worker thread: the only code that touches the TPM -------------------------
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while not self._jobs:
-                    self._job_ready.wait()
-                job = self._jobs.popleft()
-                if job.cancelled:
-                    continue
-                job.started = True
-                self._worker_busy_since = monotonic()
-            reply = verbs.answer(job.function, self.policy_path, job.caller, job.fields)
-            with self._lock:
-                self._worker_busy_since = None
-                job.reply = reply
-                self._done.append(job)
-            try:
-                os.write(self._wake_write, b"!")
-            except BlockingIOError:
-                pass  # the loop is already due to wake up
 
     # -- the main loop ----------------------------------------------------------------
     def serve(self) -> None:
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ, "listener")
-        self.selector.register(self._wake_read, selectors.EVENT_READ, "wake")
-        threading.Thread(target=self._work, name="tpm-worker", daemon=True).start()
-        while not self._stopping:
-            for key, mask in self.selector.select(self._timeout()):
-                if key.data == "listener":
-                    self._accept()
-                elif key.data == "wake":
-                    self._collect()
-                elif key.data.state == _READING:
-                    self._read(key.data)
-                elif key.data.state == _WORKING:
-                    self._read_extra(key.data)
-                else:
-                    self._write(key.data)
-            self._expire()
-            if self._idle():
-                return
+        try:
+            while not self._stopping:
+                for key, _ in self.selector.select(self._timeout()):
+                    if key.data == "listener":
+                        self._accept()
+                    elif key.data == "worker":
+                        self._from_worker()
+                    elif key.data.state == _READING:
+                        self._read(key.data)
+                    elif key.data.state == _WORKING:
+                        self._read_extra(key.data)
+                    else:
+                        self._write(key.data)
+                self._expire()
+                self._dispatch()
+                self.worker.reap()
+                if self._idle():
+                    return
+        finally:
+            self._stop_worker()
 
     def stop(self) -> None:
-        """Leave the loop at its next turn (from a signal handler or another thread)."""
+        """Leave the loop at its next turn (from a signal handler)."""
         self._stopping = True
-        try:
-            os.write(self._wake_write, b"!")
-        except OSError:
-            pass
 
     def _timeout(self) -> float | None:
         deadlines = [c.deadline for c in self.connections.values()]
+        if self.current is not None:
+            deadlines.append(self.current.deadline)
+        if self.breaker_open and self.current is None:
+            deadlines.append(self.next_probe)
         if self.limits.idle_exit and not self.connections:
             deadlines.append(self.last_activity + self.limits.idle_exit)
         if not deadlines:
@@ -192,21 +177,16 @@ class Server:
             self.selector.register(sock, selectors.EVENT_READ, conn)
 
     def _close(self, conn: _Connection) -> None:
-        fd = conn.sock.fileno()
-        if self.connections.pop(fd, None) is None:
+        if self.connections.pop(conn.sock.fileno(), None) is None:
             return
         if conn.job is not None:
-            with self._lock:
-                conn.job.cancelled = True
+            conn.job.cancelled = True  # not started: never will be; started: reply dropped
         uid = conn.caller.uid
         if self.per_uid[uid] > 1:
             self.per_uid[uid] -= 1
         else:
             del self.per_uid[uid]
-        try:
-            self.selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
+        self.selector.unregister(conn.sock)
         conn.sock.close()
         self.last_activity = monotonic()
 
@@ -229,48 +209,32 @@ class Server:
                 conn.need += protocol.body_length(bytes(conn.buffer))
                 return
             request = protocol.decode_body(bytes(conn.buffer[protocol.HEADER_SIZE:]))
-            function, fields = verbs.parse_request(request)
+            verbs.parse_request(request)
         except (protocol.ProtocolError, verbs.BadRequest) as e:
             self._reply(conn, _frame({"result": "bad_request", "error": str(e)}))
             return
         finally:
-            if len(conn.buffer) == conn.need and conn.need > protocol.HEADER_SIZE:
+            if len(conn.buffer) == conn.need > protocol.HEADER_SIZE:
                 conn.buffer[:] = bytes(len(conn.buffer))  # the PIN, wiped as far as we can
-        self._submit(conn, function, fields)
+        self._submit(conn, request)
 
-    def _submit(self, conn: _Connection, function, fields: dict) -> None:
-        now = monotonic()
-        with self._lock:
-            stuck = self._worker_busy_since
-            if stuck is not None and now - stuck > self.limits.tpm_seconds:
-                stuck_for = now - stuck
-            else:
-                stuck_for = None
-                conn.job = _Job(conn, function, fields)
-                self._jobs.append(conn.job)
-                self._job_ready.notify()
-        if stuck_for is not None:  # the breaker: no wait behind a hung TPM
-            self._reply(conn, _unavailable(f"the TPM has not answered for {stuck_for:.1f} s"))
-            return
-        conn.state = _WORKING
-        conn.deadline = now + self.limits.tpm_seconds
-        self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-
-    def _collect(self) -> None:
+    def _read_extra(self, conn: _Connection) -> None:
+        """Readable while its request waits for the TPM: the client left (its job then
+        never starts: no PIN is sent for a caller that gave up) or sent more than its
+        one request (read and dropped)."""
         try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        with self._lock:
-            done, self._done = self._done, deque()
-        for job in done:
-            conn = job.connection
-            if conn.job is job and conn.state == _WORKING:
-                conn.job = None
-                self._reply(conn, _frame(job.reply))
+            data = conn.sock.recv(protocol.MAX_BODY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
 
     def _reply(self, conn: _Connection, frame: bytes) -> None:
+        if conn.job is not None:
+            conn.job.cancelled = True  # answered now: a queued job must never run later
+        conn.job = None
         conn.state = _WRITING
         conn.reply = frame
         conn.deadline = monotonic() + self.limits.request_seconds
@@ -289,27 +253,101 @@ class Server:
         if not conn.reply:
             self._close(conn)
 
-    def _read_extra(self, conn: _Connection) -> None:
-        """Readable while its request is with the worker: the client left (its job, if
-        not started, then never runs: no PIN is sent for a caller that gave up) or sent
-        more than its one request (read and dropped)."""
-        try:
-            data = conn.sock.recv(protocol.MAX_BODY)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(conn)
-
     def _expire(self) -> None:
         now = monotonic()
+        if self.current is not None and self.current.deadline <= now:
+            self._trip(f"the TPM did not answer within {self.limits.tpm_seconds:g} s")
         for conn in [c for c in self.connections.values() if c.deadline <= now]:
-            if conn.state == _WORKING:
-                with self._lock:
-                    conn.job.cancelled = True
-                conn.job = None
+            if conn.state == _WORKING:  # queued behind a slow (not yet hung) request
                 self._reply(conn, _unavailable(
                     f"the TPM did not answer within {self.limits.tpm_seconds:g} s"))
             else:
                 self._close(conn)  # too slow to send its request or read its reply
+
+    # -- the TPM worker and the breaker ------------------------------------------------
+    def _submit(self, conn: _Connection, request: dict) -> None:
+        if self.breaker_open:  # no wait behind a hung TPM
+            self._reply(conn, _unavailable("the TPM is not answering (pinutild is "
+                                           "probing it)"))
+            return
+        fields = {k: v for k, v in request.items() if k != "verb"}
+        deadline = monotonic() + self.limits.tpm_seconds
+        conn.job = _Job(conn, request["verb"], fields, deadline)
+        conn.state = _WORKING
+        conn.deadline = deadline
+        self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        self.jobs.append(conn.job)
+
+    def _dispatch(self) -> None:
+        """Give the idle worker its next job: the breaker's probe, or a client's."""
+        if self.current is not None:
+            return
+        job = None
+        if self.breaker_open:
+            if monotonic() >= self.next_probe:
+                job = _Job(None, PROBE, {}, monotonic() + self.limits.tpm_seconds)
+        else:
+            while self.jobs and job is None:
+                candidate = self.jobs.popleft()
+                job = None if candidate.cancelled else candidate
+        if job is None:
+            return
+        if not self.worker.running:
+            self.worker.start()
+            self.selector.register(self.worker.from_child, selectors.EVENT_READ, "worker")
+        caller = _SERVICE if job.connection is None else job.connection.caller
+        try:
+            self.worker.send(job.verb, caller, job.fields)
+        except WorkerGone:
+            self._worker_failed(job, "the TPM worker is gone")
+            return
+        self.current = job
+
+    def _from_worker(self) -> None:
+        job = self.current
+        try:
+            reply = self.worker.receive()
+        except (WorkerGone, ValueError, EOFError, TypeError) as e:
+            self.current = None
+            self._worker_failed(job, str(e) or "the TPM worker failed")
+            return
+        if reply is None:
+            return
+        self.current = None
+        if job is None:
+            return
+        if job.connection is None:  # the probe
+            if reply.get("result") == "success":
+                self.breaker_open = False
+            else:
+                self.next_probe = monotonic() + self.limits.probe_seconds
+            return
+        conn = job.connection
+        if not job.cancelled and conn.job is job:
+            self._reply(conn, _frame(reply))
+
+    def _worker_failed(self, job: _Job | None, why: str) -> None:
+        """The worker died or its pipe broke: replace it; the job's client is told."""
+        self._stop_worker()
+        if job is not None and job.connection is not None and job.connection.job is job:
+            self._reply(job.connection, _unavailable(why))
+
+    def _trip(self, why: str) -> None:
+        """The current job hung: kill the worker, answer every waiting client, open the
+        breaker (and probe at once)."""
+        job, self.current = self.current, None
+        self._stop_worker()
+        self.breaker_open = True
+        self.next_probe = monotonic() if job.connection is not None else (
+            monotonic() + self.limits.probe_seconds)
+        waiting = [job, *self.jobs]
+        self.jobs.clear()
+        for each in waiting:
+            conn = each.connection
+            if conn is not None and not each.cancelled and conn.job is each:
+                self._reply(conn, _unavailable(why))
+
+    def _stop_worker(self) -> None:
+        if self.worker.running:
+            self.selector.unregister(self.worker.from_child)
+            self.worker.kill()

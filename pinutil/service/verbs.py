@@ -1,7 +1,7 @@
 """What pinutild does for each verb, with pinutil's core (never TPM logic of its own).
 
-A verb is a function `(ctx, caller, fields) -> dict` run by the server's single TPM
-worker. It applies the rules of pinutil.users to the caller from peer.py before any
+A verb is a function `(ctx, caller, fields) -> dict` run by the service's TPM worker
+process (worker.py), one request at a time. It applies the rules of pinutil.users to the caller from peer.py before any
 TPM command, and raises the core's domain errors; `answer` turns the outcome into the
 reply fields, with the result tokens `pinutil --json` uses (so the PAM side reads both
 with one mapping, pinutil.login).
@@ -88,6 +88,16 @@ def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
         if index.status().enrolled:  # no PIN goes to an index not recorded as theirs
             enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
         index.check(pin, salted=ctx.policy.salted)
+    return {}
+
+
+def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
+    """Not a client verb: the server's breaker asks whether the TPM answers again (one
+    GetCapability, no PIN, no index)."""
+    from pinutil.tpm._tss import lib
+
+    with ctx.open_tpm() as tpm:
+        tpm.get_command_supported(lib.TPM2_CC_NV_Read)
     return {}
 
 

@@ -16,7 +16,6 @@ from pinutil import errors
 from pinutil.cli.app import StdinPrompter
 from pinutil.errors import Cancelled
 from pinutil.master_key import recovery
-from pinutil.pin.index import PinStatus
 from pinutil.pin.login import (
     HelperReply,
     helper_reply,
@@ -24,6 +23,7 @@ from pinutil.pin.login import (
     raise_for_check,
 )
 from pinutil.pin.policy import Policy, PolicyError, parse_policy
+from pinutil.pin.status import PinStatus
 from pinutil.service import protocol, verbs
 from pypam import loader
 from pypam.arguments import ArgumentError, ModuleArguments, parse_arguments

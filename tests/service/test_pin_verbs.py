@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import AS_NOBODY
+from tests.support.pinutild import AS_NOBODY
 
 PIN = "1234"
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from pinutil.service import client
-from tests.service.conftest import PYTHON, ROOT, wait_for_listener
+from tests.support.pinutild import PYTHON, ROOT, wait_for_listener
 
 PIN = "1234"
 

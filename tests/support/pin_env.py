@@ -75,6 +75,8 @@ class PinEnv:
         self.passdb = os.path.join(workdir, "passdb")
         # Enrolment records (pinutil.pin.enrolment); created by the first root setup.
         self.enrolment_dir = os.path.join(workdir, "enrolments")
+        # Policy keys every rewrite keeps (e.g. `service_socket`, set by pinutild_policy).
+        self.policy_extra: dict[str, str] = {}
         self._copy_test_modules()
         self.write_policy()
         self.record_salt_key()
@@ -102,7 +104,7 @@ class PinEnv:
 
     def policy_text(self, **overrides: str | None) -> str:
         values = {"tcti": self.swtpm.tcti, "pinutil_path": PINUTIL,
-                  "enrolment_dir": self.enrolment_dir, **DEFAULT_POLICY}
+                  "enrolment_dir": self.enrolment_dir, **DEFAULT_POLICY, **self.policy_extra}
         for key, value in overrides.items():
             if value is None:
                 values.pop(key, None)

@@ -1,4 +1,6 @@
-"""A real pinutild per test: fixture `pinutild` (on the test's `pin_env` and swtpm).
+"""A real pinutild per test: fixtures `pinutild` (on the test's `pin_env` and swtpm) and
+`pinutild_policy` (the same, with the environment's policy naming its socket as
+`service_socket`, for PAM tests of `backend=daemon` and `auto`).
 
 The service runs as root here, as its own process (`python -m pinutil.service`), on a
 socket in the environment's work directory. Callers reach it with `ask(...)`, in this
@@ -110,6 +112,15 @@ def pinutild(pin_env) -> Iterator[Pinutild]:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture
+def pinutild_policy(pin_env, pinutild) -> Pinutild:
+    """`pinutild`, and the environment's policy (now and after any rewrite) names its
+    socket, so tpm_pin's `daemon` and `auto` backends reach it."""
+    pin_env.policy_extra["service_socket"] = pinutild.socket
+    pin_env.write_policy()
+    return pinutild
 
 
 def start_pinutild(pin_env, *extra: str, name: str = "pinutild2.sock") -> Pinutild:

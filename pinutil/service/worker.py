@@ -1,0 +1,148 @@
+"""The TPM worker: the one child process of pinutild that opens the TPM.
+
+Why a process and not a thread: tpm2-tss 3.2.1 cannot time out a synchronous call and
+tcti-swtpm reads without a timeout, so a hung TPM blocks a call for as long as it
+hangs. A thread stuck that way can be neither stopped nor replaced, and the service
+would stay unable to check a PIN after the TPM came back. A process is killed at the
+request's deadline and a fresh one forked (server.py's breaker decides when).
+
+It is forked (no exec) by the server's single thread, keeps nothing of the server but
+its two pipes and fds 0-2 (every client connection and the listening socket are
+closed in it), and serves one request at a time for as long as it lives: the TPM
+libraries are imported once, in the worker, never in the process that talks to
+clients. Messages both ways are a u32 length and a `marshal` payload: both ends are
+this code, and nothing a client sent reaches it but the decoded fields.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+
+from pinutil.service import verbs
+from pinutil.users import User
+
+_LENGTH = 4
+MAX_MESSAGE = 64 * 1024
+PROBE = "tpm-probe"  # not a client verb: the breaker's question "does the TPM answer?"
+
+
+class WorkerGone(Exception):
+    """The worker died or closed its pipe before answering."""
+
+
+class Worker:
+    """The parent's handle on one worker process (start it, send, receive, kill)."""
+
+    def __init__(self, policy_path: str) -> None:
+        self.policy_path = policy_path
+        self.pid = 0
+        self.to_child = self.from_child = -1
+        self._buffer = bytearray()
+        self._zombies: list[int] = []
+
+    @property
+    def running(self) -> bool:
+        return self.pid != 0
+
+    def start(self) -> None:
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            code = 1
+            try:
+                _close_all_but(request_read, reply_write)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _serve(request_read, reply_write, self.policy_path)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(request_read)
+        os.close(reply_write)
+        os.set_blocking(reply_read, False)
+        self.pid, self.to_child, self.from_child = pid, request_write, reply_read
+        self._buffer.clear()
+
+    def send(self, verb: str, caller: User, fields: dict) -> None:
+        """Hand one request to the idle worker (small: the pipe takes it at once)."""
+        payload = marshal.dumps((verb, caller.name, caller.uid, fields))
+        try:
+            os.write(self.to_child, len(payload).to_bytes(_LENGTH, "big") + payload)
+        except OSError:
+            raise WorkerGone("the TPM worker is gone") from None
+
+    def receive(self) -> dict | None:
+        """The reply once it is complete (None: not yet); WorkerGone at EOF."""
+        while True:
+            try:
+                chunk = os.read(self.from_child, MAX_MESSAGE)
+            except BlockingIOError:
+                return None
+            if not chunk:
+                raise WorkerGone("the TPM worker ended without an answer")
+            self._buffer += chunk
+            if len(self._buffer) >= _LENGTH:
+                size = int.from_bytes(self._buffer[:_LENGTH], "big")
+                if len(self._buffer) >= _LENGTH + size:
+                    reply = marshal.loads(bytes(self._buffer[_LENGTH:_LENGTH + size]))
+                    del self._buffer[:_LENGTH + size]
+                    return reply
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a hung TPM call) and forget it; reaped later, without
+        waiting (a process in an uninterruptible device read dies when the read ends)."""
+        if not self.running:
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._zombies.append(self.pid)
+        os.close(self.to_child)
+        os.close(self.from_child)
+        self.pid, self.to_child, self.from_child = 0, -1, -1
+        self.reap()
+
+    def reap(self) -> None:
+        for pid in list(self._zombies):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._zombies.remove(pid)
+
+
+def _close_all_but(*keep: int) -> None:
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def _serve(request_fd: int, reply_fd: int, policy_path: str) -> None:
+    """The worker's loop: one request, one reply, until the server closes the pipe."""
+    while True:
+        header = _read_exactly(request_fd, _LENGTH)
+        if header is None:
+            return
+        payload = _read_exactly(request_fd, int.from_bytes(header, "big"))
+        if payload is None:
+            return
+        verb, name, uid, fields = marshal.loads(payload)
+        function = verbs.tpm_probe if verb == PROBE else verbs.VERBS[verb][0]
+        reply = verbs.answer(function, policy_path, User(name, uid), fields)
+        data = marshal.dumps(reply)
+        os.write(reply_fd, len(data).to_bytes(_LENGTH, "big") + data)
