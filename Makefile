@@ -20,6 +20,8 @@ MODULEDIR   := $(LIBDIR)/modules
 MULTIARCH   := $(or $(shell gcc -print-multiarch 2>/dev/null),x86_64-linux-gnu)
 PAMDIR      := $(or $(shell pkg-config --variable=securedir pam 2>/dev/null),/usr/lib/$(MULTIARCH)/security)
 BINDIR      := $(PREFIX)/bin
+SBINDIR     := $(PREFIX)/sbin
+SYSTEMDDIR  := $(PREFIX)/lib/systemd/system
 UDEVDIR     := $(PREFIX)/lib/udev/rules.d
 
 APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
@@ -28,6 +30,9 @@ APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 
 # The `pypam` admin command (pypam.stack, stdlib only): $(1) is where pypam/ lives.
 pypam_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pypam.stack.cli import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)
+
+# `pinutild` (pinutil.service): the same shape, run by systemd (systemd/pinutild.service).
+pinutild_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pinutil.service.__main__ import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)
 
 # `make deb` (debian/): Debian's build tools and Debian's own Python modules, no PyPI;
 # `make test-deb` also lints the packages and installs them in a debootstrap root.
@@ -170,6 +175,15 @@ install: build
 	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)/var/lib/pinpam/enrolments && \
 		chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
 	else echo "warning: group tss missing: pinutil installed without setgid"; chmod 0755 $(DESTDIR)$(BINDIR)/pinutil; fi
+	# pinutild (docs/pinutild.md): its command, its units and its system user (no login,
+	# no home, no person in its group). Nothing is enabled or started here: that is
+	# `systemctl enable --now pinutild.socket`, the administrator's decision.
+	$(call pinutild_command,$(SITE)) > build/install/pinutild
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSTEMDDIR)
+	install -m 0755 build/install/pinutild $(DESTDIR)$(SBINDIR)/pinutild
+	install -m 0644 systemd/pinutild.socket systemd/pinutild.service $(DESTDIR)$(SYSTEMDDIR)/
+	getent passwd pinutild >/dev/null || [ -n "$(DESTDIR)" ] || useradd --system --user-group \
+		--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pinutild
 
 endif
 
