@@ -118,18 +118,18 @@ CASES: list[Case] = [
 
 
 def _pin_case(backend: str, repeat: int | None) -> Case:
-    from bench.pin import PIN, pin_setup
+    from bench.pin import PIN, pin_daemon_setup, pin_setup
 
     return Case(
         name=f"tpm_pin {backend}",
         pam_lines=("auth required {pypam_so} module=tpm_pin policy={policy} "
                    f"backend={backend}\n"),
         answers=(PIN,),
-        setup=pin_setup,
+        setup=pin_daemon_setup if backend == "daemon" else pin_setup,
         repeat=repeat,
         note=f"PIN login, {backend} backend, salted session, against a swtpm",
     )
 
 
 # The helper backend starts a process per login: 2,000 repeats are plenty.
-CASES += [_pin_case("direct", 2000), _pin_case("helper", 100)]
+CASES += [_pin_case("direct", 2000), _pin_case("helper", 100), _pin_case("daemon", 2000)]

@@ -64,6 +64,37 @@ def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
         tpm.kill()
 
 
+@contextlib.contextmanager
+def pin_daemon_setup(ctx: Context) -> Iterator[dict[str, str]]:
+    """pin_setup, plus a pinutild (python -m pinutil.service) on that policy, whose
+    socket the policy names (`service_socket`): the daemon backend's row."""
+    from tests.support.pinutild import Pinutild
+
+    with pin_setup(ctx) as extra:
+        policy = extra["policy"]
+        service = Pinutild(policy, os.path.join(os.path.dirname(policy), "pinutild.sock"))
+        service.start()
+        try:
+            with open(policy, "a") as f:
+                f.write(f"service_socket = {service.socket}\n")
+            yield {**extra, "pinutild_pid": str(service.proc.pid)}
+        finally:
+            service.stop()
+
+
+def service_rss_kb(pid: int) -> dict[str, int]:
+    """VmRSS of pinutild and of its TPM worker (its one child), in KB."""
+    def rss(p: int) -> int:
+        with open(f"/proc/{p}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(c) for c in f.read().split()]
+    found = {"server": rss(pid)}
+    if children:
+        found["worker"] = rss(children[0])
+    return found
+
+
 def tpm_only_ms(policy: str, n: int = 200) -> float:
     """Milliseconds per PIN check through the core alone (salted session, no PAM)."""
     code = _TPM_ONLY.format(root=ROOT, policy=policy, pin=PIN, n=n)

@@ -34,7 +34,7 @@ from bench.measure import (
     measure_repeated,
     prepare,
 )
-from bench.pin import tpm_only_ms
+from bench.pin import service_rss_kb, tpm_only_ms
 from devtools.pamhost import build_host
 
 RESULTS = os.path.join(ROOT, "bench", "results.json")
@@ -42,9 +42,11 @@ OURS, PYTHON_REF, FLOOR = "pam_pypam", "pam_python", "pam_permit"
 TARGET_COLD_RATIO = 0.8        # cold pam_pypam <= 0.8 x pam_python
 TARGET_REPEAT_MS = 0.05        # per transaction in a long-lived host
 TARGET_GROWTH_KB = 1024        # RSS growth over 1,000 -> 10,000 transactions
-PIN_DIRECT, PIN_HELPER = "tpm_pin direct", "tpm_pin helper"
+PIN_DIRECT, PIN_HELPER, PIN_DAEMON = "tpm_pin direct", "tpm_pin helper", "tpm_pin daemon"
 TARGET_PIN_COLD_RATIO = 1.0    # cold direct PIN login <= 1.0 x pam_python doing nothing
 TARGET_PIN_OVER_TPM_MS = 1.0   # repeated PIN login within 1 ms of the TPM's own time
+TARGET_DAEMON_COLD = 1.2       # cold PIN login through pinutild <= 1.2 x pam_pypam (trivial)
+TARGET_DAEMON_VS_HELPER = 0.1  # ... and <= 0.1 x the helper backend's
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -97,12 +99,17 @@ def main(argv: list[str]) -> int:
             }
             pin = next((p for p in prepared if p.case.name == PIN_DIRECT), None)
             tpm_ms = tpm_only_ms(pin.variables["policy"]) if pin else None
+            daemon = next((p for p in prepared if p.case.name == PIN_DAEMON), None)
+            rss = service_rss_kb(int(daemon.variables["pinutild_pid"])) if daemon else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print_tables(prepared, cold, repeated, skipped, args)
     if tpm_ms is not None:
         print(f"\nPIN check through the core alone (no PAM, one process): {tpm_ms:.3f} ms")
+    if rss is not None:
+        print("pinutild RSS after the run: " + ", ".join(f"{k} {v / 1024:.1f} MB"
+                                                          for k, v in rss.items()))
     targets = check_targets(cold, repeated, tpm_ms)
     print_targets(targets)
     write_json(args, cold, repeated, skipped, targets, prepared)
@@ -144,17 +151,19 @@ def print_tables(prepared: list[Prepared], cold: dict[str, ColdResult],
     if ratios:
         print("\nratios (cold medians, in-PAM / wall):")
         for label, (pam, wall) in ratios.items():
-            print(f"  {label:<26}{pam:>7.2f} / {wall:.2f}")
+            print(f"  {label:<34}{pam:>7.2f} / {wall:.2f}")
 
 
 def cold_ratios(cold: dict[str, ColdResult]) -> dict[str, tuple[float, float]]:
     out = {}
-    for ours in (OURS, PIN_DIRECT, PIN_HELPER):
-        for ref in (PYTHON_REF, FLOOR):
-            if ours in cold and ref in cold:
-                a, b = cold[ours], cold[ref]
-                out[f"{ours} / {ref}"] = (a.pam_ms_median / b.pam_ms_median,
-                                          a.wall_ms_median / b.wall_ms_median)
+    pairs = [(ours, ref) for ours in (OURS, PIN_DIRECT, PIN_HELPER, PIN_DAEMON)
+             for ref in (PYTHON_REF, FLOOR)]
+    pairs += [(PIN_DAEMON, OURS), (PIN_DAEMON, PIN_HELPER), (PIN_DAEMON, PIN_DIRECT)]
+    for ours, ref in pairs:
+        if ours in cold and ref in cold:
+            a, b = cold[ours], cold[ref]
+            out[f"{ours} / {ref}"] = (a.pam_ms_median / b.pam_ms_median,
+                                      a.wall_ms_median / b.wall_ms_median)
     return out
 
 
@@ -170,6 +179,12 @@ def check_targets(cold: dict[str, ColdResult], repeated: dict[str, RepeatResult]
                  if PIN_DIRECT in cold and PYTHON_REF in cold else None)
     pin_rep = repeated.get(PIN_DIRECT)
     pin_over = pin_rep.per_txn_ms - tpm_ms if pin_rep and tpm_ms is not None else None
+    def cold_ratio(a: str, b: str) -> float | None:
+        return cold[a].pam_ms_median / cold[b].pam_ms_median if a in cold and b in cold else None
+
+    daemon_cold, daemon_vs_helper = cold_ratio(PIN_DAEMON, OURS), cold_ratio(PIN_DAEMON, PIN_HELPER)
+    daemon_rep = repeated.get(PIN_DAEMON)
+    daemon_over = daemon_rep.per_txn_ms - tpm_ms if daemon_rep and tpm_ms is not None else None
     ours = repeated.get(OURS)
     per_txn = ours.per_txn_ms if ours else None
     growth = ours.growth_kb_per_9000 if ours else None
@@ -188,6 +203,16 @@ def check_targets(cold: dict[str, ColdResult], repeated: dict[str, RepeatResult]
                    f"({'-' if tpm_ms is None else f'{tpm_ms:.3f}'} ms) <= {TARGET_PIN_OVER_TPM_MS} ms",
          "limit": TARGET_PIN_OVER_TPM_MS, "value": pin_over,
          "verdict": verdict(pin_over, TARGET_PIN_OVER_TPM_MS)},
+        {"target": f"cold {PIN_DAEMON} <= {TARGET_DAEMON_COLD} x {OURS} (in-PAM median)",
+         "limit": TARGET_DAEMON_COLD, "value": daemon_cold,
+         "verdict": verdict(daemon_cold, TARGET_DAEMON_COLD)},
+        {"target": f"cold {PIN_DAEMON} <= {TARGET_DAEMON_VS_HELPER} x {PIN_HELPER} (in-PAM median)",
+         "limit": TARGET_DAEMON_VS_HELPER, "value": daemon_vs_helper,
+         "verdict": verdict(daemon_vs_helper, TARGET_DAEMON_VS_HELPER)},
+        {"target": f"repeated {PIN_DAEMON} minus the core's own check <= "
+                   f"{TARGET_PIN_OVER_TPM_MS} ms",
+         "limit": TARGET_PIN_OVER_TPM_MS, "value": daemon_over,
+         "verdict": verdict(daemon_over, TARGET_PIN_OVER_TPM_MS)},
     ]
 
 
