@@ -2,10 +2,11 @@
 
     auth optional pam_pypam.so module=master_key [policy=/abs/path] [debug]
 
-`authenticate` asks the TPM for PAM_USER's token (HMAC-SHA256 of the user name under
-the master key, `pinutil.master_key.token`) and puts it in PAM_AUTHTOK, so the keyring
-module after it (pam_gnome_keyring, pam_kwallet5) is keyed to the token whichever
-login method succeeded, and never sees a PIN or a password.
+`authenticate` asks the TPM (through pinutild when its socket, the policy's
+`service_socket`, exists: docs/pinutild.md) for PAM_USER's token (HMAC-SHA256 of the
+user name under the master key, `pinutil.master_key.token`) and puts it in
+PAM_AUTHTOK, so the keyring module after it (pam_gnome_keyring, pam_kwallet5) is keyed
+to the token whichever login method succeeded, and never sees a PIN or a password.
 
 It returns PAM_IGNORE on every path: it must never change the authentication
 decision. When it cannot derive the token (no TPM access in this process, no master
@@ -20,6 +21,7 @@ else is logged as a warning and ignored; `policy=` given twice or not absolute, 
 """
 from __future__ import annotations
 
+import os
 import syslog
 
 import pypam
@@ -49,9 +51,8 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
     """Set PAM_AUTHTOK to PAM_USER's token; PAM_IGNORE always."""
     user = None
     try:
-        from pinutil.deadline import login_budget, run_in_child
+        from pinutil.deadline import login_budget, run_in_child, spend
         from pinutil.errors import PinutilError
-        from pinutil.master_key.token import user_token
         from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
     except BaseException as e:  # noqa: BLE001
         _log_failure(pamh, user, f"pinutil cannot be imported: {str(e)[:200]}")
@@ -65,10 +66,16 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
             pamh.syslog(syslog.LOG_NOTICE, "no PAM_USER yet; keyring token not set")
             return pypam.PAM_IGNORE
         policy = load_policy(policy_path)
-        # In a forked child, within the login's TPM budget (shared with tpm_pin): a
-        # hung TPM costs the whole login at most that much (pinutil/deadline.py).
+        # Within the login's TPM budget (shared with tpm_pin): a hung TPM costs the whole
+        # login at most that much. From pinutild when its socket exists (this process
+        # then loads no TPM code), else in a forked child (pinutil/deadline.py).
         budget = login_budget(pamh.shared_data("pinutil"), policy.helper_timeout)
-        token = run_in_child(budget, user_token, policy.tcti, user)
+        if os.path.exists(policy.service_socket):
+            token = spend(budget, _token_from_service, policy.service_socket, user)
+        else:
+            from pinutil.master_key.token import user_token
+
+            token = run_in_child(budget, user_token, policy.tcti, user)
         pamh.authtok = token
         if pamh.debug:
             pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {shown(user)}")
@@ -81,6 +88,12 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         # Not the exception's text: it is not ours and could hold anything.
         _log_failure(pamh, user, "internal error", syslog.LOG_ERR)
     return pypam.PAM_IGNORE
+
+
+def _token_from_service(seconds: float, path: str, user: str) -> str:
+    from pinutil.service import client
+
+    return client.master_key_token(path, user, seconds)
 
 
 def _log_failure(pamh, user: str | None, reason: str,

@@ -7,6 +7,8 @@ test stand-ins: pam_unix -> pam_matrix (a password database in a file, so no rea
 account's password is touched), pam_gnome_keyring -> tests/modules/fake_keyring.py
 (stashes PAM_AUTHTOK in pamh.data during auth and uses it in open_session, like
 pam_kwallet5, and records what it got), and `policy=` added to the pypam lines.
+Every test runs twice: the modules reaching the TPM themselves, and through a real
+pinutild (the policy names its socket).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from tests.support.pamhost import (
     result_code,
     run_pam,
 )
+from tests.support.pinutild import Pinutild
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples", "pam.d")
@@ -140,15 +143,27 @@ def token_for(secret: bytes, user: str) -> str:
     return hmac.new(secret, user.encode(), hashlib.sha256).hexdigest()
 
 
-@pytest.fixture
-def stack(swtpm, pam_confdir):
+@pytest.fixture(params=["direct", "daemon"])
+def stack(request, swtpm, pam_confdir):
+    """The stack with the TPM reached by the modules themselves, or through a real
+    pinutild (its socket named by the policy: tpm_pin's and master_key's `auto`)."""
     if not os.path.exists(PAM_PYPAM_SO):
         pytest.fail("build/pam_pypam.so is not built (make build)")
     workdir = tempfile.mkdtemp(prefix="pypam-stack-", dir="/tmp")
     os.chmod(workdir, 0o755)
+    service = None
     try:
-        yield Stack(swtpm, pam_confdir, workdir)
+        built = Stack(swtpm, pam_confdir, workdir)
+        socket_path = os.path.join(workdir, "pinutild.sock")
+        if request.param == "daemon":
+            service = Pinutild(built.policy, socket_path)
+            service.start()
+        with open(built.policy, "a") as f:  # absent for "direct": no machine's service
+            f.write(f"service_socket = {socket_path}\n")
+        yield built
     finally:
+        if service is not None:
+            service.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

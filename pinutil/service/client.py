@@ -8,12 +8,14 @@ silence, a cut-off or garbage for an answer.
 from __future__ import annotations
 
 import _socket
+import sys
 from time import monotonic
 
 from pinutil import errors
 from pinutil.service import protocol
 
-DEFAULT_SOCKET = "/run/pinutild.sock"
+SERVICE_USER = "pinutild"  # the system user systemd/pinutild.service runs as
+_LOWER_HEX = frozenset("0123456789abcdef")
 
 
 def call(path: str, fields: dict, seconds: float) -> dict:
@@ -24,6 +26,7 @@ def call(path: str, fields: dict, seconds: float) -> dict:
     try:
         sock.settimeout(max(0.001, deadline - monotonic()))
         sock.connect(path)
+        _require_trusted_server(sock, path)  # before the request: it may hold a PIN
         sock.sendall(frame)
         header = _read(sock, protocol.HEADER_SIZE, deadline)
         body = _read(sock, protocol.body_length(header), deadline)
@@ -39,6 +42,25 @@ def call(path: str, fields: dict, seconds: float) -> dict:
         sock.close()
 
 
+def _require_trusted_server(sock, path: str) -> None:
+    """The process at the other end must run as root or as the service's own account:
+    whoever else listens there (a socket path an administrator got wrong, a user's
+    process in a writable directory) would see the PIN and could answer "success"."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    uid = int.from_bytes(creds[4:8], sys.byteorder)
+    if uid == 0:
+        return
+    import pwd
+
+    try:
+        service_uid = pwd.getpwnam(SERVICE_USER).pw_uid
+    except KeyError:
+        service_uid = None
+    if uid != service_uid:
+        raise errors.TpmUnavailable(f"{path} is served by uid {uid}, neither root nor "
+                                    f"{SERVICE_USER}: not asked")
+
+
 def _read(sock, size: int, deadline: float) -> bytes:
     data = bytearray()
     while len(data) < size:
@@ -48,3 +70,17 @@ def _read(sock, size: int, deadline: float) -> bytes:
             raise protocol.ProtocolError("the service closed the connection early")
         data += chunk
     return bytes(data)
+
+
+def master_key_token(path: str, user: str, seconds: float) -> str:
+    """The keyring token of `user` from the service (root callers only)."""
+    reply = call(path, {"verb": "master-key-token", "user": user}, seconds)
+    token = reply.get("token")
+    if reply.get("result") == "success" and isinstance(token, str) and len(token) == 64 \
+            and set(token) <= _LOWER_HEX:
+        return token
+    if reply.get("result") == "permission_denied":
+        raise errors.PermissionDenied("pinutild gives keyring tokens to root callers only")
+    raise errors.TpmUnavailable(f"pinutild answered {str(reply.get('result'))[:40]!r}: "
+                                f"{str(reply.get('error', ''))[:300]}")
+

@@ -9,6 +9,7 @@ with one mapping, pinutil.login).
     pin-status  user            -> enrolled, failures, limit, locked, attempts_left,
                                    record ("ok" | "mismatch"), record_problem
     pin-check   user, pin       -> success, or wrong_pin (+ attempts_left), locked, ...
+    master-key-token  user      -> token (64 hex digits); root callers only
 """
 from __future__ import annotations
 
@@ -85,10 +86,27 @@ def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
     pin = ctx.policy.check_pin(text)  # the service's policy, whatever the client checked
     with ctx.open_tpm() as tpm:
         index = ctx.pin_index(tpm, user)
-        if index.status().enrolled:  # no PIN goes to an index not recorded as theirs
+        try:  # no PIN goes to an index not recorded as theirs (a file: no TPM command)
             enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
-        index.check(pin, salted=ctx.policy.salted)
+        except errors.EnrolmentMismatch:
+            if not index.status().enrolled:  # the common case: say "no PIN", as pinutil
+                raise errors.NotEnrolled(f"{user.name} has no PIN enrolled") from None
+            raise
+        index.check(pin, salted=ctx.policy.salted)  # verifies the index before the PIN
     return {}
+
+
+def master_key_token(ctx: Context, caller: User, fields: dict) -> dict:
+    """The keyring token of `user` (HMAC of the name under the master key): for root
+    callers only (display managers, login and sshd run as root; a set-uid root host
+    counts as its real uid, peer.py), so raw access to the service never derives a
+    user's token."""
+    if not caller.is_root:
+        raise errors.PermissionDenied("only root may ask for a keyring token")
+    user = _target(fields)
+    from pinutil.master_key.token import user_token
+
+    return {"token": user_token(ctx.policy.tcti, user.name)}
 
 
 def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
@@ -105,6 +123,7 @@ def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
 VERBS = {
     "pin-status": (pin_status, {"user": str}),
     "pin-check": (pin_check, {"user": str, "pin": bytes}),
+    "master-key-token": (master_key_token, {"user": str}),
 }
 
 

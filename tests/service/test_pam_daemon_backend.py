@@ -10,9 +10,12 @@ Every existing tpm_pin test also runs with the daemon backend
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 
 from tests.support.pamhost import PAM_ERROR_MSG, result_name
+from tests.support.pinutild import ROOT, tpm_code
 
 PIN = "2580"
 WRONG = "1111"
@@ -47,30 +50,18 @@ def _modules_after_login(pin_env, backend: str) -> list[str]:
         return json.loads(f.readlines()[-1])
 
 
-#: Loaded without TPM code: the package's docstring and the owner NV range (constants,
-#: no imports; the policy checks nv_base against it).
-NOT_TPM_CODE = {"pinutil.tpm", "pinutil.tpm.handles"}
-
-
-def _tpm_code(modules: list[str]) -> list[str]:
-    """The binding, the TPM layer's modules, the PIN index, tpm2-pytss, cryptography."""
-    return [m for m in modules if m not in NOT_TPM_CODE and (
-        m.startswith(("pinutil.tpm", "pinutil.pin.index", "tpm2_pytss", "cryptography"))
-        or "_tss" in m)]
-
-
-def test_a_login_through_the_service_loads_no_tpm_code(pin_env, pinutild_policy):
+def test_a_login_through_the_service_loads_notpm_code(pin_env, pinutild_policy):
     pin_env.enrol("root", PIN)
     modules = _modules_after_login(pin_env, "daemon")
     assert "pinutil.service.client" in modules
-    assert _tpm_code(modules) == []
+    assert tpm_code(modules) == []
     # The control: the same record shows the TPM code a direct login loads.
-    assert "pinutil.tpm._tss" in _tpm_code(_modules_after_login(pin_env, "direct"))
+    assert "pinutil.tpm._tss" in tpm_code(_modules_after_login(pin_env, "direct"))
 
 
 def test_auto_uses_the_service_when_its_socket_exists(pin_env, pinutild_policy):
     pin_env.enrol("root", PIN)
-    assert _tpm_code(_modules_after_login(pin_env, "auto")) == []
+    assert tpm_code(_modules_after_login(pin_env, "auto")) == []
 
 
 def test_wrong_and_right_pin_through_the_service(pin_env, pinutild_policy):
@@ -123,3 +114,50 @@ def test_the_sandbox_is_one(pin_env):
     done = subprocess.run([*SANDBOX, "sh", "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.split() == ["NoNewPrivs:", "1", "65534", "null", "tty", "urandom", "zero"]
+
+
+_FAKE_SERVICE = """
+import os, socket, sys
+sys.path.insert(0, sys.argv[2])
+from pinutil.service import protocol
+yes = protocol.encode({"result": "success", "enrolled": True, "failures": 0, "limit": 3,
+                       "locked": False, "attempts_left": 3, "record": "ok"})
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+server.listen(8)
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(yes)
+    conn.close()
+"""
+
+
+def test_a_socket_served_by_anyone_else_is_never_believed(pin_env):
+    """A process of nobody's listening where the policy's service_socket points (a
+    path an administrator got wrong) answers "success" to everything: the PAM side
+    must not believe it (the peer must be root or the pinutild account), and no PIN
+    reaches it."""
+    pin_env.enrol("root", PIN)
+    den = os.path.join(pin_env.dir, "nobodys")
+    os.mkdir(den)
+    os.chown(den, 65534, 65534)
+    path = os.path.join(den, "fake.sock")
+    fake = subprocess.Popen([*NOBODY, sys.executable, "-I", "-c", _FAKE_SERVICE, path, ROOT],
+                            stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert fake.stdout.readline() == "ready\n"
+        pin_env.policy_extra["service_socket"] = path
+        pin_env.write_policy()
+        for backend in ("daemon", "auto"):
+            svc = pin_env.service(f"fake-{backend}", pin_env.tpm_pin_line(backend=backend))
+            report = pin_env.run(svc, user="root", answers=[WRONG])
+            assert auth(report) == "PAM_AUTHINFO_UNAVAIL", report
+            assert report["conv_calls"] == 0  # refused at the status: no PIN asked
+        assert pin_env.counter("root") == (0, 3)
+    finally:
+        fake.kill()
+        fake.wait()
+

@@ -103,8 +103,12 @@ class PinEnv:
                 os.chmod(target, 0o644)
 
     def policy_text(self, **overrides: str | None) -> str:
+        # A service socket of our own that does not exist (unless a test starts one): a
+        # pinutild running on the machine itself must never answer a test's `auto`.
         values = {"tcti": self.swtpm.tcti, "pinutil_path": PINUTIL,
-                  "enrolment_dir": self.enrolment_dir, **DEFAULT_POLICY, **self.policy_extra}
+                  "enrolment_dir": self.enrolment_dir,
+                  "service_socket": os.path.join(self.dir, "no-pinutild.sock"),
+                  **DEFAULT_POLICY, **self.policy_extra}
         for key, value in overrides.items():
             if value is None:
                 values.pop(key, None)

@@ -41,6 +41,20 @@ print(json.dumps({k: v.hex() if isinstance(v, bytes) else v for k, v in reply.it
 """.replace("ROOT_DIR", repr(ROOT))
 
 
+#: Loaded without TPM code: the package's docstring and the owner NV range (constants,
+#: no imports; the policy checks nv_base against it).
+NOT_TPM_CODE = {"pinutil.tpm", "pinutil.tpm.handles"}
+
+
+def tpm_code(modules: list[str]) -> list[str]:
+    """Of a process's sys.modules: the TPM binding, the TPM layer's modules, the PIN
+    index, the master key's TPM code, tpm2-pytss, cryptography."""
+    return [m for m in modules if m not in NOT_TPM_CODE and (
+        m.startswith(("pinutil.tpm", "pinutil.pin.index", "pinutil.master_key.token",
+                      "tpm2_pytss", "cryptography"))
+        or "_tss" in m)]
+
+
 def wait_for_listener(path: str, proc: subprocess.Popen, output=lambda: "") -> None:
     """Return once `path` accepts connections: the socket file appears at bind(),
     before listen(), so its existence alone races the service (ECONNREFUSED)."""
