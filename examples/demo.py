@@ -1,8 +1,10 @@
-"""`make demo`: the PIN login story, through real libpam, against a software TPM.
+"""`make demo`: the PIN login story, through real libpam and the PIN service pinutild,
+against a software TPM.
 
-Everything lives in a temporary directory (a swtpm, a policy file, a private pam.d
-directory and a throw-away password file for pam_wrapper's pam_matrix); nothing on the
-machine is changed, and the directory is removed at the end. The demo user is the one
+Everything lives in a temporary directory (a swtpm, a policy file and its enrolment
+records, pinutild's socket, a private pam.d directory and a throw-away password file
+for pam_wrapper's pam_matrix); nothing on the machine is changed, and the directory
+is removed at the end. The demo user is the one
 running it (root under `make demo`): its PIN index exists only in the demo's own TPM.
 """
 import os
@@ -16,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from devtools.pamhost import PAM_WRAPPER_DIR, run_pam
+from devtools.pinutild import Pinutild
 from devtools.swtpm import start_swtpm
 
 SHIM = os.path.join(ROOT, "build", "pam_pypam.so")
@@ -70,7 +73,7 @@ def pinutil(policy: str, *args: str, stdin: str = "") -> str:
 def main() -> int:
     user = pwd.getpwuid(os.getuid()).pw_name
     work = tempfile.mkdtemp(prefix="pypam-demo-", dir="/tmp")
-    tpm = None
+    tpm = service = None
     try:
         say("Software TPM")
         tpm = start_swtpm(os.path.join(work, "tpm"))
@@ -80,7 +83,9 @@ def main() -> int:
         with open(policy, "w") as f:
             f.write(f"# demo policy\npin_min_length = 4\npin_lockout_max_attempts = 3\n"
                     f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n"
-                    f"master_key_file = {work}/sealed_master_key\n")
+                    f"master_key_file = {work}/sealed_master_key\n"
+                    f"enrolment_dir = {work}/enrolments\n"
+                    f"service_socket = {work}/pinutild.sock\n")
         passdb = os.path.join(work, "passdb")
         with open(passdb, "w") as f:
             f.write(f"{user}:{PASSWORD}:demo-login\n{user}:{PASSWORD}:demo-keyring\n")
@@ -91,6 +96,12 @@ def main() -> int:
                     f"auth required {PAM_WRAPPER_DIR}/pam_matrix.so passdb={passdb}\n")
         with open(os.path.join(confdir, "demo-login")) as f:
             print("pam.d/demo-login:\n  " + f.read().strip().replace("\n", "\n  "))
+
+        say("The PIN service")
+        service = Pinutild(policy, os.path.join(work, "pinutild.sock"))
+        service.start()
+        print(f"pinutild listening on {service.socket}: it alone opens the TPM; every login "
+              "below asks it (tpm_pin and master_key use it when its socket exists)")
 
         say(f"Enrol a PIN for {user} (pinutil setup)")
         print(pinutil(policy, "--stdin", "setup", user, stdin=PIN + "\n"))
@@ -129,6 +140,8 @@ def main() -> int:
         say("Demo " + ("finished: every step behaved as described" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
+        if service is not None:
+            service.stop()
         if tpm is not None:
             tpm.kill()
         shutil.rmtree(work, ignore_errors=True)
