@@ -68,7 +68,7 @@ def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
 def pin_daemon_setup(ctx: Context) -> Iterator[dict[str, str]]:
     """pin_setup, plus a pinutild (python -m pinutil.service) on that policy, whose
     socket the policy names (`service_socket`): the daemon backend's row."""
-    from tests.support.pinutild import Pinutild
+    from devtools.pinutild import Pinutild
 
     with pin_setup(ctx) as extra:
         policy = extra["policy"]

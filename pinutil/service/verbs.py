@@ -143,7 +143,7 @@ def parse_request(fields: dict):
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
+    return errors.one_line(text)[:300]
 
 
 def answer(function, policy_path: str, caller: User, fields: dict) -> dict:
