@@ -13,6 +13,7 @@ with one mapping, pinutil.login).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 
@@ -49,9 +50,36 @@ class Context:
         return PinIndex(tpm, self.handle(user), lambda: salt_key.load(path))
 
     def open_tpm(self):
-        from pinutil.tpm.context import Tpm
+        """The worker's TPM connection for this request (see `kept_tpm`)."""
+        return kept_tpm(self.policy.tcti)
 
-        return Tpm(self.policy.tcti)
+
+#: The worker's one kept TPM connection: tcti -> Tpm (worker.py runs one request at a
+#: time, so no lock).
+_KEPT: dict = {}
+
+
+@contextlib.contextmanager
+def kept_tpm(tcti: str):
+    """A TPM connection that outlives the request when the request went well: opening
+    one (tctildr, ESYS) was the largest cost of a request after the TPM's own work.
+    Any error closes it, so what an error path may have left loaded in the TPM goes
+    with it (the resource manager flushes a closed connection's objects), and the next
+    request starts from a fresh connection, as every request did before."""
+    from pinutil.tpm.context import Tpm
+
+    tpm = _KEPT.pop(tcti, None)
+    for other in _KEPT.values():  # the policy's tcti changed: the old one goes
+        other.close()
+    _KEPT.clear()
+    if tpm is None:
+        tpm = Tpm(tcti)
+    try:
+        yield tpm
+    except BaseException:
+        tpm.close()
+        raise
+    _KEPT[tcti] = tpm
 
 
 def _target(fields: dict) -> User:
