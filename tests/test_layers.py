@@ -26,6 +26,8 @@ NEVER = {
     "bench": ("tests",),
     "examples": ("tests",),
 }
+# Inside the core, the TPM layer knows TPM commands, not what is built on them.
+TPM_NEVER = ("pinutil.pin", "pinutil.master_key", "pinutil.service", "pinutil.cli")
 # The core below the command line never imports it (the command imports the core).
 CLI = "pinutil.cli"
 CLI_USERS = ("pinutil/cli/", "pinutil/__main__.py")
@@ -80,6 +82,12 @@ def test_the_core_never_imports_the_command_line():
         if where.startswith(CLI_USERS):
             continue
         wrong += [(where, name) for name in imported_names(path) if _matches(name, CLI)]
+    assert not wrong
+
+
+def test_the_tpm_layer_never_imports_what_is_built_on_it():
+    wrong = [(os.path.relpath(path, ROOT), name) for path in layer_files("pinutil/tpm")
+             for name in imported_names(path) if any(_matches(name, p) for p in TPM_NEVER)]
     assert not wrong
 
 

@@ -22,10 +22,10 @@ import os
 
 from pinutil import securefile
 from pinutil.errors import TpmUnavailable
+from pinutil.tpm.sapi import RECORD_COMMAND
 
 RECORD_NAME = "salt_key"
 MAX_RECORD_BYTES = 4096
-RECORD_COMMAND = "pinutil salt-key record"
 _HEX = frozenset("0123456789abcdef")
 
 

@@ -29,7 +29,6 @@ import os
 import struct
 
 from pinutil import errors
-from pinutil.pin.salt_key import RECORD_COMMAND
 from pinutil.tpm._tss import ffi, lib
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.handles import TpmHandle
@@ -57,6 +56,9 @@ SALT_KEY_HANDLE = 0x81000082
 # The check's only session attribute: ENCRYPT (the response's data parameter is
 # XOR-masked). No continueSession: the TPM flushes the session after a good command.
 CHECK_SESSION_ATTRIBUTES = lib.TPMA_SESSION_ENCRYPT
+# What root runs to record the salt key (pinutil/pin/salt_key.py): named here, where
+# the refusals are worded, so the TPM layer never imports the PIN layer above it.
+RECORD_COMMAND = "pinutil salt-key record"
 _NO_RECORD = ("no recorded salt key Name: a PIN cannot be sent safely "
               f"(root must run `{RECORD_COMMAND}`)")
 
