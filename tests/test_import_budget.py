@@ -34,16 +34,20 @@ FRAMEWORK = {
     "itertools", "os", "posixpath", "pypam", "stat", "syslog", "types",
 }
 
-#: tpm_pin imports its core at load time (every hook loads the module).
-TPM_PIN_LOADED = {"pinutil", "pwd", "struct", "_struct", "_sha256", "_operator"}
+#: tpm_pin imports its core at load time (every hook loads the module), without the
+#: TPM code: only a login that uses the direct backend loads the binding.
+TPM_PIN_LOADED = {"pinutil", "pwd"}
+TPM_BINDING = {"struct", "_struct", "_sha256", "_operator", "select"}  # and pinutil.tpm
+#: The TPM binding and the modules that send commands through it.
+TPM_CODE = ("pinutil.tpm._tss", "pinutil.tpm.context", "pinutil.tpm.sapi")
 #: master_key imports pinutil only inside authenticate (a broken install must still
 #: end in PAM_IGNORE).
-MASTER_KEY_AUTHENTICATE = {"pinutil", "struct", "_struct", "_sha256", "_operator", "select"}
+MASTER_KEY_AUTHENTICATE = {"pinutil"} | TPM_BINDING
 
 #: (module, hook) -> the top-level modules it may add to FRAMEWORK.
 ALLOWED = {
     **{("tpm_pin", hook): TPM_PIN_LOADED for hook in HOOKS},
-    ("tpm_pin", "authenticate"): TPM_PIN_LOADED | {"select"},  # the TPM worker's pipe
+    ("tpm_pin", "authenticate"): TPM_PIN_LOADED | TPM_BINDING,  # the direct backend
     **{("master_key", hook): set() for hook in HOOKS},
     ("master_key", "authenticate"): MASTER_KEY_AUTHENTICATE,
 }
@@ -85,3 +89,5 @@ def test_every_hook_stays_within_its_budget(pin_env, module, startup):
         extra = added(names, startup) - FRAMEWORK
         assert extra <= ALLOWED[module, hook], (module, hook, extra - ALLOWED[module, hook])
         assert not [n for n in names if n.startswith(NEVER)], (module, hook)
+        if hook != "authenticate":  # no TPM code for a hook that sends no TPM command
+            assert not [n for n in names if n.startswith(TPM_CODE)], (module, hook)
