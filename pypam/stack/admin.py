@@ -163,7 +163,9 @@ def _show(sp: enable.ServicePlan) -> None:
               "no new way in; with no PIN (no TPM, not enrolled, remote) exactly as "
               "before, prompts included; a correct PIN gets in where a correct password "
               "does, and nowhere else" + ("; master_key runs only in logins that succeed"
-                                          if "master_key" in "".join(after) else ""))
+                                          if "master_key" in "".join(after) else "")
+              + ("; the keyring line runs after master_key after a correct PIN, as after "
+                 "a correct password" if p.keyring_after_pin else ""))
     if p is not None and p.skipped_after_pin:
         print("after a correct PIN these auth lines do not run (they still run after "
               "the password): " + ", ".join(p.skipped_after_pin))

@@ -13,6 +13,25 @@ Jumps of earlier lines in the same file that cross the new line are re-counted
 be re-counted and the service is refused. With `--master-key`, a master_key line goes
 before each keyring line of the file.
 
+With `--master-key` and a keyring line after the password (Debian's login and
+lightdm, Fedora's gdm-password), a `sufficient` PIN would end the stack before the
+keyring line, which then stays locked after a PIN login. The PIN's path then gets its
+own copy of the file's auth lines after the password:
+
+    auth  [success=ok default=N]  pam_pypam.so module=tpm_pin
+    ...this file's auth lines after the password (master_key before the keyring)...
+    auth  sufficient  pam_permit.so
+    auth  requisite   pam_deny.so
+    @include common-auth          # the password, as before
+    ...the same lines again...
+
+Anything but a correct PIN jumps (N counts only lines of this block, all in this
+file) to the password, exactly as before; a correct PIN runs the copied lines and ends
+the stack (with success, or with a failure if one of them failed). A copied line that
+includes another file is refused (the jump would have to count that file's lines,
+which its package may change). The proof checks the result like any other edit, and
+rule 5 that the keyring line runs after a correct PIN.
+
 The new text is loaded by the same parser as libpam's (parser.py) and proven by the
 simulator (proof.py) against the old one; the stack check (check.py) must find nothing
 new. Any failure refuses the service, with the reason.
@@ -33,6 +52,15 @@ from .modules import Probe
 
 PYPAM_MODULE = "pam_pypam.so"
 COMMENT = b"# Added by `pypam enable`: the TPM PIN first (`pypam disable` restores this file).\n"
+PIN_PATH_COMMENT = (b"# A correct PIN runs the lines below (this file's auth lines after the "
+                    b"password) and ends here; anything else jumps to the password.\n")
+MASTER_KEY_ALTERNATIVES = (
+    "--master-key needs the keyring line to run after a correct PIN and after a "
+    "password, never after a failed login, and enable cannot write that for this stack. "
+    "Alternatives: on Debian and Ubuntu `pypam enable tpm_pin --preset local "
+    "--master-key` (pam-auth-update puts the PIN into common-auth); or the decide "
+    "substack by hand (examples/pam.d/pypam-decide, pam_master_key(8)); or enable "
+    "without --master-key (the keyring then opens with the password only)")
 
 
 @dataclass
@@ -48,6 +76,7 @@ class ServicePlan:
     tables: tuple[list[str], list[str]] = ((), ())
     files: list[str] = field(default_factory=list)      # every file its stack reads
     pin_line: int = 0
+    added: frozenset[tuple[str, int]] = frozenset()     # (file, line) the PIN's path copies
     new_findings: list[check.Finding] = field(default_factory=list)
 
     @property
@@ -161,8 +190,15 @@ def plan_service(name: str, opts: Options, includers: dict[str, set[str]],
     line = _origin(chain[anchor], sp.path)
     password = {h.ident for h in chain if _origin(h, sp.path) == line
                 and short_name(h) in CREDENTIAL_MODULES}
-    _prove(sp, before, after, (sp.path, pin_line), password)
+    _prove(sp, before, after, (sp.path, pin_line), password, sp.added)
+    if sp.refused and opts.master_key and sp.proof and {
+            v.rule for v in sp.proof.violations} & MASTER_KEY_RULES:
+        sp.refused += ". " + MASTER_KEY_ALTERNATIVES
     return sp
+
+
+#: The proof's rules that --master-key can break.
+MASTER_KEY_RULES = {"token after failure", "keyring locked after a PIN"}
 
 
 def _through(sp: ServicePlan, other: ServicePlan, opts: Options) -> None:
@@ -175,7 +211,7 @@ def _through(sp: ServicePlan, other: ServicePlan, opts: Options) -> None:
     password = {h.ident for h in chain if short_name(h) in CREDENTIAL_MODULES
                 and other.path in (h.file, *(v.file for v in h.via))}
     sp.proof = None
-    _prove(sp, before, after, (other.path, other.pin_line), password)
+    _prove(sp, before, after, (other.path, other.pin_line), password, other.added)
 
 
 class _Refuse(Exception):
@@ -212,6 +248,13 @@ def _edit(sp: ServicePlan, chain: list[Handler], anchor: int,
     if lines and not lines[-1].endswith(b"\n"):
         lines[-1] += b"\n"
     at = _origin(chain[anchor], sp.path)
+    tail = _pin_path(lines, chain, sp, at, opts) if opts.master_key else []
+    if tail:
+        pin = (f"auth  [success=ok default={_handlers(tail)}]  {opts.module} "
+               "module=tpm_pin\n").encode()
+        inserted = [COMMENT, PIN_PATH_COMMENT, pin, *tail]
+    else:
+        inserted = [COMMENT, f"auth  sufficient  {opts.module} module=tpm_pin\n".encode()]
     fixes: dict[int, bytes] = {}
     for i, h in enumerate(chain[:anchor]):
         if h.kind == Kind.SUBSTACK or not h.actions:
@@ -222,20 +265,57 @@ def _edit(sp: ServicePlan, chain: list[Handler], anchor: int,
         if h.file != sp.path or h.via or h.level != chain[anchor].level:
             raise _Refuse(f"{h.where}: its jump crosses the place of the PIN line from "
                           "another file, and cannot be re-counted there")
-        fixes[h.line] = _recount(lines[h.line - 1], crossing, h)
+        fixes[h.line] = _recount(lines[h.line - 1], crossing, h, _handlers(inserted))
     for number, text in fixes.items():
         lines[number - 1] = text
         sp.notes.append(f"re-counted the jump on line {number} (the PIN line sits "
                         "between it and where it lands)")
-    pin = f"auth  sufficient  {opts.module} module=tpm_pin\n".encode()
-    new = [*lines[:at - 1], COMMENT, pin, *lines[at - 1:]]
-    pin_line = sp.pin_line = at + 1
+    pin_index = next(i for i, line in enumerate(inserted) if b"module=tpm_pin" in line)
+    pin_line = sp.pin_line = at + pin_index
+    sp.added = frozenset((sp.path, pin_line + n) for n in range(1, len(inserted) - pin_index))
+    new = [*lines[:at - 1], *inserted, *lines[at - 1:]]
+    if tail:
+        sp.notes.append("--master-key: a correct PIN runs a copy of this file's auth lines "
+                        "after the password (so the keyring line runs after master_key), "
+                        "then ends the stack; anything else goes to the password as before")
     if opts.master_key:
-        new, count = _add_master_key(new, chain, sp, opts, at)
+        new, count = _add_master_key(new, chain, sp, opts, at, len(inserted))
         if not count:
             sp.notes.append("--master-key: no keyring line (pam_gnome_keyring, "
                             "pam_kwallet5) in this file's auth stack")
     return b"".join(new), pin_line
+
+
+def _handlers(text: list[bytes]) -> int:
+    """How many lines of `text` libpam counts in a jump (the lines are auth lines with
+    no include: a substack counts as one)."""
+    return sum(1 for line in text if line.strip() and not line.lstrip().startswith(b"#"))
+
+
+def _pin_path(lines: list[bytes], chain: list[Handler], sp: ServicePlan, at: int,
+              opts: Options) -> list[bytes]:
+    """With --master-key and a keyring line after the password: the lines a correct PIN
+    runs (module doc), or [] when no keyring line follows the password."""
+    token = f"auth  optional  {opts.module} module=master_key\n".encode()
+    after = sorted({line for h in chain if (line := _origin(h, sp.path)) and line > at})
+    if not any(h.name in presets.KEYRING_MODULES and h.file == sp.path and not h.via
+               and h.line > at for h in chain):
+        return []
+    out = []
+    for number in after:
+        group = [h for h in chain if _origin(h, sp.path) == number]
+        if any(v.how in ("include", "@include") for h in group for v in h.via[:1]):
+            raise _Refuse(f"{sp.path}:{number}: an include after the password: the PIN's "
+                          "path would have to jump over that file's lines, which its "
+                          "package may change. " + MASTER_KEY_ALTERNATIVES)
+        text = lines[number - 1]
+        if text.rstrip(b"\r\n").endswith(b"\\"):
+            raise _Refuse(f"{sp.path}:{number}: a line continued with a backslash after "
+                          "the password cannot be copied. " + MASTER_KEY_ALTERNATIVES)
+        if any(h.name in presets.KEYRING_MODULES and not h.via for h in group):
+            out.append(token)
+        out.append(text)
+    return [*out, b"auth  sufficient  pam_permit.so\n", b"auth  requisite  pam_deny.so\n"]
 
 
 def _crosses(chain: list[Handler], i: int, jump: int, anchor: int) -> bool:
@@ -245,18 +325,20 @@ def _crosses(chain: list[Handler], i: int, jump: int, anchor: int) -> bool:
     return target == "end" or chain.index(target) > anchor
 
 
-def _recount(line: bytes, crossing: set[int], h: Handler) -> bytes:
+def _recount(line: bytes, crossing: set[int], h: Handler, by: int) -> bytes:
     start, end = line.find(b"["), line.find(b"]")
     if start < 0 or end < start:
         raise _Refuse(f"{h.where}: a jump that crosses the PIN line, written in a way "
                       "enable cannot re-count")
-    inner = _JUMP.sub(lambda m: m.group(1) + b"=" + str(int(m.group(2)) + 1).encode()
+    inner = _JUMP.sub(lambda m: m.group(1) + b"=" + str(int(m.group(2)) + by).encode()
                       if int(m.group(2)) in crossing else m.group(0), line[start:end])
     return line[:start] + inner + line[end:]
 
 
 def _add_master_key(lines: list[bytes], chain: list[Handler], sp: ServicePlan,
-                    opts: Options, pin_at: int) -> tuple[list[bytes], int]:
+                    opts: Options, pin_at: int, inserted: int = 0) -> tuple[list[bytes], int]:
+    """master_key before each keyring line of the service's own file; `inserted` lines
+    were put in before line `pin_at` (the PIN's)."""
     keyring_lines = sorted({h.line for h in chain if h.name in presets.KEYRING_MODULES
                             and h.file == sp.path and not h.via}, reverse=True)
     for h in chain:
@@ -265,7 +347,7 @@ def _add_master_key(lines: list[bytes], chain: list[Handler], sp: ServicePlan,
                             "file: not changed")
     token = f"auth  optional  {opts.module} module=master_key\n".encode()
     for number in keyring_lines:
-        index = number - 1 + (2 if number >= pin_at else 0)   # after the PIN's 2 lines
+        index = number - 1 + (inserted if number >= pin_at else 0)
         lines.insert(index, token)
     return lines, len(keyring_lines)
 
@@ -288,7 +370,8 @@ def _load(name: str, opts: Options, overrides: dict[str, bytes]) -> Stack:
 
 
 def _prove(sp: ServicePlan, before: Stack, after: Stack, pin_at: tuple[str, int],
-           password_idents: set[int]) -> None:
+           password_idents: set[int],
+           added: frozenset[tuple[str, int]] = frozenset()) -> None:
     if after.failure is not None:
         sp.refused = f"the new file would not load: {after.failure.message}"
         return
@@ -296,13 +379,13 @@ def _prove(sp: ServicePlan, before: Stack, after: Stack, pin_at: tuple[str, int]
         if _shape(before, type_) != _shape(after, type_):
             sp.refused = f"the edit would change the {type_} stack"
             return
-    keys = proof.keys_of(after)
+    keys = proof.keys_of(after, added)
     pin_keys = {keys[h.ident] for h in after.chain("auth") if (h.file, h.line) == pin_at}
     master_keys = {keys[h.ident] for h in after.chain("auth")
                    if short_name(h) == "master_key"}
     before_keys = proof.keys_of(before)
     password = {before_keys[i] for i in password_idents}
-    sp.proof = proof.prove(before, after, pin_keys, password, master_keys)
+    sp.proof = proof.prove(before, after, pin_keys, password, master_keys, added)
     sp.tables = (sentence(outcome_table(before, "auth")),
                  sentence(outcome_table(after, "auth")))
     old = {(f.severity, f.message) for f in check.check_stack(before, CREDENTIAL_MODULES)}

@@ -19,7 +19,16 @@ re-counts). It reports a violation of any of these rules:
    succeeds exactly where `before` succeeds with a correct password (so a PIN skips
    no second factor, lockout or condition check, and a correct PIN alone gets in);
 4. `master_key` (the keyring's token) runs only in pam_authenticate calls that
-   succeed.
+   succeed;
+5. with `master_key` in the stack (`--master-key`): wherever a correct password gets
+   in and a keyring line (pam_gnome_keyring, pam_kwallet5) runs, a correct PIN gets in
+   and a keyring line runs after master_key too (else the keyring stays locked after
+   a PIN login).
+
+Lines the edit added besides the PIN and master_key (`added`: copies of the service's
+lines for the PIN's path, the pam_permit/pam_deny that end it) are keyed by their
+place, so that the occurrence count of the original lines stays as before, and are
+left out of the traces of rule 2 (with no PIN they are jumped over).
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from .codes import IGNORE_CODE, INCOMPLETE, RETURN_VALUES, SUCCESS, code_name
 from .explain import classes_for, display_name
 from .knowledge import decides, fixed_result, short_name
 from .model import Handler, Stack
+from .presets import KEYRING_MODULES
 from .simulate import Outcome, Transaction
 
 AUTHINFO_UNAVAIL, USER_UNKNOWN = 9, 10
@@ -52,10 +62,18 @@ def line_key(stack: Stack, h: Handler, seen: dict[Key, int]) -> Key:
     return (*base, n)
 
 
-def keys_of(stack: Stack) -> dict[int, Key]:
-    """handler ident -> a key that survives line numbers and controls changing."""
+def keys_of(stack: Stack, added: frozenset[tuple[str, int]] = frozenset()) -> dict[int, Key]:
+    """handler ident -> a key that survives line numbers and controls changing. Lines
+    at an `added` (file, line) are keyed by that place instead (not counted as an
+    occurrence of an original line)."""
     seen: dict[Key, int] = {}
-    return {h.ident: line_key(stack, h, seen) for h in stack.chain("auth")}
+    out = {}
+    for h in stack.chain("auth"):
+        if (h.file, h.line) in added:
+            out[h.ident] = (h.file, h.type, h.kind, h.module, h.args, h.level, "added", h.line)
+        else:
+            out[h.ident] = line_key(stack, h, seen)
+    return out
 
 
 class _Need(Exception):
@@ -81,6 +99,8 @@ class Proof:
     #: auth lines that run after a correct password but not after a correct PIN (a
     #: `sufficient` PIN ends the stack), when every other line succeeds
     skipped_after_pin: list[str] = field(default_factory=list)
+    #: rule 5 was checked and a keyring line runs after a correct PIN (--master-key)
+    keyring_after_pin: bool = False
 
     @property
     def ok(self) -> bool:
@@ -98,9 +118,10 @@ class Proof:
 class _Runner:
     """Runs one stack (`pam_authenticate` then `pam_setcred` on one handle) for a case."""
 
-    def __init__(self, stack: Stack, pin_keys: set[Key], ours: set[Key]) -> None:
+    def __init__(self, stack: Stack, pin_keys: set[Key], ours: set[Key],
+                 added: frozenset[tuple[str, int]] = frozenset()) -> None:
         self.stack = stack
-        self.keys = keys_of(stack)
+        self.keys = keys_of(stack, added)
         self.pin_keys = pin_keys
         self.ours = ours            # lines the edit added (left out of traces)
 
@@ -135,11 +156,25 @@ def _trace(runner: _Runner, outcome: Outcome) -> list[tuple]:
             if runner.keys[s.handler.ident] not in runner.ours]
 
 
+def _keyring_ran(outcome: Outcome, after_master_key: bool) -> bool:
+    """A keyring line ran (after a master_key line, if `after_master_key`)."""
+    token = not after_master_key
+    for s in outcome.steps:
+        if short_name(s.handler) == "master_key":
+            token = True
+        elif s.handler.name in KEYRING_MODULES and token:
+            return True
+    return False
+
+
 def prove(before: Stack, after: Stack, pin_keys: set[Key], password_keys: set[Key],
-          master_keys: set[Key] = frozenset()) -> Proof:
-    """Check the four rules (module docstring) over every case; see `Proof`."""
+          master_keys: set[Key] = frozenset(),
+          added: frozenset[tuple[str, int]] = frozenset()) -> Proof:
+    """Check the five rules (module docstring) over every case; see `Proof`."""
     proof = Proof()
-    b, a = _Runner(before, set(), set()), _Runner(after, pin_keys, pin_keys | master_keys)
+    b = _Runner(before, set(), set())
+    a = _Runner(after, pin_keys, set(pin_keys) | set(master_keys), added)
+    a.ours |= {key for key in a.keys.values() if key[6] == "added"}
     names = {key: display_name(h) for stack, keys in ((before, b.keys), (after, a.keys))
              for h in stack.chain("auth") for ident, key in keys.items() if h.ident == ident}
     forced = frozenset(password_keys)
@@ -175,10 +210,14 @@ def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
         return
     ok_before = before[0].code == SUCCESS
     if all(code == SUCCESS for code in case.values()) and not proof.skipped_after_pin:
-        pin_ran = {key for key, _ in _trace(a, runs[SUCCESS][0])}
+        # By file, module and arguments: a copy the edit made for the PIN's path
+        # stands for the line it copies.
+        pin_ran = {(key[0], key[3], key[4]) for key in
+                   (a.keys[s.handler.ident] for s in runs[SUCCESS][0].steps)}
         proof.skipped_after_pin = [names.get(key, key[3]) for key, _ in
                                    _trace(b, with_password[0])
-                                   if key not in pin_ran and key not in forced
+                                   if (key[0], key[3], key[4]) not in pin_ran
+                                   and key not in forced
                                    and key[3] not in ("pam_permit.so", "pam_deny.so")]
     for pin, (auth, setcred) in runs.items():
         where = f"when {_words(case, names)} and the PIN line returns {code_name(pin)}"
@@ -203,3 +242,11 @@ def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
                                         for s in auth.steps):
             proof.add("token after failure", "master_key (the keyring's token) runs in a "
                       "login that fails", where)
+        if (master_keys and pin == SUCCESS and with_password[0].code == SUCCESS
+                and _keyring_ran(with_password[0], after_master_key=False)):
+            if auth.code == SUCCESS and _keyring_ran(auth, after_master_key=True):
+                proof.keyring_after_pin = True
+            else:
+                proof.add("keyring locked after a PIN", "after a correct PIN the keyring "
+                          "line does not run after master_key (it runs after a correct "
+                          "password): the keyring would stay locked", where)

@@ -176,6 +176,134 @@ def test_arch_faillock_would_be_skipped_by_a_pin_and_is_refused(tmp_path):
     assert "pam_faillock" in out
 
 
+# -- --master-key on a direct edit: the keyring line runs after a PIN -------------------
+
+KEYRING_AUTH = b"auth       optional   pam_gnome_keyring.so\n"
+
+
+def add_keyring_to_login(root: str) -> None:
+    """Debian's login with the keyring's auth line after its password (as
+    tests/realapps/test_gnome_keyring.py and the README have it)."""
+    path = os.path.join(root, "etc", "pam.d", "login")
+    with open(path, "rb") as f:
+        data = f.read()
+    group = b"auth       optional   pam_group.so\n"
+    assert data.count(group) == 1
+    with open(path, "wb") as f:
+        f.write(data.replace(group, group + KEYRING_AUTH))
+
+
+def master_key_plan(root: str, service: str) -> enable.ServicePlan:
+    (sp,) = enable.plan([service], enable.Options(root=root, probe=assume_present,
+                                                  master_key=True))
+    return sp
+
+
+@pytest.mark.parametrize("service", ["login", "lightdm"])
+def test_master_key_direct_edit_runs_the_keyring_after_a_pin(debian, service):
+    add_keyring_to_login(debian)
+    sp = master_key_plan(debian, service)
+    assert sp.changes and not sp.refused, sp.refused
+    assert sp.proof.ok and sp.proof.keyring_after_pin
+    assert "pam_gnome_keyring" not in sp.proof.skipped_after_pin
+    after = parser.load_service(service, root=debian, probe=assume_present,
+                                locate=lambda p: _bytes_at(p, debian, sp))
+    names = [(h.name, h.args) for h in after.chain("auth")]
+    token = ("pam_pypam.so", ("module=master_key",))
+    keyring = [i for i, (name, _) in enumerate(names) if name == "pam_gnome_keyring.so"]
+    assert len(keyring) == 2                    # the PIN's path and the password's
+    assert all(names[i - 1] == token for i in keyring)
+    before = snapshot(debian)
+    out = pypam(*enable_args(debian, "--service", service, "--master-key", "--apply"))
+    assert "the keyring line runs after master_key after a correct PIN" in out
+    assert "written:" in out
+    pypam("disable", "--root", debian, "--apply")
+    assert snapshot(debian) == before
+
+
+def _bytes_at(path: str, root: str, sp: enable.ServicePlan) -> str:
+    """A locate() for parser.load_service that reads the plan's new text for its file."""
+    if path != sp.path:
+        return os.path.join(root, path.lstrip("/"))
+    new = os.path.join(root, "planned")
+    with open(new, "wb") as f:
+        f.write(sp.after)
+    return new
+
+
+def test_a_sufficient_pin_before_the_keyring_is_refused_by_the_proof(tmp_path):
+    # What enable wrote before: the PIN `sufficient` before the password, master_key
+    # before the keyring line. A correct PIN ends the stack: the keyring stays locked.
+    before = (b"auth [success=1 default=ignore] pam_unix.so\nauth requisite pam_deny.so\n"
+              b"auth required pam_permit.so\nauth optional pam_gnome_keyring.so\n")
+    after = (b"auth sufficient pam_pypam.so module=tpm_pin\n" + before).replace(
+        b"auth optional pam_gnome", b"auth optional pam_pypam.so module=master_key\n"
+        b"auth optional pam_gnome")
+    assert "keyring locked after a PIN" in _rules(_stacks(tmp_path, before, after))
+
+
+#: Fedora's gdm-password, without its first line (pam_selinux_permit, which the proof
+#: takes to succeed: it would end the stack before the password).
+FEDORA_GDM = ("auth        substack      system-auth\n"
+              "auth        optional      pam_gnome_keyring.so\n"
+              "account     include       system-auth\n"
+              "session     include       system-auth\n"
+              "session     optional      pam_gnome_keyring.so auto_start\n")
+
+
+def test_fedora_master_key_after_a_substack_password_is_refused(tmp_path):
+    # Fedora brings the password in with `substack`: after a failed password the
+    # substack ends and the keyring line still runs, so master_key before it would hand
+    # the keyring the token in a failed login. No edit of this file can avoid that:
+    # refused, with the alternatives named, nothing written.
+    root = copy_root(tmp_path, os.path.join(DATA, "fedora-authselect-local", "etc", "pam.d"))
+    with open(os.path.join(root, "etc", "pam.d", "gdm-password"), "w") as f:
+        f.write(FEDORA_GDM)
+    before = snapshot(root)
+    out = pypam(*enable_args(root, "--service", "gdm-password", "--master-key", "--apply"),
+                rc=2)
+    assert "master_key (the keyring's token) runs in a login that fails" in out
+    assert "--preset local --master-key" in out and "pypam-decide" in out
+    assert snapshot(root) == before
+    out = pypam(*enable_args(root, "--service", "gdm-password"))   # without: fine
+    assert "no new way in" in out
+    # An include after the password: the PIN's jump would count another file's lines.
+    with open(os.path.join(root, "etc", "pam.d", "postlogin"), "w") as f:
+        f.write("auth optional pam_echo.so hello\n")
+    with open(os.path.join(root, "etc", "pam.d", "gdm-password"), "a") as f:
+        f.write("auth        include       postlogin\n")
+    out = pypam(*enable_args(root, "--service", "gdm-password", "--master-key"), rc=2)
+    assert "an include after the password" in out and "pypam-decide" in out
+
+
+def test_arch_master_key_is_refused(tmp_path):
+    # Arch's login path runs pam_faillock before the password: refused as without
+    # --master-key (a PIN would skip faillock), nothing written.
+    root = copy_root(tmp_path, os.path.join(DATA, "arch-pambase-20210605", "etc", "pam.d"))
+    with open(os.path.join(root, "etc", "pam.d", "lightdm"), "w") as f:
+        f.write("auth include system-login\n-auth optional pam_gnome_keyring.so\n"
+                "account include system-login\nsession include system-login\n")
+    before = snapshot(root)
+    out = pypam(*enable_args(root, "--service", "lightdm", "--master-key", "--apply"), rc=2)
+    assert "REFUSED lightdm" in out and "pam_faillock" in out
+    assert snapshot(root) == before
+
+
+def test_a_failed_check_after_the_password_refuses_the_master_key(debian):
+    # A check between the password and the keyring that can fail (required): master_key
+    # would run in a login that fails (after the PIN as after the password): refused,
+    # with the alternatives named.
+    path = os.path.join(debian, "etc", "pam.d", "lightdm")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data.replace(b"@include common-auth\n", b"@include common-auth\n"
+                             b"auth required pam_succeed_if.so user ingroup staff\n"))
+    out = pypam(*enable_args(debian, "--service", "lightdm", "--master-key"), rc=2)
+    assert "master_key (the keyring's token) runs in a login that fails" in out
+    assert "--preset local --master-key" in out
+
+
 # -- the proof's rules, each against a stack that breaks it ---------------------------
 
 JUMPY = (b"auth [success=ok default=1] pam_succeed_if.so uid >= 1000 quiet\n"
@@ -191,10 +319,11 @@ def _stacks(tmp_path, before: bytes, after: bytes):
         stacks.append(parser.load_service("svc", confdir=str(tmp_path), probe=assume_present))
     keys = proof.keys_of(stacks[1])
     pin = {keys[h.ident] for h in stacks[1].chain("auth") if "module=tpm_pin" in h.args}
+    master = {keys[h.ident] for h in stacks[1].chain("auth") if "module=master_key" in h.args}
     before_keys = proof.keys_of(stacks[0])
     password = {before_keys[h.ident] for h in stacks[0].chain("auth")
                 if h.name == "pam_unix.so"}
-    return proof.prove(stacks[0], stacks[1], pin, password)
+    return proof.prove(stacks[0], stacks[1], pin, password, master)
 
 
 def _rules(result: proof.Proof) -> set[str]:
