@@ -1,8 +1,8 @@
 """The real gnome-keyring behind the master key: /bin/login on a pty, Debian's
 pam_gnome_keyring and gnome-keyring-daemon, a user session bus (keyring_session.py).
 
-Two stacks give the keyring the token after a PIN login and after a password login,
-and never after a failed one; both are the README's walk-through:
+Three stacks give the keyring the token after a PIN login and after a password login,
+and never after a failed one; all three are in the README's walk-through:
 
 - `pypam enable tpm_pin --preset local --master-key --apply` on Debian (through
   pam-auth-update: the PIN jumps inside common-auth, master_key goes before login's
@@ -15,11 +15,10 @@ and never after a failed one; both are the README's walk-through:
 
   and `session optional pam_gnome_keyring.so auto_start` after common-session.
 
-`pypam enable --service login --master-key` (a direct edit) puts master_key in front
-of the keyring line, but its PIN line is `sufficient` before `@include common-auth`,
-so after a correct PIN neither runs and the keyring stays locked (its dry run says
-so: "after a correct PIN these auth lines do not run: ... pam_gnome_keyring"); the
-strict xfail below shows it.
+- `pypam enable tpm_pin --service login --master-key --apply` (a direct edit): the PIN
+  line jumps to the password unless the PIN is correct; a correct PIN runs a copy of
+  login's auth lines after the password (master_key before the keyring) and ends the
+  stack there.
 
 Debian's libpam-gnome-keyring adds the keyring to common-password only (its
 pam-auth-update profile); the auth and session lines go into the service, as the
@@ -436,15 +435,18 @@ def test_pypam_enable_preset_local_master_key_opens_the_keyring_after_pin_or_pas
     keyring.pin_box.unwire()  # pypam disable --apply: every pam.d file as before
 
 
-@pytest.mark.xfail(strict=True, reason="a direct edit's PIN line is `sufficient` before "
-                   "common-auth: after a correct PIN, master_key and pam_gnome_keyring "
-                   "do not run (--preset local through pam-auth-update does it)")
 def test_pypam_enable_master_key_a_pin_login_unlocks(keyring):
+    """The direct edit: after a correct PIN the keyring gets the token and opens; a
+    failed login leaves it locked; disable restores pam.d."""
     box = keyring.box
     keyring.create_keyring(token(box), SECRET)
     add_keyring_lines(box)
     enable_service_login(keyring.pin_box)
     child, seen = pin_login(box)
-    unlocked = not keyring.locked()
+    assert not keyring.locked()
+    assert keyring.lookup() == SECRET
     log_out(child, seen)
-    assert unlocked
+    keyring.stop_daemon()
+    failed_login(keyring)
+    assert keyring.locked()
+    keyring.pin_box.unwire()
