@@ -191,8 +191,8 @@ def plan_service(name: str, opts: Options, includers: dict[str, set[str]],
     password = {h.ident for h in chain if _origin(h, sp.path) == line
                 and short_name(h) in CREDENTIAL_MODULES}
     _prove(sp, before, after, (sp.path, pin_line), password, sp.added)
-    if sp.refused and opts.master_key and sp.proof and {
-            v.rule for v in sp.proof.violations} & MASTER_KEY_RULES:
+    if sp.refused and opts.master_key and sp.proof and (sp.added or {
+            v.rule for v in sp.proof.violations} & MASTER_KEY_RULES):
         sp.refused += ". " + MASTER_KEY_ALTERNATIVES
     return sp
 
@@ -255,17 +255,24 @@ def _edit(sp: ServicePlan, chain: list[Handler], anchor: int,
         inserted = [COMMENT, PIN_PATH_COMMENT, pin, *tail]
     else:
         inserted = [COMMENT, f"auth  sufficient  {opts.module} module=tpm_pin\n".encode()]
+    # Where new lines go, as chain indices: the PIN's block before the anchor, one
+    # master_key before each keyring line of this file.
+    places = [(anchor, _handlers(inserted))]
+    if opts.master_key:
+        places += [(j, 1) for j, h in enumerate(chain) if h.name in presets.KEYRING_MODULES
+                   and h.file == sp.path and not h.via]
     fixes: dict[int, bytes] = {}
     for i, h in enumerate(chain[:anchor]):
         if h.kind == Kind.SUBSTACK or not h.actions:
             continue
-        crossing = {n for n in set(h.actions) if n > 0 and _crosses(chain, i, n, anchor)}
+        crossing = {n: by for n in set(h.actions) if n > 0
+                    and (by := _crossed(chain, i, n, places))}
         if not crossing:
             continue
         if h.file != sp.path or h.via or h.level != chain[anchor].level:
             raise _Refuse(f"{h.where}: its jump crosses the place of the PIN line from "
                           "another file, and cannot be re-counted there")
-        fixes[h.line] = _recount(lines[h.line - 1], crossing, h, _handlers(inserted))
+        fixes[h.line] = _recount(lines[h.line - 1], crossing, h)
     for number, text in fixes.items():
         lines[number - 1] = text
         sp.notes.append(f"re-counted the jump on line {number} (the PIN line sits "
@@ -318,20 +325,26 @@ def _pin_path(lines: list[bytes], chain: list[Handler], sp: ServicePlan, at: int
     return [*out, b"auth  sufficient  pam_permit.so\n", b"auth  requisite  pam_deny.so\n"]
 
 
-def _crosses(chain: list[Handler], i: int, jump: int, anchor: int) -> bool:
+def _crossed(chain: list[Handler], i: int, jump: int, places: list[tuple[int, int]]) -> int:
+    """How many new lines a jump of `jump` from chain[i] crosses: those put in before a
+    line it jumps over (a jump landing on the line lands on the new lines before it,
+    as the line's own: the PIN before the password, master_key before the keyring)."""
     target = check.landing(chain, i, jump)
     if target == "bad":
-        return False
-    return target == "end" or chain.index(target) > anchor
+        return 0
+    end = len(chain) if target == "end" else chain.index(target)
+    return sum(count for at, count in places if i < at < end)
 
 
-def _recount(line: bytes, crossing: set[int], h: Handler, by: int) -> bytes:
+def _recount(line: bytes, crossing: dict[int, int], h: Handler) -> bytes:
+    """The line with each jump N of `crossing` made N + crossing[N]."""
     start, end = line.find(b"["), line.find(b"]")
     if start < 0 or end < start:
         raise _Refuse(f"{h.where}: a jump that crosses the PIN line, written in a way "
                       "enable cannot re-count")
-    inner = _JUMP.sub(lambda m: m.group(1) + b"=" + str(int(m.group(2)) + by).encode()
-                      if int(m.group(2)) in crossing else m.group(0), line[start:end])
+    inner = _JUMP.sub(lambda m: m.group(1) + b"=" + str(
+        int(m.group(2)) + crossing[int(m.group(2))]).encode()
+        if int(m.group(2)) in crossing else m.group(0), line[start:end])
     return line[:start] + inner + line[end:]
 
 

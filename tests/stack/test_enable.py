@@ -231,6 +231,22 @@ def _bytes_at(path: str, root: str, sp: enable.ServicePlan) -> str:
     return new
 
 
+#: A jump across the password and the keyring line (system users land on pam_deny).
+JUMP_OVER_KEYRING = (b"auth [success=ok default=6] pam_succeed_if.so uid >= 1000 quiet\n"
+                     b"@include common-auth\nauth optional pam_gnome_keyring.so\n"
+                     b"auth [default=1] pam_permit.so\nauth requisite pam_deny.so\n"
+                     b"auth required pam_permit.so\n")
+
+
+def test_master_key_recounts_a_jump_across_the_pin_path_and_the_keyring(debian):
+    with open(os.path.join(debian, "etc", "pam.d", "svc"), "wb") as f:
+        f.write(JUMP_OVER_KEYRING)
+    sp = master_key_plan(debian, "svc")
+    assert sp.proof.ok and sp.proof.keyring_after_pin, sp.refused
+    # 6 + the PIN line and its path (8) + master_key before the keyring line (1)
+    assert sp.after.startswith(b"auth [success=ok default=15] pam_succeed_if.so")
+
+
 def test_a_sufficient_pin_before_the_keyring_is_refused_by_the_proof(tmp_path):
     # What enable wrote before: the PIN `sufficient` before the password, master_key
     # before the keyring line. A correct PIN ends the stack: the keyring stays locked.
