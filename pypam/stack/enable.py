@@ -13,8 +13,8 @@ Jumps of earlier lines in the same file that cross the new line are re-counted
 be re-counted and the service is refused. With `--master-key`, a master_key line goes
 before each keyring line of the file.
 
-With `--master-key` and a keyring line after the password (Debian's login and
-lightdm, Fedora's gdm-password), a `sufficient` PIN would end the stack before the
+With `--master-key` and a keyring line after the password (Debian's lightdm, or its
+login with the keyring lines added), a `sufficient` PIN would end the stack before the
 keyring line, which then stays locked after a PIN login. The PIN's path then gets its
 own copy of the file's auth lines after the password:
 
@@ -30,7 +30,9 @@ file) to the password, exactly as before; a correct PIN runs the copied lines an
 the stack (with success, or with a failure if one of them failed). A copied line that
 includes another file is refused (the jump would have to count that file's lines,
 which its package may change). The proof checks the result like any other edit, and
-rule 5 that the keyring line runs after a correct PIN.
+(its rule 5) that the keyring line runs after a correct PIN. Where the password comes
+in with `substack` (Fedora's display managers), the keyring line runs after a failed
+password too, so master_key before it is refused by rule 4 whatever enable writes.
 
 The new text is loaded by the same parser as libpam's (parser.py) and proven by the
 simulator (proof.py) against the old one; the stack check (check.py) must find nothing
@@ -275,7 +277,7 @@ def _edit(sp: ServicePlan, chain: list[Handler], anchor: int,
         fixes[h.line] = _recount(lines[h.line - 1], crossing, h)
     for number, text in fixes.items():
         lines[number - 1] = text
-        sp.notes.append(f"re-counted the jump on line {number} (the PIN line sits "
+        sp.notes.append(f"re-counted the jump on line {number} (lines enable adds sit "
                         "between it and where it lands)")
     pin_index = next(i for i, line in enumerate(inserted) if b"module=tpm_pin" in line)
     pin_line = sp.pin_line = at + pin_index
