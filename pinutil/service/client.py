@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import _socket
 import sys
-from time import monotonic
+from time import monotonic, sleep
 
 from pinutil import errors
 from pinutil.service import protocol
@@ -22,10 +22,9 @@ def call(path: str, fields: dict, seconds: float) -> dict:
     """Send `fields` as one request to the service at `path`; its reply's fields."""
     frame = protocol.encode(fields)
     deadline = monotonic() + seconds
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock = None
     try:
-        sock.settimeout(max(0.001, deadline - monotonic()))
-        sock.connect(path)
+        sock = _connect(path, deadline)
         _require_trusted_server(sock, path)  # before the request: it may hold a PIN
         sock.sendall(frame)
         header = _read(sock, protocol.HEADER_SIZE, deadline)
@@ -39,7 +38,31 @@ def call(path: str, fields: dict, seconds: float) -> dict:
         raise errors.TpmUnavailable(f"cannot reach pinutild at {path}: "
                                     f"{e.strerror or type(e).__name__}") from None
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
+
+
+def _connect(path: str, deadline: float):
+    """A connected socket, trying again while the service's listen queue is full.
+
+    A unix stream connect with a timeout does not wait for room in a full queue: it
+    fails at once with EAGAIN. A flood of connections (one user's, say) fills that
+    queue faster than the service accepts and closes them, so one full-queue answer
+    must not cost a login its PIN: retry until the deadline, then time out."""
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(max(0.001, deadline - monotonic()))
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if monotonic() >= deadline:
+                raise TimeoutError from None
+            sleep(0.005)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def _require_trusted_server(sock, path: str) -> None:
