@@ -48,8 +48,13 @@ def bound_listener(path: str) -> socket.socket:
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    os.chmod(path, 0o666)
+    # Mode 0666 from bind() itself: a chmod() by path afterwards could follow a
+    # symlink swapped in by whoever else can write to that directory.
+    old_umask = os.umask(0o111)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
     sock.listen(128)
     return sock
 

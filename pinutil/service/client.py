@@ -20,10 +20,10 @@ _LOWER_HEX = frozenset("0123456789abcdef")
 
 def call(path: str, fields: dict, seconds: float) -> dict:
     """Send `fields` as one request to the service at `path`; its reply's fields."""
-    frame = protocol.encode(fields)
     deadline = monotonic() + seconds
     sock = None
     try:
+        frame = protocol.encode(fields)  # a field it cannot carry: unavailable, too
         sock = _connect(path, deadline)
         _require_trusted_server(sock, path)  # before the request: it may hold a PIN
         sock.sendall(frame)

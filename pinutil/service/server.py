@@ -71,10 +71,9 @@ class _Connection:
 class _Job:
     __slots__ = ("cancelled", "connection", "deadline", "fields", "verb")
 
-    def __init__(self, connection: _Connection | None, verb: str, fields: dict,
-                 deadline: float) -> None:
+    def __init__(self, connection: _Connection | None, verb: str, fields: dict) -> None:
         self.connection, self.verb, self.fields = connection, verb, fields
-        self.deadline = deadline
+        self.deadline = None  # set when the worker takes it: queueing is not TPM time
         self.cancelled = False
 
 
@@ -258,9 +257,10 @@ class Server:
         if self.current is not None and self.current.deadline <= now:
             self._trip(f"the TPM did not answer within {self.limits.tpm_seconds:g} s")
         for conn in [c for c in self.connections.values() if c.deadline <= now]:
-            if conn.state == _WORKING:  # queued behind a slow (not yet hung) request
+            if conn.state == _WORKING:  # still queued behind slow (not hung) requests
                 self._reply(conn, _unavailable(
-                    f"the TPM did not answer within {self.limits.tpm_seconds:g} s"))
+                    f"pinutild is busy: the request waited {self.limits.tpm_seconds:g} s "
+                    "behind others and was not sent to the TPM"))
             else:
                 self._close(conn)  # too slow to send its request or read its reply
 
@@ -271,10 +271,9 @@ class Server:
                                            "probing it)"))
             return
         fields = {k: v for k, v in request.items() if k != "verb"}
-        deadline = monotonic() + self.limits.tpm_seconds
-        conn.job = _Job(conn, request["verb"], fields, deadline)
+        conn.job = _Job(conn, request["verb"], fields)
         conn.state = _WORKING
-        conn.deadline = deadline
+        conn.deadline = monotonic() + self.limits.tpm_seconds  # its wait in the queue
         self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
         self.jobs.append(conn.job)
 
@@ -285,7 +284,7 @@ class Server:
         job = None
         if self.breaker_open:
             if monotonic() >= self.next_probe:
-                job = _Job(None, PROBE, {}, monotonic() + self.limits.tpm_seconds)
+                job = _Job(None, PROBE, {})
         else:
             while self.jobs and job is None:
                 candidate = self.jobs.popleft()
@@ -296,6 +295,12 @@ class Server:
             self.worker.start()
             self.selector.register(self.worker.from_child, selectors.EVENT_READ, "worker")
         caller = _SERVICE if job.connection is None else job.connection.caller
+        # The TPM's time for this job starts now. A deadline set when it was queued
+        # let jobs that merely waited behind others trip the breaker and kill a check
+        # in progress (one user's 16 queued requests on a slow TPM did it).
+        job.deadline = monotonic() + self.limits.tpm_seconds
+        if job.connection is not None:
+            job.connection.deadline = job.deadline
         try:
             self.worker.send(job.verb, caller, job.fields)
         except WorkerGone:
