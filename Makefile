@@ -26,7 +26,7 @@ UDEVDIR     := $(PREFIX)/lib/udev/rules.d
 
 APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
-	libpam-python python3-pypamtest util-linux
+	libpam-python python3-pypamtest util-linux systemd libcap2-bin
 
 # The `pypam` admin command (pypam.stack, stdlib only): $(1) is where pypam/ lives.
 pypam_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pypam.stack.cli import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)

@@ -30,8 +30,12 @@ def test_make_clean_removes_exactly_the_generated_files(tmp_path):
     _source_tree_copy(tree)
     before = _files(tree)
     assert "pypam/_libpam.py" in before, "make build generates it (the suite runs built)"
+    # A make of its own: not a sub-make of the suite's (whose MAKEFLAGS would carry
+    # PYPAM_IN_SAFE_COPY=1 when the suite itself runs in a safe copy).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYPAM_IN_SAFE_COPY")}
     done = subprocess.run(["make", "-s", "clean"], cwd=tree, capture_output=True, text=True,
-                          check=False, timeout=120)
+                          check=False, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     removed = before - _files(tree)
     assert removed == {p for p in before if _generated(p)}
