@@ -19,6 +19,7 @@ import pytest
 
 from pinutil.service import protocol
 from tests.support.pinutild import AS_NOBODY, PYTHON, start_pinutild
+from tests.support.tpm_proxy import TpmProxy
 
 PIN = "1234"
 PATIENT_HOSTILE = ("--request-timeout", "300")
@@ -169,6 +170,38 @@ def test_one_users_flood_does_not_take_the_others_slots(pin_env):
         service.stop()
 
 
+class TpmGate:
+    """The proxy's intercept: a TPM that stops answering at the first command after it
+    is built, and answers again (each held command then reaches the real TPM, as the
+    bytes a stopped TPM left in its socket would) once `open()` is called. `seen` is
+    set when the first command is held: its job is then with the service's worker, a
+    real happens-before for what the test sends next (no guessing how fast the worker
+    picks it up)."""
+
+    def __init__(self) -> None:
+        self.seen = threading.Event()
+        self._open = threading.Event()
+
+    def __call__(self, command: bytes, forward) -> bytes:
+        if not self._open.is_set():
+            self.seen.set()
+            self._open.wait()
+        return forward(command)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def gated_tpm(pin_env) -> tuple[TpmProxy, TpmGate]:
+    """A proxy holding the TPM's commands (`TpmGate`) between the policy's TCTI and
+    the swtpm; the enrolment is made before, directly."""
+    gate = TpmGate()
+    proxy = TpmProxy(pin_env.swtpm.sock, os.path.join(pin_env.swtpm.state_dir, "px"), gate)
+    proxy.start()
+    pin_env.write_policy(tcti=proxy.tcti)
+    return proxy, gate
+
+
 def wait_until_answering(service, tries: int = 600) -> None:
     """Poll pin-status until the breaker closes (the stuck request has returned)."""
     for _ in range(tries):
@@ -179,14 +212,14 @@ def wait_until_answering(service, tries: int = 600) -> None:
 
 
 def test_hung_tpm_trips_the_breaker_and_a_queued_pin_is_never_sent(pin_env):
-    """The TPM stops (SIGSTOP): the request in progress and one queued behind it get
+    """The TPM stops answering: the request in progress and one queued behind it get
     tpm_unavailable; while it stays stuck a new request gets it at once (the breaker's
-    message); after the TPM resumes, the queued wrong PIN was never sent (counter 0)
-    and logins work again."""
+    message); after the TPM answers again, the queued wrong PIN was never sent (counter
+    0) and logins work again."""
     pin_env.enrol("root", PIN)
-    service = start_pinutild(pin_env, "--tpm-timeout", "1")
+    proxy, gate = gated_tpm(pin_env)
+    service = start_pinutild(pin_env, "--tpm-timeout", "5")
     try:
-        pin_env.swtpm.pause()
         replies = {}
 
         def ask(name, **fields):
@@ -195,44 +228,59 @@ def test_hung_tpm_trips_the_breaker_and_a_queued_pin_is_never_sent(pin_env):
         first = threading.Thread(target=ask, args=("first",),
                                  kwargs={"verb": "pin-status", "user": "root"})
         first.start()
+        assert gate.seen.wait(60)  # the first request is with the worker, stuck
         queued = threading.Thread(target=ask, args=("queued",),
                                   kwargs={"verb": "pin-check", "user": "root", "pin": b"9999"})
         queued.start()
         first.join()
         queued.join()
-        assert replies["first"]["result"] == "tpm_unavailable"
-        assert replies["queued"]["result"] == "tpm_unavailable"
+        assert replies["first"]["result"] == "tpm_unavailable", replies
+        # Queued behind the stuck request, not refused by the breaker: the wrong PIN
+        # was waiting when the worker was killed (the case under test).
+        assert replies["queued"] == replies["first"], replies
         tripped = service.ask(verb="pin-check", user="root", pin=b"9999")
         assert tripped["result"] == "tpm_unavailable"
         assert "pinutild is probing it" in tripped["error"]  # the breaker, at once
-        pin_env.swtpm.resume()
-        wait_until_answering(service)  # the worker finishes the stuck request first
+        gate.open()
+        wait_until_answering(service)  # after the stuck request and anything queued
+        assert pin_env.counter("root") == (0, 3)  # before a good PIN would reset it
         assert service.ask(verb="pin-check", user="root", pin=PIN.encode()) == \
             {"result": "success"}
-        assert pin_env.counter("root") == (0, 3)
         assert service.alive()
     finally:
-        pin_env.swtpm.resume()
+        gate.open()
         service.stop()
+        proxy.stop()
 
 
 def test_a_client_that_leaves_has_its_queued_pin_dropped(pin_env):
+    """A wrong PIN queued behind a request the TPM is busy with, whose client leaves
+    before its turn: it is never sent (counter 0), and the next login works."""
     pin_env.enrol("root", PIN)
-    service = start_pinutild(pin_env, "--tpm-timeout", "30")
+    proxy, gate = gated_tpm(pin_env)
+    service = start_pinutild(pin_env, "--tpm-timeout", "60")
     try:
-        pin_env.swtpm.pause()
-        first = threading.Thread(target=service.ask,
-                                 kwargs={"verb": "pin-status", "user": "root"})
+        replies = []
+        first = threading.Thread(target=lambda: replies.append(
+            service.ask(verb="pin-status", user="root")))
         first.start()
+        assert gate.seen.wait(60)  # the first request is with the worker, held
         with raw(service.socket) as sock:  # a wrong PIN queued behind it, then gone
             sock.sendall(body(VERB, USER, (b"pin", b"b", b"9999")))
             sock.shutdown(socket.SHUT_WR)
-        os.sched_yield()
-        pin_env.swtpm.resume()
+            # The service closes its end only when it has seen us leave (so it knows
+            # before the TPM is free), and never answers a client that left.
+            assert sock.recv(1) == b""
+        gate.open()
         first.join()
+        assert [r["result"] for r in replies] == ["success"], replies
+        # One request at a time, in order: once this one is answered, a queued wrong
+        # PIN would have been sent. Read before a good PIN would reset the counter.
+        assert service.ask(verb="pin-status", user="root")["failures"] == 0
+        assert pin_env.counter("root") == (0, 3)
         assert service.ask(verb="pin-check", user="root", pin=PIN.encode()) == \
             {"result": "success"}
-        assert pin_env.counter("root") == (0, 3)
     finally:
-        pin_env.swtpm.resume()
+        gate.open()
         service.stop()
+        proxy.stop()
