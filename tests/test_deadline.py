@@ -110,9 +110,13 @@ def test_one_budget_per_login_dict():
     assert login_budget(login, 10) is first and first.seconds == 3
 
 
-# A host whose SIGCHLD handler reaps whatever exited (our worker too) and then starts a
-# child of its own that gets the worker's pid: run in a new pid namespace, where
-# ns_last_pid makes the reuse certain rather than a matter of luck.
+# A host that reaps whatever exited (our worker too) and then starts a child of its
+# own that gets the worker's pid: run in a new pid namespace, where ns_last_pid makes
+# the reuse certain rather than a matter of luck. The worker tells the host (SIGUSR1)
+# just before it exits, so the host's handler runs, waits for it and reaps it before
+# run_in_child can: a SIGCHLD handler would race run_in_child's own wait (poll sees
+# the pidfd readable as the child exits, the signal comes a moment later) and, if the
+# host's child exited before the handler recorded it, run again for that child.
 _PID_REUSE_HOST = """
 import os, signal, sys
 sys.path[:0] = [sys.argv[1]]
@@ -121,14 +125,7 @@ from pinutil.deadline import TpmBudget, run_in_child
 host_children = []
 
 def reap_and_fork(signum, frame):
-    if host_children:
-        return  # the host reaps its own child later, by pid
-    try:
-        worker, _ = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return
-    if worker == 0:
-        return
+    worker, _ = os.waitpid(-1, 0)  # the worker, which exits right after telling us
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(worker - 1))
     child = os.fork()
@@ -136,9 +133,13 @@ def reap_and_fork(signum, frame):
         os._exit(42)
     host_children.append((worker, child))
 
-signal.signal(signal.SIGCHLD, reap_and_fork)
+def work_then_tell_the_host():
+    os.kill(os.getppid(), signal.SIGUSR1)
+    return 7
+
+signal.signal(signal.SIGUSR1, reap_and_fork)
 try:
-    result = run_in_child(TpmBudget(10), int, 7)
+    result = run_in_child(TpmBudget(10), work_then_tell_the_host)
 except BaseException as e:
     result = type(e).__name__
 own = []
