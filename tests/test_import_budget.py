@@ -14,6 +14,7 @@ child); tpm_pin's direct backend imports the TPM binding before forking, so it i
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -37,7 +38,10 @@ FRAMEWORK = {
 #: tpm_pin imports its core at load time (every hook loads the module), without the
 #: TPM code: only a login that uses the direct backend loads the binding.
 TPM_PIN_LOADED = {"pinutil", "pwd"}
-TPM_BINDING = {"struct", "_struct", "_sha256", "_operator", "select"}  # and pinutil.tpm
+#: The builtin SHA-256 is `_sha256` until Python 3.11 (Debian 12), `_sha2` since 3.12
+#: (Debian 13): one name per interpreter, the one this interpreter has.
+BUILTIN_SHA256 = "_sha2" if sys.version_info >= (3, 12) else "_sha256"
+TPM_BINDING = {"struct", "_struct", BUILTIN_SHA256, "_operator", "select"}  # and pinutil.tpm
 #: The TPM binding and the modules that send commands through it.
 TPM_CODE = ("pinutil.tpm._tss", "pinutil.tpm.context", "pinutil.tpm.sapi")
 #: master_key imports pinutil only inside authenticate (a broken install must still
