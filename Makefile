@@ -39,7 +39,7 @@ pinutild_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfro
 DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
 	dpkg-dev fakeroot lintian debootstrap
 DEBDIR      := $(CURDIR)/build/debian-package
-MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pypam.md))
+MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pinutild.md docs/pypam.md))
 
 .PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults test-realapps \
 	man deb deb-tools test-deb

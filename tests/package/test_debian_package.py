@@ -109,13 +109,43 @@ def test_files_and_places(debs):
                  "/usr/share/pam-configs/pypam-tpm-pin",
                  "/usr/share/man/man8/pam_tpm_pin.8.gz",
                  "/usr/share/man/man8/pam_master_key.8.gz",
-                 "/usr/share/man/man8/pinutil.8.gz"):
+                 "/usr/share/man/man8/pinutil.8.gz",
+                 "/usr/share/man/man8/pinutild.8.gz"):
         assert path in tpm, path
+    # pinutild: its command and its units where Debian's systemd looks for them.
+    assert tpm["/usr/sbin/pinutild"] == "-rwxr-xr-x root/root"
+    assert tpm["/lib/systemd/system/pinutild.socket"] == "-rw-r--r-- root/root"
+    assert tpm["/lib/systemd/system/pinutild.service"] == "-rw-r--r-- root/root"
     everything = list(shim) + list(tpm)
     assert not [p for p in everything if p.endswith(".pyc") or "__pycache__" in p]
     assert not [p for p in everything if p.endswith("_build.py")]  # build-time only
     # Nothing downloaded from PyPI is shipped: Debian's own modules are dependencies.
     assert not [p for p in everything if re.search(r"/(cffi|cryptography|argon2)", p)]
+
+
+def _control_file(deb: str, name: str) -> str:
+    return subprocess.run(["dpkg-deb", "--info", deb, name], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_pinutild_is_neither_enabled_nor_started_by_installation(debs):
+    # With backend=auto, logins use pinutild whenever its socket exists: installing the
+    # package must not switch anyone's login path. The root below has no systemd to
+    # ask, so the maintainer scripts are read: no enable, no start, no restart.
+    deb = debs["new"]["pypam-tpm-pin"]
+    postinst = _control_file(deb, "postinst")
+    assert "pinutild.socket" in postinst  # dh_installsystemd's state keeping is there
+    for forbidden in ("deb-systemd-invoke", "systemctl"):
+        assert forbidden not in postinst, forbidden
+    # Enabled again only where the administrator had enabled it (an upgrade).
+    lines = postinst.splitlines()
+    for i, line in enumerate(lines):
+        if "deb-systemd-helper enable" in line:
+            guard = next(g for g in reversed(lines[:i]) if g.strip().startswith("if "))
+            assert "was-enabled 'pinutild.socket'" in guard, guard
+    wrapper = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], check=True,
+                             capture_output=True).stdout
+    assert b"from pinutil.service.__main__ import main" in wrapper
 
 
 def test_dependencies_pin_the_python_it_was_built_for(debs):
@@ -127,7 +157,7 @@ def test_dependencies_pin_the_python_it_was_built_for(debs):
         assert f"python3 (>= {major}.{minor}~)" in depends, depends
         assert f"python3 (<< {major}.{int(minor) + 1})" in depends, depends
     tpm = _field(debs["new"]["pypam-tpm-pin"], "Depends")
-    for dependency in ("python3-cryptography", "python3-argon2", "tpm-udev",
+    for dependency in ("python3-cryptography", "python3-argon2", "tpm-udev", "adduser",
                        f"libpam-pypam (= {_version()})"):
         assert dependency in tpm
     assert "python3-cffi-backend" in _field(debs["new"]["libpam-pypam"], "Depends")
@@ -180,6 +210,52 @@ def _status(root: DebianRoot) -> str:
     return root.run(["pinutil", "--json", "status", "alice"]).stdout
 
 
+# Inside the root: the installed pinutild, as its own user with the unit's
+# SupplementaryGroups=tss, on a socket of its own; the installed client asks it once.
+_ASK_PINUTILD = """
+import json, socket, sys, time
+sys.path.insert(0, "/usr/lib/pypam/python")
+from pinutil.service import client
+path = sys.argv[1]
+for _ in range(3000):  # until it listens (the file appears at bind, before listen)
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+        break
+    except OSError:
+        time.sleep(0.01)
+    finally:
+        probe.close()
+print(json.dumps(client.call(path, {"verb": "pin-status", "user": "alice"}, 60)))
+"""
+_RUN_PINUTILD = """
+set -e
+install -d -o pinutild -g pinutild -m 0755 /tmp/pinutild
+setpriv --reuid pinutild --regid pinutild --groups tss \\
+    /usr/sbin/pinutild --listen /tmp/pinutild/sock 2>/tmp/pinutild/log &
+service=$!
+status=0
+python3 -I -c "$1" /tmp/pinutild/sock || status=$?
+kill $service; wait $service || true
+exit $status
+"""
+# The accounts' files: the system user pinutild stays after purge, as documented.
+ACCOUNT_FILES = tuple(f"/etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow")
+                      for suffix in ("", "-"))
+
+
+def _accounts(root: DebianRoot) -> dict[str, set[str]]:
+    result = {}
+    for path in ACCOUNT_FILES[::2]:
+        with open(root.path + path) as f:
+            result[path] = set(f.read().splitlines())
+    return result
+
+
+def _without_accounts(files: set[str]) -> set[str]:
+    return {entry for entry in files if entry.split(" ", 1)[0] not in ACCOUNT_FILES}
+
+
 def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
     with DebianRoot("bookworm") as root:
         root.run(["apt-get", "update", "-qq"])
@@ -187,7 +263,7 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
                   "pamtester", "passwd", *_dependencies(debs["new"])])
         root.run(["useradd", "-m", "alice"])
         root.run(["chpasswd"], input=f"alice:{PASSWORD}\n".encode())
-        before = root.files(VOLATILE)
+        before, accounts_before = root.files(VOLATILE), _accounts(root)
 
         os.makedirs(f"{root.path}/tmp/debs")
         for version in ("previous", "new"):
@@ -207,6 +283,13 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
             assert "pam_unix.so" in f.read()
         with open(f"{root.path}/etc/pam.d/common-auth") as f:
             assert "pam_pypam" not in f.read()
+        # pinutild's system user: no login, no home; tss comes from the unit.
+        account = root.run(["getent", "passwd", "pinutild"]).stdout.split(":")
+        assert account[5:] == ["/nonexistent", "/usr/sbin/nologin\n"], account
+        assert int(account[2]) < 1000 and not os.path.exists(f"{root.path}/nonexistent")
+        assert root.run(["id", "-nG", "pinutild"]).stdout == "pinutild\n"
+        # Nothing enabled: no unit linked into any target.
+        assert root.run(["sh", "-c", "grep -rl pinutild /etc/systemd || true"]).stdout == ""
 
         tpm = start_swtpm(f"{root.path}/tmp/tpm")
         try:
@@ -242,6 +325,13 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
                 assert (result.returncode == 0) == succeeds, (answers, result.stderr)
             assert '"failures": 2' in _status(root)
 
+            # The installed service, from the installed files, answers as pinutil does.
+            asked = root.run(["sh", "-c", _RUN_PINUTILD, "sh", _ASK_PINUTILD], check=False)
+            assert asked.returncode == 0, (asked.stdout, asked.stderr,
+                                           open(f"{root.path}/tmp/pinutild/log").read())
+            reply = json.loads(asked.stdout)
+            assert (reply["enrolled"], reply["failures"], reply["locked"]) == (True, 2, False)
+
             # Upgrade: enrolment, master key, statoverride and the enabled profile stay.
             root.run(["sh", "-c", "apt-get install -y --no-install-recommends /tmp/debs/new-*.deb"])
             for package in PACKAGES:
@@ -273,5 +363,12 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
         assert os.path.exists(f"{root.path}/var/pinpam/sealed_master_key")
         root.run(["rm", "-r", "/var/pinpam"])
         assert root.run(["dpkg-statoverride", "--list"], check=False).stdout == ""
-        after = root.files(VOLATILE)
+        # The system user pinutild stays (Debian keeps system users), and only it.
+        accounts_after = _accounts(root)
+        for path, lines in accounts_after.items():
+            added = sorted(lines - accounts_before[path])
+            assert len(added) == 1 and added[0].startswith("pinutild:"), (path, added)
+            assert accounts_before[path] <= lines, path
+        after = _without_accounts(root.files(VOLATILE))
+        before = _without_accounts(before)
         assert sorted(after - before) == [] and sorted(before - after) == []
