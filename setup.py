@@ -31,7 +31,7 @@ setup(
     version="0.1.0",
     description="Linux PAM modules in Python; TPM 2.0 PIN login and master key",
     packages=["pypam", "pypam.stack", "pinutil", "pinutil.tpm", "pinutil.pin",
-              "pinutil.master_key", "pinutil.cli"],
+              "pinutil.master_key", "pinutil.cli", "pinutil.service"],
     package_data={"pinutil.master_key": ["bip39_english.txt"]},
     python_requires=">=3.11",
     install_requires=["cffi>=1.15", "cryptography>=44"],
