@@ -2,7 +2,7 @@
 
 Used by setup.py (`build_ext`); the Makefile chooses the paths: the source tree for
 `make build`, the system layout for `make install`. Nothing at run time can change
-them: that is the point (see shared/docs/embedding-facts.md).
+them: that is the point (README, "Security design").
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 /* embed.c: the one place that decides how CPython starts in a pypam binary.
  *
- * Why each setting (see shared/docs/embedding-facts.md):
+ * Why each setting (README, "Security design"):
  * - isolated pre-config and config: PYTHON* variables of a set-id caller are ignored;
  * - program_name, executable and home fixed: otherwise CPython looks `python3` up in
  *   the caller's PATH and derives the stdlib location from it (a planted stdlib ran
