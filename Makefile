@@ -221,4 +221,4 @@ deb: deb-tools
 # Only what `make build` generates: the cffi modules, bytecode, build/ and egg-info.
 clean:
 	rm -rf build pypam/_libpam.py pinutil/tpm/_tss*.so pinutil/tpm/_tss.c pinutil/tpm/_tss.o *.egg-info
-	find pypam pinutil modules bench tests examples -name __pycache__ -prune -exec rm -rf {} +
+	find . -path ./.venv -prune -o -name __pycache__ -prune -exec rm -rf {} +
