@@ -8,7 +8,13 @@ read from its header before any body byte is kept, and a per-uid and a global ca
 open connections (beyond them a connection is closed at once: one user's flood cannot
 take the slots of others; root, trusted anyway, has only the global cap). Only a
 complete, well-formed request reaches the TPM worker (worker.py), one at a time: TPM
-access is serialised, and this process never opens the TPM.
+access is serialised, and this process never opens the TPM. Waiting requests take
+turns per caller uid (fairqueue.py), so one uid's queued requests cannot hold up
+another uid's login.
+
+An exception while handling one event (a bug, or a fault nobody foresaw) is logged
+and ends only that connection (its client reads EOF: no answer, never success); the
+loop and every other client go on.
 
 A hung TPM: a request waits at most `tpm_seconds`; then it gets `tpm_unavailable`, the
 worker is killed (a request not yet started never runs: its PIN is not sent late),
@@ -24,13 +30,15 @@ threaded process inherits locks that no thread will ever release.
 """
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import sys
-from collections import deque
+import traceback
 from time import monotonic
 
 from pinutil.service import peer, protocol, verbs
+from pinutil.service.fairqueue import FairQueue
 from pinutil.service.worker import PROBE, Worker, WorkerGone
 from pinutil.users import ROOT_UID, User
 
@@ -96,7 +104,7 @@ class Server:
         self.connections: dict[int, _Connection] = {}
         self.per_uid: dict[int, int] = {}
         self.worker = Worker(policy_path)
-        self.jobs: deque[_Job] = deque()
+        self.jobs = FairQueue()  # waiting for the worker, in turns per uid
         self.current: _Job | None = None  # with the worker now
         self.breaker_open = False
         self.next_probe = 0.0
@@ -110,16 +118,10 @@ class Server:
         try:
             while not self._stopping:
                 for key, _ in self.selector.select(self._timeout()):
-                    if key.data == "listener":
-                        self._accept()
-                    elif key.data == "worker":
-                        self._from_worker()
-                    elif key.data.state == _READING:
-                        self._read(key.data)
-                    elif key.data.state == _WORKING:
-                        self._read_extra(key.data)
-                    else:
-                        self._write(key.data)
+                    try:
+                        self._handle(key.data)
+                    except Exception:  # noqa: BLE001 - contained: see _contain
+                        self._contain(key.data)
                 self._expire()
                 self._dispatch()
                 self.worker.reap()
@@ -127,6 +129,31 @@ class Server:
                     return
         finally:
             self._stop_worker()
+
+    def _handle(self, data) -> None:
+        if data == "listener":
+            self._accept()
+        elif data == "worker":
+            self._from_worker()
+        elif data.state == _READING:
+            self._read(data)
+        elif data.state == _WORKING:
+            self._read_extra(data)
+        else:
+            self._write(data)
+
+    def _contain(self, data) -> None:
+        """An exception escaped the handling of one event: log it (the journal) and end
+        only what it concerned. A connection is closed (its client reads EOF, which it
+        takes as "unavailable"; a job of it still queued never runs); the worker is
+        replaced and its client told; the listener just goes on."""
+        traceback.print_exc(file=sys.stderr)
+        if isinstance(data, _Connection):
+            self._discard(data)
+        elif data == "worker":
+            job, self.current = self.current, None
+            with contextlib.suppress(Exception):
+                self._worker_failed(job, "the TPM worker failed")
 
     def stop(self) -> None:
         """Leave the loop at its next turn (from a signal handler)."""
@@ -188,6 +215,19 @@ class Server:
         self.selector.unregister(conn.sock)
         conn.sock.close()
         self.last_activity = monotonic()
+
+    def _discard(self, conn: _Connection) -> None:
+        """Close `conn` after an exception left it in any state: if `_close` fails
+        part-way (it first forgets the connection), the socket is still unregistered
+        and closed."""
+        if conn.job is not None:
+            conn.job.cancelled = True
+        with contextlib.suppress(Exception):
+            self._close(conn)
+            return
+        with contextlib.suppress(Exception):
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
 
     def _read(self, conn: _Connection) -> None:
         try:
@@ -257,12 +297,15 @@ class Server:
         if self.current is not None and self.current.deadline <= now:
             self._trip(f"the TPM did not answer within {self.limits.tpm_seconds:g} s")
         for conn in [c for c in self.connections.values() if c.deadline <= now]:
-            if conn.state == _WORKING:  # still queued behind slow (not hung) requests
-                self._reply(conn, _unavailable(
-                    f"pinutild is busy: the request waited {self.limits.tpm_seconds:g} s "
-                    "behind others and was not sent to the TPM"))
-            else:
-                self._close(conn)  # too slow to send its request or read its reply
+            try:
+                if conn.state == _WORKING:  # still queued behind slow (not hung) requests
+                    self._reply(conn, _unavailable(
+                        f"pinutild is busy: the request waited {self.limits.tpm_seconds:g} "
+                        "s behind others and was not sent to the TPM"))
+                else:
+                    self._close(conn)  # too slow to send its request or read its reply
+            except Exception:  # noqa: BLE001 - contained: see _contain
+                self._contain(conn)
 
     # -- the TPM worker and the breaker ------------------------------------------------
     def _submit(self, conn: _Connection, request: dict) -> None:
@@ -275,7 +318,7 @@ class Server:
         conn.state = _WORKING
         conn.deadline = monotonic() + self.limits.tpm_seconds  # its wait in the queue
         self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-        self.jobs.append(conn.job)
+        self.jobs.push(conn.caller.uid, conn.job)
 
     def _dispatch(self) -> None:
         """Give the idle worker its next job: the breaker's probe, or a client's."""
@@ -286,9 +329,7 @@ class Server:
             if monotonic() >= self.next_probe:
                 job = _Job(None, PROBE, {})
         else:
-            while self.jobs and job is None:
-                candidate = self.jobs.popleft()
-                job = None if candidate.cancelled else candidate
+            job = self.jobs.pop()
         if job is None:
             return
         if not self.worker.running:
@@ -345,8 +386,7 @@ class Server:
         self.breaker_open = True
         self.next_probe = monotonic() if job.connection is not None else (
             monotonic() + self.limits.probe_seconds)
-        waiting = [job, *self.jobs]
-        self.jobs.clear()
+        waiting = [job, *self.jobs.drain()]
         for each in waiting:
             conn = each.connection
             if conn is not None and not each.cancelled and conn.job is each:

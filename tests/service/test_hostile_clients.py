@@ -9,7 +9,6 @@ in turn would fail these tests instead of being slow.
 """
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import pytest
 
 from pinutil.service import protocol
 from tests.support.pinutild import AS_NOBODY, PYTHON, start_pinutild
-from tests.support.tpm_proxy import TpmProxy
+from tests.support.tpm_gate import gated_tpm
 
 PIN = "1234"
 PATIENT_HOSTILE = ("--request-timeout", "300")
@@ -168,38 +167,6 @@ def test_one_users_flood_does_not_take_the_others_slots(pin_env):
         flood.kill()
         flood.wait()
         service.stop()
-
-
-class TpmGate:
-    """The proxy's intercept: a TPM that stops answering at the first command after it
-    is built, and answers again (each held command then reaches the real TPM, as the
-    bytes a stopped TPM left in its socket would) once `open()` is called. `seen` is
-    set when the first command is held: its job is then with the service's worker, a
-    real happens-before for what the test sends next (no guessing how fast the worker
-    picks it up)."""
-
-    def __init__(self) -> None:
-        self.seen = threading.Event()
-        self._open = threading.Event()
-
-    def __call__(self, command: bytes, forward) -> bytes:
-        if not self._open.is_set():
-            self.seen.set()
-            self._open.wait()
-        return forward(command)
-
-    def open(self) -> None:
-        self._open.set()
-
-
-def gated_tpm(pin_env) -> tuple[TpmProxy, TpmGate]:
-    """A proxy holding the TPM's commands (`TpmGate`) between the policy's TCTI and
-    the swtpm; the enrolment is made before, directly."""
-    gate = TpmGate()
-    proxy = TpmProxy(pin_env.swtpm.sock, os.path.join(pin_env.swtpm.state_dir, "px"), gate)
-    proxy.start()
-    pin_env.write_policy(tcti=proxy.tcti)
-    return proxy, gate
 
 
 def wait_until_answering(service, tries: int = 600) -> None:
