@@ -187,7 +187,7 @@ class Server:
                 return
             self.last_activity = monotonic()
             try:
-                caller = peer.caller_of(peer.peer_of(sock))
+                caller = peer.caller_of(sock)
             except OSError:
                 sock.close()
                 continue
