@@ -74,8 +74,10 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
             token = spend(budget, _token_from_service, policy.service_socket, user)
         else:
             from pinutil.master_key.token import user_token
+            from pinutil.pin import salt_key
 
-            token = run_in_child(budget, user_token, policy.tcti, user)
+            token = run_in_child(budget, user_token, policy.tcti, user, None,
+                                 salt_key.recorded_name_if_any(policy_path))
         pamh.authtok = token
         if pamh.debug:
             pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {shown(user)}")

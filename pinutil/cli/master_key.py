@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pinutil.errors import Cancelled
 from pinutil.master_key import lifecycle
 from pinutil.master_key.token import MASTER_KEY_HANDLE, user_token
+from pinutil.pin import salt_key
 
 _CLEAR_SCREEN = b"\033[H\033[2J\033[3J"  # home, clear screen, clear scrollback
 _PHRASE_TRIES = 2
@@ -105,7 +106,8 @@ def cmd_import(ctx) -> dict:
 
 
 def cmd_get_user_token(ctx) -> dict:
-    token = user_token(ctx.policy.tcti, ctx.args.token_user)
+    token = user_token(ctx.policy.tcti, ctx.args.token_user,
+                       salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path))
     return {"token_user": ctx.args.token_user, "token": token, "message": token}
 
 

@@ -45,18 +45,13 @@ class MasterKeyAdmin(MasterKey):
 
     def holds(self, secret: bytes) -> bool:
         """True if the TPM's master key is `secret` (compared through one HMAC)."""
-        tr = self._open_persistent()
-        if tr is None:
+        if not self.exists():
             return False
-        try:
-            import hashlib
-            import hmac
+        import hashlib
+        import hmac
 
-            self._require_hmac_key(tr)
-            expected = hmac.new(secret, _PROBE, hashlib.sha256).digest()
-            return hmac.compare_digest(self.tpm.hmac(tr, _PROBE), expected)
-        finally:
-            self.tpm.close_tr(tr)
+        expected = hmac.new(secret, _PROBE, hashlib.sha256).digest()
+        return hmac.compare_digest(self.hmac(_PROBE), expected)
 
     def load_secret(self, secret: bytes, replace: bool = False) -> None:
         """Import `secret` as the persistent HMAC key. Refuses if a key is present,
@@ -68,7 +63,7 @@ class MasterKeyAdmin(MasterKey):
         old = self._open_persistent()
         try:
             if old is not None:
-                self._require_hmac_key(old)
+                self._require_hmac_key(self.tpm.read_public(old))
                 if not replace:
                     raise MasterKeyError("a master key is already in the TPM")
             new = self._create_and_load(secret)
@@ -91,7 +86,7 @@ class MasterKeyAdmin(MasterKey):
         if tr is None:
             return False
         try:
-            self._require_hmac_key(tr)
+            self._require_hmac_key(self.tpm.read_public(tr))
         except BaseException:
             self.tpm.close_tr(tr)
             raise

@@ -10,9 +10,17 @@ handle, so a key pinpam left there keeps working). Its parent, the noDA ECC P-25
 storage primary, is NOT persisted (pinpam keeps an RSA SRK at 0x81000080): it is
 needed only while the secret is imported, and a primary is a pure function of its
 template and the owner seed, so it can be recreated whenever needed. A persistent
-object needs no loaded parent to be used, so the login path never creates a primary:
-it costs two TPM commands (ReadPublic via Esys_TR_FromTPMPublic, then HMAC). TPMs have
-few persistent slots (swtpm: 7, shared with e.g. the OS's SRK at 0x81000001).
+object needs no loaded parent to be used, so the login path never creates a primary.
+TPMs have few persistent slots (swtpm: 7, shared with e.g. the OS's SRK at 0x81000001).
+
+The token never crosses the TPM bus in clear: the HMAC is authorised through a salted
+HMAC session with response encryption (TPMA_SESSION_ENCRYPT, tpm/sapi.py), so the TPM
+returns it XOR-masked under the session key, which only the TPM and this process can
+compute. Salt key: the one root recorded for PIN checks (pin/salt_key.py) when the
+caller passes its Name; else the TPM's own storage primary, unverified, which keeps
+the token from a passive observer of the bus only. Four TPM commands with a
+persistent salt key: ReadPublic (the key), ReadPublic (the salt key),
+StartAuthSession, HMAC.
 
 Key attributes: fixedTPM|fixedParent (the secret never leaves this TPM in any form
 but the recovery file), userWithAuth with an empty authValue (every login must be
@@ -27,6 +35,7 @@ Imports only the TPM layer: not `tpm2_pytss`, not `cryptography`, not even `hash
 from __future__ import annotations
 
 from pinutil.errors import MasterKeyError
+from pinutil.tpm import sapi
 from pinutil.tpm._tss import lib
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.handles import EsysTr
@@ -45,43 +54,60 @@ def _user_bytes(user: str) -> bytes:
 
 class MasterKey:
     """The master key inside one open `Tpm` (lifecycle.MasterKeyAdmin adds the
-    commands that change it)."""
+    commands that change it). `salt_key_name`: the recorded salt key's Name, or None
+    (see the module docstring)."""
 
-    def __init__(self, tpm: Tpm, handle: int = MASTER_KEY_HANDLE) -> None:
+    def __init__(self, tpm: Tpm, handle: int = MASTER_KEY_HANDLE,
+                 salt_key_name: bytes | None = None) -> None:
         self.tpm = tpm
         self.handle = handle
+        self.salt_key_name = salt_key_name
 
     def exists(self) -> bool:
         """True if the TPM holds a usable master key; MasterKeyError if the handle is
         taken by something else."""
-        tr = self._open_persistent()
-        if tr is None:
+        found = sapi.read_public(self.tpm, self.handle)
+        if found is None:
             return False
-        try:
-            self._require_hmac_key(tr)
-        finally:
-            self.tpm.close_tr(tr)
+        self._require_hmac_key(found[0])
         return True
 
     def token_for(self, user: str) -> str:
         """The user's token (64 lowercase hex characters), computed by the TPM."""
-        data = _user_bytes(user)
-        tr = self._open_persistent()
-        if tr is None:
+        return self.hmac(_user_bytes(user)).hex()
+
+    def hmac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` with the master key, returned encrypted on the bus."""
+        found = sapi.read_public(self.tpm, self.handle)
+        if found is None:
             raise MasterKeyError("no master key in the TPM")
+        public, name = found
+        self._require_hmac_key(public)
+        auth = self._auth_value(name)
+        tpm = self.tpm
+        if self.salt_key_name is None:
+            session = sapi.start_unverified_salted_session(tpm)
+        else:
+            session = sapi.start_salted_session(tpm, self.salt_key_name)
         try:
-            return self.tpm.hmac(tr, data).hex()
-        finally:
-            self.tpm.close_tr(tr)
+            return sapi.hmac_with_session(tpm, self.handle, name, data, auth, session)
+        except BaseException:
+            # A refused command leaves the session loaded (a good one ends it).
+            tpm.flush_quietly(session.handle)
+            raise
 
     # -- helpers ---------------------------------------------------------------------
+    def _auth_value(self, name: bytes) -> bytes:
+        """The authValue of the key with Name `name`."""
+        return b""
+
     def _open_persistent(self) -> EsysTr | None:
         """An ESYS_TR for our handle (one ReadPublic), or None if the slot is empty."""
         return self.tpm.tr_if_present(self.handle)
 
-    def _require_hmac_key(self, tr: EsysTr) -> None:
-        """Fail closed if the slot holds something other than an HMAC key we can use."""
-        public = self.tpm.read_public(tr)  # kept: `area`, a field view, does not keep it alive
+    def _require_hmac_key(self, public) -> None:
+        """Fail closed if `public` (the TPM2B_PUBLIC at our handle) is something other
+        than an HMAC key we can use."""
         area = public.publicArea
         scheme = area.parameters.keyedHashDetail.scheme
         attributes = area.objectAttributes
@@ -98,7 +124,8 @@ class MasterKey:
                 "key; refusing to use or replace it")
 
 
-def user_token(tcti: str, user: str, timeout_ms: int | None = None) -> str:
+def user_token(tcti: str, user: str, timeout_ms: int | None = None,
+               salt_key_name: bytes | None = None) -> str:
     """The token for `user` from the TPM at `tcti` (the PAM module's one call)."""
     with Tpm(tcti, timeout_ms=timeout_ms) as tpm:
-        return MasterKey(tpm).token_for(user)
+        return MasterKey(tpm, salt_key_name=salt_key_name).token_for(user)

@@ -82,6 +82,14 @@ def load_if_present(path: str) -> bytes | None:
     return load(path)
 
 
+def recorded_name_if_any(policy_path: str) -> bytes | None:
+    """The Name recorded next to the policy at `policy_path`, or None when there is no
+    record (the master key's token, which has no PIN to protect, then salts with the
+    TPM's own key: master_key/token.py); a record that is there but unusable still
+    fails closed."""
+    return load_if_present(record_path(policy_path))
+
+
 def save(path: str, name: bytes) -> None:
     """Write the record atomically, root-owned 0644 (the caller checked it is root)."""
     directory = os.path.dirname(path) or "."

@@ -132,9 +132,12 @@ def master_key_token(ctx: Context, caller: User, fields: dict) -> dict:
     if not caller.is_root:
         raise errors.PermissionDenied("only root may ask for a keyring token")
     user = _target(fields)
-    from pinutil.master_key.token import user_token
+    from pinutil.master_key.token import MasterKey
+    from pinutil.pin import salt_key
 
-    return {"token": user_token(ctx.policy.tcti, user.name)}
+    salt = salt_key.recorded_name_if_any(ctx.policy_path)
+    with ctx.open_tpm() as tpm:
+        return {"token": MasterKey(tpm, salt_key_name=salt).token_for(user.name)}
 
 
 def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:

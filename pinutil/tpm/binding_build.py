@@ -188,6 +188,7 @@ typedef struct { TPM2_CAP capability; TPMU_CAPABILITIES data; } TPMS_CAPABILITY_
 #define TPM2_CC_NV_Write ...
 #define TPM2_CC_NV_Read ...
 #define TPM2_CC_PolicyNvWritten ...
+#define TPM2_CC_HMAC ...
 #define TPMA_CC_COMMANDINDEX_MASK ...
 #define TPMA_SESSION_CONTINUESESSION ...
 #define TPMA_SESSION_DECRYPT ...
@@ -279,7 +280,8 @@ TSS2_RC Esys_NV_UndefineSpace(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESY
 TSS2_RC Esys_NV_Write(ESYS_CONTEXT *esysContext, ESYS_TR authHandle, ESYS_TR nvIndex, ESYS_TR shandle1, ESYS_TR shandle2, ESYS_TR shandle3, const TPM2B_MAX_NV_BUFFER *data, UINT16 offset);
 
 /* ---- SAPI on ESYS's own SYS context: the login path (tpm/sapi.py, our session crypto),
-   CreatePrimary of the storage primary and FlushContext of a TPM handle (context.py) ---- */
+   the master key's token (HMAC), CreatePrimary of the storage primary and FlushContext
+   of a TPM handle (context.py) ---- */
 TSS2_RC Esys_GetSysContext(ESYS_CONTEXT *esys_context, TSS2_SYS_CONTEXT **sys_context);
 TSS2_RC Tss2_Sys_NV_ReadPublic(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_INDEX nvIndex, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, TPM2B_NV_PUBLIC *nvPublic, TPM2B_NAME *nvName, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 TSS2_RC Tss2_Sys_NV_Read(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_NV_AUTH authHandle, TPMI_RH_NV_INDEX nvIndex, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, UINT16 size, UINT16 offset, TPM2B_MAX_NV_BUFFER *data, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
@@ -287,6 +289,7 @@ TSS2_RC Tss2_Sys_CreatePrimary(TSS2_SYS_CONTEXT *sysContext, TPMI_RH_HIERARCHY p
 TSS2_RC Tss2_Sys_StartAuthSession(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_OBJECT tpmKey, TPMI_DH_ENTITY bind, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, const TPM2B_NONCE *nonceCaller, const TPM2B_ENCRYPTED_SECRET *encryptedSalt, TPM2_SE sessionType, const TPMT_SYM_DEF *symmetric, TPMI_ALG_HASH authHash, TPMI_SH_AUTH_SESSION *sessionHandle, TPM2B_NONCE *nonceTPM, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 TSS2_RC Tss2_Sys_FlushContext(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_CONTEXT flushHandle);
 TSS2_RC Tss2_Sys_ReadPublic(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_OBJECT objectHandle, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, TPM2B_PUBLIC *outPublic, TPM2B_NAME *name, TPM2B_NAME *qualifiedName, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
+TSS2_RC Tss2_Sys_HMAC(TSS2_SYS_CONTEXT *sysContext, TPMI_DH_OBJECT handle, TSS2L_SYS_AUTH_COMMAND const *cmdAuthsArray, const TPM2B_MAX_BUFFER *buffer, TPMI_ALG_HASH hashAlg, TPM2B_DIGEST *outHMAC, TSS2L_SYS_AUTH_RESPONSE *rspAuthsArray);
 
 /* ---- our P-256 ECDH half (see P256_ECDH_SOURCE) ---- */
 int pinutil_p256_ecdh(const unsigned char *px, const unsigned char *py, unsigned char *qx, unsigned char *qy, unsigned char *zx);

@@ -356,19 +356,6 @@ class Tpm:
             persistent, out))
         return EsysTr(out[0])
 
-    def hmac(self, tr: EsysTr, data: bytes) -> bytes:
-        """HMAC-SHA256 of `data` with the keyed-hash object `tr` (empty auth)."""
-        none = lib.ESYS_TR_NONE
-        buffer = ffi.new("TPM2B_MAX_BUFFER *")
-        fill_tpm2b(buffer, data)
-        out = ffi.new("TPM2B_DIGEST **")
-        self.send("HMAC", lib.Esys_HMAC(
-            self.esys, tr, lib.ESYS_TR_PASSWORD, none, none, buffer, lib.TPM2_ALG_SHA256, out))
-        try:
-            return bytes(ffi.buffer(out[0].buffer, out[0].size))
-        finally:
-            lib.Esys_Free(out[0])
-
     # ---- sessions
     def salted_session(
         self,

@@ -1,9 +1,9 @@
 """The PIN check's TPM commands through SAPI, with our own session crypto.
 
 The login path sends only these commands: NV_ReadPublic, NV_Read (as owner, or with
-the PIN), and for a salted session ReadPublic of the salt key (or CreatePrimary and
-FlushContext when there is no persistent one: Tpm.create_storage_primary, through
-SAPI too) and StartAuthSession. They run on ESYS's own SAPI context (`Tpm.sys`), so
+the PIN), for the master key's token ReadPublic and HMAC, and for a salted session
+ReadPublic of the salt key (or CreatePrimary and FlushContext when there is no
+persistent one: Tpm.create_storage_primary, through SAPI too) and StartAuthSession. They run on ESYS's own SAPI context (`Tpm.sys`), so
 they share the `Tpm`'s one connection, and send through `Tpm.send` like every other
 command (errors: tpm/rc.py). ESYS computes nothing for them: its tpm2-tss 3.2.1
 crypto costs ~0.25 ms per hash (see session_crypto.py); ours costs microseconds.
@@ -96,7 +96,47 @@ def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_val
     The response is authenticated before its data is believed.
     """
     params = struct.pack(">HH", size, 0)
-    cp = cp_hash(lib.TPM2_CC_NV_Read, (name, name), params)
+    auths = _session_auth(session, cp_hash(lib.TPM2_CC_NV_Read, (name, name), params),
+                          auth_value)
+    data, reply = _nv_read(tpm, handle, handle, size, auths)
+    return _unmasked_answer(session, lib.TPM2_CC_NV_Read, data, auth_value, reply)
+
+
+def read_public(tpm: Tpm, handle: int):
+    """(TPM2B_PUBLIC, Name) of the object at `handle`, or None if nothing is there.
+    Believed only as far as the Name goes into a later command's cpHash."""
+    out_public = ffi.new("TPM2B_PUBLIC *")
+    name = ffi.new("TPM2B_NAME *")
+    if not tpm.send_if_present("ReadPublic", lib.Tss2_Sys_ReadPublic(
+            tpm.sys, handle, ffi.NULL, out_public, name, ffi.new("TPM2B_NAME *"), ffi.NULL)):
+        return None
+    return out_public, bytes(ffi.buffer(name.name, name.size))
+
+
+def hmac_with_session(tpm: Tpm, handle: int, name: bytes, data: bytes, auth_value: bytes,
+                      session: SaltedSession) -> bytes:
+    """HMAC-SHA256 of `data` with the keyed-hash object at `handle` (Name `name`, as the
+    caller verified it), authorised by its `auth_value` through the salted `session`.
+
+    The response's outHMAC comes back XOR-encrypted (ENCRYPT), so the result never
+    crosses the bus in clear, and is believed only with a response HMAC that needs the
+    session key and the authValue. `data` itself (a user name) is sent in clear."""
+    buffer = ffi.new("TPM2B_MAX_BUFFER *")
+    fill_tpm2b(buffer, data)
+    params = struct.pack(">H", len(data)) + data + struct.pack(">H", lib.TPM2_ALG_SHA256)
+    auths = _session_auth(session, cp_hash(lib.TPM2_CC_HMAC, (name,), params), auth_value)
+    out = ffi.new("TPM2B_DIGEST *")
+    reply = ffi.new("TSS2L_SYS_AUTH_RESPONSE *")
+    tpm.send("HMAC", lib.Tss2_Sys_HMAC(tpm.sys, handle, auths, buffer, lib.TPM2_ALG_SHA256,
+                                       out, reply))
+    if out.size != DIGEST_SIZE or reply.count != 1:
+        raise errors.TpmUnavailable("the TPM returned a malformed HMAC answer")
+    return _unmasked_answer(session, lib.TPM2_CC_HMAC, bytes(ffi.buffer(out.buffer, out.size)),
+                            auth_value, reply)
+
+
+def _session_auth(session: SaltedSession, cp: bytes, auth_value: bytes):
+    """The command's one authorisation: `session`, ENCRYPT only, its HMAC over `cp`."""
     nonce, mac = session.authorise(cp, auth_value, CHECK_SESSION_ATTRIBUTES,
                                    os.urandom(DIGEST_SIZE))
     auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
@@ -106,13 +146,19 @@ def read_nv_with_session(tpm: Tpm, handle: int, name: bytes, size: int, auth_val
     fill_tpm2b(entry.nonce, nonce)
     entry.sessionAttributes = CHECK_SESSION_ATTRIBUTES
     fill_tpm2b(entry.hmac, mac)
-    data, reply = _nv_read(tpm, handle, handle, size, auths)
+    return auths
+
+
+def _unmasked_answer(session: SaltedSession, command_code: int, masked: bytes,
+                     auth_value: bytes, reply) -> bytes:
+    """The response's one (sized) parameter, `masked`, in clear, once its response HMAC
+    checks out (TpmUnavailable otherwise)."""
     answer = reply.auths[0]
     session.check_response(
-        rp_hash(lib.TPM2_CC_NV_Read, struct.pack(">H", len(data)) + data), auth_value,
+        rp_hash(command_code, struct.pack(">H", len(masked)) + masked), auth_value,
         bytes(ffi.buffer(answer.nonce.buffer, answer.nonce.size)), answer.sessionAttributes,
         bytes(ffi.buffer(answer.hmac.buffer, answer.hmac.size)))
-    return session.unmask_response(data, auth_value)
+    return session.unmask_response(masked, auth_value)
 
 
 def start_salted_session(tpm: Tpm, salt_key_name: bytes | None) -> SaltedSession:
@@ -121,7 +167,25 @@ def start_salted_session(tpm: Tpm, salt_key_name: bytes | None) -> SaltedSession
     must have exactly `salt_key_name` (the recorded Name), else TpmUnavailable."""
     if not salt_key_name:
         raise errors.TpmUnavailable(_NO_RECORD)
-    key, key_x, key_y, transient = _recorded_salt_key(tpm, salt_key_name)
+    return _salted_session(tpm, *_recorded_salt_key(tpm, salt_key_name))
+
+
+def start_unverified_salted_session(tpm: Tpm) -> SaltedSession:
+    """start_salted_session() with whatever salt key the TPM offers, when none is
+    recorded (the master key's token on a machine without PINs). It keeps a secret off
+    the bus for a passive observer only: whoever can alter the TPM's answers could offer
+    their own key. Never use it for a PIN."""
+    public = _read_public(tpm, SALT_KEY_HANDLE)
+    if public is not None and is_storage_primary(public.publicArea):
+        return _salted_session(tpm, SALT_KEY_HANDLE, *ecc_point(public.publicArea), False)
+    handle, x, y = tpm.create_storage_primary()
+    return _salted_session(tpm, handle, x, y, True)
+
+
+def _salted_session(tpm: Tpm, key: int, key_x: bytes, key_y: bytes,
+                    transient: bool) -> SaltedSession:
+    """StartAuthSession salted with the P-256 key `key` at (key_x, key_y); a
+    `transient` key is flushed before returning."""
     try:
         qx, qy, z = (ffi.new("unsigned char[32]") for _ in range(3))
         if not lib.pinutil_p256_ecdh(key_x, key_y, qx, qy, z):
@@ -232,12 +296,8 @@ def _read_public(tpm: Tpm, handle: int):
 
     (The owner, not its publicArea: a cffi field view does not keep its owner alive.)
     """
-    out_public = ffi.new("TPM2B_PUBLIC *")
-    if not tpm.send_if_present("ReadPublic", lib.Tss2_Sys_ReadPublic(
-            tpm.sys, handle, ffi.NULL, out_public, ffi.new("TPM2B_NAME *"),
-            ffi.new("TPM2B_NAME *"), ffi.NULL)):
-        return None
-    return out_public
+    found = read_public(tpm, handle)
+    return None if found is None else found[0]
 
 
 def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):
