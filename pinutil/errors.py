@@ -193,6 +193,34 @@ class WrongPin(PinutilError):
         return cls(left if type(left) is int else -1)
 
 
+class PinThrottled(PinutilError):
+    """pinutild refused the check without asking the TPM: too many wrong PINs in a row
+    for this user (docs/pinutild.md); `retry_after` whole seconds until it may go to
+    the TPM again. No attempt was spent."""
+
+    token, exit_code, pam_result, priority = "throttled", EXIT_PIN_REFUSED, PAM_AUTH_ERR, LOG_NOTICE
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def user_message(self, user: str) -> str:
+        if self.retry_after:
+            return (f"Too many wrong PINs: try again in {self.retry_after} s, "
+                    "or use your password.")
+        return "Too many wrong PINs: try again later, or use your password."
+
+    def json_fields(self) -> dict:
+        return {**super().json_fields(), "retry_after": self.retry_after}
+
+    @classmethod
+    def from_json(cls, fields: dict) -> PinThrottled:
+        back = super().from_json(fields)
+        wait = fields.get("retry_after")
+        back.retry_after = wait if type(wait) is int and 0 < wait <= 3600 else None
+        return back
+
+
 class PermissionDenied(PinutilError):
     """The caller may not act on this user or this object."""
 
@@ -226,7 +254,7 @@ class Cancelled(PinutilError):
 
 #: Every class that declares a token, most specific first (a subclass before its base).
 VOCABULARY: tuple[type[PinutilError], ...] = (
-    WrongPin, InvalidPin, PasswordRefused, PinLocked, EnrolmentMismatch, NotEnrolled,
+    WrongPin, PinThrottled, InvalidPin, PasswordRefused, PinLocked, EnrolmentMismatch, NotEnrolled,
     PinNotOffered, PinSkipped, TpmUnavailable, TpmUnsupported, AlreadyEnrolled,
     PermissionDenied, UnknownUser, PolicyError, Cancelled, MasterKeyError, PinutilError,
 )

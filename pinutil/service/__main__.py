@@ -16,6 +16,7 @@ import sys
 
 from pinutil.pin.policy import DEFAULT_POLICY_PATH
 from pinutil.service.server import Limits, Server
+from pinutil.service.throttle import MAX_DELAY
 
 SD_LISTEN_FDS_START = 3
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                              "and to read the reply (default 5)")
     parser.add_argument("--tpm-timeout", type=float, default=3.0, metavar="SECONDS",
                         help="longest wait for the TPM per request (default 3)")
+    parser.add_argument("--pin-delay-max", type=float, default=MAX_DELAY, metavar="SECONDS",
+                        help="the longest delay a user must wait for a PIN check after "
+                             f"wrong PINs in a row (default {MAX_DELAY:g}; 0: none)")
     args = parser.parse_args(argv)
     listener = systemd_listener()
     if listener is None:
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [k for k in os.environ if k.startswith("TSS2_")]:
         del os.environ[name]
     limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
-                    idle_exit=args.idle_exit)
+                    idle_exit=args.idle_exit, pin_delay_max=args.pin_delay_max)
     Server(listener, args.policy, limits).serve()
     return 0
 

@@ -10,7 +10,9 @@ take the slots of others; root, trusted anyway, has only the global cap). Only a
 complete, well-formed request reaches the TPM worker (worker.py), one at a time: TPM
 access is serialised, and this process never opens the TPM. Waiting requests take
 turns per caller uid (fairqueue.py), so one uid's queued requests cannot hold up
-another uid's login.
+another uid's login. After repeated wrong PINs for a user, a PIN check for them that
+comes too early is answered at once with `throttled` (throttle.py): it never reaches
+the worker nor waits, so it delays nobody.
 
 An exception while handling one event (a bug, or a fault nobody foresaw) is logged
 and ends only that connection (its client reads EOF: no answer, never success); the
@@ -37,27 +39,31 @@ import sys
 import traceback
 from time import monotonic
 
+from pinutil import errors
 from pinutil.service import peer, protocol, verbs
 from pinutil.service.fairqueue import FairQueue
-from pinutil.service.worker import PROBE, Worker, WorkerGone
+from pinutil.service.throttle import MAX_DELAY, Throttle
+from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
 from pinutil.users import ROOT_UID, User
 
 
 class Limits:
     """The service's bounds; the defaults are the documented ones (docs/pinutild.md)."""
 
-    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "probe_seconds",
-                 "request_seconds", "tpm_seconds")
+    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "pin_delay_max",
+                 "probe_seconds", "request_seconds", "tpm_seconds")
 
     def __init__(self, request_seconds: float = 5.0, tpm_seconds: float = 3.0,
                  max_connections: int = 256, max_per_uid: int = 16,
-                 idle_exit: float = 0.0, probe_seconds: float = 1.0) -> None:
+                 idle_exit: float = 0.0, probe_seconds: float = 1.0,
+                 pin_delay_max: float = MAX_DELAY) -> None:
         self.request_seconds = request_seconds  # whole request, then whole reply
         self.tpm_seconds = tpm_seconds  # one request's wait for the TPM worker
         self.max_connections = max_connections
         self.max_per_uid = max_per_uid
         self.idle_exit = idle_exit  # 0: never
         self.probe_seconds = probe_seconds  # between probes while the breaker is open
+        self.pin_delay_max = pin_delay_max  # the per-user delay's cap (0: none)
 
 
 _READING, _WORKING, _WRITING = range(3)
@@ -105,6 +111,7 @@ class Server:
         self.per_uid: dict[int, int] = {}
         self.worker = Worker(policy_path)
         self.jobs = FairQueue()  # waiting for the worker, in turns per uid
+        self.throttle = Throttle(self.limits.pin_delay_max)  # delays after wrong PINs
         self.current: _Job | None = None  # with the worker now
         self.breaker_open = False
         self.next_probe = 0.0
@@ -166,14 +173,21 @@ class Server:
         if self.breaker_open and self.current is None:
             deadlines.append(self.next_probe)
         if self.limits.idle_exit and not self.connections:
-            deadlines.append(self.last_activity + self.limits.idle_exit)
+            deadlines.append(self._idle_until())
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - monotonic())
 
+    def _idle_until(self) -> float:
+        """When the service may exit for idleness: not while it remembers a user's
+        wrong PINs (the restart would forget them)."""
+        until = self.last_activity + self.limits.idle_exit
+        forget = self.throttle.forget_at()
+        return until if forget is None else max(until, forget)
+
     def _idle(self) -> bool:
         return (bool(self.limits.idle_exit) and not self.connections
-                and monotonic() - self.last_activity >= self.limits.idle_exit)
+                and monotonic() >= self._idle_until())
 
     # -- connections ------------------------------------------------------------------
     def _accept(self) -> None:
@@ -309,6 +323,8 @@ class Server:
 
     # -- the TPM worker and the breaker ------------------------------------------------
     def _submit(self, conn: _Connection, request: dict) -> None:
+        if self._refused_as_too_early(conn, request["verb"], request):
+            return
         if self.breaker_open:  # no wait behind a hung TPM
             self._reply(conn, _unavailable("the TPM is not answering (pinutild is "
                                            "probing it)"))
@@ -330,6 +346,10 @@ class Server:
                 job = _Job(None, PROBE, {})
         else:
             job = self.jobs.pop()
+            # Wrong PINs answered while this one waited may have made it too early.
+            while job is not None and self._refused_as_too_early(job.connection, job.verb,
+                                                                  job.fields):
+                job = self.jobs.pop()
         if job is None:
             return
         if not self.worker.running:
@@ -362,6 +382,9 @@ class Server:
         self.current = None
         if job is None:
             return
+        target_uid = reply.pop(TARGET_UID, None)
+        if job.verb == "pin-check":  # counted even if its client has left: the TPM did
+            self._count_pin_check(job, reply, target_uid)
         if job.connection is None:  # the probe
             if reply.get("result") == "success":
                 self.breaker_open = False
@@ -371,6 +394,31 @@ class Server:
         conn = job.connection
         if not job.cancelled and conn.job is job:
             self._reply(conn, _frame(reply))
+
+    # -- the per-user delay (throttle.py) ---------------------------------------------
+    def _refused_as_too_early(self, conn: _Connection, verb: str, fields: dict) -> bool:
+        """Answer a PIN check that comes too soon after the user's wrong PINs with
+        `throttled` (no TPM command, no attempt spent); False if it may go on."""
+        if verb != "pin-check":
+            return False
+        wait = self.throttle.wait_left(fields["user"], conn.caller.uid)
+        if not wait:
+            return False
+        refusal = errors.PinThrottled(f"too many wrong PINs in a row: try again in {wait} s",
+                                      retry_after=wait)
+        self._reply(conn, _frame(refusal.json_fields()))
+        return True
+
+    def _count_pin_check(self, job: _Job, reply: dict, target_uid: int | None) -> None:
+        result, attempts_left = reply.get("result"), reply.get("attempts_left")
+        if target_uid is None and not job.connection.caller.is_root:
+            target_uid = job.connection.caller.uid  # its own PIN: the only one it may check
+        if target_uid is None:
+            return
+        if result == "wrong_pin" and attempts_left != 0:
+            self.throttle.failed(job.fields["user"], target_uid)
+        elif result in ("success", "wrong_pin"):  # right, or now locked by the TPM
+            self.throttle.end(job.fields["user"], target_uid)
 
     def _worker_failed(self, job: _Job | None, why: str) -> None:
         """The worker died or its pipe broke: replace it; the job's client is told."""

@@ -19,12 +19,17 @@ import marshal
 import os
 import signal
 
+from pinutil import users
 from pinutil.service import verbs
 from pinutil.users import User
 
 _LENGTH = 4
 MAX_MESSAGE = 64 * 1024
 PROBE = "tpm-probe"  # not a client verb: the breaker's question "does the TPM answer?"
+#: In a PIN check's reply (right or wrong PIN): the uid of the user whose PIN it was,
+#: for the per-user delay (throttle.py). Not a protocol field name (those start with a
+#: letter): the server takes it out, and a reply that kept it could not be framed.
+TARGET_UID = "_target_uid"
 
 
 class WorkerGone(Exception):
@@ -144,5 +149,14 @@ def _serve(request_fd: int, reply_fd: int, policy_path: str) -> None:
         verb, name, uid, fields = marshal.loads(payload)
         function = verbs.tpm_probe if verb == PROBE else verbs.VERBS[verb][0]
         reply = verbs.answer(function, policy_path, User(name, uid), fields)
+        if verb == "pin-check" and reply.get("result") in ("success", "wrong_pin"):
+            reply[TARGET_UID] = _uid_of(fields["user"])
         data = marshal.dumps(reply)
         os.write(reply_fd, len(data).to_bytes(_LENGTH, "big") + data)
+
+
+def _uid_of(name: str) -> int | None:
+    try:
+        return users.lookup_user(name).uid
+    except Exception:  # noqa: BLE001 - the server then goes by the caller's uid
+        return None

@@ -1,0 +1,104 @@
+"""pinutild's per-user delay after consecutive wrong PINs, on top of the TPM's own count.
+
+The TPM's counter bounds how many wrong PINs a user's index takes before it locks
+(`pin_lockout_max_attempts`, up to 100); this bounds how fast they come. After a
+user's third wrong PIN in a row, their next PIN check must wait 1 s, then 2, 4, 8, 16
+and at most 30 s after each further wrong PIN (the first two are typos: a wrong PIN
+and then the right one go through at once). A right PIN ends the series, and so does the TPM's lock (the user is then told
+"locked", which says more than a delay would); so do 15
+minutes without a wrong PIN (waiting that long is slower than waiting out the delays,
+so it gives a guesser nothing). A check that comes too early is refused at once by the
+event loop with "try again in N s" (result `throttled`, PAM_AUTH_ERR): it is never
+sent to the TPM, spends no attempt and holds neither the TPM worker nor a connection,
+so it delays nobody else. (Holding the request instead would keep its connection for
+up to 30 s, beyond the client's own time limit, and leave the user facing a frozen
+prompt.)
+
+Kept in the service's memory only, per account (uid). A non-root caller may check
+only their own PIN, so its requests count against its own uid whatever name they
+carry (another user's name gets "permission denied" from the worker anyway, so the
+delay reveals nothing about other users). Root's requests count against the uid the
+TPM worker found for the name when it last answered a check of it; root is trusted
+anyway, and the PAM module sends the account's own name. Only the user and root can
+make a user's wrong PINs count, so the table holds at most one series per enrolled
+user.
+
+Pure bookkeeping, with the clock passed in (tests use a fake one).
+"""
+from __future__ import annotations
+
+from math import ceil
+from time import monotonic
+
+from pinutil.users import ROOT_UID
+
+FREE_FAILURES = 2  # wrong PINs in a row with no delay after them
+FIRST_DELAY = 1.0  # seconds after the first delayed one; doubles each time
+MAX_DELAY = 30.0
+FORGET_AFTER = 15 * 60.0  # seconds without a wrong PIN that end a series
+
+
+def delay_after(failures: int, longest: float = MAX_DELAY) -> float:
+    """Seconds a user must wait after `failures` wrong PINs in a row."""
+    if failures <= FREE_FAILURES:
+        return 0.0
+    return min(FIRST_DELAY * 2 ** min(failures - FREE_FAILURES - 1, 32), longest)
+
+
+class _Series:
+    __slots__ = ("failures", "last")
+
+    def __init__(self) -> None:
+        self.failures, self.last = 0, 0.0
+
+
+class Throttle:
+    """The per-user series of wrong PINs (see the module docstring)."""
+
+    def __init__(self, longest: float = MAX_DELAY, clock=monotonic) -> None:
+        self.longest = longest  # pinutild --pin-delay-max (0: no delay at all)
+        self.clock = clock
+        self._series: dict[int, _Series] = {}  # uid -> its series
+        self._uids: dict[str, int] = {}  # a name root asked about -> its uid
+
+    def wait_left(self, user: str, caller_uid: int) -> int:
+        """Whole seconds before a PIN check of `user` by `caller_uid` may go to the
+        TPM (0: now)."""
+        uid = self._uids.get(user) if caller_uid == ROOT_UID else caller_uid
+        series = None if uid is None else self._live(uid)
+        if series is None:
+            return 0
+        left = series.last + delay_after(series.failures, self.longest) - self.clock()
+        return max(0, ceil(left))
+
+    def failed(self, user: str, uid: int) -> None:
+        """The TPM counted a wrong PIN for `user`, whose account has `uid`."""
+        self._uids[user] = uid
+        series = self._live(uid) or self._series.setdefault(uid, _Series())
+        series.failures += 1
+        series.last = self.clock()
+
+    def end(self, user: str, uid: int) -> None:
+        """The right PIN for `user` (`uid`), or the TPM has now locked the PIN (its
+        own refusal, "locked", then says more than a delay would): the series ends."""
+        self._series.pop(uid, None)
+        self._uids.pop(user, None)
+
+    def forget_at(self) -> float | None:
+        """When the last series ends by itself (None: none is kept). The service does
+        not exit for idleness before then: leaving would end every series early."""
+        for uid in list(self._series):
+            self._live(uid)
+        for name, uid in list(self._uids.items()):
+            if uid not in self._series:
+                del self._uids[name]
+        if not self._series:
+            return None
+        return max(s.last for s in self._series.values()) + FORGET_AFTER
+
+    def _live(self, uid: int) -> _Series | None:
+        series = self._series.get(uid)
+        if series is not None and self.clock() - series.last >= FORGET_AFTER:
+            del self._series[uid]
+            return None
+        return series

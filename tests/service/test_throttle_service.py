@@ -1,0 +1,148 @@
+"""The per-user delay after wrong PINs through a real pinutild, swtpm and libpam.
+
+After three wrong PINs in a row a user's next PIN check is refused at once with
+`throttled` and never reaches the TPM: the index's counter, read out of band with
+tpm2-tools, stays where the wrong PINs left it (a right PIN that reached the TPM
+would have reset it). Meanwhile another user logs in. No time is measured: the
+service runs with its delay clock read from a file the test writes (the one fake, in
+a real service process), so "too early" and "the delay is over" are the test's
+choices, not the machine's speed."""
+from __future__ import annotations
+
+import os
+
+from tests.support.pamhost import PAM_ERROR_MSG, result_name
+from tests.support.pinutild import AS_NOBODY, PYTHON, Pinutild
+
+PIN, WRONG = "1234", b"9999"
+LIMIT = 10
+
+# pinutild's own main, with the delay's clock read from the file named by argv[1].
+_SERVICE_WITH_A_FILE_CLOCK = """
+import sys
+from pinutil.service import __main__ as service, throttle
+
+path = sys.argv.pop(1)
+
+def clock():
+    with open(path) as f:
+        return float(f.read())
+
+throttle.Throttle.__init__.__defaults__ = (throttle.MAX_DELAY, clock)
+sys.exit(service.main(sys.argv[1:]))
+"""
+
+
+class FileClock:
+    def __init__(self, path: str) -> None:
+        self.path, self.now = path, 1000.0
+        self.advance(0)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        with open(self.path, "w", encoding="ascii") as f:
+            f.write(repr(self.now))
+
+
+def start(pin_env) -> tuple[Pinutild, FileClock]:
+    clock = FileClock(os.path.join(pin_env.dir, "clock"))
+    service = Pinutild(pin_env.policy, os.path.join(pin_env.dir, "throttled.sock"))
+    service.argv = [PYTHON, "-c", _SERVICE_WITH_A_FILE_CLOCK, clock.path, *service.argv[3:]]
+    service.start()
+    return service, clock
+
+
+def enrol(pin_env, *users: str, limit: int = LIMIT) -> None:
+    pin_env.policy_extra["pin_lockout_max_attempts"] = str(limit)
+    pin_env.write_policy()
+    for user in users:
+        done = pin_env.pinutil("--json", "--stdin", "setup", user, stdin=PIN + "\n")
+        assert done.returncode == 0, done.stderr
+        assert pin_env.counter(user) == (0, limit)
+
+
+def check(service, user: str, pin: bytes, as_user=()) -> dict:
+    return service.ask(as_user=as_user, verb="pin-check", user=user, pin=pin)
+
+
+def test_a_wrong_pin_then_the_right_one_goes_through_at_once(pin_env):
+    enrol(pin_env, "root")
+    service, _ = start(pin_env)
+    try:
+        for _ in range(3):  # never more than two wrong in a row: never a delay
+            assert check(service, "root", WRONG)["result"] == "wrong_pin"
+            assert check(service, "root", WRONG)["result"] == "wrong_pin"
+            assert check(service, "root", PIN.encode()) == {"result": "success"}
+        assert pin_env.counter("root") == (0, LIMIT)
+    finally:
+        service.stop()
+
+
+def test_after_three_wrong_pins_checks_are_refused_without_the_tpm(pin_env):
+    enrol(pin_env, "root", "nobody")
+    service, clock = start(pin_env)
+    try:
+        for left in (9, 8, 7):
+            assert check(service, "root", WRONG) == {
+                "result": "wrong_pin", "error": f"Incorrect PIN ({left} attempts left)",
+                "attempts_left": left}
+        for pin in (WRONG, PIN.encode()):  # the right PIN too: it is not asked
+            refused = check(service, "root", pin)
+            assert refused == {"result": "throttled", "retry_after": 1, "error":
+                               "too many wrong PINs in a row: try again in 1 s"}
+        assert pin_env.counter("root") == (3, LIMIT)  # neither reached the TPM
+
+        # Meanwhile another user's login goes through, and root is still refused.
+        assert check(service, "nobody", PIN.encode(), AS_NOBODY) == {"result": "success"}
+        assert check(service, "root", PIN.encode())["result"] == "throttled"
+        # Someone else asking about root learns nothing new: the usual refusal.
+        assert check(service, "root", WRONG, AS_NOBODY)["result"] == "permission_denied"
+        # Status is not a PIN check: always answered.
+        assert service.ask(verb="pin-status", user="root")["failures"] == 3
+
+        clock.advance(1)  # the delay is over
+        assert check(service, "root", WRONG)["attempts_left"] == 6
+        assert check(service, "root", PIN.encode())["retry_after"] == 2  # it doubled
+        clock.advance(2)
+        assert check(service, "root", PIN.encode()) == {"result": "success"}
+        assert pin_env.counter("root") == (0, LIMIT)
+        assert check(service, "root", WRONG)["result"] == "wrong_pin"  # a new series
+        assert check(service, "root", PIN.encode()) == {"result": "success"}
+        assert service.alive()
+    finally:
+        service.stop()
+
+
+def test_a_locked_pin_says_locked_not_wait(pin_env):
+    """At the TPM's limit the user hears "locked" (what they must do), not a delay."""
+    enrol(pin_env, "root", limit=4)
+    service, clock = start(pin_env)
+    try:
+        for _ in range(3):
+            assert check(service, "root", WRONG)["result"] == "wrong_pin"
+        assert check(service, "root", WRONG)["result"] == "throttled"
+        clock.advance(1)
+        assert check(service, "root", WRONG)["attempts_left"] == 0
+        assert check(service, "root", PIN.encode())["result"] == "locked"
+        assert pin_env.counter("root") == (4, 4)
+    finally:
+        service.stop()
+
+
+def test_the_pam_module_says_when_to_try_again(pin_env):
+    enrol(pin_env, "root")
+    service, _ = start(pin_env)
+    try:
+        pin_env.policy_extra["service_socket"] = service.socket
+        pin_env.write_policy()
+        svc = pin_env.service("pin", pin_env.tpm_pin_line(backend="daemon"))
+        for _ in range(3):
+            assert result_name(pin_env.run(svc, user="root", answers=[WRONG.decode()]),
+                               "auth") == "PAM_AUTH_ERR"
+        report = pin_env.run(svc, user="root", answers=[PIN])
+        assert result_name(report, "auth") == "PAM_AUTH_ERR"
+        shown = [m["text"] for m in report["messages"] if m["style"] == PAM_ERROR_MSG]
+        assert shown == ["Too many wrong PINs: try again in 1 s, or use your password."]
+        assert pin_env.counter("root") == (3, LIMIT)
+    finally:
+        service.stop()
