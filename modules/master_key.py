@@ -77,7 +77,8 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
             from pinutil.pin import salt_key
 
             token = run_in_child(budget, user_token, policy.tcti, user, None,
-                                 salt_key.recorded_name_if_any(policy_path))
+                                 salt_key.recorded_name_if_any(policy_path),
+                                 policy.master_key_auth_file)
         pamh.authtok = token
         if pamh.debug:
             pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {shown(user)}")

@@ -22,9 +22,11 @@ DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # The mode bits a trusted file or directory must not have.
 GROUP_OR_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 OTHERS_ANY = stat.S_IRWXO
+GROUP_OR_OTHERS_ANY = stat.S_IRWXG | stat.S_IRWXO
 _FORBIDDEN_TEXT = {
     GROUP_OR_OTHERS_WRITE: "writable by group or others",
     OTHERS_ANY: "open to others (read, write or search)",
+    GROUP_OR_OTHERS_ANY: "open to group or others (read, write or search)",
 }
 
 
@@ -98,16 +100,19 @@ def read_file(path: str, *, owners: tuple[int, ...], forbidden: int, max_bytes: 
         os.close(fd)
 
 
-def replace_file(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+def replace_file(dir_fd: int, name: str, data: bytes, mode: int,
+                 owner: tuple[int, int] | None = None) -> None:
     """Replace `name` in the open directory `dir_fd` by `data` with exactly `mode`
-    (whatever the umask): temporary file, fsync, rename, fsync of the directory. A
-    symbolic link at `name` is replaced, never followed. OSError on failure, with the
-    temporary file removed."""
+    (whatever the umask) and, if given, `owner` (uid, gid; root only): temporary file,
+    fsync, rename, fsync of the directory. A symbolic link at `name` is replaced, never
+    followed. OSError on failure, with the temporary file removed."""
     temporary = f".{name}.{os.urandom(8).hex()}.tmp"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         try:
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:

@@ -64,9 +64,11 @@ class Setup:
         self.swtpm = swtpm
         self.workdir = workdir
         self.sealed = os.path.join(workdir, "pinpam", "sealed_master_key")
+        self.auth_file = os.path.join(workdir, "pinutild", "master_key_auth")
         self.policy = os.path.join(workdir, "policy")
         with open(self.policy, "w") as f:
-            f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n")
+            f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
+                    f"master_key_auth_file = {self.auth_file}\n")
         os.chmod(self.policy, 0o644)
 
     def cli(self, *args: str, stdin: str = "", as_nobody: bool = False,
@@ -106,9 +108,38 @@ class Setup:
         self.swtpm.tools("tpm2_readpublic", "-c", hex(MASTER_KEY_HANDLE), "-n", name_file)
         return Path(name_file).read_bytes()
 
-    def tools_hmac(self, user: str) -> str:
+    def pinpam_key(self, secret: bytes) -> None:
+        """pinpam's layout, with tpm2-tools only: RSA SRK at 0x81000080, the HMAC key
+        imported under it (TPM2_Import) at 0x81000081 with an empty authValue."""
+        # tpm2-tools run in the simulator's state dir, which the fixture removes
+        with open(os.path.join(self.swtpm.state_dir, "secret.bin"), "wb") as f:
+            f.write(secret)
+        tools = self.swtpm.tools
+        flush = ("tpm2_flushcontext", "-t")  # no resource manager: free object slots
+        tools("tpm2_createprimary", "-C", "o", "-G", "rsa", "-c", "srk.ctx")
+        tools("tpm2_evictcontrol", "-C", "o", "-c", "srk.ctx", "0x81000080")
+        tools(*flush)
+        tools("tpm2_import", "-C", "0x81000080", "-G", "hmac", "-i", "secret.bin",
+              "-u", "k.pub", "-r", "k.priv")
+        tools(*flush)
+        tools("tpm2_load", "-C", "0x81000080", "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx")
+        tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(MASTER_KEY_HANDLE))
+        tools(*flush)
+
+    def tools_hmac(self, user: str, auth: bytes | None = None,
+                   check: bool = True) -> subprocess.CompletedProcess:
+        """tpm2-tools' HMAC with the key, with `auth` as its authValue (or none)."""
+        password = ["-p", f"hex:{auth.hex()}"] if auth else []
         return self.swtpm.tools("tpm2_hmac", "-c", hex(MASTER_KEY_HANDLE), "-g", "sha256",
-                                input=user.encode()).stdout.hex()
+                                *password, input=user.encode(), check=check)
+
+    def recorded_auth(self) -> bytes:
+        """The one authValue in the authorisation record (read here, not by pinutil)."""
+        lines = Path(self.auth_file).read_text().splitlines()
+        assert lines[0] == "pinutil-master-key-auth 1" and len(lines) == 2, lines
+        name, auth = lines[1].split()
+        assert bytes.fromhex(name) == self.key_name()
+        return bytes.fromhex(auth)
 
 
 @pytest.fixture
@@ -137,7 +168,10 @@ def test_token_is_hmac_of_the_secret_recovered_from_the_file(setup):
         token = setup.token(user)
         assert token == software_token(secret, user)
         assert len(token) == 64 and token == token.lower()
-        assert setup.tools_hmac(user) == token  # tpm2-tools agrees
+        # tpm2-tools agrees, given the recorded authValue; without it the TPM refuses
+        assert setup.tools_hmac(user, setup.recorded_auth()).stdout.hex() == token
+        refused = setup.tools_hmac(user, check=False)
+        assert refused.returncode != 0 and refused.stdout == b""
     # exactly one persistent handle: no SRK kept in the TPM
     assert setup.persistent_handles() == [MASTER_KEY_HANDLE]
     st = os.stat(setup.sealed)
@@ -161,7 +195,8 @@ def test_import_into_a_fresh_tpm_gives_the_same_tokens(setup, second_swtpm):
     other = Setup(second_swtpm, setup.workdir)  # same recovery file, other TPM
     other.policy = os.path.join(setup.workdir, "policy2")
     with open(other.policy, "w") as f:
-        f.write(f"tcti = {second_swtpm.tcti}\nmaster_key_file = {setup.sealed}\n")
+        f.write(f"tcti = {second_swtpm.tcti}\nmaster_key_file = {setup.sealed}\n"
+                f"master_key_auth_file = {setup.workdir}/pinutild2/master_key_auth\n")
     assert other.cli("master-key", "get-user-token", "alice").returncode != 0
     result = other.cli("--stdin", "master-key", "import", stdin=phrase + "\n")
     assert result.returncode == 0, result.stderr
@@ -188,20 +223,7 @@ def test_a_key_made_by_tpm2_tools_under_an_rsa_srk_gives_the_same_tokens(setup):
     TPM2_Import), built with tpm2-tools only: our token path must work on a key we
     did not create."""
     secret = secrets.token_bytes(32)
-    # tpm2-tools run in the simulator's state dir, which the fixture removes
-    with open(os.path.join(setup.swtpm.state_dir, "secret.bin"), "wb") as f:
-        f.write(secret)
-    tools = setup.swtpm.tools
-    flush = ("tpm2_flushcontext", "-t")  # no resource manager: free object slots
-    tools("tpm2_createprimary", "-C", "o", "-G", "rsa", "-c", "srk.ctx")
-    tools("tpm2_evictcontrol", "-C", "o", "-c", "srk.ctx", "0x81000080")
-    tools(*flush)
-    tools("tpm2_import", "-C", "0x81000080", "-G", "hmac", "-i", "secret.bin",
-          "-u", "k.pub", "-r", "k.priv")
-    tools(*flush)
-    tools("tpm2_load", "-C", "0x81000080", "-u", "k.pub", "-r", "k.priv", "-c", "k.ctx")
-    tools("tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", hex(MASTER_KEY_HANDLE))
-    tools(*flush)
+    setup.pinpam_key(secret)
     with Tpm(setup.swtpm.tcti) as tpm:
         key = MasterKeyAdmin(tpm)
         assert key.exists()
@@ -390,13 +412,14 @@ def test_token_path_cost(setup, capsys):
     phrase = setup.init()
     secret = recover_secret(setup.sealed, phrase)
     with Tpm(setup.swtpm.tcti) as tpm:
-        key = MasterKey(tpm)
+        key = MasterKey(tpm, auth_path=setup.auth_file)
         t0 = time.perf_counter()
         for _ in range(20):
             assert key.token_for("alice") == software_token(secret, "alice")
         per_token_ms = (time.perf_counter() - t0) / 20 * 1000
     t0 = time.perf_counter()
-    assert user_token(setup.swtpm.tcti, "alice") == software_token(secret, "alice")
+    assert user_token(setup.swtpm.tcti, "alice", auth_path=setup.auth_file) == \
+        software_token(secret, "alice")
     open_and_token_ms = (time.perf_counter() - t0) * 1000
     with capsys.disabled():
         print(f"\n[cost] token_for {per_token_ms:.3f} ms; Tpm()+token {open_and_token_ms:.2f} ms")
@@ -409,7 +432,8 @@ def test_init_and_import_cost(setup, capsys):
     with Tpm(setup.swtpm.tcti) as tpm:
         MasterKeyAdmin(tpm).clear()
     t0 = time.perf_counter()
-    lifecycle.import_master_key(setup.swtpm.tcti, setup.sealed, phrase)
+    lifecycle.import_master_key(lifecycle.direct_key(setup.swtpm.tcti, setup.auth_file),
+                                setup.sealed, phrase)
     import_ms = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
     recovery.unseal(Path(setup.sealed).read_bytes(), phrase)
@@ -422,7 +446,7 @@ def test_init_and_import_cost(setup, capsys):
 def test_user_names_the_tpm_cannot_take_are_refused(setup):
     setup.init()
     with Tpm(setup.swtpm.tcti) as tpm:
-        key = MasterKey(tpm)
+        key = MasterKey(tpm, auth_path=setup.auth_file)
         for user in ("", "a\0b", "x" * 1025):
             with pytest.raises(MasterKeyError):
                 key.token_for(user)

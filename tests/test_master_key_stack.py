@@ -61,6 +61,7 @@ class Stack:
         self.record = os.path.join(workdir, "keyring.jsonl")
         with open(self.policy, "w") as f:
             f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
+                    f"master_key_auth_file = {workdir}/pinutild/master_key_auth\n"
                     f"enrolment_dir = {workdir}/enrolments\nhelper_timeout = 1\n")
         os.chmod(self.policy, 0o644)
         passdb = os.path.join(workdir, "passdb")
@@ -286,6 +287,7 @@ def module_env(swtpm):
     policy = os.path.join(workdir, "policy")
     with open(policy, "w") as f:
         f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {workdir}/sealed\n"
+                f"master_key_auth_file = {workdir}/pinutild/master_key_auth\n"
                 f"enrolment_dir = {workdir}/enrolments\n")
     os.chmod(policy, 0o644)
     try:

@@ -80,7 +80,7 @@ def cmd_init(ctx) -> dict:
 
     confirm = print_phrase if ctx.args.yes else _tty_show_and_check(ctx)
     path = ctx.policy.master_key_file
-    lifecycle.init_master_key(ctx.policy.tcti, path, confirm_phrase=confirm,
+    lifecycle.init_master_key(_open_key(ctx), path, confirm_phrase=confirm,
                               replace=ctx.args.replace)
     fields = {"sealed_file": path, "tpm_handle": f"{MASTER_KEY_HANDLE:#x}"}
     message = f"master key created: in the TPM at {fields['tpm_handle']}, recovery file {path}"
@@ -96,10 +96,25 @@ def cmd_init(ctx) -> dict:
 
 # --- the other commands --------------------------------------------------------------
 
+_AUTH_TEXT = {
+    "recorded": "its authorisation value is known to root and pinutild only ({})",
+    "empty": ("no recorded authorisation value (pinpam's empty one): anyone with TPM "
+              "access can derive every token; `pinutil master-key import` gives it one"),
+    "mismatch": ("NOT the key recorded in {}: no token is given; "
+                 "`pinutil master-key import` restores the recorded state"),
+}
+
+
+def _open_key(ctx):
+    """How the commands reach the key in the TPM (lifecycle.py, `open_key`)."""
+    return lifecycle.direct_key(ctx.policy.tcti, ctx.policy.master_key_auth_file,
+                                salt_key.recorded_name_if_any(ctx.policy_path))
+
+
 def cmd_import(ctx) -> dict:
     path = ctx.args.file or ctx.policy.master_key_file
     phrase = ctx.prompter.secret("Recovery phrase: ")
-    loaded = lifecycle.import_master_key(ctx.policy.tcti, path, phrase)
+    loaded = lifecycle.import_master_key(_open_key(ctx), path, phrase)
     message = ("master key imported into the TPM" if loaded
                else "the TPM already holds this master key; nothing changed")
     return {"sealed_file": path, "loaded": loaded, "message": message}
@@ -107,14 +122,17 @@ def cmd_import(ctx) -> dict:
 
 def cmd_get_user_token(ctx) -> dict:
     token = user_token(ctx.policy.tcti, ctx.args.token_user,
-                       salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path))
+                       salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path),
+                       auth_path=ctx.policy.master_key_auth_file)
     return {"token_user": ctx.args.token_user, "token": token, "message": token}
 
 
 def cmd_status(ctx) -> dict:
-    st = lifecycle.master_key_status(ctx.policy.tcti, ctx.policy.master_key_file)
+    st = lifecycle.master_key_status(_open_key(ctx), ctx.policy.master_key_file)
     tpm_line = ({True: "present", False: "absent", None: f"unknown ({st.tpm_error})"}
                 [st.in_tpm])
+    if st.in_tpm:
+        tpm_line += "; " + _AUTH_TEXT[st.tpm_auth].format(ctx.policy.master_key_auth_file)
     if not st.file_present:
         file_line = "absent"
     elif st.file_error:
@@ -124,7 +142,8 @@ def cmd_status(ctx) -> dict:
         file_line = f"present, created {created:%Y-%m-%d %H:%M:%S} UTC"
     message = (f"master key in TPM ({st.tpm_handle}): {tpm_line}\n"
                f"recovery file {st.sealed_file}: {file_line}")
-    return {"in_tpm": st.in_tpm, "tpm_error": st.tpm_error, "tpm_handle": st.tpm_handle,
+    return {"in_tpm": st.in_tpm, "tpm_auth": st.tpm_auth, "tpm_error": st.tpm_error,
+            "tpm_handle": st.tpm_handle,
             "sealed_file": st.sealed_file, "file_present": st.file_present,
             "file_created_unix_ms": st.file_created_unix_ms, "file_error": st.file_error,
             "message": message}
@@ -133,7 +152,7 @@ def cmd_status(ctx) -> dict:
 def cmd_clear_from_tpm(ctx) -> dict:
     _confirm(ctx, "Remove the master key from the TPM? Keyrings keyed to the tokens "
                   "will not open until the recovery file is imported again. [y/N] ")
-    removed = lifecycle.clear_from_tpm(ctx.policy.tcti)
+    removed = lifecycle.clear_from_tpm(_open_key(ctx))
     return {"removed": removed,
             "message": "master key removed from the TPM" if removed
             else "no master key in the TPM; nothing changed"}

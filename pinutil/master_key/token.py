@@ -23,11 +23,13 @@ persistent salt key: ReadPublic (the key), ReadPublic (the salt key),
 StartAuthSession, HMAC.
 
 Key attributes: fixedTPM|fixedParent (the secret never leaves this TPM in any form
-but the recovery file), userWithAuth with an empty authValue (every login must be
-able to derive the token without a secret of its own), noDA (an unrelated DA lockout
-must not break every login), sign (HMAC). Consequence, documented in the threat
-model: whoever can send commands to the TPM (root, the `tss` group) can derive every
-user's token.
+but the recovery file), userWithAuth (the login needs no secret of its own: the
+authValue is the machine's, not the user's), noDA (an unrelated DA lockout must not
+break every login; the authValue is 32 random bytes, beyond guessing), sign (HMAC).
+The authValue: every key pinutil creates has a random one that only root and the
+service can read (auth_record.py), so raw TPM access (the `tss` group) no longer
+derives a token; a key without a record (pinpam's) is used with an empty one, and
+then whoever can send commands to the TPM can derive every user's token.
 
 Imports only the TPM layer: not `tpm2_pytss`, not `cryptography`, not even `hashlib`
 (OpenSSL): tests/test_master_key.py checks it in a fresh interpreter.
@@ -35,10 +37,12 @@ Imports only the TPM layer: not `tpm2_pytss`, not `cryptography`, not even `hash
 from __future__ import annotations
 
 from pinutil.errors import MasterKeyError
+from pinutil.master_key import auth_record
 from pinutil.tpm import sapi
 from pinutil.tpm._tss import lib
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.handles import EsysTr
+from pinutil.tpm.rc import TpmCommandError
 
 MASTER_KEY_HANDLE = 0x81000081
 # TPM2_HMAC takes a TPM2B_MAX_BUFFER; 1024 is MAX_DIGEST_BUFFER on every TPM we know.
@@ -55,13 +59,15 @@ def _user_bytes(user: str) -> bytes:
 class MasterKey:
     """The master key inside one open `Tpm` (lifecycle.MasterKeyAdmin adds the
     commands that change it). `salt_key_name`: the recorded salt key's Name, or None
-    (see the module docstring)."""
+    (see the module docstring). `auth_path`: the authorisation record (the policy's
+    `master_key_auth_file`), or None for a key used with an empty authValue only."""
 
     def __init__(self, tpm: Tpm, handle: int = MASTER_KEY_HANDLE,
-                 salt_key_name: bytes | None = None) -> None:
+                 salt_key_name: bytes | None = None, auth_path: str | None = None) -> None:
         self.tpm = tpm
         self.handle = handle
         self.salt_key_name = salt_key_name
+        self.auth_path = auth_path
 
     def exists(self) -> bool:
         """True if the TPM holds a usable master key; MasterKeyError if the handle is
@@ -91,15 +97,46 @@ class MasterKey:
             session = sapi.start_salted_session(tpm, self.salt_key_name)
         try:
             return sapi.hmac_with_session(tpm, self.handle, name, data, auth, session)
-        except BaseException:
+        except BaseException as e:
             # A refused command leaves the session loaded (a good one ends it).
             tpm.flush_quietly(session.handle)
+            if isinstance(e, TpmCommandError) and e.code in (lib.TPM2_RC_BAD_AUTH,
+                                                             lib.TPM2_RC_AUTH_FAIL):
+                raise MasterKeyError(
+                    "the TPM refused the master key's authorisation: "
+                    + ("its record is missing" if not auth else "the record is not this key's")
+                    + f" ({self.auth_path or 'no record given'})") from None
             raise
 
     # -- helpers ---------------------------------------------------------------------
     def _auth_value(self, name: bytes) -> bytes:
-        """The authValue of the key with Name `name`."""
-        return b""
+        """The authValue recorded for the key with Name `name`: empty when there is no
+        record; MasterKeyError when the record names other keys only (never a token
+        from a key the record does not know, whatever authValue it would take)."""
+        if self.auth_path is None:
+            return b""
+        entries = auth_record.load(self.auth_path)
+        if not entries:
+            return b""
+        try:
+            return entries[name]
+        except KeyError:
+            raise MasterKeyError(
+                f"the master key in the TPM is not the one recorded in {self.auth_path}: "
+                "import the recovery file again (`pinutil master-key import`)") from None
+
+    def auth_state(self) -> str:
+        """"recorded" (a key with an authValue only root and pinutild know), "empty"
+        (no record: pinpam's empty authValue), or "mismatch" (the record names
+        another key); MasterKeyError without a usable key or record."""
+        found = sapi.read_public(self.tpm, self.handle)
+        if found is None:
+            raise MasterKeyError("no master key in the TPM")
+        self._require_hmac_key(found[0])
+        entries = auth_record.load(self.auth_path) if self.auth_path else {}
+        if found[1] not in entries:
+            return "mismatch" if entries else "empty"
+        return "recorded" if entries[found[1]] else "empty"
 
     def _open_persistent(self) -> EsysTr | None:
         """An ESYS_TR for our handle (one ReadPublic), or None if the slot is empty."""
@@ -125,7 +162,7 @@ class MasterKey:
 
 
 def user_token(tcti: str, user: str, timeout_ms: int | None = None,
-               salt_key_name: bytes | None = None) -> str:
+               salt_key_name: bytes | None = None, auth_path: str | None = None) -> str:
     """The token for `user` from the TPM at `tcti` (the PAM module's one call)."""
     with Tpm(tcti, timeout_ms=timeout_ms) as tpm:
-        return MasterKey(tpm, salt_key_name=salt_key_name).token_for(user)
+        return MasterKey(tpm, salt_key_name=salt_key_name, auth_path=auth_path).token_for(user)

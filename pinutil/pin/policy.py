@@ -35,6 +35,8 @@ Keys, defaults and limits:
     enrolment_dir             /var/lib/pinpam/enrolments      absolute (enrolment records)
     service_socket            /run/pinutild.sock              absolute (pinutild; `auto`
                                       uses the service whenever this socket exists)
+    master_key_auth_file      /var/lib/pinutild/master_key_auth   absolute (the master
+                                      key's authValue: master_key/auth_record.py)
 
 Why these limits:
 - A PIN is the authValue of an NV index whose nameAlg is SHA-256, and the TPM caps an
@@ -97,7 +99,7 @@ class Policy(Record):
     __slots__ = _FIELDS = (
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
-        "enrolment_dir", "service_socket",
+        "enrolment_dir", "service_socket", "master_key_auth_file",
     )
     _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
@@ -112,6 +114,7 @@ class Policy(Record):
         "master_key_file": "/var/pinpam/sealed_master_key",
         "enrolment_dir": "/var/lib/pinpam/enrolments",
         "service_socket": "/run/pinutild.sock",
+        "master_key_auth_file": "/var/lib/pinutild/master_key_auth",
     }
     pin_min_length: int
     pin_max_length: int
@@ -125,6 +128,7 @@ class Policy(Record):
     master_key_file: str
     enrolment_dir: str
     service_socket: str
+    master_key_auth_file: str
 
     @property
     def salted(self) -> bool:
@@ -249,6 +253,7 @@ _PARSERS = {
     "master_key_file": _absolute_path,
     "enrolment_dir": _absolute_path,
     "service_socket": _absolute_path,
+    "master_key_auth_file": _absolute_path,
 }
 assert set(_PARSERS) == set(Policy._FIELDS)
 

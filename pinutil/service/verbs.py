@@ -137,7 +137,8 @@ def master_key_token(ctx: Context, caller: User, fields: dict) -> dict:
 
     salt = salt_key.recorded_name_if_any(ctx.policy_path)
     with ctx.open_tpm() as tpm:
-        return {"token": MasterKey(tpm, salt_key_name=salt).token_for(user.name)}
+        key = MasterKey(tpm, salt_key_name=salt, auth_path=ctx.policy.master_key_auth_file)
+        return {"token": key.token_for(user.name)}
 
 
 def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:

@@ -101,17 +101,21 @@ class Accounts:
 
 
 SYSTEM_ENROLMENT_DIR = "/var/lib/pinpam/enrolments"  # the policy's default
+SYSTEM_MASTER_KEY_AUTH = "/var/lib/pinutild/master_key_auth"  # the policy's default
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_records_on_the_machine() -> Iterator[None]:
-    """A test that enrols with a policy lacking `enrolment_dir` would write records into
-    the machine's own /var/lib: fail the session loudly instead of doing it silently."""
-    existed = os.path.exists(SYSTEM_ENROLMENT_DIR)
+    """A test that enrols (or makes a master key) with a policy lacking `enrolment_dir`
+    (or `master_key_auth_file`) would write records into the machine's own /var/lib:
+    fail the session loudly instead of doing it silently."""
+    paths = {SYSTEM_ENROLMENT_DIR: "enrolment_dir", SYSTEM_MASTER_KEY_AUTH: "master_key_auth_file"}
+    existed = {path for path in paths if os.path.exists(path)}
     yield
-    if not existed and os.path.exists(SYSTEM_ENROLMENT_DIR):
-        raise AssertionError(f"a test created {SYSTEM_ENROLMENT_DIR}: give its policy an "
-                             "enrolment_dir in its own temporary directory")
+    for path, option in paths.items():
+        if path not in existed and os.path.exists(path):
+            raise AssertionError(f"a test created {path}: give its policy a {option} in "
+                                 "its own temporary directory")
 
 
 @pytest.fixture

@@ -108,6 +108,8 @@ class PinEnv:
         values = {"tcti": self.swtpm.tcti, "pinutil_path": PINUTIL,
                   "enrolment_dir": self.enrolment_dir,
                   "service_socket": os.path.join(self.dir, "no-pinutild.sock"),
+                  # Not the machine's /var/lib/pinutild: the test's own state directory.
+                  "master_key_auth_file": os.path.join(self.dir, "pinutild", "master_key_auth"),
                   **DEFAULT_POLICY, **self.policy_extra}
         for key, value in overrides.items():
             if value is None:
