@@ -28,6 +28,7 @@ from pinutil.master_key import lifecycle, recovery
 from pinutil.master_key.lifecycle import MasterKeyAdmin
 from pinutil.master_key.token import MASTER_KEY_HANDLE, MasterKey, user_token
 from pinutil.tpm.context import Tpm
+from tests.support.pinutild import Pinutild
 from tests.support.swtpm import Swtpm, fresh_swtpm
 from tests.test_recovery import independent_seal
 
@@ -58,18 +59,30 @@ def recover_secret(path: str, phrase: str) -> bytes:
 
 
 class Setup:
-    """One swtpm, one policy file and a place for the recovery file."""
+    """One swtpm, one policy file and a place for the recovery file; with `service`, a
+    real pinutild on that policy too, whose socket the policy names, so that every
+    `pinutil master-key` command goes through the service."""
 
-    def __init__(self, swtpm: Swtpm, workdir: str) -> None:
+    def __init__(self, swtpm: Swtpm, workdir: str, service: bool = False) -> None:
         self.swtpm = swtpm
         self.workdir = workdir
         self.sealed = os.path.join(workdir, "pinpam", "sealed_master_key")
         self.auth_file = os.path.join(workdir, "pinutild", "master_key_auth")
         self.policy = os.path.join(workdir, "policy")
+        # Never the machine's own /run/pinutild.sock: a socket of our own, started or not.
+        socket_path = os.path.join(workdir, "pinutild.sock" if service else "no-pinutild.sock")
         with open(self.policy, "w") as f:
             f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
-                    f"master_key_auth_file = {self.auth_file}\n")
+                    f"master_key_auth_file = {self.auth_file}\n"
+                    f"service_socket = {socket_path}\n")
         os.chmod(self.policy, 0o644)
+        self.service = Pinutild(self.policy, socket_path) if service else None
+        if self.service is not None:
+            self.service.start()
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
 
     def cli(self, *args: str, stdin: str = "", as_nobody: bool = False,
             policy: str | None = None) -> subprocess.CompletedProcess:
@@ -142,12 +155,18 @@ class Setup:
         return bytes.fromhex(auth)
 
 
-@pytest.fixture
-def setup(swtpm):
+@pytest.fixture(params=["direct", "service"])
+def setup(request, swtpm):
+    """Each test twice: `pinutil` reaching the TPM itself, and through pinutild."""
     workdir = tempfile.mkdtemp(prefix="pypam-mk-", dir="/tmp")
+    os.chmod(workdir, 0o755)
+    made = None
     try:
-        yield Setup(swtpm, workdir)
+        made = Setup(swtpm, workdir, service=request.param == "service")
+        yield made
     finally:
+        if made is not None:
+            made.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -214,6 +214,7 @@ def _killed_cli(setup: Setup, nth: int, *args: str, stdin: str = "") -> None:
         setup.swtpm.tools("tpm2_flushcontext", kind)
 
 
+@pytest.mark.parametrize("setup", ["direct"], indirect=True)  # the proxy is the CLI's
 def test_killed_before_the_key_is_persistent_the_recovery_file_recovers(setup):
     phrase = setup.init()
     secret = recovery.unseal(Path(setup.sealed).read_bytes(), phrase)
@@ -225,6 +226,7 @@ def test_killed_before_the_key_is_persistent_the_recovery_file_recovers(setup):
     assert setup.token("alice") == software_token(secret, "alice")
 
 
+@pytest.mark.parametrize("setup", ["direct"], indirect=True)  # the proxy is the CLI's
 def test_killed_while_replacing_the_old_key_keeps_working(setup):
     """init --replace killed at its first EvictControl (the old key's eviction): the old
     key stays, and its record line too, so its tokens are still given."""
@@ -234,6 +236,7 @@ def test_killed_while_replacing_the_old_key_keeps_working(setup):
     assert setup.token("alice") == old_token
 
 
+@pytest.mark.parametrize("setup", ["direct"], indirect=True)
 @pytest.mark.parametrize("nth", [1, 2], ids=["old-key-kept", "no-key-left"])
 def test_killed_while_protecting_a_pinpam_key(setup, nth):
     """import over pinpam's empty-auth key of the same secret replaces it by one with an

@@ -11,6 +11,11 @@
 so before any TPM command. Each handler is thin: arguments -> one call into
 `pinutil.master_key.lifecycle` -> the JSON fields of the result ("message" is the human line).
 
+The TPM is reached through pinutild when the policy's `service_socket` exists (so
+`pinutil` needs no TPM access of its own, and the key gets the service's authValue
+record), else directly, as before the service existed. The recovery file and the
+phrase stay here either way: the service only ever sees the secret.
+
 The recovery phrase never appears in argv. `init` shows it on /dev/tty (not stdout,
 which may be a log), clears the screen, and asks for it back; with `--yes` it is
 printed on stdout and not checked (for scripted installs that store it themselves).
@@ -19,6 +24,7 @@ printed on stdout and not checked (for scripted installs that store it themselve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from datetime import UTC, datetime
@@ -105,12 +111,6 @@ _AUTH_TEXT = {
 }
 
 
-def _open_key(ctx):
-    """How the commands reach the key in the TPM (lifecycle.py, `open_key`)."""
-    return lifecycle.direct_key(ctx.policy.tcti, ctx.policy.master_key_auth_file,
-                                salt_key.recorded_name_if_any(ctx.policy_path))
-
-
 def cmd_import(ctx) -> dict:
     path = ctx.args.file or ctx.policy.master_key_file
     phrase = ctx.prompter.secret("Recovery phrase: ")
@@ -121,9 +121,15 @@ def cmd_import(ctx) -> dict:
 
 
 def cmd_get_user_token(ctx) -> dict:
-    token = user_token(ctx.policy.tcti, ctx.args.token_user,
-                       salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path),
-                       auth_path=ctx.policy.master_key_auth_file)
+    if _through_service(ctx):
+        from pinutil.service import client
+
+        token = client.master_key_token(ctx.policy.service_socket, ctx.args.token_user,
+                                        SERVICE_SECONDS)
+    else:
+        token = user_token(ctx.policy.tcti, ctx.args.token_user,
+                           salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path),
+                           auth_path=ctx.policy.master_key_auth_file)
     return {"token_user": ctx.args.token_user, "token": token, "message": token}
 
 
@@ -166,6 +172,60 @@ def cmd_clear_from_disk(ctx) -> dict:
     return {"removed": removed, "sealed_file": path,
             "message": f"recovery file {path} deleted" if removed
             else f"no recovery file at {path}; nothing changed"}
+
+
+# --- how the commands reach the TPM ------------------------------------------------------
+
+#: A master-key command through pinutild waits at most this long for its answer (the
+#: service bounds its TPM time itself: --tpm-timeout).
+SERVICE_SECONDS = 30.0
+
+
+class _ServiceKey:
+    """The TPM half of the master key through pinutild (lifecycle.py's `open_key`
+    protocol), for `pinutil` without TPM access of its own."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+
+    def _ask(self, verb: str, **fields) -> dict:
+        from pinutil import errors
+        from pinutil.service import client
+
+        reply = client.call(self.socket_path, {"verb": verb, **fields}, SERVICE_SECONDS)
+        if reply.get("result") != "success":
+            raise errors.from_json(reply)
+        return reply
+
+    def exists(self) -> bool:
+        return self.state()[0]
+
+    def state(self) -> tuple[bool, str | None]:
+        reply = self._ask("master-key-status")
+        return reply["in_tpm"] is True, reply["tpm_auth"]
+
+    def load(self, secret: bytes, replace: bool = False) -> bool:
+        return self._ask("master-key-load", secret=secret, replace=replace)["loaded"] is True
+
+    def clear(self) -> bool:
+        return self._ask("master-key-clear")["removed"] is True
+
+
+def _through_service(ctx) -> bool:
+    """The service when its socket exists (as tpm_pin's backend=auto), else the TPM."""
+    if not os.path.exists(ctx.policy.service_socket):
+        return False
+    ctx.note(f"through pinutild at {ctx.policy.service_socket}")
+    return True
+
+
+def _open_key(ctx):
+    """How the commands reach the key in the TPM (lifecycle.py, `open_key`)."""
+    if _through_service(ctx):
+        key = _ServiceKey(ctx.policy.service_socket)
+        return lambda: contextlib.nullcontext(key)
+    return lifecycle.direct_key(ctx.policy.tcti, ctx.policy.master_key_auth_file,
+                                salt_key.recorded_name_if_any(ctx.policy_path))
 
 
 # --- parser ---------------------------------------------------------------------------

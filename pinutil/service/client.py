@@ -104,6 +104,7 @@ def master_key_token(path: str, user: str, seconds: float) -> str:
         return token
     if reply.get("result") == "permission_denied":
         raise errors.PermissionDenied("pinutild gives keyring tokens to root callers only")
-    raise errors.TpmUnavailable(f"pinutild answered {str(reply.get('result'))[:40]!r}: "
-                                f"{str(reply.get('error', ''))[:300]}")
+    if reply.get("result") == "success":  # but no well-formed token: fail closed
+        raise errors.TpmUnavailable("pinutild answered a malformed token")
+    raise errors.from_json(reply)  # the service's own error (a token never comes with it)
 

@@ -10,6 +10,8 @@ with one mapping, pinutil.login).
                                    record ("ok" | "mismatch"), record_problem
     pin-check   user, pin       -> success, or wrong_pin (+ attempts_left), locked, ...
     master-key-token  user      -> token (64 hex digits); root callers only
+    master-key-status, -load, -clear: the key's administration, root callers only
+                                   (master_key_verbs.py)
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import traceback
 from pinutil import errors, users
 from pinutil.pin import enrolment
 from pinutil.pin.policy import Policy, load_policy
+from pinutil.service import master_key_verbs
 from pinutil.users import User
 
 
@@ -124,23 +127,6 @@ def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
     return {}
 
 
-def master_key_token(ctx: Context, caller: User, fields: dict) -> dict:
-    """The keyring token of `user` (HMAC of the name under the master key): for root
-    callers only (display managers, login and sshd run as root; a set-uid root host
-    counts as its real uid, peer.py), so raw access to the service never derives a
-    user's token."""
-    if not caller.is_root:
-        raise errors.PermissionDenied("only root may ask for a keyring token")
-    user = _target(fields)
-    from pinutil.master_key.token import MasterKey
-    from pinutil.pin import salt_key
-
-    salt = salt_key.recorded_name_if_any(ctx.policy_path)
-    with ctx.open_tpm() as tpm:
-        key = MasterKey(tpm, salt_key_name=salt, auth_path=ctx.policy.master_key_auth_file)
-        return {"token": key.token_for(user.name)}
-
-
 def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
     """Not a client verb: the server's breaker asks whether the TPM answers again (one
     GetCapability, no PIN, no index)."""
@@ -155,7 +141,10 @@ def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
 VERBS = {
     "pin-status": (pin_status, {"user": str}),
     "pin-check": (pin_check, {"user": str, "pin": bytes}),
-    "master-key-token": (master_key_token, {"user": str}),
+    "master-key-token": (master_key_verbs.token, {"user": str}),
+    "master-key-status": (master_key_verbs.status, {}),
+    "master-key-load": (master_key_verbs.load, {"secret": bytes, "replace": bool}),
+    "master-key-clear": (master_key_verbs.clear, {}),
 }
 
 
