@@ -120,22 +120,31 @@ class Server:
 
     # -- the main loop ----------------------------------------------------------------
     def serve(self) -> None:
-        self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
+        self.listen()
         try:
             while not self._stopping:
-                for key, _ in self.selector.select(self._timeout()):
-                    try:
-                        self._handle(key.data)
-                    except Exception:  # noqa: BLE001 - contained: see _contain
-                        self._contain(key.data)
-                self._expire()
-                self._dispatch()
-                self.worker.reap()
+                self.turn(self._timeout())
                 if self._idle():
                     return
         finally:
             self._stop_worker()
+
+    def listen(self) -> None:
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
+
+    def turn(self, timeout: float | None) -> None:
+        """One turn of the loop: wait at most `timeout` for events, handle them, then
+        expire, dispatch and reap (the fuzz target, tests/fuzz/targets.py, drives the
+        loop turn by turn)."""
+        for key, _ in self.selector.select(timeout):
+            try:
+                self._handle(key.data)
+            except Exception:  # noqa: BLE001 - contained: see _contain
+                self._contain(key.data)
+        self._expire()
+        self._dispatch()
+        self.worker.reap()
 
     def _handle(self, data) -> None:
         if data == "listener":

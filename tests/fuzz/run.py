@@ -25,7 +25,7 @@ with atheris.instrument_imports(include=["pinutil", "pypam", "tpm_pin", "master_
     import tpm_pin  # noqa: F401
 
     from pinutil.cli import app as cli  # noqa: F401
-    from pinutil.service import protocol, verbs  # noqa: F401
+    from pinutil.service import protocol, server, verbs  # noqa: F401
     from pypam import arguments, loader  # noqa: F401
 
 from tests.fuzz.targets import TARGETS

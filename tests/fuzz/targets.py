@@ -183,6 +183,13 @@ def pinutild_request(data: bytes) -> None:
     assert callable(function) and fields["verb"] in verbs.VERBS
 
 
+def pinutild_server(data: bytes) -> None:
+    """A script of clients for pinutild's event loop (tests/fuzz/server_harness.py)."""
+    from tests.fuzz import server_harness
+
+    server_harness.run(data)
+
+
 TARGETS = {
     "policy": policy_file,
     "recovery_file": sealed_recovery_file,
@@ -192,4 +199,5 @@ TARGETS = {
     "pamd_arguments": pamd_arguments,
     "pyc_header": pyc_header,
     "pinutild_request": pinutild_request,
+    "pinutild_server": pinutild_server,
 }

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from pinutil import errors
 from pinutil.service import protocol
 from tests.support.pinutild import AS_NOBODY, PYTHON, start_pinutild
 from tests.support.tpm_gate import gated_tpm
@@ -251,3 +252,113 @@ def test_a_client_that_leaves_has_its_queued_pin_dropped(pin_env):
         gate.open()
         service.stop()
         proxy.stop()
+
+
+# ---- many random clients at once (deterministic seeds) --------------------------------
+CHAOS_CLIENTS = 24
+CHAOS_ACTIONS = 15
+GOOD_CHECKS = 20
+RESULTS = {"success", "bad_request"} | {cls.token for cls in errors.VOCABULARY}
+TEMPLATES = [  # what the random clients start from: never the good client's user
+    body(VERB, USER, (b"pin", b"b", b"9999")),
+    body(VERB, USER, (b"pin", b"b", b"99999999")),
+    body((b"verb", b"s", b"pin-status"), USER),
+    body((b"verb", b"s", b"master-key-token"), USER),
+    body(VERB, (b"user", b"s", b"no-such-user-x"), (b"pin", b"b", b"9999")),
+]
+
+
+def random_frame(rng) -> bytes:
+    """A frame as a random client sends it: garbage, a valid one, or a mutated one."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        return rng.randbytes(rng.choice((1, 3, 4, 5, 17, 300, 5000)))
+    frame = bytearray(rng.choice(TEMPLATES))
+    if kind == 1:
+        return bytes(frame)
+    if kind == 2:  # a few bytes changed
+        for _ in range(rng.randint(1, 4)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        return bytes(frame)
+    if rng.random() < 0.5:  # longer or shorter than its header says
+        return bytes(frame) + rng.randbytes(rng.randint(1, 64))
+    return bytes(frame[:rng.randrange(len(frame))])
+
+
+def chaos_client(path: str, seed: int, problems: list) -> None:
+    """CHAOS_ACTIONS connections, each with a random frame, sent whole or trickled in
+    random pieces, closed at a random point or after reading what comes back. Any
+    reply must be one well-formed frame with a known result; a wrong PIN's never
+    `success`."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(CHAOS_ACTIONS):
+        frame = random_frame(rng)
+        how = rng.choice(("whole", "trickle", "close early", "half close"))
+        try:
+            with raw(path) as sock:
+                if how == "close early":  # a random close point, no reading
+                    sock.sendall(frame[:rng.randrange(len(frame) + 1)])
+                    continue
+                at = 0
+                while how == "trickle" and at < min(len(frame), 120):  # then the rest
+                    step = rng.randint(1, 7)
+                    sock.sendall(frame[at:at + step])
+                    at += step
+                    time.sleep(rng.random() / 100)
+                sock.sendall(frame[at:])
+                if how == "half close":
+                    sock.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            continue  # the service closed on us (a frame it refused whole): allowed
+        except OSError as e:
+            problems.append(f"seed {seed}: {how}: {e!r}")
+            continue
+        if not answer:
+            continue  # a frame cut short: no answer at all
+        try:
+            reply = protocol.decode_frame(answer)
+        except protocol.ProtocolError as e:
+            problems.append(f"seed {seed}: a malformed reply ({e}) to {frame!r}")
+            continue
+        if reply.get("result") not in RESULTS:
+            problems.append(f"seed {seed}: reply {reply!r} to {frame!r}")
+        elif reply["result"] == "success" and b"pin-check" in frame:
+            problems.append(f"seed {seed}: success for {frame!r}")
+
+
+def test_many_random_clients_at_once_never_crash_it_nor_stall_a_good_one(pin_env):
+    """CHAOS_CLIENTS threads of random frames, close points and trickles against one
+    service, aimed at root's PIN; meanwhile a good client checks nobody's PIN
+    GOOD_CHECKS times: every check succeeds (a stall would be its timeout), the
+    service lives, and nobody's counter never moved."""
+    pin_env.enrol("root", PIN)
+    pin_env.enrol("nobody", PIN)
+    # Clients that send part of a frame and wait are cut off after 2 s (not 5): the
+    # run is shorter, and the cut-off is part of what is tested.
+    service = start_pinutild(pin_env, "--request-timeout", "2")
+    problems: list[str] = []
+    threads = [threading.Thread(target=chaos_client, args=(service.socket, seed, problems))
+               for seed in range(CHAOS_CLIENTS)]
+    try:
+        for thread in threads:
+            thread.start()
+        good = [service.ask(seconds=20, verb="pin-check", user="nobody", pin=PIN.encode())
+                for _ in range(GOOD_CHECKS)]
+        for thread in threads:
+            thread.join()
+        assert good == [{"result": "success"}] * GOOD_CHECKS
+        assert problems == []
+        assert service.alive(), service.output()
+        assert "Traceback" not in service.output()
+        assert pin_env.counter("nobody") == (0, 3)
+        assert service.ask(verb="pin-check", user="nobody", pin=PIN.encode()) == \
+            {"result": "success"}
+    finally:
+        service.stop()
+        for thread in threads:
+            thread.join()
