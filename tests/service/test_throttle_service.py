@@ -10,9 +10,12 @@ choices, not the machine's speed."""
 from __future__ import annotations
 
 import os
+import subprocess
+
+import pytest
 
 from tests.support.pamhost import PAM_ERROR_MSG, result_name
-from tests.support.pinutild import AS_NOBODY, PYTHON, Pinutild
+from tests.support.pinutild import AS_NOBODY, PYTHON, Pinutild, start_pinutild
 
 PIN, WRONG = "1234", b"9999"
 LIMIT = 10
@@ -144,5 +147,24 @@ def test_the_pam_module_says_when_to_try_again(pin_env):
         shown = [m["text"] for m in report["messages"] if m["style"] == PAM_ERROR_MSG]
         assert shown == ["Too many wrong PINs: try again in 1 s, or use your password."]
         assert pin_env.counter("root") == (3, LIMIT)
+    finally:
+        service.stop()
+
+
+def test_the_service_does_not_idle_away_a_series(pin_env):
+    """Socket activation ends an idle service; a restart would forget the wrong PINs,
+    so it stays while it keeps a series, and leaves once the right PIN has ended it.
+    (No duration is asserted: the first wait is a bound the service must outlive, its
+    idle time being 1 s; the second one it must exit within.)"""
+    enrol(pin_env, "root")
+    service = start_pinutild(pin_env, "--idle-exit", "1")
+    try:
+        for _ in range(3):
+            assert check(service, "root", WRONG)["result"] == "wrong_pin"
+        with pytest.raises(subprocess.TimeoutExpired):
+            service.proc.wait(timeout=4)
+        # The 1 s delay is over by now (the real clock): the right PIN goes through.
+        assert check(service, "root", PIN.encode()) == {"result": "success"}
+        assert service.proc.wait(timeout=60) == 0  # nothing kept: it leaves
     finally:
         service.stop()
