@@ -11,7 +11,8 @@ holds them while the script says the TPM hangs; the clock is a fake one.
 Checked all along: no exception escapes the handling of an event (the server's
 containment is turned into a crash here: a contained exception is still a bug), the
 connection counts add up, every reply is one well-formed frame with a known result
-and at most one per connection. Checked at the end: once every client has gone and
+and at most one per connection, and no PIN check reaches the worker while its user
+must wait (the per-user delay). Checked at the end: once every client has gone and
 every deadline has passed, the server holds no connection (nothing leaks or stalls).
 """
 from __future__ import annotations
@@ -55,7 +56,8 @@ class FakeWorker:
     """worker.Worker's interface without a TPM: each job's reply is ready at once
     (readable on `from_child`, as a real reply would be), unless `stuck`."""
 
-    def __init__(self) -> None:
+    def __init__(self, throttle) -> None:
+        self.throttle = throttle  # the server's: a check it says must wait never comes
         self.pid = 0
         self.from_child = self._to_parent = -1
         self.stuck = False
@@ -73,6 +75,8 @@ class FakeWorker:
 
     def send(self, verb: str, caller: User, fields: dict) -> None:
         assert self.running and not self.replies, "a job sent to a busy worker"
+        assert verb != "pin-check" or not self.throttle.wait_left(fields["user"], caller.uid), \
+            "a PIN check sent to the TPM while its user must wait"
         self.replies.append(self._answer(verb, fields))
         self.release()
 
@@ -146,8 +150,8 @@ def run(data: bytes) -> None:
     server.peer.caller_of = lambda sock: User(f"uid {arriving[0]}", arriving.popleft())
     limits = server.Limits(max_connections=6, max_per_uid=3)
     service = StrictServer(listener, "/nonexistent/policy", limits)
-    service.worker = worker = FakeWorker()
     service.throttle.clock = CLOCK
+    service.worker = worker = FakeWorker(service.throttle)
     service.listen()
     clients: list[socket.socket] = []
     received: dict[socket.socket, bytes] = {}
