@@ -66,12 +66,16 @@ def _validate_limit(limit: int) -> None:
 class PinIndex:
     """The PIN_FAIL NV index at `handle` on an open `Tpm`."""
 
-    def __init__(self, tpm: Tpm, handle: int, salt_key_name=None) -> None:
+    def __init__(self, tpm: Tpm, handle: int, salt_key_name=None,
+                 start_session=sapi.start_salted_session) -> None:
         """`salt_key_name`: the Name root recorded for the salt key (salt_key.py), or a
         function loading it when a PIN is about to be sent (so "not enrolled" comes
         first); salted checks and enrolments refuse any other key, and fail without.
         (bytes, a function returning bytes, or None: not spelled as a type, because
-        importing collections.abc would cost every PIN login ~1 ms.)"""
+        importing collections.abc would cost every PIN login ~1 ms.)
+        `start_session(tpm, salt_key_name)`: where a salted check gets its session
+        (pinutild passes one that may hand over a session started while it was idle,
+        pinutil/service/spare_session.py)."""
         if not OWNER_NV_FIRST <= handle <= OWNER_NV_LAST:
             raise errors.PinutilError(
                 f"NV handle 0x{handle:x} is outside the owner range "
@@ -79,6 +83,7 @@ class PinIndex:
         self.tpm = tpm
         self.handle = handle
         self.salt_key_name = salt_key_name
+        self.start_session = start_session
 
     @staticmethod
     def handle_for(uid: int, nv_base: int) -> int:
@@ -135,7 +140,7 @@ class PinIndex:
 
     def _send_pin(self, name: bytes, pin: bytes, salted: bool) -> None:
         tpm = self.tpm
-        session = sapi.start_salted_session(tpm, self._salt_key_name()) if salted else None
+        session = self.start_session(tpm, self._salt_key_name()) if salted else None
         try:
             if session is None:
                 sapi.read_nv_with_password(tpm, self.handle, PIN_DATA_SIZE, pin)

@@ -33,7 +33,6 @@ import os
 
 from pinutil import errors
 from pinutil.deadline import TpmBudget, run_in_child, spend
-from pinutil.pin import enrolment
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy
 from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.record import Record
@@ -106,6 +105,9 @@ class DirectBackend:
             raise errors.TpmUnavailable("the TPM worker gave no usable status")
         status = PinStatus(**fields)
         if status.enrolled:  # a file check, done here: no TPM involved
+            # Imported here: a client of pinutild (the usual backend) never needs it.
+            from pinutil.pin import enrolment
+
             enrolment.verify(self.policy.enrolment_dir, user.name, user.uid,
                              self._handle(user))
         return status

@@ -127,7 +127,9 @@ class Server:
                 if self._idle():
                     return
         finally:
-            self._stop_worker()
+            if self.worker.running:  # the worker leaves by itself: no TPM session stays
+                self.selector.unregister(self.worker.from_child)
+                self.worker.stop()
 
     def listen(self) -> None:
         self.listener.setblocking(False)

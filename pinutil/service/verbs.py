@@ -22,7 +22,7 @@ import traceback
 from pinutil import errors, users
 from pinutil.pin import enrolment
 from pinutil.pin.policy import Policy, load_policy
-from pinutil.service import master_key_verbs
+from pinutil.service import master_key_verbs, spare_session
 from pinutil.users import User
 
 
@@ -50,7 +50,8 @@ class Context:
         from pinutil.pin.index import PinIndex
 
         path = salt_key.record_path(self.policy_path)
-        return PinIndex(tpm, self.handle(user), lambda: salt_key.load(path))
+        return PinIndex(tpm, self.handle(user), lambda: salt_key.load(path),
+                        start_session=spare_session.take)
 
     def open_tpm(self):
         """The worker's TPM connection for this request (see `kept_tpm`)."""
@@ -72,17 +73,53 @@ def kept_tpm(tcti: str):
     from pinutil.tpm.context import Tpm
 
     tpm = _KEPT.pop(tcti, None)
-    for other in _KEPT.values():  # the policy's tcti changed: the old one goes
-        other.close()
-    _KEPT.clear()
+    _close_kept()  # the policy's tcti changed: the old one goes
     if tpm is None:
         tpm = Tpm(tcti)
     try:
         yield tpm
     except BaseException:
-        tpm.close()
+        _close(tpm)
         raise
     _KEPT[tcti] = tpm
+
+
+def _close(tpm) -> None:
+    spare_session.drop(tpm)  # flushed first: no session outlives its connection
+    tpm.close()
+
+
+def _close_kept() -> None:
+    """Close the kept connection and its spare session (the worker is leaving, or its
+    state is unknown after an error)."""
+    for tpm in _KEPT.values():
+        _close(tpm)
+    _KEPT.clear()
+
+
+def prepare_spare(policy_path: str) -> None:
+    """The worker is idle: start the spare salted session (spare_session.py) on the kept
+    connection, if there is one and the policy salts. Never raises: an error closes
+    that connection (the next request starts afresh and meets the error itself)."""
+    try:
+        policy = load_policy(policy_path)
+        tpm = _KEPT.get(policy.tcti)
+        if tpm is None or not policy.salted or spare_session.held():
+            return
+        from pinutil.pin import salt_key
+
+        spare_session.prepare(tpm, salt_key.load(salt_key.record_path(policy_path)))
+    except Exception:  # noqa: BLE001 - the next request reports what is wrong
+        _close_kept()
+
+
+def expire_spare() -> None:
+    spare_session.drop()
+
+
+def leave() -> None:
+    """The worker is leaving: flush the spare, close the kept connection."""
+    _close_kept()
 
 
 def _target(fields: dict) -> User:
@@ -148,6 +185,11 @@ VERBS = {
 }
 
 
+#: The verbs that run while a spare session is held (spare_session.py): they start no
+#: session of their own. Any other verb finds the TPM's session slots as before.
+_SPARE_MAY_STAY = (pin_status, pin_check)
+
+
 def parse_request(fields: dict):
     """(function, fields) of a decoded request; BadRequest if it is not one we serve."""
     verb = fields.get("verb")
@@ -171,6 +213,8 @@ def answer(function, policy_path: str, caller: User, fields: dict) -> dict:
     """Run one verb; its reply fields. Never raises: a bug is `error` (and its traceback
     goes to stderr, the journal), never success."""
     try:
+        if function not in _SPARE_MAY_STAY:
+            spare_session.drop()
         reply = function(Context(policy_path), caller, fields)
         return {"result": "success", **reply}
     except errors.PinutilError as e:  # the error's own token and fields (errors.py)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import marshal
 import os
+import select
 import signal
+from time import monotonic, sleep
 
 from pinutil import users
-from pinutil.service import verbs
+from pinutil.service import spare_session, verbs
 from pinutil.users import User
 
 _LENGTH = 4
@@ -104,10 +106,34 @@ class Worker:
         except ProcessLookupError:
             pass
         self._zombies.append(self.pid)
-        os.close(self.to_child)
+        if self.to_child >= 0:  # stop() may have closed it already
+            os.close(self.to_child)
         os.close(self.from_child)
         self.pid, self.to_child, self.from_child = 0, -1, -1
         self.reap()
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Let the worker leave by itself (it reads the end of its requests, flushes its
+        spare session and closes the TPM: spare_session.py); SIGKILL after `grace`
+        seconds (a TPM call that hangs)."""
+        if not self.running:
+            return
+        os.close(self.to_child)
+        self.to_child = -1
+        deadline = monotonic() + grace
+        while True:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self.pid
+            if done or monotonic() >= deadline:
+                break
+            sleep(0.002)
+        if not done:
+            self.kill()
+            return
+        os.close(self.from_child)
+        self.pid, self.from_child = 0, -1
 
     def reap(self) -> None:
         for pid in list(self._zombies):
@@ -137,22 +163,36 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
     return bytes(data)
 
 
+def _readable(fd: int, seconds: float) -> bool:
+    return bool(select.select([fd], [], [], seconds)[0])
+
+
 def _serve(request_fd: int, reply_fd: int, policy_path: str) -> None:
-    """The worker's loop: one request, one reply, until the server closes the pipe."""
-    while True:
-        header = _read_exactly(request_fd, _LENGTH)
-        if header is None:
-            return
-        payload = _read_exactly(request_fd, int.from_bytes(header, "big"))
-        if payload is None:
-            return
-        verb, name, uid, fields = marshal.loads(payload)
-        function = verbs.tpm_probe if verb == PROBE else verbs.VERBS[verb][0]
-        reply = verbs.answer(function, policy_path, User(name, uid), fields)
-        if verb == "pin-check" and reply.get("result") in ("success", "wrong_pin"):
-            reply[TARGET_UID] = _uid_of(fields["user"])
-        data = marshal.dumps(reply)
-        os.write(reply_fd, len(data).to_bytes(_LENGTH, "big") + data)
+    """The worker's loop: one request, one reply, until the server closes the pipe.
+    Idle, it keeps a spare salted session for the next PIN check (spare_session.py),
+    flushed when it expires and before the worker leaves."""
+    try:
+        while True:
+            if spare_session.held() and not _readable(request_fd,
+                                                      spare_session.seconds_left()):
+                verbs.expire_spare()
+            header = _read_exactly(request_fd, _LENGTH)
+            if header is None:
+                return
+            payload = _read_exactly(request_fd, int.from_bytes(header, "big"))
+            if payload is None:
+                return
+            verb, name, uid, fields = marshal.loads(payload)
+            function = verbs.tpm_probe if verb == PROBE else verbs.VERBS[verb][0]
+            reply = verbs.answer(function, policy_path, User(name, uid), fields)
+            if verb == "pin-check" and reply.get("result") in ("success", "wrong_pin"):
+                reply[TARGET_UID] = _uid_of(fields["user"])
+            data = marshal.dumps(reply)
+            os.write(reply_fd, len(data).to_bytes(_LENGTH, "big") + data)
+            if not _readable(request_fd, 0):  # nobody waits: now is free time
+                verbs.prepare_spare(policy_path)
+    finally:
+        verbs.leave()
 
 
 def _uid_of(name: str) -> int | None:
