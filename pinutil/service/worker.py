@@ -112,7 +112,7 @@ class Worker:
         self.pid, self.to_child, self.from_child = 0, -1, -1
         self.reap()
 
-    def stop(self, grace: float = 1.0) -> None:
+    def stop(self, grace: float = 2.0) -> None:
         """Let the worker leave by itself (it reads the end of its requests, flushes its
         spare session and closes the TPM: spare_session.py); SIGKILL after `grace`
         seconds (a TPM call that hangs)."""
