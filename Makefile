@@ -136,6 +136,8 @@ demo: deps build
 
 bench: deps build
 	$(PY) bench/run.py
+	$(PY) bench/breakdown.py
+	$(PY) bench/service.py
 	$(PY) bench/stack.py
 	$(PY) bench/imports.py
 
