@@ -68,17 +68,15 @@ from enum import IntEnum
 from pinutil import audit, errors, users
 from pinutil.cli.options import add_common_options
 from pinutil.errors import (
-    AlreadyEnrolled,
     Cancelled,
     EnrolmentMismatch,
     InvalidPin,
     NotEnrolled,
     PermissionDenied,
     PinutilError,
-    TpmUnavailable,
     one_line,
 )
-from pinutil.pin import enrolment
+from pinutil.pin import enrolment, lifecycle
 from pinutil.pin.password_proof import PAM_CONFDIR, wipe
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from pinutil.setid import running_setid
@@ -304,13 +302,6 @@ class Context:
 
         return PinIndex.handle_for(user.uid, self.policy.nv_base)
 
-    def write_record(self, user: users.User) -> enrolment.EnrolmentRecord:
-        record = enrolment.EnrolmentRecord(uid=user.uid, user=user.name,
-                                           nv_index=self.handle(user),
-                                           enrolled=enrolment.now_utc())
-        enrolment.write(self.policy.enrolment_dir, record, as_root=self.caller.is_root)
-        return record
-
     @contextlib.contextmanager
     def pin_index(self, user: users.User) -> Iterator[object]:
         """The user's PinIndex on an open TPM; the handle is computed (and
@@ -340,15 +331,6 @@ def _current_status(ctx: Context, user: users.User):
         return index.status()
 
 
-def _require_written(index, user: users.User) -> None:
-    """NotEnrolled, in the words status uses, unless a PIN is enrolled at `index`."""
-    st = index.status()
-    if st.half_finished:
-        raise NotEnrolled(f"{user.name} has no PIN: {st.detail}")
-    if not st.enrolled:
-        raise NotEnrolled(f"{user.name} has no PIN enrolled")
-
-
 def _require_recorded(ctx: Context, user: users.User) -> None:
     """EnrolmentMismatch unless the enrolment record names `user`. `test` and a user's
     `change` send a PIN only to an index recorded as theirs: otherwise the new owner of
@@ -362,50 +344,19 @@ def _require_recorded(ctx: Context, user: users.User) -> None:
 def cmd_setup(ctx: Context) -> dict:
     user = ctx.target
     users.may_setup(ctx.caller, user)
-    enrolment.check_writable(ctx.policy.enrolment_dir, as_root=ctx.caller.is_root)
+    lifecycle.check_writable(ctx.policy)
     # A person at a terminal learns it before typing a password and a PIN twice (an
     # owner read: no attempt spent). With --stdin the input is all there already, and
     # is checked before the TPM is asked anything.
     if ctx.prompter.interactive and _current_status(ctx, user).enrolled:
-        raise _already_enrolled(ctx, user)
+        raise lifecycle.already_enrolled(ctx.caller, user)
     if users.setup_needs_password(ctx.caller):
         ctx.prove_password(user)
     pin = ctx.new_pin()
-    limit = ctx.policy.pin_lockout_max_attempts
     with ctx.pin_index(user) as index:
-        if index.status().enrolled:  # enrolled meanwhile
-            raise _already_enrolled(ctx, user)
-        replaced = index.remove_if_half_finished()
-        index.define(pin, limit, salted=ctx.policy.salted)
-        try:
-            ctx.write_record(user)
-        except BaseException:
-            index.delete()  # no record, no login: do not leave an index behind
-            raise
-        salt_key = _persist_salt_key(index.tpm)
-    fields = {"limit": limit, "salt_key": salt_key,
-              "message": f"PIN set up for {user.name} ({limit} failed attempts lock it)"}
-    if replaced:
-        fields["replaced_half_finished"] = True
-    return fields
-
-
-def _already_enrolled(ctx: Context, user: users.User) -> AlreadyEnrolled:
-    target = "" if user.uid == ctx.caller.uid else f" {user.name}"
-    return AlreadyEnrolled(f"{user.name} already has a PIN: to replace it, run "
-                           f"`pinutil change{target}` (or `pinutil delete{target}` "
-                           "to remove it)")
-
-
-def _persist_salt_key(tpm) -> str:
-    """Best effort after an enrolment: without a persistent salt key every PIN check
-    creates one (slower, not weaker), so a failure here must not fail the setup."""
-    from pinutil.tpm import sapi
-
-    try:
-        return sapi.persist_salt_key(tpm)
-    except TpmUnavailable as e:
-        return f"not persistent ({e})"
+        fields = lifecycle.setup(index, ctx.policy, ctx.caller, user, pin)
+    return {**fields, "message": f"PIN set up for {user.name} ({fields['limit']} failed "
+                                 "attempts lock it)"}
 
 
 def cmd_change(ctx: Context) -> dict:
@@ -413,16 +364,9 @@ def cmd_change(ctx: Context) -> dict:
     users.may_change(ctx.caller, user)
     old = ctx.pin("Current PIN: ") if users.change_needs_old_pin(ctx.caller) else None
     new = ctx.new_pin()
-    limit = ctx.policy.pin_lockout_max_attempts
-    enrolment.check_writable(ctx.policy.enrolment_dir, as_root=ctx.caller.is_root)
     with ctx.pin_index(user) as index:
-        _require_written(index, user)
-        if old is not None:
-            _require_recorded(ctx, user)
-            index.check(old, salted=ctx.policy.salted)
-        index.replace(new, limit, salted=ctx.policy.salted)
-        ctx.write_record(user)
-    return {"limit": limit, "message": f"PIN changed for {user.name}"}
+        fields = lifecycle.change(index, ctx.policy, ctx.caller, user, old, new)
+    return {**fields, "message": f"PIN changed for {user.name}"}
 
 
 def cmd_delete(ctx: Context) -> dict:
@@ -438,11 +382,7 @@ def cmd_delete(ctx: Context) -> dict:
             and not ctx.prompter.confirm(f"Delete the PIN of {user.name}? [y/N] ")):
         raise Cancelled("not deleted")
     with ctx.pin_index(user) as index:
-        if pin is not None:
-            index.check(pin, salted=ctx.policy.salted)
-        index.delete(only_half_finished=not st.enrolled and not ctx.caller.is_root)
-    enrolment.remove(ctx.policy.enrolment_dir, user.uid)
-    what = "half-finished PIN index" if st.half_finished else "PIN"
+        what = lifecycle.delete(index, ctx.policy, ctx.caller, user, pin)["what"]
     return {"message": f"{what} deleted for {user.name}"}
 
 
@@ -508,8 +448,8 @@ def cmd_adopt(ctx: Context) -> dict:
     user = ctx.target
     users.may_adopt(ctx.caller)
     with ctx.pin_index(user) as index:
-        _require_written(index, user)
-    record = ctx.write_record(user)
+        lifecycle.require_written(index, user)
+    record = lifecycle.write_record(ctx.policy, user, ctx.handle(user))
     return {"enrolled_by": record.as_json(),
             "message": f"PIN index 0x{record.nv_index:08x} recorded as {user.name}'s"}
 
