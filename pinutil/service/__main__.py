@@ -1,6 +1,7 @@
 """`pinutild`: the PIN service (docs/pinutild.md).
 
     python3 -m pinutil.service [--policy PATH] [--listen PATH] [--idle-exit SECONDS]
+                               [--proof PATH]
 
 Started by systemd (pinutild.socket): the listening socket is fd 3 (LISTEN_FDS=1 and
 LISTEN_PID naming this process, sd_listen_fds(3)). Without them, `--listen PATH`
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin-delay-max", type=float, default=MAX_DELAY, metavar="SECONDS",
                         help="the longest delay a user must wait for a PIN check after "
                              f"wrong PINs in a row (default {MAX_DELAY:g}; 0: none)")
+    parser.add_argument("--proof", metavar="PATH",
+                        help="the root proof process's socket (pinutil-proof), which "
+                             "checks the password of a user enrolling their own PIN; "
+                             "without it pinutild must run as root and checks it itself")
     args = parser.parse_args(argv)
     listener = systemd_listener()
     if listener is None:
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[name]
     limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
                     idle_exit=args.idle_exit, pin_delay_max=args.pin_delay_max)
-    Server(listener, args.policy, limits).serve()
+    Server(listener, args.policy, limits, proof_socket=args.proof).serve()
     return 0
 
 

@@ -18,8 +18,23 @@ SERVICE_USER = "pinutild"  # the system user systemd/pinutild.service runs as
 _LOWER_HEX = frozenset("0123456789abcdef")
 
 
+#: The prompt styles of pinutild's conversation (docs/pinutild.md); the first three
+#: want an answer.
+ANSWERED = frozenset({"echo_off", "echo_on", "new_pin"})
+STYLES = ANSWERED | {"error", "info"}
+MAX_PROMPTS = 16
+
+
 def call(path: str, fields: dict, seconds: float) -> dict:
     """Send `fields` as one request to the service at `path`; its reply's fields."""
+    return converse(path, fields, None, seconds)
+
+
+def converse(path: str, fields: dict, answer, seconds: float) -> dict:
+    """`call` for a verb that asks back (pin-setup): each prompt frame the service sends
+    before its reply goes to `answer(text, style)`, whose bytearray answer (for the
+    styles in ANSWERED; None for the others) is sent back and wiped. `seconds` bounds
+    each wait for the service, not the time `answer` takes (a person typing)."""
     deadline = monotonic() + seconds
     sock = None
     try:
@@ -27,9 +42,23 @@ def call(path: str, fields: dict, seconds: float) -> dict:
         sock = _connect(path, deadline)
         _require_trusted_server(sock, path)  # before the request: it may hold a PIN
         sock.sendall(frame)
-        header = _read(sock, protocol.HEADER_SIZE, deadline)
-        body = _read(sock, protocol.body_length(header), deadline)
-        return protocol.decode_body(body)
+        for _ in range(MAX_PROMPTS + 1):
+            header = _read(sock, protocol.HEADER_SIZE, deadline)
+            reply = protocol.decode_body(_read(sock, protocol.body_length(header), deadline))
+            if "result" in reply:
+                return reply
+            text, style = reply.get("prompt"), reply.get("style")
+            if answer is None or set(reply) != {"prompt", "style"} or \
+                    type(text) is not str or style not in STYLES:
+                raise protocol.ProtocolError("a frame that is neither a reply nor a prompt")
+            given = answer(text, style)
+            if style in ANSWERED:
+                try:
+                    sock.sendall(protocol.encode({"answer": given}))
+                finally:
+                    given[:] = bytes(len(given))
+            deadline = monotonic() + seconds
+        raise protocol.ProtocolError(f"more than {MAX_PROMPTS} prompts")
     except TimeoutError:
         raise errors.TpmUnavailable(f"pinutild did not answer within {seconds:.3g} s") from None
     except protocol.ProtocolError as e:

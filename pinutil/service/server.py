@@ -40,8 +40,9 @@ import traceback
 from time import monotonic
 
 from pinutil import errors
-from pinutil.service import peer, protocol, verbs
+from pinutil.service import peer, protocol, prover, verbs
 from pinutil.service.fairqueue import FairQueue
+from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
 from pinutil.service.throttle import MAX_DELAY, Throttle
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
 from pinutil.users import ROOT_UID, User
@@ -66,12 +67,13 @@ class Limits:
         self.pin_delay_max = pin_delay_max  # the per-user delay's cap (0: none)
 
 
-_READING, _WORKING, _WRITING = range(3)
+_READING, _WORKING, _WRITING, _PROVING = range(4)
 _SERVICE = User("pinutild", -1)  # the caller of the breaker's probes
 
 
 class _Connection:
-    __slots__ = ("buffer", "caller", "deadline", "job", "need", "reply", "sock", "state")
+    __slots__ = ("buffer", "caller", "deadline", "job", "need", "pending", "proof", "proven",
+                 "reply", "sock", "state")
 
     def __init__(self, sock: socket.socket, caller: User, deadline: float) -> None:
         self.sock, self.caller, self.deadline = sock, caller, deadline
@@ -80,6 +82,11 @@ class _Connection:
         self.state = _READING
         self.job: _Job | None = None
         self.reply = b""
+        # pin-setup's conversation: the request waiting for its new PIN, the password
+        # proof running for it, and whether one succeeded (enrolment.md in docs/pinutild).
+        self.pending: dict | None = None
+        self.proof: prover.Proof | None = None
+        self.proven = False
 
 
 class _Job:
@@ -103,8 +110,9 @@ class Server:
     """Serve `listener` (a bound, listening unix stream socket) until idle or stopped."""
 
     def __init__(self, listener: socket.socket, policy_path: str,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, proof_socket: str | None = None) -> None:
         self.listener = listener
+        self.proof_socket = proof_socket  # None: a forked child proves (root only)
         self.limits = limits or Limits()
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, _Connection] = {}
@@ -147,12 +155,15 @@ class Server:
         self._expire()
         self._dispatch()
         self.worker.reap()
+        prover.reap()
 
     def _handle(self, data) -> None:
         if data == "listener":
             self._accept()
         elif data == "worker":
             self._from_worker()
+        elif isinstance(data, prover.Proof):
+            self._from_proof(data)
         elif data.state == _READING:
             self._read(data)
         elif data.state == _WORKING:
@@ -166,6 +177,8 @@ class Server:
         takes as "unavailable"; a job of it still queued never runs); the worker is
         replaced and its client told; the listener just goes on."""
         traceback.print_exc(file=sys.stderr)
+        if isinstance(data, prover.Proof):
+            data = data.owner  # its connection goes, and the proof with it
         if isinstance(data, _Connection):
             self._discard(data)
         elif data == "worker":
@@ -230,6 +243,8 @@ class Server:
     def _close(self, conn: _Connection) -> None:
         if self.connections.pop(conn.sock.fileno(), None) is None:
             return
+        if conn.proof is not None:
+            self._end_proof(conn)
         if conn.job is not None:
             conn.job.cancelled = True  # not started: never will be; started: reply dropped
         uid = conn.caller.uid
@@ -273,13 +288,20 @@ class Server:
                 conn.need += protocol.body_length(bytes(conn.buffer))
                 return
             request = protocol.decode_body(bytes(conn.buffer[protocol.HEADER_SIZE:]))
-            verbs.parse_request(request)
+            if conn.pending is None:
+                verbs.parse_request(request)
+            else:  # the answer to our "new PIN" prompt completes the setup request
+                request = verbs.setup_with_pin(conn.pending, request, conn.proven)
         except (protocol.ProtocolError, verbs.BadRequest) as e:
             self._reply(conn, _frame({"result": "bad_request", "error": str(e)}))
             return
         finally:
             if len(conn.buffer) == conn.need > protocol.HEADER_SIZE:
                 conn.buffer[:] = bytes(len(conn.buffer))  # the PIN, wiped as far as we can
+        if conn.pending is None and request["verb"] == verbs.SETUP:
+            self._begin_setup(conn, request)
+            return
+        conn.pending = None
         self._submit(conn, request)
 
     def _read_extra(self, conn: _Connection) -> None:
@@ -299,6 +321,7 @@ class Server:
         if conn.job is not None:
             conn.job.cancelled = True  # answered now: a queued job must never run later
         conn.job = None
+        conn.pending = None  # a final answer: no prompt follows
         conn.state = _WRITING
         conn.reply = frame
         conn.deadline = monotonic() + self.limits.request_seconds
@@ -314,7 +337,11 @@ class Server:
             self._close(conn)
             return
         conn.reply = conn.reply[sent:]
-        if not conn.reply:
+        if conn.reply:
+            return
+        if conn.pending is not None:  # a prompt went out: now its answer
+            self._await_answer(conn)
+        else:
             self._close(conn)
 
     def _expire(self) -> None:
@@ -331,6 +358,62 @@ class Server:
                     self._close(conn)  # too slow to send its request or read its reply
             except Exception:  # noqa: BLE001 - contained: see _contain
                 self._contain(conn)
+
+    # -- pin-setup: the password proof and the new PIN, before the TPM -----------------
+    def _begin_setup(self, conn: _Connection, request: dict) -> None:
+        """Root enrols anyone: straight to the new PIN. Anyone else proves their account
+        password first, in the proof process (prover.py), which talks to the client on
+        this connection meanwhile: this loop stops reading it until the verdict."""
+        conn.pending = {"verb": verbs.SETUP, "user": request["user"]}
+        if conn.caller.is_root:
+            self._ask_new_pin(conn)
+            return
+        try:
+            conn.proof = prover.start(self.proof_socket, request["user"], conn.caller.uid,
+                                      conn.sock, conn)
+        except errors.PinutilError as e:
+            self._reply(conn, _frame(verbs.error_reply(e)))
+            return
+        self.selector.unregister(conn.sock)
+        self.selector.register(conn.proof.sock, selectors.EVENT_READ, conn.proof)
+        conn.state = _PROVING
+        conn.deadline = monotonic() + PROOF_SECONDS + self.limits.request_seconds
+
+    def _from_proof(self, proof: prover.Proof) -> None:
+        conn = proof.owner
+        try:
+            verdict = proof.read()
+        except protocol.ProtocolError as e:
+            verdict = {"result": "error", "error": f"the password proof failed ({e})"}
+        if verdict is None:
+            return
+        self._end_proof(conn)
+        if verdict.get("result") == "success":
+            conn.proven = True  # set here only: from the root prover's own verdict
+            self._ask_new_pin(conn)
+            return
+        self._reply(conn, _frame({"result": str(verdict.get("result"))[:40],
+                                  "error": str(verdict.get("error", ""))[:300]}))
+
+    def _end_proof(self, conn: _Connection) -> None:
+        proof, conn.proof = conn.proof, None
+        self.selector.unregister(proof.sock)
+        proof.close()
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _ask_new_pin(self, conn: _Connection) -> None:
+        conn.state = _WRITING
+        conn.reply = _frame({"prompt": "New PIN: ", "style": "new_pin"})
+        conn.deadline = monotonic() + self.limits.request_seconds
+        self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        self._write(conn)
+
+    def _await_answer(self, conn: _Connection) -> None:
+        conn.state = _READING
+        conn.buffer.clear()
+        conn.need = protocol.HEADER_SIZE
+        conn.deadline = monotonic() + ANSWER_SECONDS  # a person typing a PIN twice
+        self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
 
     # -- the TPM worker and the breaker ------------------------------------------------
     def _submit(self, conn: _Connection, request: dict) -> None:

@@ -12,6 +12,14 @@ with one mapping, pinutil.login).
     master-key-token  user      -> token (64 hex digits); root callers only
     master-key-status, -load, -clear: the key's administration, root callers only
                                    (master_key_verbs.py)
+    pin-setup   user            -> limit, salt_key; after the conversation (server.py):
+                                   the password proof unless root, then the new PIN
+    pin-change  user, pin [old_pin]  -> limit; old_pin needed unless root
+    pin-delete  user [pin]      -> what ("PIN" or "half-finished PIN index"); pin
+                                   needed unless root (none for a half-finished index)
+
+Setup, change and delete are logged like `pinutil` logs them (pinutil.audit), and do
+what `pinutil` does through the same core functions (pinutil.pin.lifecycle).
 """
 from __future__ import annotations
 
@@ -19,8 +27,8 @@ import contextlib
 import sys
 import traceback
 
-from pinutil import errors, users
-from pinutil.pin import enrolment
+from pinutil import audit, errors, users
+from pinutil.pin import enrolment, lifecycle
 from pinutil.pin.policy import Policy, load_policy
 from pinutil.service import master_key_verbs, spare_session
 from pinutil.users import User
@@ -144,14 +152,19 @@ def pin_status(ctx: Context, caller: User, fields: dict) -> dict:
     return reply
 
 
+def _checked_pin(ctx: Context, raw: bytes) -> bytes:
+    """A PIN the service's own policy accepts, whatever the client checked."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise errors.InvalidPin("the PIN is not ASCII") from None
+    return ctx.policy.check_pin(text)
+
+
 def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
     user = _target(fields)
     users.may_test(caller, user)  # before any TPM command: no lock-out of others
-    try:
-        text = fields["pin"].decode("ascii")
-    except UnicodeDecodeError:
-        raise errors.InvalidPin("the PIN is not ASCII") from None
-    pin = ctx.policy.check_pin(text)  # the service's policy, whatever the client checked
+    pin = _checked_pin(ctx, fields["pin"])
     with ctx.open_tpm() as tpm:
         index = ctx.pin_index(tpm, user)
         try:  # no PIN goes to an index not recorded as theirs (a file: no TPM command)
@@ -162,6 +175,73 @@ def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
             raise
         index.check(pin, salted=ctx.policy.salted)  # verifies the index before the PIN
     return {}
+
+
+def _account(uid: int) -> User | None:
+    try:
+        return users.user_by_uid(uid)
+    except errors.UnknownUser:
+        return None
+
+
+def _audited(command: str):
+    """Log every outcome of the verb like `pinutil COMMAND` does (pinutil.audit)."""
+    def wrap(function):
+        def run(ctx: Context, caller: User, fields: dict) -> dict:
+            result = "error"
+            try:
+                reply = function(ctx, caller, fields)
+                result = "success"
+                return reply
+            except errors.PinutilError as e:
+                result = e.token
+                raise
+            finally:
+                try:
+                    target = users.lookup_user(fields["user"])
+                except errors.PinutilError:
+                    target = None
+                audit.log(command, _account(caller.uid), target, fields["user"], result,
+                          caller.uid)
+        return run
+    return wrap
+
+
+#: The field server.py adds to a setup request once the proof process said "success"
+#: (never a client's: no request may name it, `parse_request`).
+PROVEN = "password_proven"
+SETUP = "pin-setup"
+
+
+@_audited("setup")
+def pin_setup(ctx: Context, caller: User, fields: dict) -> dict:
+    user = _target(fields)
+    users.may_setup(caller, user)
+    if users.setup_needs_password(caller) and fields.get(PROVEN) is not True:
+        raise errors.PermissionDenied("enrolling your own PIN needs your account password")
+    pin = _checked_pin(ctx, fields["pin"])
+    lifecycle.check_writable(ctx.policy)
+    with ctx.open_tpm() as tpm:
+        return lifecycle.setup(ctx.pin_index(tpm, user), ctx.policy, caller, user, pin)
+
+
+@_audited("change")
+def pin_change(ctx: Context, caller: User, fields: dict) -> dict:
+    user = _target(fields)
+    users.may_change(caller, user)  # before any TPM command
+    old = _checked_pin(ctx, fields["old_pin"]) if "old_pin" in fields else None
+    new = _checked_pin(ctx, fields["pin"])
+    with ctx.open_tpm() as tpm:
+        return lifecycle.change(ctx.pin_index(tpm, user), ctx.policy, caller, user, old, new)
+
+
+@_audited("delete")
+def pin_delete(ctx: Context, caller: User, fields: dict) -> dict:
+    user = _target(fields)
+    users.may_delete(caller, user)  # before any TPM command
+    pin = _checked_pin(ctx, fields["pin"]) if "pin" in fields else None
+    with ctx.open_tpm() as tpm:
+        return lifecycle.delete(ctx.pin_index(tpm, user), ctx.policy, caller, user, pin)
 
 
 def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
@@ -182,6 +262,14 @@ VERBS = {
     "master-key-status": (master_key_verbs.status, {}),
     "master-key-load": (master_key_verbs.load, {"secret": bytes, "replace": bool}),
     "master-key-clear": (master_key_verbs.clear, {}),
+    SETUP: (pin_setup, {"user": str}),
+    "pin-change": (pin_change, {"user": str, "pin": bytes}),
+    "pin-delete": (pin_delete, {"user": str}),
+}
+#: verb -> fields it may have besides the required ones.
+OPTIONAL = {
+    "pin-change": {"old_pin": bytes},
+    "pin-delete": {"pin": bytes},
 }
 
 
@@ -195,14 +283,32 @@ def parse_request(fields: dict):
     verb = fields.get("verb")
     if verb not in VERBS:
         raise BadRequest("unknown verb")
-    function, schema = VERBS[verb]
+    function, schema = VERBS[verb][:2]
+    optional = OPTIONAL.get(verb, {})
     given = set(fields) - {"verb"}
-    if given != set(schema):
-        raise BadRequest(f"{verb} takes exactly the fields {', '.join(sorted(schema))}")
-    for name, kind in schema.items():
-        if type(fields[name]) is not kind:
+    if not set(schema) <= given <= set(schema) | set(optional):
+        raise BadRequest(f"{verb} takes exactly the fields {', '.join(sorted(schema))}"
+                         + (f" (and may take {', '.join(sorted(optional))})" if optional else ""))
+    for name, kind in {**schema, **optional}.items():
+        if name in fields and type(fields[name]) is not kind:
             raise BadRequest(f"{verb}: field {name} has the wrong type")
     return function, fields
+
+
+def setup_with_pin(pending: dict, answer: dict, proven: bool) -> dict:
+    """The setup request to run: the one `pending` since the proof, with the new PIN
+    the client answered (a frame holding exactly {answer: bytes}) and the proof's
+    outcome, which only server.py knows."""
+    if set(answer) != {"answer"} or type(answer["answer"]) is not bytes:
+        raise BadRequest("the new PIN comes as a frame holding exactly one field, answer")
+    return {**pending, "pin": answer["answer"], PROVEN: proven}
+
+
+def error_reply(error: errors.PinutilError) -> dict:
+    """The reply fields of a domain error (its token and one line)."""
+    reply = error.json_fields()
+    reply["error"] = _one_line(reply["error"])
+    return reply
 
 
 def _one_line(text: str) -> str:
@@ -218,9 +324,7 @@ def answer(function, policy_path: str, caller: User, fields: dict) -> dict:
         reply = function(Context(policy_path), caller, fields)
         return {"result": "success", **reply}
     except errors.PinutilError as e:  # the error's own token and fields (errors.py)
-        reply = e.json_fields()
-        reply["error"] = _one_line(reply["error"])
-        return reply
+        return error_reply(e)
     except Exception as e:  # noqa: BLE001 - a bug: reported, never success
         traceback.print_exc(file=sys.stderr)
         return {"result": "error", "error": f"internal error ({type(e).__name__})"}

@@ -1,0 +1,94 @@
+"""Helpers of the enrolment tests through pinutild (tests/service/test_enrol_*.py): a
+pinutild inside the test accounts' namespace (so its password proof reads their
+/etc/shadow and /etc/pam.d/pinutil), and a scripted client that converses with it
+as another uid."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Sequence
+
+from devtools.pinutild import PYTHON, ROOT, Pinutild
+from pinutil.service import protocol
+
+USER, UID = "pinutiltest", 4242
+PASSWORD = "tr0ub4dor&3 correct"
+PIN, PIN2 = "2580", "739146"
+
+# One conversation in a child process: argv = socket, request (JSON, bytes as
+# {"hex": ...}), answers (JSON list, one per prompt that wants one). Prints
+# {"prompts": [[text, style], ...], "reply": {...}} (bytes as hex), or "raised".
+_CONVERSE = """
+import json, sys
+sys.path.insert(0, ROOT_DIR)
+from pinutil import errors
+from pinutil.service import client
+path, request, answers = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+request = {k: bytes.fromhex(v["hex"]) if isinstance(v, dict) else v for k, v in request.items()}
+seen = []
+def answer(text, style):
+    seen.append([text, style])
+    if style in client.ANSWERED:
+        return bytearray(answers.pop(0).encode() if answers else b"")
+try:
+    reply = client.converse(path, request, answer, 120)
+except errors.PinutilError as e:
+    reply = {"raised": f"{type(e).__name__}: {e}"}
+print(json.dumps({"prompts": seen,
+                  "reply": {k: v.hex() if isinstance(v, bytes) else v for k, v in reply.items()}}))
+""".replace("ROOT_DIR", repr(ROOT))
+
+
+def as_user(uid: int = UID, gid: int | None = None) -> list[str]:
+    gid = uid if gid is None else gid
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+
+def converse(path: str, request: dict, answers: Sequence[str] = (),
+             who: Sequence[str] = ()) -> dict:
+    """One conversation with pinutild at `path`, as `who` (a setpriv prefix)."""
+    wire = {k: {"hex": v.hex()} if isinstance(v, bytes) else v for k, v in request.items()}
+    done = subprocess.run([*who, PYTHON, "-I", "-c", _CONVERSE, path, json.dumps(wire),
+                           json.dumps(list(answers))], capture_output=True, text=True,
+                          timeout=300, cwd="/", check=False, env={"PATH": "/usr/bin:/bin"})
+    if done.returncode != 0:
+        raise RuntimeError(f"the client failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def start_in_namespace(pin_env, accounts, *extra: str, name: str = "pinutild.sock",
+                       prefix: Sequence[str] = ()) -> Pinutild:
+    """pinutild (as root unless `prefix` drops it) inside the accounts' namespace."""
+    service = Pinutild(pin_env.policy, os.path.join(pin_env.dir, name), extra)
+    service.argv = [*accounts.prefix(), *prefix, *service.argv]
+    service.start()
+    return service
+
+
+def raw_exchange(path: str, frames: Sequence[bytes], read_prompts: int = 0) -> socket.socket:
+    """A hand-made client: send `frames`, read `read_prompts` frames; the open socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(path)
+    for frame in frames:
+        sock.sendall(frame)
+    for _ in range(read_prompts):
+        read_frame(sock)
+    return sock
+
+
+def read_frame(sock: socket.socket) -> dict:
+    header = _exactly(sock, protocol.HEADER_SIZE)
+    return protocol.decode_body(_exactly(sock, protocol.body_length(header)))
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("closed")
+        data += chunk
+    return data
