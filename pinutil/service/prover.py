@@ -114,6 +114,15 @@ def _connect(path: str) -> socket.socket:
     return sock
 
 
+def _die_with_parent() -> None:
+    """A prover outliving a killed pinutild would hold its client's connection open
+    until the answer's timeout: PR_SET_PDEATHSIG kills it with its parent."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def _fork_prover() -> tuple[socket.socket, int]:
     from pinutil.service import proof
     from pinutil.service.worker import _close_all_but as close_all_but
@@ -125,6 +134,7 @@ def _fork_prover() -> tuple[socket.socket, int]:
         try:
             close_all_but(child.fileno())
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent()
             proof.serve(child, {0})
             code = 0
         finally:

@@ -138,6 +138,9 @@ class Server:
             if self.worker.running:  # the worker leaves by itself: no TPM session stays
                 self.selector.unregister(self.worker.from_child)
                 self.worker.stop()
+            for conn in self.connections.values():  # a forked prover ends with us
+                if conn.proof is not None:
+                    conn.proof.close()
 
     def listen(self) -> None:
         self.listener.setblocking(False)

@@ -92,3 +92,59 @@ def _exactly(sock: socket.socket, size: int) -> bytes:
             raise EOFError("closed")
         data += chunk
     return data
+
+
+# A hand-made client in a child process (to be another uid): argv = socket, then JSON
+# steps: ["send", hex] sends bytes, ["read"] prints the next frame as a JSON line (or
+# {"eof": true}), ["hold"] waits until stdin closes, ["close"] closes the connection.
+_HOSTILE = """
+import json, socket, sys
+sys.path.insert(0, ROOT_DIR)
+from pinutil.service import protocol
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(300)
+sock.connect(sys.argv[1])
+def exactly(size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+for step in json.loads(sys.argv[2]):
+    if step[0] == "send":
+        sock.sendall(bytes.fromhex(step[1]))
+    elif step[0] == "read":
+        try:
+            fields = protocol.decode_body(exactly(protocol.body_length(exactly(4))))
+            print(json.dumps({k: v.hex() if isinstance(v, bytes) else v
+                              for k, v in fields.items()}), flush=True)
+        except (EOFError, OSError):
+            print(json.dumps({"eof": True}), flush=True)
+    elif step[0] == "hold":
+        sys.stdin.read()
+    elif step[0] == "close":
+        sock.close()
+""".replace("ROOT_DIR", repr(ROOT))
+
+
+def hostile(path: str, steps: list, who: Sequence[str] = ()) -> subprocess.Popen:
+    """Start the hand-made client; read its frames with `next_line(proc)`."""
+    wire = [[s[0], s[1].hex()] if len(s) > 1 else list(s) for s in steps]
+    return subprocess.Popen([*who, PYTHON, "-I", "-c", _HOSTILE, path, json.dumps(wire)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd="/", env={"PATH": "/usr/bin:/bin"})
+
+
+def next_line(proc: subprocess.Popen) -> dict:
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the hand-made client ended (exit {proc.wait()})")
+    return json.loads(line)
+
+
+def finish(proc: subprocess.Popen) -> list[dict]:
+    """Close its stdin (ends a hold) and collect the rest of its lines."""
+    out, _ = proc.communicate(timeout=300)
+    return [json.loads(line) for line in out.splitlines()]

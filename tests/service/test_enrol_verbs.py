@@ -176,3 +176,20 @@ def test_root_enrols_a_user_without_a_password(pin_env, service, syslog_capture)
     assert converse(service.socket, {"verb": "pin-delete", "user": USER},
                     [])["reply"]["result"] == "success"
     assert HANDLE not in pin_env.enrolled_handles()
+
+
+def test_the_verb_itself_refuses_a_setup_without_the_proof(pin_env):
+    """The last line: pin-setup run by the worker for a non-root caller, without the
+    field only server.py sets after the proof process said "success", enrols nothing
+    (here with the worker's own code, in this process, for the machine's `nobody`)."""
+    import pwd
+
+    from pinutil.service import verbs
+    from pinutil.users import User
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for fields in ({}, {verbs.PROVEN: False}, {verbs.PROVEN: "yes"}, {verbs.PROVEN: 1}):
+        reply = verbs.answer(verbs.pin_setup, pin_env.policy, User(f"uid {nobody}", nobody),
+                             {"user": "nobody", "pin": PIN.encode(), **fields})
+        assert reply["result"] == "permission_denied", fields
+    assert NV_BASE + nobody not in pin_env.enrolled_handles()
