@@ -480,7 +480,7 @@ class Server:
         if job is None:
             return
         target_uid = reply.pop(TARGET_UID, None)
-        if job.verb == "pin-check":  # counted even if its client has left: the TPM did
+        if job.verb in verbs.TRIES_A_PIN:  # counted even if its client has left: the TPM did
             self._count_pin_check(job, reply, target_uid)
         if job.connection is None:  # the probe
             if reply.get("result") == "success":
@@ -496,7 +496,7 @@ class Server:
     def _refused_as_too_early(self, conn: _Connection, verb: str, fields: dict) -> bool:
         """Answer a PIN check that comes too soon after the user's wrong PINs with
         `throttled` (no TPM command, no attempt spent); False if it may go on."""
-        if verb != "pin-check":
+        if verb not in verbs.TRIES_A_PIN:
             return False
         wait = self.throttle.wait_left(fields["user"], conn.caller.uid)
         if not wait:

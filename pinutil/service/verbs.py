@@ -266,6 +266,9 @@ VERBS = {
     "pin-change": (pin_change, {"user": str, "pin": bytes}),
     "pin-delete": (pin_delete, {"user": str}),
 }
+#: The verbs that send a PIN of the user to the TPM: a wrong one counts towards the
+#: per-user delay (server.py, throttle.py) whichever of them tried it.
+TRIES_A_PIN = frozenset({"pin-check", "pin-change", "pin-delete"})
 #: verb -> fields it may have besides the required ones.
 OPTIONAL = {
     "pin-change": {"old_pin": bytes},

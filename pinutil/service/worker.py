@@ -185,7 +185,7 @@ def _serve(request_fd: int, reply_fd: int, policy_path: str) -> None:
             verb, name, uid, fields = marshal.loads(payload)
             function = verbs.tpm_probe if verb == PROBE else verbs.VERBS[verb][0]
             reply = verbs.answer(function, policy_path, User(name, uid), fields)
-            if verb == "pin-check" and reply.get("result") in ("success", "wrong_pin"):
+            if verb in verbs.TRIES_A_PIN and reply.get("result") in ("success", "wrong_pin"):
                 reply[TARGET_UID] = _uid_of(fields["user"])
             data = marshal.dumps(reply)
             os.write(reply_fd, len(data).to_bytes(_LENGTH, "big") + data)

@@ -168,3 +168,23 @@ def test_the_service_does_not_idle_away_a_series(pin_env):
         assert service.proc.wait(timeout=60) == 0  # nothing kept: it leaves
     finally:
         service.stop()
+
+
+def test_wrong_old_pins_of_a_change_count_like_wrong_logins(pin_env):
+    """pin-change and pin-delete try the user's PIN too: their wrong PINs start the same
+    delay (on the old code they did not count, an unthrottled way to guess)."""
+    enrol(pin_env, "nobody")
+    service, _ = start(pin_env)
+    try:
+        for verb, fields in (("pin-change", {"old_pin": WRONG, "pin": b"5678"}),
+                             ("pin-delete", {"pin": WRONG}), ("pin-change", {"old_pin": WRONG, "pin": b"5678"})):
+            reply = service.ask(AS_NOBODY, verb=verb, user="nobody", **fields)
+            assert reply["result"] == "wrong_pin", reply
+        assert pin_env.counter("nobody") == (3, LIMIT)
+        for verb, fields in (("pin-check", {"pin": PIN.encode()}),
+                             ("pin-delete", {"pin": PIN.encode()})):
+            reply = service.ask(AS_NOBODY, verb=verb, user="nobody", **fields)
+            assert reply["result"] == "throttled", reply
+        assert pin_env.counter("nobody") == (3, LIMIT)
+    finally:
+        service.stop()
