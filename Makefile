@@ -33,6 +33,8 @@ pypam_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom p
 
 # `pinutild` (pinutil.service): the same shape, run by systemd (systemd/pinutild.service).
 pinutild_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pinutil.service.__main__ import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)
+# `pinutil-proof` (pinutil.service.proof): pinutild's root password proof, the same shape.
+pinutil_proof_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pinutil.service.proof import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)
 
 # `make deb` (debian/): Debian's build tools and Debian's own Python modules, no PyPI;
 # `make test-deb` also lints the packages and installs them in a debootstrap root.
@@ -184,6 +186,11 @@ install: build
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSTEMDDIR)
 	install -m 0755 build/install/pinutild $(DESTDIR)$(SBINDIR)/pinutild
 	install -m 0644 systemd/pinutild.socket systemd/pinutild.service $(DESTDIR)$(SYSTEMDDIR)/
+	# Its root password proof (pinutil-proof.socket, one pinutil-proof@.service per
+	# proof), for users who enrol their own PIN through pinutild: not enabled either.
+	$(call pinutil_proof_command,$(SITE)) > build/install/pinutil-proof
+	install -m 0755 build/install/pinutil-proof $(DESTDIR)$(SBINDIR)/pinutil-proof
+	install -m 0644 systemd/pinutil-proof.socket systemd/pinutil-proof@.service $(DESTDIR)$(SYSTEMDDIR)/
 	getent passwd pinutild >/dev/null || [ -n "$(DESTDIR)" ] || useradd --system --user-group \
 		--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pinutild
 

@@ -15,7 +15,8 @@ Trust: `enrolment_dir` comes from the policy (root's file). The directory must b
 owned by root and not writable by others; the installed layout is root:tss 0770, so
 the set-gid-tss `pinutil` can write records while users cannot even reach them (they
 own the record file pinutil wrote for them, but cannot traverse the directory). A
-record file must be a regular file (no symlink) owned by root or by its uid, and not
+record file must be a regular file (no symlink) owned by root, by its uid or by the
+account of pinutild (which writes the records of the enrolments it does), and not
 writable by group or others. Everything is opened relative to the directory's fd.
 
 Only the stdlib is imported: `verify` is on the login path.
@@ -87,7 +88,7 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
         return None
     path = os.path.join(directory, str(uid))
     try:
-        data = securefile.read_file(str(uid), owners=(0, uid),
+        data = securefile.read_file(str(uid), owners=(0, uid, *_service_uid()),
                                     forbidden=securefile.GROUP_OR_OTHERS_WRITE,
                                     max_bytes=MAX_RECORD_BYTES, dir_fd=dfd)
     except securefile.Refused as e:
@@ -97,6 +98,21 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
     if data is None:
         return None
     return _parse(data, path)
+
+
+#: The account pinutild runs as (systemd/pinutild.service): it writes the records of
+#: the enrolments it does. It could replace any record anyway (the directory is
+#: writable by its group tss), so its files are trusted like root's.
+SERVICE_USER = "pinutild"
+
+
+def _service_uid() -> tuple[int, ...]:
+    import pwd
+
+    try:
+        return (pwd.getpwnam(SERVICE_USER).pw_uid,)
+    except KeyError:
+        return ()
 
 
 def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecord:

@@ -117,6 +117,10 @@ def test_files_and_places(debs):
     assert tpm["/usr/sbin/pinutild"] == "-rwxr-xr-x root/root"
     assert tpm["/lib/systemd/system/pinutild.socket"] == "-rw-r--r-- root/root"
     assert tpm["/lib/systemd/system/pinutild.service"] == "-rw-r--r-- root/root"
+    # Its root password proof (docs/pinutild.md): command and units.
+    assert tpm["/usr/sbin/pinutil-proof"] == "-rwxr-xr-x root/root"
+    assert tpm["/lib/systemd/system/pinutil-proof.socket"] == "-rw-r--r-- root/root"
+    assert tpm["/lib/systemd/system/pinutil-proof@.service"] == "-rw-r--r-- root/root"
     everything = list(shim) + list(tpm)
     assert not [p for p in everything if p.endswith(".pyc") or "__pycache__" in p]
     assert not [p for p in everything if p.endswith("_build.py")]  # build-time only

@@ -1,0 +1,216 @@
+"""The production shape of the enrolment proof: pinutild as its own unprivileged
+account (here an account `pinutild` that exists only in the test's namespace, with
+the group tss like the unit gives it), and `pinutil-proof --listen` as root, the one
+that runs pam_unix. A user enrols their own PIN with their password and logs in with
+it; the proof process answers nobody but the service's account and root; pinutild
+believes no proof process that is not root; without one, a non-root pinutild refuses
+a user's setup (root still enrols anyone)."""
+from __future__ import annotations
+
+import grp
+import os
+import subprocess
+
+import pytest
+
+from devtools.pinutild import PYTHON, ROOT, wait_for_listener
+from pinutil.service import protocol
+from tests.service.enrol_support import (
+    PASSWORD,
+    PIN,
+    UID,
+    USER,
+    as_user,
+    converse,
+    read_frame,
+    start_in_namespace,
+)
+from tests.support.pin_env import NV_BASE
+
+SERVICE_UID = 4343
+HANDLE = NV_BASE + UID
+
+
+class Shape:
+    """The accounts, the proof process and pinutild as their own processes."""
+
+    def __init__(self, pin_env, accounts) -> None:
+        self.pin_env, self.accounts = pin_env, accounts
+        accounts.add_user(USER, UID, PASSWORD)
+        accounts.add_user("pinutild", SERVICE_UID, "not used")
+        tss = grp.getgrnam("tss").gr_gid
+        self.as_service = ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}",
+                           f"--groups={tss}", "--"]
+        # What the unit and the installation give the service: the TPM (the swtpm's
+        # sockets, like /dev/tpmrm0 to tss), the enrolment directory (root:tss 0770),
+        # a directory for its socket.
+        os.chmod(pin_env.swtpm.state_dir, 0o711)
+        os.makedirs(pin_env.enrolment_dir, exist_ok=True)
+        os.chown(pin_env.enrolment_dir, 0, tss)
+        os.chmod(pin_env.enrolment_dir, 0o770)
+        self.run_dir = os.path.join(pin_env.dir, "run")
+        os.mkdir(self.run_dir)
+        os.chown(self.run_dir, SERVICE_UID, SERVICE_UID)
+        self.proof_socket = os.path.join(pin_env.dir, "proof.sock")
+        self.processes: list = []
+
+    def start_proof(self, *extra: str, who=()) -> subprocess.Popen:
+        log = open(self.proof_socket + ".log", "ab")  # noqa: SIM115 - closed by stop()
+        proc = subprocess.Popen([*self.accounts.prefix(), *who, PYTHON, "-m",
+                                 "pinutil.service.proof", "--listen", self.proof_socket,
+                                 *extra], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log, env={"PATH": "/usr/bin:/bin"})
+        self.processes.append((proc, log))
+        wait_for_listener(self.proof_socket, proc)
+        return proc
+
+    def start_service(self, *extra: str):
+        service = start_in_namespace(self.pin_env, self.accounts, *extra,
+                                     name="run/pinutild.sock", prefix=self.as_service)
+        self.processes.append((service, None))
+        return service
+
+    def client(self, uid: int = UID) -> list[str]:
+        """Clients run in the namespace too: they believe a service run by `pinutild`."""
+        return [*self.accounts.prefix(), *as_user(uid)]
+
+    def stop(self) -> None:
+        for proc, log in self.processes:
+            if log is None:
+                proc.stop()
+            else:
+                proc.terminate()
+                proc.wait(timeout=30)
+                log.close()
+
+
+@pytest.fixture
+def shape(pin_env, accounts, syslog_capture):
+    made = Shape(pin_env, accounts)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def test_a_user_enrols_through_the_unprivileged_service_and_logs_in(pin_env, shape):
+    shape.start_proof()
+    service = shape.start_service("--proof", shape.proof_socket)
+    reply = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PASSWORD, PIN],
+                     shape.client())
+    assert [style for _, style in reply["prompts"]] == ["echo_off", "new_pin"]
+    assert reply["reply"]["result"] == "success", (reply, service.output())
+    assert pin_env.swtpm.read_pin_counter(HANDLE) == (0, 3)
+    check = converse(service.socket, {"verb": "pin-check", "user": USER, "pin": PIN.encode()},
+                     [], shape.client())
+    assert check["reply"] == {"result": "success"}, check
+    # A wrong password through the same path enrols nothing.
+    converse(service.socket, {"verb": "pin-delete", "user": USER, "pin": PIN.encode()}, [],
+             shape.client())
+    wrong = converse(service.socket, {"verb": "pin-setup", "user": USER}, ["nope", PIN],
+                     shape.client())
+    assert wrong["reply"]["result"] == "wrong_password"
+    assert HANDLE not in pin_env.enrolled_handles()
+
+
+def test_without_a_proof_process_an_unprivileged_service_refuses_users(pin_env, shape):
+    service = shape.start_service()
+    reply = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PASSWORD, PIN],
+                     shape.client())
+    assert reply["reply"]["result"] == "permission_denied" and reply["prompts"] == []
+    assert HANDLE not in pin_env.enrolled_handles()
+    root = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PIN],
+                    [*shape.accounts.prefix()])
+    assert root["reply"]["result"] == "success", root
+
+
+# A proof process that says "success" to everything, run by the user (a socket path
+# an administrator got wrong, in a directory the user may write).
+_LIAR = f"""
+import os, socket, sys
+sys.path.insert(0, {ROOT!r})
+from pinutil.service import protocol
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+listener.listen(4)
+while True:
+    conn, _ = listener.accept()
+    try:
+        conn.recvmsg(4096, 64)
+        conn.sendall(protocol.encode({{"result": "success"}}))
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+def test_pinutild_believes_no_proof_process_that_is_not_root(pin_env, shape):
+    fake_dir = os.path.join(pin_env.dir, "fake")
+    os.mkdir(fake_dir)
+    os.chown(fake_dir, UID, UID)
+    liar_socket = os.path.join(fake_dir, "proof.sock")
+    liar = subprocess.Popen([*as_user(), PYTHON, "-I", "-c", _LIAR, liar_socket],
+                            stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+    shape.processes.append((liar, open(os.devnull, "rb")))  # noqa: SIM115
+    wait_for_listener(liar_socket, liar)
+    service = shape.start_service("--proof", liar_socket)
+    reply = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PIN, PIN],
+                     shape.client())
+    assert reply["reply"]["result"] == "tpm_unavailable" and reply["prompts"] == [], reply
+    assert "not root" in reply["reply"]["error"]
+    assert HANDLE not in pin_env.enrolled_handles()
+
+
+def test_the_proof_process_answers_only_the_service(pin_env, shape):
+    """Its socket is 0600, owned by the service's account: another user cannot connect;
+    opened to everyone (an administrator's mistake), SO_PEERCRED still refuses them."""
+    shape.start_proof()
+    request = protocol.encode({"user": USER, "uid": UID})
+    probe = f"""
+import socket, sys
+sys.path.insert(0, {ROOT!r})
+from pinutil.service import protocol
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(30)
+try:
+    sock.connect({shape.proof_socket!r})
+except PermissionError:
+    print("refused at connect")
+    raise SystemExit(0)
+sock.sendall({request!r})
+header = sock.recv(4)
+body = b""
+while len(body) < int.from_bytes(header, "big"):
+    body += sock.recv(4096)
+print(protocol.decode_body(body))
+"""
+    as_the_user = [*shape.client(), PYTHON, "-I", "-c", probe]
+    done = subprocess.run(as_the_user, capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.strip() == "refused at connect", done.stderr
+    os.chmod(shape.proof_socket, 0o666)
+    done = subprocess.run(as_the_user, capture_output=True, text=True, timeout=60, check=False)
+    assert "'result': 'permission_denied'" in done.stdout, done.stderr
+    assert f"uid {UID} may not ask" in done.stdout
+
+
+def test_the_proof_process_refuses_another_users_password(pin_env, shape):
+    """pinutild (root here, the service's peer) asks for USER with root's uid, or for
+    root with USER's: refused before PAM (no prompt reaches the client)."""
+    import socket as sockets
+
+    shape.start_proof()
+    for user, uid in ((USER, 0), ("root", UID)):
+        client, kept = sockets.socketpair()
+        conn = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        conn.settimeout(30)
+        conn.connect(shape.proof_socket)
+        conn.sendmsg([protocol.encode({"user": user, "uid": uid})],
+                     [(sockets.SOL_SOCKET, sockets.SCM_RIGHTS,
+                       __import__("array").array("i", [client.fileno()]))])
+        client.close()
+        assert read_frame(conn)["result"] == "permission_denied"
+        kept.settimeout(5)
+        assert kept.recv(100) == b""  # no prompt was sent on the client's connection
+        conn.close()
+        kept.close()
