@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from pinutil import audit, errors, users
+from pinutil.cli import via_service
 from pinutil.cli.options import add_common_options
 from pinutil.errors import (
     Cancelled,
@@ -260,6 +261,7 @@ class Context:
     verbose: bool = False
     target: users.User | None = field(default=None)
     pam_confdir: str = PAM_CONFDIR
+    audited_by_service: bool = False  # pinutild wrote the audit line (cli/via_service.py)
 
     def note(self, text: str) -> None:
         """A diagnostic line on stderr with -v (never a secret)."""
@@ -553,7 +555,11 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
         if hasattr(args, "user"):
             ctx.target = users.resolve_target(args.user, caller)
             result["user"] = ctx.target.name
-        fields = args.handler(ctx)
+        handler = args.handler
+        if command in via_service.COMMANDS and via_service.applies(ctx):
+            handler = via_service.COMMANDS[command]
+            ctx.note(f"through pinutild at {ctx.policy.service_socket}")
+        fields = handler(ctx)
         message = fields.pop("message", None)
         outcome = "success"
         result.update({"result": "success", **fields})
@@ -589,5 +595,6 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
     finally:
         if isinstance(prompter, TtyPrompter):
             prompter.close()
-        audit.log(command, caller, ctx.target if ctx is not None else None,
-                  getattr(args, "user", None), outcome, os.getuid())
+        if ctx is None or not ctx.audited_by_service:
+            audit.log(command, caller, ctx.target if ctx is not None else None,
+                      getattr(args, "user", None), outcome, os.getuid())
