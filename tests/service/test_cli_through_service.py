@@ -12,9 +12,17 @@ import subprocess
 
 import pytest
 
-from tests.service.enrol_support import PASSWORD, PIN, PIN2, UID, USER, as_user, start_in_namespace
-from tests.support.pin_env import NV_BASE
+from tests.service.enrol_support import (
+    PASSWORD,
+    PIN,
+    PIN2,
+    UID,
+    USER,
+    as_user,
+    start_in_namespace,
+)
 from tests.support.pamhost import result_name
+from tests.support.pin_env import NV_BASE
 
 HANDLE = NV_BASE + UID
 
