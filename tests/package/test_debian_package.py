@@ -140,6 +140,7 @@ def test_pinutild_is_neither_enabled_nor_started_by_installation(debs):
     deb = debs["new"]["pypam-tpm-pin"]
     postinst = _control_file(deb, "postinst")
     assert "pinutild.socket" in postinst  # dh_installsystemd's state keeping is there
+    assert "pinutil-proof.socket" in postinst  # and the password proof's
     for forbidden in ("deb-systemd-invoke", "systemctl"):
         assert forbidden not in postinst, forbidden
     # Enabled again only where the administrator had enabled it (an upgrade).
@@ -147,7 +148,8 @@ def test_pinutild_is_neither_enabled_nor_started_by_installation(debs):
     for i, line in enumerate(lines):
         if "deb-systemd-helper enable" in line:
             guard = next(g for g in reversed(lines[:i]) if g.strip().startswith("if "))
-            assert "was-enabled 'pinutild.socket'" in guard, guard
+            assert ("was-enabled 'pinutild.socket'" in guard
+                    or "was-enabled 'pinutil-proof.socket'" in guard), guard
     wrapper = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], check=True,
                              capture_output=True).stdout
     assert b"from pinutil.service.__main__ import main" in wrapper
