@@ -93,14 +93,20 @@ def _sandboxed_login(pin_env, backend: str, prefix) -> dict:
 def test_a_sandboxed_application_logs_in_only_through_the_service(pin_env, pinutild_policy):
     """A screen-locker-like application as nobody, checking nobody's own PIN. Helper
     backend: a set-uid-root pinutil launcher (as in the set-uid tests), which works
-    for nobody without the sandbox (the control) and not within it; direct: nobody may
-    not open the TPM at all; daemon: works in the sandbox."""
+    for nobody without the sandbox (the control) and not within it while the policy
+    names no service (with one, `pinutil test` itself goes through the service and
+    needs no set-id bit: then it works); direct: nobody may not open the TPM at all;
+    daemon: works in the sandbox."""
     pin_env.enrol("nobody", PIN)
     launcher = pin_env.build_launcher(mode=0o4755)
+    socket = pin_env.policy_extra.pop("service_socket")
     pin_env.write_policy(pinutil_path=launcher)
     assert auth(_sandboxed_login(pin_env, "helper", NOBODY)) == "PAM_SUCCESS"  # control
-
     assert auth(_sandboxed_login(pin_env, "helper", SANDBOX)) == "PAM_AUTHINFO_UNAVAIL"
+    pin_env.policy_extra["service_socket"] = socket
+    pin_env.write_policy(pinutil_path=launcher)
+    assert auth(_sandboxed_login(pin_env, "helper", SANDBOX)) == "PAM_SUCCESS"
+
     assert auth(_sandboxed_login(pin_env, "direct", SANDBOX)) == "PAM_AUTHINFO_UNAVAIL"
     assert pin_env.counter("nobody") == (0, 3)
     assert auth(_sandboxed_login(pin_env, "daemon", SANDBOX)) == "PAM_SUCCESS"

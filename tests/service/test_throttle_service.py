@@ -176,8 +176,9 @@ def test_wrong_old_pins_of_a_change_count_like_wrong_logins(pin_env):
     enrol(pin_env, "nobody")
     service, _ = start(pin_env)
     try:
-        for verb, fields in (("pin-change", {"old_pin": WRONG, "pin": b"5678"}),
-                             ("pin-delete", {"pin": WRONG}), ("pin-change", {"old_pin": WRONG, "pin": b"5678"})):
+        change = {"old_pin": WRONG, "pin": b"5678"}
+        for verb, fields in (("pin-change", change), ("pin-delete", {"pin": WRONG}),
+                             ("pin-change", change)):
             reply = service.ask(AS_NOBODY, verb=verb, user="nobody", **fields)
             assert reply["result"] == "wrong_pin", reply
         assert pin_env.counter("nobody") == (3, LIMIT)
