@@ -10,9 +10,8 @@ service runs; without the service the set-gid path (pinutil.cli.app) is the fall
 The rules of pinutil.users are also checked here first, only so that a refusal
 comes before any prompt.
 
-Root keeps the direct path: root may open the TPM anyway, records the salt key on its
-first setup (trust on first use), and has commands the service does not offer (adopt,
-salt-key, master-key).
+Root keeps the direct path for these commands: root may open the TPM anyway and
+records the salt key on its first setup (trust on first use).
 """
 from __future__ import annotations
 
