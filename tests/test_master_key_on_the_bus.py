@@ -5,8 +5,11 @@ keeps every byte both ways, as a bus interposer would. While a token is derived 
 process, and through pinutild) the token
 must appear nowhere in that transcript: neither its 32 raw bytes nor its hex. The
 control, tpm2-tools' own `tpm2_hmac` (a password session) through the same proxy,
-shows the transcript does see a token sent in clear. The old token path (an HMAC in a
-password session) failed every test here but the control.
+shows the transcript does see a token sent in clear. A key with an authValue leaves
+neither it nor its secret on the bus, and an answer altered on its way back gives no
+token at all (the response HMAC). The old token path (an HMAC in a password session)
+failed every test here but the control (and returned a wrong token for an altered
+answer).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import subprocess
 import pytest
 
 from pinutil.errors import TpmUnavailable
+from pinutil.master_key import auth_record
 from pinutil.master_key.lifecycle import MasterKeyAdmin
 from pinutil.master_key.token import MASTER_KEY_HANDLE, MasterKey, user_token
 from pinutil.tpm import sapi
@@ -109,3 +113,41 @@ def test_a_recorded_salt_key_is_required_when_given(keyed_tpm):
         with pytest.raises(TpmUnavailable, match="salt key is not the recorded one"):
             MasterKey(tpm, salt_key_name=wrong).token_for(USER)
     assert not proxy.commands(CC_HMAC)
+
+
+def test_a_key_with_an_authvalue_neither_its_secret_nor_its_authvalue_cross_the_bus(swtpm):
+    """A key made the service's way, through the proxy from the start: its secret and
+    authValue go to the TPM only inside Create's encrypted parameter, and the token
+    request sends neither (the authValue keys the session's HMAC, it is never sent)."""
+    auth_path = os.path.join(swtpm.state_dir, "record", "master_key_auth")
+    secret = secrets.token_bytes(32)
+    with TpmProxy(swtpm.sock, os.path.join(swtpm.state_dir, "px")) as proxy:
+        with Tpm(proxy.tcti) as tpm:
+            MasterKeyAdmin(tpm, auth_path=auth_path).load_secret(secret)
+        token = user_token(proxy.tcti, USER, auth_path=auth_path)
+        assert token == _software_token(secret, USER).hex()
+        _assert_not_on_the_bus(proxy, bytes.fromhex(token))
+        (auth,) = auth_record.load(auth_path).values()
+        bus = _transcript(proxy)
+    assert len(auth) == 32 and auth not in bus and auth.hex().encode() not in bus
+    assert secret not in bus
+
+
+def test_a_forged_hmac_answer_gives_no_token(keyed_tpm):
+    """Whoever can alter the TPM's answers changes the encrypted token on its way back:
+    the response HMAC no longer checks out, and no token (a wrong one least of all)
+    comes out."""
+    secret, proxy = keyed_tpm
+
+    def flip_a_token_bit(command: bytes, forward):
+        reply = forward(command)
+        if command_code(command) == CC_HMAC and len(reply) > 20:
+            # header 10, parameterSize 4, outHMAC.size 2: the first masked token byte
+            reply = reply[:16] + bytes([reply[16] ^ 1]) + reply[17:]
+        return reply
+
+    proxy.intercept = flip_a_token_bit
+    with pytest.raises(TpmUnavailable, match="failed its HMAC check"):
+        user_token(proxy.tcti, USER)
+    proxy.intercept = lambda command, forward: forward(command)
+    assert user_token(proxy.tcti, USER) == _software_token(secret, USER).hex()
