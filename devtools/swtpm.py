@@ -59,6 +59,8 @@ class Swtpm:
         self.tcti = f"swtpm:path={self.sock}"
         self.log = os.path.join(state_dir, "swtpm.log")
         self.proc: subprocess.Popen | None = None
+        # The owner password the oracle reads with (set by tests of `pinutil owner`).
+        self.owner_auth = b""
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -181,7 +183,8 @@ class Swtpm:
 
     def read_pin_counter(self, handle: int) -> tuple[int, int]:
         """(pinCount, pinLimit) of a PIN index, read as owner: spends no attempt."""
-        out = self.tools("tpm2_nvread", "-C", "o", "-s", "8", hex(handle)).stdout
+        out = self.tools("tpm2_nvread", "-C", "o", "-P", f"hex:{self.owner_auth.hex()}",
+                         "-s", "8", hex(handle)).stdout
         if len(out) != 8:
             raise AssertionError(f"tpm2_nvread returned {len(out)} bytes")
         return int.from_bytes(out[:4], "big"), int.from_bytes(out[4:], "big")

@@ -23,26 +23,40 @@ DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 GROUP_OR_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 OTHERS_ANY = stat.S_IRWXO
 GROUP_OR_OTHERS_ANY = stat.S_IRWXG | stat.S_IRWXO
+# A secret (the owner password file): nothing for others, no write for the group.
+SECRET_FORBIDDEN = OTHERS_ANY | stat.S_IWGRP
 _FORBIDDEN_TEXT = {
     GROUP_OR_OTHERS_WRITE: "writable by group or others",
     OTHERS_ANY: "open to others (read, write or search)",
     GROUP_OR_OTHERS_ANY: "open to group or others (read, write or search)",
+    SECRET_FORBIDDEN: "open to others or writable by its group",
 }
 
 
 class Refused(Exception):
-    """A file or directory that must not be trusted; str() says why, without the path."""
+    """A file or directory that must not be trusted; str() says why, without the path.
+    `errno`: the open() error behind "cannot open" (EACCES: this process may not read
+    it), else 0."""
+
+    def __init__(self, reason: str, error_number: int = 0) -> None:
+        super().__init__(reason)
+        self.errno = error_number
 
 
 def _owners_text(owners: tuple[int, ...]) -> str:
     return " or ".join("root (uid 0)" if uid == 0 else f"uid {uid}" for uid in owners)
 
 
-def _check(st: os.stat_result, owners: tuple[int, ...], forbidden: int) -> None:
+def _check(st: os.stat_result, owners: tuple[int, ...], forbidden: int,
+           groups: tuple[int, ...] | None = None) -> None:
     if st.st_uid not in owners:
         raise Refused(f"is owned by uid {st.st_uid}, must be owned by {_owners_text(owners)}")
     if st.st_mode & forbidden:
         raise Refused(f"is {_FORBIDDEN_TEXT[forbidden]} (mode {stat.S_IMODE(st.st_mode):04o})")
+    if groups is not None and st.st_mode & stat.S_IRWXG and st.st_gid not in groups:
+        raise Refused(f"is open to its group, gid {st.st_gid} (mode "
+                      f"{stat.S_IMODE(st.st_mode):04o}), which may not read it: only gid "
+                      + " or ".join(str(g) for g in groups) + " may")
 
 
 def _open(path: str, flags: int, dir_fd: int | None) -> int | None:
@@ -53,7 +67,7 @@ def _open(path: str, flags: int, dir_fd: int | None) -> int | None:
     except OSError as e:
         if e.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a symbolic link
             raise Refused("is a symbolic link (not followed)") from None
-        raise Refused(f"cannot open: {e.strerror}") from None
+        raise Refused(f"cannot open: {e.strerror}", e.errno) from None
 
 
 def open_directory(path: str, *, owners: tuple[int, ...], forbidden: int,
@@ -72,10 +86,11 @@ def open_directory(path: str, *, owners: tuple[int, ...], forbidden: int,
 
 
 def read_file(path: str, *, owners: tuple[int, ...], forbidden: int, max_bytes: int,
-              dir_fd: int | None = None) -> bytes | None:
+              dir_fd: int | None = None, groups: tuple[int, ...] | None = None) -> bytes | None:
     """The bytes of the regular file `path` (None if it does not exist), owned by one
-    of `owners`, with none of the `forbidden` mode bits, at most `max_bytes` long;
-    else `Refused`."""
+    of `owners`, with none of the `forbidden` mode bits, at most `max_bytes` long, and
+    when `groups` is given, open to its group only if that is one of `groups`; else
+    `Refused`."""
     fd = _open(path, READ_FLAGS, dir_fd)
     if fd is None:
         return None
@@ -83,7 +98,7 @@ def read_file(path: str, *, owners: tuple[int, ...], forbidden: int, max_bytes: 
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise Refused("is not a regular file")
-        _check(st, owners, forbidden)
+        _check(st, owners, forbidden, groups)
         chunks, total = [], 0
         while total <= max_bytes:  # st_size may be stale: the limit is on what is read
             chunk = os.read(fd, max_bytes + 1 - total)

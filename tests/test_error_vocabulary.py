@@ -27,6 +27,7 @@ import tempfile
 import pytest
 
 import pinutil.cli.app as cli_app
+import pinutil.owner_auth
 import pinutil.pin.enrolment
 import pinutil.tpm.context
 from pinutil import errors
@@ -38,6 +39,8 @@ from tests.support.pin_env import write_file
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Errors defined outside errors.py, travelling as the ancestor that declares a token.
 OUTSIDE = {pinutil.tpm.context.TpmCommandError: errors.TpmUnavailable,
+           pinutil.tpm.context.OwnerAuthRefused: errors.TpmUnavailable,
+           pinutil.owner_auth.OwnerAuthWithheld: errors.TpmUnavailable,
            pinutil.pin.enrolment.RecordError: errors.PinutilError}
 
 

@@ -304,18 +304,25 @@ class Context:
 
         return PinIndex.handle_for(user.uid, self.policy.nv_base)
 
+    def open_tpm(self):
+        """The policy's TPM, its owner password read from the policy's owner_auth_file
+        at the first owner-hierarchy command (pinutil/owner_auth.py)."""
+        from pinutil import owner_auth
+        from pinutil.tpm.context import Tpm
+
+        return Tpm(self.policy.tcti, timeout_ms=int(self.policy.helper_timeout * 1000),
+                   owner_auth=owner_auth.loader(self.policy.owner_auth_file))
+
     @contextlib.contextmanager
     def pin_index(self, user: users.User) -> Iterator[object]:
         """The user's PinIndex on an open TPM; the handle is computed (and
         range-checked) before the TPM is opened. A salted check or enrolment loads
         the recorded salt key when it needs it (cli/salt_key.py)."""
         from pinutil.pin.index import PinIndex  # TPM code is imported only when needed
-        from pinutil.tpm.context import Tpm
 
         handle = PinIndex.handle_for(user.uid, self.policy.nv_base)
         self.note(f"tcti {self.policy.tcti}, PIN index {handle:#010x} for {user.name}")
-        timeout_ms = int(self.policy.helper_timeout * 1000)
-        with Tpm(self.policy.tcti, timeout_ms=timeout_ms) as tpm:
+        with self.open_tpm() as tpm:
             def salt_key_name() -> bytes:
                 from pinutil.cli.salt_key import recorded_salt_key_name
 
@@ -403,8 +410,11 @@ def _record_fields(ctx: Context, user: users.User) -> tuple[dict, str]:
 def cmd_status(ctx: Context) -> dict:
     user = ctx.target
     users.may_status(ctx.caller, user)
+    from pinutil.cli.owner import describe, owner_state
+
     with ctx.pin_index(user) as index:
         st = index.status()
+        owner = owner_state(ctx, index.tpm)
     # Without a PIN there is no counter: null, not a made-up 0.
     known = bool(st.enrolled)
     fields = {"enrolled": known, "failures": st.failures if known else None,
@@ -426,7 +436,8 @@ def cmd_status(ctx: Context) -> dict:
     else:
         message = (f"{user.name}: PIN enrolled, {st.failures} of {st.limit} attempts failed, "
                    f"{st.attempts_left} attempts left")
-    return {**fields, "message": message + record_text}
+    return {**fields, "owner_hierarchy": owner,
+            "message": f"{message}{record_text}; {describe(owner)}"}
 
 
 def cmd_test(ctx: Context) -> dict:
@@ -488,9 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="user name or uid (default: you)")
         p.set_defaults(handler=handler)
     from pinutil.cli import master_key as cli_master_key
+    from pinutil.cli import owner as cli_owner
     from pinutil.cli import salt_key as cli_salt_key
     cli_master_key.add_parser(sub)
     cli_salt_key.add_parser(sub)
+    cli_owner.add_parser(sub)
     return parser
 
 
@@ -548,6 +561,8 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
             users.may_manage_master_key(caller)
         if command == "salt-key" and not caller.is_root:  # before any TPM command
             raise PermissionDenied("only root may record or inspect the salt key")
+        if command == "owner" and not caller.is_root:
+            raise PermissionDenied("only root may protect or release the TPM owner hierarchy")
         path = args.policy if args.policy is not None else policy_path
         ctx = Context(args=args, caller=caller, policy=load_policy(path),
                       policy_path=path, prompter=prompter, verbose=args.verbose,

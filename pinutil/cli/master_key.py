@@ -38,6 +38,13 @@ _CLEAR_SCREEN = b"\033[H\033[2J\033[3J"  # home, clear screen, clear scrollback
 _PHRASE_TRIES = 2
 
 
+def _owner_auth(ctx):
+    """The owner password for the key's EvictControl (pinutil/owner_auth.py)."""
+    from pinutil import owner_auth
+
+    return owner_auth.loader(ctx.policy.owner_auth_file)
+
+
 def _confirm(ctx, question: str) -> None:
     if ctx.args.yes:
         return
@@ -225,7 +232,8 @@ def _open_key(ctx):
         key = _ServiceKey(ctx.policy.service_socket)
         return lambda: contextlib.nullcontext(key)
     return lifecycle.direct_key(ctx.policy.tcti, ctx.policy.master_key_auth_file,
-                                salt_key.recorded_name_if_any(ctx.policy_path))
+                                salt_key.recorded_name_if_any(ctx.policy_path),
+                                owner_auth=_owner_auth(ctx))
 
 
 # --- parser ---------------------------------------------------------------------------

@@ -29,9 +29,7 @@ def recorded_salt_key_name(ctx, tpm) -> bytes:
 
 
 def _open(ctx):
-    from pinutil.tpm.context import Tpm
-
-    return Tpm(ctx.policy.tcti, timeout_ms=int(ctx.policy.helper_timeout * 1000))
+    return ctx.open_tpm()
 
 
 def cmd_record(ctx) -> dict:

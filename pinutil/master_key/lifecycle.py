@@ -204,14 +204,11 @@ class MasterKeyAdmin(MasterKey):
             self.tpm.flush_quietly(primary)
 
     def _evict_control(self, tr: EsysTr, what: str) -> EsysTr:
-        """Owner EvictControl at our handle, its owner-password and full-TPM refusals
-        as MasterKeyError."""
+        """Owner EvictControl at our handle, its full-TPM refusal as MasterKeyError (a
+        refused owner password is Tpm's own TpmUnavailable)."""
         try:
             return self.tpm.evict_control(tr, self.handle)
         except TpmCommandError as e:
-            if e.code in (lib.TPM2_RC_BAD_AUTH, lib.TPM2_RC_AUTH_FAIL):
-                raise MasterKeyError(f"{what}: the TPM owner hierarchy has a password, "
-                                     "which pinutil does not support") from None
             if e.code == lib.TPM2_RC_NV_SPACE:
                 raise MasterKeyError(f"{what}: the TPM has no free persistent handle") \
                     from None
@@ -239,16 +236,17 @@ class MasterKeyAdmin(MasterKey):
 
 # --- the `pinutil master-key` operations ------------------------------------------------
 
-def direct_key(tcti: str, auth_path: str, salt_key_name: bytes | None = None):
+def direct_key(tcti: str, auth_path: str, salt_key_name: bytes | None = None,
+               owner_auth=b""):
     """`open_key` for `pinutil` without the service: a MasterKeyAdmin on a TPM it
-    opens itself (root, or group tss)."""
+    opens itself (root, or group tss). `owner_auth`: as Tpm's (the EvictControl)."""
     import contextlib
 
     from pinutil.tpm.context import Tpm
 
     @contextlib.contextmanager
     def open_key():
-        with Tpm(tcti) as tpm:
+        with Tpm(tcti, owner_auth=owner_auth) as tpm:
             yield MasterKeyAdmin(tpm, salt_key_name=salt_key_name, auth_path=auth_path)
     return open_key
 

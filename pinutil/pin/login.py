@@ -81,9 +81,12 @@ class DirectBackend:
         return PinIndex(tpm, self._handle(user), salt_key_name)
 
     def _open(self):
+        from pinutil import owner_auth
         from pinutil.tpm.context import Tpm
 
-        return Tpm(self.policy.tcti)
+        # Read in the child, at the first owner command: the host never holds it.
+        return Tpm(self.policy.tcti,
+                   owner_auth=owner_auth.loader(self.policy.owner_auth_file))
 
     # The two functions below run in the child; what they return crosses a pipe.
     def _status(self, user: User) -> dict:

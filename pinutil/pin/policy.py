@@ -37,6 +37,9 @@ Keys, defaults and limits:
                                       uses the service whenever this socket exists)
     master_key_auth_file      /var/lib/pinutild/master_key_auth   absolute (the master
                                       key's authValue: master_key/auth_record.py)
+    owner_auth_file           /etc/pinpam/owner-auth          absolute (the TPM owner
+                                      password `pinutil owner protect` writes; absent:
+                                      the owner hierarchy's factory empty password)
 
 Why these limits:
 - A PIN is the authValue of an NV index whose nameAlg is SHA-256, and the TPM caps an
@@ -99,7 +102,7 @@ class Policy(Record):
     __slots__ = _FIELDS = (
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
-        "enrolment_dir", "service_socket", "master_key_auth_file",
+        "enrolment_dir", "service_socket", "master_key_auth_file", "owner_auth_file",
     )
     _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
@@ -115,6 +118,7 @@ class Policy(Record):
         "enrolment_dir": "/var/lib/pinpam/enrolments",
         "service_socket": "/run/pinutild.sock",
         "master_key_auth_file": "/var/lib/pinutild/master_key_auth",
+        "owner_auth_file": "/etc/pinpam/owner-auth",
     }
     pin_min_length: int
     pin_max_length: int
@@ -129,6 +133,7 @@ class Policy(Record):
     enrolment_dir: str
     service_socket: str
     master_key_auth_file: str
+    owner_auth_file: str
 
     @property
     def salted(self) -> bool:
@@ -254,6 +259,7 @@ _PARSERS = {
     "enrolment_dir": _absolute_path,
     "service_socket": _absolute_path,
     "master_key_auth_file": _absolute_path,
+    "owner_auth_file": _absolute_path,
 }
 assert set(_PARSERS) == set(Policy._FIELDS)
 

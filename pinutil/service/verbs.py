@@ -62,8 +62,12 @@ class Context:
                         start_session=spare_session.take)
 
     def open_tpm(self):
-        """The worker's TPM connection for this request (see `kept_tpm`)."""
-        return kept_tpm(self.policy.tcti)
+        """The worker's TPM connection for this request (see `kept_tpm`), its owner
+        password read from the policy's owner_auth_file, afresh for each request, at
+        its first owner-hierarchy command (pinutil/owner_auth.py)."""
+        from pinutil import owner_auth
+
+        return kept_tpm(self.policy.tcti, owner_auth.loader(self.policy.owner_auth_file))
 
 
 #: The worker's one kept TPM connection: tcti -> Tpm (worker.py runs one request at a
@@ -72,7 +76,7 @@ _KEPT: dict = {}
 
 
 @contextlib.contextmanager
-def kept_tpm(tcti: str):
+def kept_tpm(tcti: str, owner_auth=b""):
     """A TPM connection that outlives the request when the request went well: opening
     one (tctildr, ESYS) was the largest cost of a request after the TPM's own work.
     Any error closes it, so what an error path may have left loaded in the TPM goes
@@ -83,7 +87,9 @@ def kept_tpm(tcti: str):
     tpm = _KEPT.pop(tcti, None)
     _close_kept()  # the policy's tcti changed: the old one goes
     if tpm is None:
-        tpm = Tpm(tcti)
+        tpm = Tpm(tcti, owner_auth=owner_auth)
+    else:
+        tpm.use_owner_auth(owner_auth)
     try:
         yield tpm
     except BaseException:

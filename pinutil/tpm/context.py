@@ -28,6 +28,16 @@ tcti-swtpm ignores timeouts altogether (blocking read). A hung TPM therefore blo
 the calling thread; the bound must come from the caller (a child process killed at a
 deadline: deadline.py, or the pinutil helper run with a timeout). The kernel TPM
 driver behind /dev/tpmrm0 applies its own command timeouts.
+
+Owner hierarchy: every command authorised by the owner hierarchy (CreatePrimary of the
+storage primary, EvictControl, NV_DefineSpace, NV_UndefineSpace, NV_Read with OWNERREAD)
+takes its password from `Tpm.owner_auth()`, the one place that decides it: b"" (the
+TPM's factory state) unless the opener gave the password or a function loading it
+(pinutil/owner_auth.py, the root-only file `pinutil owner protect` writes). A TPM that
+refuses it gives one clear TpmUnavailable (`send_as_owner`), never a bare BAD_AUTH.
+These commands use password sessions: the owner password crosses the TPM bus in
+clear. It keeps software with TPM access (the `tss` group) out of the owner hierarchy,
+not an interposer on the bus (README, threat model).
 """
 from __future__ import annotations
 
@@ -48,6 +58,20 @@ from pinutil.tpm.structs import (
 )
 
 _SESSION_ATTR_MASK = 0xFF
+# The hierarchies `pinutil owner` protects: name -> (ESYS_TR, TPMA_PERMANENT bit).
+HIERARCHIES = {
+    "owner": (lib.ESYS_TR_RH_OWNER, lib.TPMA_PERMANENT_OWNERAUTHSET),
+    "lockout": (lib.ESYS_TR_RH_LOCKOUT, lib.TPMA_PERMANENT_LOCKOUTAUTHSET),
+}
+class OwnerAuthRefused(errors.TpmUnavailable):
+    """The TPM refused the owner password a command was authorised with (travels as
+    TpmUnavailable: see pinutil/errors.py)."""
+
+
+OWNER_REFUSED = (
+    "the TPM refused the owner-hierarchy password ({which}): the owner hierarchy has a "
+    "password this process does not hold. Root runs `pinutil status` to see its state "
+    "(an interrupted `pinutil owner protect` is finished by running it again)")
 
 
 # ---- process-wide libtss2 logging guard (see module docstring)
@@ -100,11 +124,14 @@ class Tpm:
     `commands_sent` counts the commands sent through `send` (for cost measurements).
     """
 
-    def __init__(self, tcti: str, timeout_ms: int | None = None) -> None:
+    def __init__(self, tcti: str, timeout_ms: int | None = None, owner_auth=b"") -> None:
+        """`owner_auth`: the owner hierarchy's password, or a function returning it
+        (see `use_owner_auth`)."""
         refuse_without_resource_manager(tcti)  # before anything is opened
         _neutralise_tss_logging()
         self.commands_sent = 0
         self._tcti, self._timeout_ms = tcti, timeout_ms
+        self.use_owner_auth(owner_auth)
         self._open()
 
     def _open(self) -> None:
@@ -118,6 +145,7 @@ class Tpm:
 
             raise errors.TpmUnavailable(
                 f"cannot open the TPM {tcti!r}: {why_unreachable(tcti)} (0x{rc:x})")
+        self._owner_auth_in_esys = False  # a new ESYS context knows no password yet
         rc = lib.Esys_Initialize(self._esys_pp, self._tcti_pp[0], ffi.NULL)
         if rc != 0:
             self.close()
@@ -182,6 +210,93 @@ class Tpm:
                 return False
             raise
         return True
+
+    # ---- the owner hierarchy's password (module docstring)
+    def use_owner_auth(self, source) -> None:
+        """What owner-hierarchy commands authorise with from now on: bytes, or a
+        function returning bytes, called at the first such command (so a PIN check,
+        which needs none, never reads the password file; the function raises a clear
+        error when the password exists but cannot be had)."""
+        self._owner_source = source
+        self._owner_auth: bytes | None = None
+        self._owner_auth_in_esys = False
+
+    def owner_auth(self) -> bytes:
+        """The owner hierarchy's password for this connection (see use_owner_auth)."""
+        value = self._owner_auth
+        if value is None:
+            source = self._owner_source
+            value = source() if callable(source) else source
+            if type(value) is not bytes:
+                raise TypeError("the owner password must be bytes")
+            self._owner_auth = value
+        return value
+
+    def _esys_owner(self) -> int:
+        """ESYS_TR_RH_OWNER, with the owner password set in ESYS for ESAPI commands."""
+        if not self._owner_auth_in_esys:
+            self.set_auth(lib.ESYS_TR_RH_OWNER, self.owner_auth())
+            self._owner_auth_in_esys = True
+        return lib.ESYS_TR_RH_OWNER
+
+    def send_as_owner(self, command: str, rc: int) -> None:
+        """send() for a command authorised by the owner hierarchy: a refused password
+        is one clear TpmUnavailable. (These commands carry one authorisation, the
+        owner's, so BAD_AUTH can only be about it.)"""
+        try:
+            self.send(command, rc)
+        except TpmCommandError as e:
+            if e.code in (lib.TPM2_RC_BAD_AUTH, lib.TPM2_RC_AUTH_FAIL):
+                which = "from the owner password file" if self._owner_auth else "empty"
+                raise OwnerAuthRefused(OWNER_REFUSED.format(which=which)) from None
+            raise
+
+    def owner_auth_accepted(self) -> bool:
+        """Whether the TPM accepts owner_auth(): one CreatePrimary of the storage
+        primary, flushed at once. (A refused owner password does not count towards the
+        TPM's dictionary-attack lockout: tests/test_owner_auth.py checks it.)"""
+        try:
+            key = self.create_storage_primary()[0]
+        except OwnerAuthRefused:
+            return False
+        self.flush_quietly(key)
+        return True
+
+    def hierarchy_auth_set(self) -> dict[str, bool]:
+        """Whether each of HIERARCHIES has a password (TPM2_PT_PERMANENT: ownerAuthSet,
+        lockoutAuthSet). No authorisation needed: anyone may ask."""
+        more = ffi.new("TPMI_YES_NO *")
+        data_pp = ffi.new("TPMS_CAPABILITY_DATA **")
+        none = lib.ESYS_TR_NONE
+        self.send("GetCapability", lib.Esys_GetCapability(
+            self.esys, none, none, none, lib.TPM2_CAP_TPM_PROPERTIES, lib.TPM2_PT_PERMANENT,
+            1, more, data_pp))
+        try:
+            props = data_pp[0].data.tpmProperties
+            if props.count < 1 or props.tpmProperty[0].property != lib.TPM2_PT_PERMANENT:
+                raise errors.TpmUnavailable("the TPM did not report TPM2_PT_PERMANENT")
+            flags = props.tpmProperty[0].value
+        finally:
+            lib.Esys_Free(data_pp[0])
+        return {name: bool(flags & bit) for name, (_, bit) in HIERARCHIES.items()}
+
+    def change_hierarchy_auth(self, hierarchy: str, old: bytes, new: bytes) -> None:
+        """HierarchyChangeAuth of `hierarchy` ("owner" or "lockout") from `old` to
+        `new` (password session). The owner's new password becomes this connection's."""
+        tr = HIERARCHIES[hierarchy][0]
+        value = ffi.new("TPM2B_AUTH *")
+        fill_tpm2b(value, new)
+        none = lib.ESYS_TR_NONE
+        self.set_auth(tr, old)
+        try:
+            self.send(f"HierarchyChangeAuth({hierarchy})", lib.Esys_HierarchyChangeAuth(
+                self.esys, tr, lib.ESYS_TR_PASSWORD, none, none, value))
+        finally:
+            wipe_tpm2b(value)
+            if hierarchy == "owner":  # whatever happened, ask again at the next use
+                self._owner_auth_in_esys = False
+        if hierarchy == "owner":
+            self.use_owner_auth(new)
 
     # ---- flushing: one pair of methods for both kinds of handle
     def flush(self, handle: EsysTr | TpmHandle) -> None:
@@ -279,21 +394,25 @@ class Tpm:
 
     # ---- objects
     def create_storage_primary(self) -> tuple[TpmHandle, bytes, bytes]:
-        """CreatePrimary of our storage primary template as owner (empty owner
-        password), through SAPI: (handle, x, y) of the new transient key.
+        """CreatePrimary of our storage primary template as owner (owner_auth()),
+        through SAPI: (handle, x, y) of the new transient key.
 
         The one CreatePrimary in pinutil. SAPI because the login path's salt key check
         must see the TPM's answer itself, and flush what it refuses (tpm/sapi.py); the
         answer must be exactly our template, else TpmUnavailable."""
         handle = ffi.new("TPM2_HANDLE *")
         out_public = ffi.new("TPM2B_PUBLIC *")
-        self.send("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
-            self.sys, lib.TPM2_RH_OWNER, password_auth(b""),
-            ffi.new("TPM2B_SENSITIVE_CREATE *"), storage_primary_template(),
-            ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
-            handle, out_public, ffi.new("TPM2B_CREATION_DATA *"), ffi.new("TPM2B_DIGEST *"),
-            ffi.new("TPMT_TK_CREATION *"), ffi.new("TPM2B_NAME *"),
-            ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
+        auths = password_auth(self.owner_auth())
+        try:
+            self.send_as_owner("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
+                self.sys, lib.TPM2_RH_OWNER, auths,
+                ffi.new("TPM2B_SENSITIVE_CREATE *"), storage_primary_template(),
+                ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
+                handle, out_public, ffi.new("TPM2B_CREATION_DATA *"),
+                ffi.new("TPM2B_DIGEST *"), ffi.new("TPMT_TK_CREATION *"),
+                ffi.new("TPM2B_NAME *"), ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
+        finally:
+            wipe_tpm2b(auths.auths[0].hmac)
         key = TpmHandle(handle[0])
         if not is_storage_primary(out_public.publicArea):
             self.flush_quietly(key)
@@ -346,13 +465,13 @@ class Tpm:
         return EsysTr(loaded[0])
 
     def evict_control(self, tr: EsysTr, persistent: int) -> EsysTr:
-        """Owner EvictControl (empty owner password): make the transient `tr`
+        """Owner EvictControl (owner_auth()): make the transient `tr`
         persistent at `persistent`, or evict the persistent `tr` (then ESYS_TR_NONE
         comes back)."""
         out = ffi.new("ESYS_TR *")
         none = lib.ESYS_TR_NONE
-        self.send("EvictControl", lib.Esys_EvictControl(
-            self.esys, lib.ESYS_TR_RH_OWNER, tr, lib.ESYS_TR_PASSWORD, none, none,
+        self.send_as_owner("EvictControl", lib.Esys_EvictControl(
+            self.esys, self._esys_owner(), tr, lib.ESYS_TR_PASSWORD, none, none,
             persistent, out))
         return EsysTr(out[0])
 
@@ -432,7 +551,8 @@ class Tpm:
     # ---- NV (reading is on the login path: tpm/sapi.py)
     def nv_define_space(self, public: NvPublic, auth: bytes,
                         session: int = lib.ESYS_TR_PASSWORD) -> EsysTr:
-        """NV_DefineSpace as owner; returns the new index's ESYS_TR (auth already set)."""
+        """NV_DefineSpace as owner (owner_auth()); returns the new index's ESYS_TR
+        (auth already set)."""
         info = ffi.new("TPM2B_NV_PUBLIC *")
         info.nvPublic.nvIndex = public.handle
         info.nvPublic.nameAlg = public.name_alg
@@ -444,17 +564,17 @@ class Tpm:
         nv = ffi.new("ESYS_TR *")
         none = lib.ESYS_TR_NONE
         try:
-            self.send("NV_DefineSpace", lib.Esys_NV_DefineSpace(
-                self.esys, lib.ESYS_TR_RH_OWNER, session, none, none, value, info, nv))
+            self.send_as_owner("NV_DefineSpace", lib.Esys_NV_DefineSpace(
+                self.esys, self._esys_owner(), session, none, none, value, info, nv))
         finally:
             wipe_tpm2b(value)
         return EsysTr(nv[0])
 
     def nv_undefine_space(self, nv: EsysTr) -> None:
-        """Owner NV_UndefineSpace; ESYS forgets `nv` on success."""
+        """Owner NV_UndefineSpace (owner_auth()); ESYS forgets `nv` on success."""
         none = lib.ESYS_TR_NONE
-        self.send("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
-            self.esys, lib.ESYS_TR_RH_OWNER, nv, lib.ESYS_TR_PASSWORD, none, none))
+        self.send_as_owner("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
+            self.esys, self._esys_owner(), nv, lib.ESYS_TR_PASSWORD, none, none))
 
     def nv_write(self, auth_handle: EsysTr, nv: EsysTr, data: bytes, session: EsysTr,
                  offset: int = 0) -> None:

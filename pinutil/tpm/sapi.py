@@ -74,8 +74,12 @@ def read_nv_public(tpm: Tpm, handle: int):
 
 
 def read_nv_as_owner(tpm: Tpm, handle: int, size: int) -> bytes:
-    """NV_Read authorised by the owner hierarchy (empty owner password). No PIN."""
-    return _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, password_auth(b""))[0]
+    """NV_Read authorised by the owner hierarchy (Tpm.owner_auth()). No PIN."""
+    auths = password_auth(tpm.owner_auth())
+    try:
+        return _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, auths, as_owner=True)[0]
+    finally:
+        wipe_tpm2b(auths.auths[0].hmac)
 
 
 def read_nv_with_password(tpm: Tpm, handle: int, size: int, auth_value: bytes) -> bytes:
@@ -260,7 +264,7 @@ def persistent_salt_key_state(tpm: Tpm) -> str:
 def persist_salt_key(tpm: Tpm) -> str:
     """Make our salt key persistent if SALT_KEY_HANDLE is free; the resulting state.
 
-    Owner EvictControl (empty owner password). Best effort: without it every check
+    Owner EvictControl (Tpm.owner_auth()). Best effort: without it every check
     creates the key, which is slower, not weaker. Never replaces a foreign object.
     """
     state = persistent_salt_key_state(tpm)
@@ -300,10 +304,12 @@ def _read_public(tpm: Tpm, handle: int):
     return None if found is None else found[0]
 
 
-def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths):
+def _nv_read(tpm: Tpm, auth_handle: int, handle: int, size: int, auths,
+             as_owner: bool = False):
     data = ffi.new("TPM2B_MAX_NV_BUFFER *")
     reply = ffi.new("TSS2L_SYS_AUTH_RESPONSE *")
-    tpm.send("NV_Read", lib.Tss2_Sys_NV_Read(
+    send = tpm.send_as_owner if as_owner else tpm.send
+    send("NV_Read", lib.Tss2_Sys_NV_Read(
         tpm.sys, auth_handle, handle, auths, size, 0, data, reply))
     if data.size != size or reply.count != 1:
         raise errors.TpmUnavailable("the TPM returned a malformed NV_Read answer")

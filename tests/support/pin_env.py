@@ -110,6 +110,8 @@ class PinEnv:
                   "service_socket": os.path.join(self.dir, "no-pinutild.sock"),
                   # Not the machine's /var/lib/pinutild: the test's own state directory.
                   "master_key_auth_file": os.path.join(self.dir, "pinutild", "master_key_auth"),
+                  # Its own owner password file (absent unless a test protects the TPM).
+                  "owner_auth_file": os.path.join(self.dir, "owner-auth"),
                   **DEFAULT_POLICY, **self.policy_extra}
         for key, value in overrides.items():
             if value is None:

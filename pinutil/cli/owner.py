@@ -1,0 +1,152 @@
+"""`pinutil owner ...` (root): give the TPM's owner and lockout hierarchies passwords
+that only root and pinutild hold, or take them back (pinutil/owner_auth.py says why).
+
+    pinutil owner protect   random passwords for both hierarchies, kept in the
+                            policy's owner_auth_file; refused when a hierarchy already
+                            has a password we do not hold
+    pinutil owner release   both back to the empty password, the file removed (before
+                            an uninstall, or before clearing the TPM from the OS)
+
+Crash safety: protect writes the new passwords to `FILE.new` (atomically) BEFORE it
+changes anything in the TPM, and renames it over FILE only once both hierarchies have
+them; release changes the TPM first and removes FILE last. Protect changes only an
+empty password and release only a set one, so the TPM's TPMA_PERMANENT bits
+(ownerAuthSet, lockoutAuthSet) say which of the two files' passwords each hierarchy
+holds after a kill at any point, and running the same command again finishes it.
+No password is ever tried: a wrong lockout password would lock that hierarchy out.
+
+Also `owner_state(ctx, tpm)`, which `pinutil status` reports.
+"""
+from __future__ import annotations
+
+import os
+
+from pinutil import owner_auth
+from pinutil.cli.options import add_common_options
+from pinutil.errors import PermissionDenied, PinutilError, TpmUnavailable, one_line
+
+
+def _unknown_password(hierarchies: list[str], path: str) -> PermissionDenied:
+    names = " and ".join(hierarchies)
+    return PermissionDenied(
+        f"the TPM's {names} hierarchy already has a password that {path} does not hold: "
+        "pinutil will not guess it (a wrong lockout password locks the TPM's lockout "
+        "hierarchy out). Whoever set it can remove it (e.g. `tpm2_changeauth -c o -p OLD`), "
+        "or clear the TPM from the firmware, then run `pinutil owner protect`")
+
+
+def cmd_protect(ctx) -> dict:
+    path = ctx.policy.owner_auth_file
+    pending_path = owner_auth.pending_path(path)
+    current = owner_auth.load(path)  # an unusable file is an error here: nothing changed
+    with ctx.open_tpm() as tpm:
+        state = tpm.hierarchy_auth_set()
+        target = owner_auth.load(pending_path)  # an interrupted protect: finish it
+        if target is None:
+            if current is not None and all(state.values()):
+                tpm.use_owner_auth(current.owner)
+                if not tpm.owner_auth_accepted():
+                    raise _unknown_password(["owner"], path)
+                return {"changed": False, "file": path,
+                        "message": f"the TPM owner hierarchy is already protected ({path})"}
+            if any(state.values()):
+                raise _unknown_password([n for n, s in state.items() if s], path)
+            target = owner_auth.new_passwords()
+            owner_auth.write_pending(path, target)  # before the TPM: never unknown
+        for name in owner_auth.NAMES:
+            if not state[name]:  # set: it holds the pending password already
+                tpm.change_hierarchy_auth(name, b"", getattr(target, name))
+        if not all(tpm.hierarchy_auth_set().values()):
+            raise TpmUnavailable("the TPM did not keep the new hierarchy passwords; "
+                                 f"{pending_path} holds them: run `pinutil owner protect` again")
+    owner_auth.commit_pending(path)
+    return {"changed": True, "file": path,
+            "message": f"TPM owner and lockout hierarchies protected; their passwords are "
+                       f"in {path} (readable by root and {owner_auth.SERVICE_GROUP} only)"}
+
+
+def cmd_release(ctx) -> dict:
+    path = ctx.policy.owner_auth_file
+    if os.path.lexists(owner_auth.pending_path(path)):
+        raise PermissionDenied(f"{owner_auth.pending_path(path)} exists: an interrupted "
+                               "`pinutil owner protect`; run it again first")
+    current = owner_auth.load(path)
+    with ctx.open_tpm() as tpm:
+        state = tpm.hierarchy_auth_set()
+        if current is None:
+            if any(state.values()):
+                raise _unknown_password([n for n, s in state.items() if s], path)
+            return {"changed": False, "message": "the TPM owner hierarchy has no password"}
+        if state["owner"]:
+            tpm.use_owner_auth(current.owner)
+            if not tpm.owner_auth_accepted():  # a wrong owner password counts nothing
+                raise _unknown_password(["owner"], path)
+        for name in owner_auth.NAMES:
+            if state[name]:  # clear: released before a kill; the file still says it
+                tpm.change_hierarchy_auth(name, getattr(current, name), b"")
+    owner_auth.remove(path)
+    return {"changed": True,
+            "message": f"TPM owner and lockout hierarchies released (empty passwords); "
+                       f"{path} removed"}
+
+
+def owner_state(ctx, tpm) -> dict:
+    """For `pinutil status`: whether the owner hierarchy has a password, and whether we
+    hold it. Never raises for the file or the TPM: what went wrong is in the fields."""
+    path = ctx.policy.owner_auth_file
+    fields: dict = {"file": path}
+    try:
+        state = tpm.hierarchy_auth_set()
+        fields.update(protected=state["owner"], lockout_protected=state["lockout"])
+    except PinutilError as e:
+        fields.update(protected=None, lockout_protected=None, error=one_line(str(e)))
+        return fields
+    if os.path.lexists(owner_auth.pending_path(path)):
+        fields["pending"] = True  # an interrupted protect
+    try:
+        passwords = owner_auth.load(path)
+    except TpmUnavailable as e:
+        withheld = isinstance(e, owner_auth.OwnerAuthWithheld)
+        fields.update(password="unreadable" if withheld else "unusable",
+                      error=one_line(str(e)))
+        return fields
+    if passwords is None:
+        fields["password"] = "unknown" if state["owner"] else "none"
+        return fields
+    tpm.use_owner_auth(passwords.owner)
+    fields["password"] = "held" if tpm.owner_auth_accepted() else "refused"
+    return fields
+
+
+def describe(fields: dict) -> str:
+    """One phrase for status's human line."""
+    if fields.get("protected") is None:
+        return "owner hierarchy: state unknown"
+    if not fields["protected"]:
+        text = "owner hierarchy not protected (`pinutil owner protect`)"
+    else:
+        text = {"held": "owner hierarchy protected, password held",
+                "refused": f"owner hierarchy protected, the TPM REFUSES {fields['file']}",
+                "unknown": "owner hierarchy protected by a password pinutil does not hold",
+                "unreadable": "owner hierarchy protected (password not readable here)",
+                "unusable": f"owner hierarchy protected, {fields['file']} unusable"}.get(
+                    fields.get("password"), "owner hierarchy protected")
+    if fields.get("pending"):
+        text += "; an interrupted `pinutil owner protect`: run it again"
+    return text
+
+
+def add_parser(subparsers) -> None:
+    """Register `owner` and its actions on pinutil's subparsers."""
+    group = subparsers.add_parser("owner", help="protect the TPM owner hierarchy (root)",
+                                  allow_abbrev=False)
+    add_common_options(group, on_command=True)
+    sub = group.add_subparsers(dest="owner_command", metavar="ACTION",
+                               parser_class=type(group))
+    sub.required = True
+    for name, handler, text in (
+            ("protect", cmd_protect, "give the owner and lockout hierarchies passwords"),
+            ("release", cmd_release, "set both back to empty and remove the file")):
+        leaf = sub.add_parser(name, help=text, allow_abbrev=False)
+        add_common_options(leaf, on_command=True)
+        leaf.set_defaults(handler=handler)

@@ -1,0 +1,355 @@
+"""Owner-hierarchy authorisation: `pinutil owner protect|release` and the owner password
+file (pinutil/owner_auth.py, pinutil/cli/owner.py, Tpm.owner_auth in tpm/context.py).
+
+The attacker is any process that may open the TPM without the password file (the
+`tss` group): here tpm2-tools with the factory empty owner password, out of band (it
+shares no code with pinutil). Every test runs on a real swtpm; the tests of the
+protected state fail on the code before `pinutil owner` (which had no way to protect
+the owner hierarchy: the control tests show the same attacks succeed unprotected).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pinutil import owner_auth
+from tests.support.pamhost import result_name
+from tests.support.pin_env import handle_of, write_file
+
+PIN, NEW_PIN, WRONG = "2580", "4711", "1111"
+# TPM_RC_BAD_AUTH and TPM_RC_AUTH_FAIL (session 1; the lockout hierarchy's), as
+# tpm2-tools prints them
+REFUSALS = ("(0x9a2)", "(0x98e)")
+SALT_KEY, MASTER_KEY = "0x81000082", "0x81000081"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+def owner_file(pin_env) -> str:
+    return os.path.join(pin_env.dir, "owner-auth")
+
+
+def protect(pin_env) -> owner_auth.OwnerPasswords:
+    done = pin_env.pinutil("--json", "owner", "protect")
+    assert done.returncode == 0, done.stderr
+    passwords = owner_auth.load(owner_file(pin_env))
+    pin_env.swtpm.owner_auth = passwords.owner  # the oracle reads counters with it
+    return passwords
+
+
+def permanent(pin_env) -> dict[str, int]:
+    out = pin_env.swtpm.tools("tpm2_getcap", "properties-variable").stdout.decode()
+    block = out.split("TPM2_PT_PERMANENT:")[1].split("TPM2_PT_STARTUP_CLEAR")[0]
+    return {k.strip(): int(v) for k, v in (line.split(":") for line in block.splitlines()
+                                           if ":" in line)}
+
+
+def attack(pin_env, *args: str) -> subprocess.CompletedProcess:
+    """A tpm2-tools command with the empty owner password (what `tss` members have)."""
+    return pin_env.swtpm.tools(*args, check=False)
+
+
+def refused(done: subprocess.CompletedProcess) -> bool:
+    """The TPM said BAD_AUTH (the owner or lockout password), nothing else."""
+    return done.returncode != 0 and any(rc in done.stderr.decode().lower() for rc in REFUSALS)
+
+
+def status(pin_env, user: str = "root") -> dict:
+    done = pin_env.pinutil("--json", "status", user)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def pin_test(pin_env, pin: str, user: str = "root") -> subprocess.CompletedProcess:
+    return pin_env.pinutil("--json", "--stdin", "test", user, stdin=pin + "\n")
+
+
+# --- the attacks ----------------------------------------------------------------------
+
+def test_unprotected_the_attack_works(pin_env):
+    """The control: with the factory empty owner password a TPM user deletes the PIN."""
+    pin_env.enrol("root", PIN)
+    assert attack(pin_env, "tpm2_nvundefine", "-C", "o", hex(handle_of("root"))).returncode == 0
+    assert handle_of("root") not in pin_env.enrolled_handles()
+
+
+def test_protected_nobody_without_the_password_deletes_or_replaces_a_pin_index(pin_env):
+    protect(pin_env)
+    pin_env.enrol("root", PIN)
+    handle = hex(handle_of("root"))
+    undefine = attack(pin_env, "tpm2_nvundefine", "-C", "o", handle)
+    assert refused(undefine), undefine.stderr
+    # nor define one of its own (at a free handle of the owner range: the same refusal)
+    define = attack(pin_env, "tpm2_nvdefine", "-C", "o", "-s", "8", "-a",
+                    "ownerread|ownerwrite|authread|authwrite", "0x01300000")
+    assert refused(define), define.stderr
+    # nor clear the TPM through the lockout hierarchy (which would drop every index)
+    clear = attack(pin_env, "tpm2_clear", "-c", "l")
+    assert refused(clear), clear.stderr
+    assert handle_of("root") in pin_env.enrolled_handles()
+    assert pin_env.counter("root") == (0, 3)
+    assert pin_test(pin_env, PIN).returncode == 0
+
+
+def test_protected_nobody_without_the_password_replaces_the_salt_or_master_key(pin_env):
+    protect(pin_env)
+    pin_env.write_policy(master_key_file=os.path.join(pin_env.dir, "sealed_master_key"))
+    init = pin_env.pinutil("--yes", "--json", "master-key", "init")
+    assert init.returncode == 0, init.stderr
+    pin_env.enrol("root", PIN)  # setup makes the salt key persistent
+    handles = pin_env.swtpm.tools("tpm2_getcap", "handles-persistent").stdout.decode()
+    assert SALT_KEY in handles and MASTER_KEY in handles
+    for handle in (SALT_KEY, MASTER_KEY):
+        evict = attack(pin_env, "tpm2_evictcontrol", "-C", "o", "-c", handle)
+        assert refused(evict), evict.stderr
+    # nor make a key of the owner hierarchy (a competing salt key needs one)
+    primary = attack(pin_env, "tpm2_createprimary", "-C", "o", "-c",
+                     os.path.join(pin_env.dir, "attacker.ctx"))
+    assert refused(primary), primary.stderr
+    token = pin_env.pinutil("master-key", "get-user-token", "root")
+    assert token.returncode == 0 and len(token.stdout.strip()) == 64, token.stderr
+
+
+def test_protect_refuses_an_owner_password_it_does_not_hold(pin_env):
+    assert attack(pin_env, "tpm2_changeauth", "-c", "o", "theirs").returncode == 0
+    done = pin_env.pinutil("--json", "owner", "protect")
+    assert done.returncode == 6, done.stderr  # PERMISSION_DENIED
+    assert b"already has a password" in done.stderr
+    assert not os.path.lexists(owner_file(pin_env))
+    assert not os.path.lexists(owner_auth.pending_path(owner_file(pin_env)))
+    assert permanent(pin_env)["lockoutAuthSet"] == 0
+
+
+def test_refused_owner_passwords_do_not_count_towards_the_lockout(pin_env):
+    """What makes a guessed owner password harmless to everyone else (context.py)."""
+    protect(pin_env)
+    for _ in range(5):
+        assert attack(pin_env, "tpm2_nvundefine", "-C", "o", "0x01300000").returncode != 0
+    out = pin_env.swtpm.tools("tpm2_getcap", "properties-variable").stdout.decode()
+    assert "TPM2_PT_LOCKOUT_COUNTER: 0x0" in out
+    pin_env.enrol("root", PIN)
+
+
+# --- everything still works with the password -----------------------------------------
+
+def test_protected_setup_test_change_delete_and_salt_key_work(pin_env):
+    passwords = protect(pin_env)
+    assert permanent(pin_env)["ownerAuthSet"] == 1
+    assert permanent(pin_env)["lockoutAuthSet"] == 1
+    st = os.stat(owner_file(pin_env))
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)  # no pinutild group here
+    pin_env.enrol("root", PIN)
+    assert pin_test(pin_env, WRONG).returncode == 7
+    assert pin_env.counter("root") == (1, 3)
+    assert pin_test(pin_env, PIN).returncode == 0
+    fields = status(pin_env)
+    assert fields["owner_hierarchy"]["protected"] is True
+    assert fields["owner_hierarchy"]["password"] == "held"
+    human = pin_env.pinutil("status", "root")
+    assert b"owner hierarchy protected, password held" in human.stdout, human
+    change = pin_env.pinutil("--stdin", "change", "root", stdin=NEW_PIN + "\n")
+    assert change.returncode == 0, change.stderr
+    assert pin_test(pin_env, NEW_PIN).returncode == 0
+    record = pin_env.pinutil("salt-key", "record")
+    assert record.returncode == 0, record.stderr
+    delete = pin_env.pinutil("--yes", "delete", "root")
+    assert delete.returncode == 0, delete.stderr
+    assert handle_of("root") not in pin_env.enrolled_handles()
+    # `protect` again is a no-op that keeps the same passwords
+    again = pin_env.pinutil("--json", "owner", "protect")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+    assert owner_auth.load(owner_file(pin_env)) == passwords
+
+
+def test_status_says_not_protected_by_default(pin_env):
+    fields = status(pin_env)
+    assert fields["owner_hierarchy"]["protected"] is False
+    assert fields["owner_hierarchy"]["password"] == "none"
+    human = pin_env.pinutil("status", "root")
+    assert b"owner hierarchy not protected" in human.stdout, human
+
+
+def test_release_gives_the_factory_state_back(pin_env):
+    protect(pin_env)
+    pin_env.enrol("root", PIN)
+    done = pin_env.pinutil("owner", "release")
+    assert done.returncode == 0, done.stderr
+    assert permanent(pin_env)["ownerAuthSet"] == 0
+    assert permanent(pin_env)["lockoutAuthSet"] == 0
+    assert not os.path.lexists(owner_file(pin_env))
+    pin_env.swtpm.owner_auth = b""
+    assert pin_env.counter("root") == (0, 3)
+    assert pin_test(pin_env, PIN).returncode == 0
+
+
+def test_owner_commands_are_root_only(pin_env):
+    launcher = pin_env.build_launcher()
+    done = subprocess.run([*AS_NOBODY, launcher, "owner", "protect"], capture_output=True,
+                          env={}, cwd="/", timeout=60, check=False)
+    assert done.returncode == 6, done.stderr
+    assert permanent(pin_env)["ownerAuthSet"] == 0
+
+
+# --- the login paths --------------------------------------------------------------------
+
+def test_pin_login_through_the_service_and_the_root_direct_backend(pin_env, pinutild_policy):
+    protect(pin_env)
+    pin_env.enrol("root", PIN)
+    for backend in ("daemon", "direct"):
+        svc = pin_env.service(f"pin-{backend}", pin_env.tpm_pin_line(backend=backend))
+        report = pin_env.run(svc, user="root", answers=[PIN])
+        assert result_name(report, "auth") == "PAM_SUCCESS", (backend, report)
+        report = pin_env.run(svc, user="root", answers=[WRONG])
+        assert result_name(report, "auth") == "PAM_AUTH_ERR", (backend, report)
+    assert pin_env.counter("root") == (1, 3)
+
+
+def test_a_process_that_may_not_read_the_password_fails_closed(pin_env):
+    """The helper backend runs `pinutil --json --stdin status|test USER` as the user
+    (set-gid tss when installed): it may not read the root-only file, so it reads no
+    counter and sends no PIN: AUTHINFO_UNAVAIL (exit 9) saying why, nothing spent."""
+    protect(pin_env)
+    pin_env.enrol("nobody", PIN)
+    launcher = pin_env.build_launcher()
+    os.chmod(pin_env.swtpm.state_dir, 0o711)  # nobody reaches the TPM, as tss would
+    for command in ("status", "test"):
+        done = subprocess.run([*AS_NOBODY, launcher, "--json", "--stdin", command],
+                              input=PIN.encode() + b"\n", capture_output=True, env={},
+                              cwd="/", timeout=60, check=False)
+        assert done.returncode == 9, (command, done.stderr)
+        assert json.loads(done.stdout)["result"] == "tpm_unavailable"
+        assert b"may not read its password" in done.stderr, done.stderr
+    assert pin_env.counter("nobody") == (0, 3)
+    assert pin_test(pin_env, PIN, "nobody").returncode == 0  # root still can
+
+
+# --- a bad password file changes nothing ----------------------------------------------
+
+def _spoil(pin_env, how: str) -> None:
+    path = owner_file(pin_env)
+    if how == "foreign-owner":
+        os.chown(path, 65534, -1)
+    elif how == "others-read":
+        os.chmod(path, 0o644)
+    elif how == "foreign-group":
+        os.chown(path, -1, 65534)
+        os.chmod(path, 0o640)
+    elif how == "corrupt":
+        write_file(path, "owner zzz\n", 0o600)
+    elif how == "wrong":
+        write_file(path, f"owner {'ab' * 32}\nlockout {'cd' * 32}\n", 0o600)
+    elif how == "symlink":
+        os.rename(path, path + ".real")
+        os.symlink(path + ".real", path)
+
+
+SPOILED = {"foreign-owner": b"owned by uid 65534", "others-read": b"open to others",
+           "foreign-group": b"open to its group", "corrupt": b"malformed",
+           "wrong": b"refused the owner-hierarchy password", "symlink": b"symbolic link"}
+
+
+@pytest.mark.parametrize("how", sorted(SPOILED))
+def test_a_bad_password_file_is_a_clear_error_and_changes_nothing(pin_env, how):
+    protect(pin_env)
+    pin_env.enrol("root", PIN)
+    _spoil(pin_env, how)
+    for args, stdin in ((("--yes", "delete", "root"), ""),
+                        (("--stdin", "change", "root"), NEW_PIN + "\n"),
+                        (("owner", "release"), "")):
+        done = pin_env.pinutil(*args, stdin=stdin)
+        if how == "wrong" and args[0] == "owner":  # release tries no password it lacks
+            assert done.returncode == 6 and b"does not hold" in done.stderr, done.stderr
+            continue
+        assert done.returncode == 9, (args, done.stderr)  # UNAVAILABLE
+        assert SPOILED[how] in done.stderr, (args, done.stderr)
+    assert handle_of("root") in pin_env.enrolled_handles()
+    assert pin_env.counter("root") == (0, 3)
+    assert permanent(pin_env)["ownerAuthSet"] == 1
+    assert os.path.exists(os.path.join(pin_env.enrolment_dir, "0"))
+
+
+# --- crash safety: a kill at any point leaves a password we hold ------------------------
+
+_KILL_AT = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from pinutil import owner_auth
+from pinutil.tpm.context import Tpm
+
+point, count = sys.argv[3], int(sys.argv[4])
+
+def kill_after(function):
+    calls = []
+    def wrapped(*args, **kwargs):
+        result = function(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return wrapped
+
+if point == "change":
+    Tpm.change_hierarchy_auth = kill_after(Tpm.change_hierarchy_auth)
+else:
+    setattr(owner_auth, point, kill_after(getattr(owner_auth, point)))
+from pinutil.cli.app import main
+sys.exit(main(["--policy", sys.argv[2], "owner", sys.argv[5]]))
+"""
+
+
+def _run_killed(pin_env, point: str, count: int, action: str) -> None:
+    done = subprocess.run([sys.executable, "-I", "-c", _KILL_AT, ROOT, pin_env.policy,
+                           point, str(count), action], capture_output=True, timeout=60,
+                          check=False, cwd="/")
+    assert done.returncode == -9, done.stderr
+
+
+def _held_passwords(pin_env) -> list[owner_auth.OwnerPasswords]:
+    path = owner_file(pin_env)
+    return [p for p in (owner_auth.load(path), owner_auth.load(owner_auth.pending_path(path)))
+            if p is not None]
+
+
+def _owner_password_is_known(pin_env) -> None:
+    """The TPM's owner password is empty or in one of the two files."""
+    if not permanent(pin_env)["ownerAuthSet"]:
+        return
+    for passwords in _held_passwords(pin_env):
+        probe = pin_env.swtpm.tools("tpm2_createprimary", "-C", "o", "-P",
+                                    f"hex:{passwords.owner.hex()}", "-c",
+                                    os.path.join(pin_env.dir, "probe.ctx"), check=False)
+        if probe.returncode == 0:
+            pin_env.swtpm.tools("tpm2_flushcontext", "-t")
+            return
+    raise AssertionError("the TPM's owner password is in neither file")
+
+
+@pytest.mark.parametrize(("point", "count"), [("write_pending", 1), ("change", 1),
+                                              ("change", 2), ("commit_pending", 1)])
+def test_protect_killed_at_any_point_is_finished_by_running_it_again(pin_env, point, count):
+    pin_env.enrol("root", PIN)
+    _run_killed(pin_env, point, count, "protect")
+    _owner_password_is_known(pin_env)
+    passwords = protect(pin_env)
+    assert not os.path.lexists(owner_auth.pending_path(owner_file(pin_env)))
+    assert permanent(pin_env)["ownerAuthSet"] == permanent(pin_env)["lockoutAuthSet"] == 1
+    assert status(pin_env)["owner_hierarchy"]["password"] == "held"
+    assert pin_env.counter("root") == (0, 3)
+    delete = pin_env.pinutil("--yes", "delete", "root")
+    assert delete.returncode == 0, delete.stderr
+    assert passwords == owner_auth.load(owner_file(pin_env))
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_release_killed_at_any_point_is_finished_by_running_it_again(pin_env, count):
+    protect(pin_env)
+    _run_killed(pin_env, "change", count, "release")
+    _owner_password_is_known(pin_env)
+    done = pin_env.pinutil("owner", "release")
+    assert done.returncode == 0, done.stderr
+    assert permanent(pin_env)["ownerAuthSet"] == permanent(pin_env)["lockoutAuthSet"] == 0
+    assert not os.path.lexists(owner_file(pin_env))
