@@ -144,7 +144,9 @@ def test_setup_status_test_change_delete_as_root(cli):
     assert code == 0
     assert out == {"command": "status", "user": "root", "result": "success",
                    "enrolled": False, "failures": None, "limit": None, "locked": False,
-                   "attempts_left": None}
+                   "attempts_left": None,
+                   "owner_hierarchy": {"file": "/etc/pinpam/owner-auth", "protected": False,
+                                       "lockout_protected": False, "password": "none"}}
 
     result = cli.run("--json", "--stdin", "setup", stdin=PIN + "\n")
     assert result.returncode == 0, result.stderr
@@ -185,7 +187,8 @@ def test_human_output_is_one_line_and_options_may_follow_the_command(cli):
     result = cli.run("status")
     assert result.returncode == 0
     assert re.fullmatch(r"root: PIN enrolled, 0 of 5 attempts failed, 5 attempts left; "
-                        r"enrolled for root \(uid 0\) on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n",
+                        r"enrolled for root \(uid 0\) on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; "
+                        r"owner hierarchy not protected \(`pinutil owner protect`\)\n",
                         result.stdout.decode())
     code, out = cli.json("status", "--json")  # after the command, too
     assert code == 0 and out["enrolled"] is True
