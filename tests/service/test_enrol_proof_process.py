@@ -214,3 +214,26 @@ def test_the_proof_process_refuses_another_users_password(pin_env, shape):
         assert kept.recv(100) == b""  # no prompt was sent on the client's connection
         conn.close()
         kept.close()
+
+
+def test_a_plain_pinutil_enrols_through_the_production_shape_and_logs_in(pin_env, shape):
+    """Everything as it is installed: pinutild as its own account with --proof, the
+    root proof process, a 0755 `pinutil` run by the user, and the login through libpam
+    (tpm_pin backend=auto) by a PAM host run by the user."""
+    import json
+
+    from tests.support.pamhost import result_name
+
+    shape.start_proof()
+    service = shape.start_service("--proof", shape.proof_socket)
+    pin_env.policy_extra["service_socket"] = service.socket
+    pin_env.write_policy()
+    plain = pin_env.build_launcher(os.path.join(pin_env.dir, "pinutil-plain"), mode=0o755)
+    done = subprocess.run([*shape.client(), plain, "--json", "--stdin", "setup"],
+                          input=f"{PASSWORD}\n{PIN}\n".encode(), capture_output=True,
+                          timeout=120, check=False, env={}, cwd="/")
+    assert done.returncode == 0, (done.stderr, service.output())
+    assert json.loads(done.stdout.decode().splitlines()[-1])["result"] == "success"
+    stack = pin_env.service("unlock", pin_env.tpm_pin_line(backend="auto"))
+    report = pin_env.run(stack, user=USER, answers=[PIN], prefix=shape.client())
+    assert result_name(report, "auth") == "PAM_SUCCESS", report
