@@ -178,7 +178,10 @@ try:
 except PermissionError:
     print("refused at connect")
     raise SystemExit(0)
-sock.sendall({request!r})
+try:  # the proof process may refuse (and close) before reading the request
+    sock.sendall({request!r})
+except BrokenPipeError:
+    pass
 header = sock.recv(4)
 body = b""
 while len(body) < int.from_bytes(header, "big"):
