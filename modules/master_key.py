@@ -73,12 +73,16 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         if os.path.exists(policy.service_socket):
             token = spend(budget, _token_from_service, policy.service_socket, user)
         else:
+            from pinutil import owner_auth
             from pinutil.master_key.token import user_token
             from pinutil.pin import salt_key
 
+            # The owner password is read in the child, and only if the salt key must be
+            # created (no persistent one): the host never holds it.
             token = run_in_child(budget, user_token, policy.tcti, user, None,
                                  salt_key.recorded_name_if_any(policy_path),
-                                 policy.master_key_auth_file)
+                                 policy.master_key_auth_file,
+                                 owner_auth.loader(policy.owner_auth_file))
         pamh.authtok = token
         if pamh.debug:
             pamh.syslog(syslog.LOG_DEBUG, f"keyring token set for {shown(user)}")

@@ -25,6 +25,7 @@ from pinutil.master_key.token import MASTER_KEY_HANDLE
 from pinutil.tpm import sapi
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.rc import TpmCommandError
+from pinutil.tpm.sapi import SALT_KEY_HANDLE
 from tests.support.pinutild import AS_NOBODY
 from tests.support.tpm_proxy import TpmProxy, command_code
 from tests.test_master_key import _MAIN_CODE, ROOT, Setup, software_token
@@ -289,3 +290,23 @@ def test_the_service_gives_no_token_from_a_corrupt_record(pin_env, pinutild):
     reply = pinutild.ask(verb="master-key-token", user="nobody")
     assert reply["result"] != "success" and "token" not in reply
     assert "authorisation record" in reply["error"]
+
+
+# --- with a protected owner hierarchy ----------------------------------------------------
+
+def test_with_a_protected_owner_hierarchy_the_whole_life_cycle_works(setup):
+    """`pinutil owner protect` first, no persistent salt key: every step that makes a
+    key of the owner hierarchy (the key's parent, EvictControl, the token's salt key)
+    takes the owner password, direct and through the service."""
+    with open(setup.policy, "a") as f:
+        f.write(f"owner_auth_file = {setup.workdir}/owner-auth\n")
+    done = setup.cli("--json", "owner", "protect")
+    assert done.returncode == 0, done.stderr
+    assert SALT_KEY_HANDLE not in setup.persistent_handles()
+    phrase = setup.init()
+    secret = recovery.unseal(Path(setup.sealed).read_bytes(), phrase)
+    assert setup.token("alice") == software_token(secret, "alice")
+    assert setup.cli("--yes", "master-key", "clear-from-tpm").returncode == 0
+    done = setup.cli("--stdin", "master-key", "import", stdin=phrase + "\n")
+    assert done.returncode == 0, done.stderr
+    assert setup.token("alice") == software_token(secret, "alice")

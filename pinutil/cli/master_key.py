@@ -136,7 +136,8 @@ def cmd_get_user_token(ctx) -> dict:
     else:
         token = user_token(ctx.policy.tcti, ctx.args.token_user,
                            salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path),
-                           auth_path=ctx.policy.master_key_auth_file)
+                           auth_path=ctx.policy.master_key_auth_file,
+                           owner_auth=_owner_auth(ctx))
     return {"token_user": ctx.args.token_user, "token": token, "message": token}
 
 

@@ -162,7 +162,10 @@ class MasterKey:
 
 
 def user_token(tcti: str, user: str, timeout_ms: int | None = None,
-               salt_key_name: bytes | None = None, auth_path: str | None = None) -> str:
-    """The token for `user` from the TPM at `tcti` (the PAM module's one call)."""
-    with Tpm(tcti, timeout_ms=timeout_ms) as tpm:
+               salt_key_name: bytes | None = None, auth_path: str | None = None,
+               owner_auth=b"") -> str:
+    """The token for `user` from the TPM at `tcti` (the PAM module's one call).
+    `owner_auth` as Tpm's: needed only when the salt key must be created (no
+    persistent one), a key of the owner hierarchy."""
+    with Tpm(tcti, timeout_ms=timeout_ms, owner_auth=owner_auth) as tpm:
         return MasterKey(tpm, salt_key_name=salt_key_name, auth_path=auth_path).token_for(user)
