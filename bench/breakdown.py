@@ -31,11 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.cases import CASES, Context
-from bench.measure import measure_cold, prepare
+from bench.measure import host_argv, measure_cold, prepare
 from bench.pin import PIN
-from devtools.pamhost import build_host
+from devtools.pamhost import CLEAN_ENV, build_host
 
-COLD_CASES = ("pam_permit", "pam_pypam", "tpm_pin daemon")
+COLD_CASES = ("pam_permit", "pam_pypam", "tpm_pin helper", "tpm_pin daemon")
 PYPAM_SO = os.path.join(ROOT, "build", "pam_pypam.so")
 
 # tpm_pin's authenticate, step by step, with the same calls (modules/tpm_pin.py).
@@ -78,10 +78,59 @@ def cold(runs: int, workdir: str) -> tuple[dict, dict]:
             prepared.append(prepare(case, workdir, index,
                                     {**dataclasses.asdict(ctx), **extra}))
         results = measure_cold(build_host(), prepared, runs)
+        cpu = cpu_per_login(build_host(), prepared, runs)
         daemon = next(p for p in prepared if p.case.name == "tpm_pin daemon")
         steps = fresh_interpreter_steps(daemon.variables["policy"], runs)
         inside = service_inside(daemon.variables["policy"], runs)
-    return results, {"steps": steps, "inside": inside}
+    return results, {"steps": steps, "inside": inside, "cpu": cpu}
+
+
+def _cpu_ms(pid: int) -> float:
+    """CPU time so far of `pid` and of its children now alive (pinutild's worker), from
+    /proc/PID/schedstat (nanoseconds)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    total = 0
+    for each in (pid, *children):
+        try:
+            with open(f"/proc/{each}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total / 1e6
+
+
+def cpu_per_login(host: str, prepared: list, runs: int) -> dict[str, dict[str, float]]:
+    """CPU time per cold login, round-robin: the host process and whatever it waited
+    for (the helper backend's pinutil), plus the case's own swtpm and pinutild (each
+    case has its own, so their totals over the runs are that case's). Unlike wall time
+    it does not grow with what else runs on the machine."""
+    out = {p.case.name: {"host": 0.0, "service": 0.0, "swtpm": 0.0} for p in prepared}
+    others = {p.case.name: {k: int(p.variables[v]) for k, v in
+                            (("service", "pinutild_pid"), ("swtpm", "swtpm_pid"))
+                            if v in p.variables} for p in prepared}
+    start = {name: {k: _cpu_ms(pid) for k, pid in pids.items()}
+             for name, pids in others.items()}
+    for _ in range(runs):
+        for p in prepared:
+            answers = b"".join(a.encode() + b"\0" for a in p.case.answers)
+            proc = subprocess.Popen(host_argv(host, p), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env={**CLEAN_ENV, **p.env})
+            proc.stdin.write(answers)
+            proc.stdin.close()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{p.case.name}: host exit {proc.returncode}")
+            out[p.case.name]["host"] += (usage.ru_utime + usage.ru_stime) * 1000
+    for name, pids in others.items():
+        for k, pid in pids.items():
+            out[name][k] = _cpu_ms(pid) - start[name][k]
+    return {name: {k: v / runs for k, v in row.items()} for name, row in out.items()}
 
 
 def fresh_interpreter_steps(policy: str, runs: int) -> list[float]:
@@ -182,7 +231,7 @@ def main(argv: list[str]) -> int:
         results, parts = cold(args.runs, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    permit, trivial, daemon = (results[n] for n in COLD_CASES)
+    permit, trivial, helper, daemon = (results[n] for n in COLD_CASES)
     print(f"(a) cold, median of {args.runs} (in-PAM ms; wall ms)")
     for name in COLD_CASES:
         r = results[name]
@@ -192,6 +241,15 @@ def main(argv: list[str]) -> int:
     print(f"  tpm_pin daemon over the trivial module: "
           f"{daemon.pam_ms_median - trivial.pam_ms_median:.2f} "
           f"(ratio {daemon.pam_ms_median / trivial.pam_ms_median:.2f})")
+    print(f"  tpm_pin daemon / tpm_pin helper: {daemon.pam_ms_median / helper.pam_ms_median:.3f}")
+    cpu = parts["cpu"]
+    print("    CPU ms per cold login (host process incl. what it waited for; swtpm; pinutild)")
+    for name, row in cpu.items():
+        print(f"  {name:<16}{row['host']:8.2f}{row['swtpm']:8.2f}{row['service']:8.2f}"
+              f"{sum(row.values()):9.2f}")
+    total = {name: sum(row.values()) for name, row in cpu.items()}
+    print(f"  CPU ratios: daemon / trivial {total['tpm_pin daemon'] / total['pam_pypam']:.2f}, "
+          f"daemon / helper {total['tpm_pin daemon'] / total['tpm_pin helper']:.3f}")
     print("(b) the login's steps in a fresh interpreter (median ms)")
     for label, ms in zip(STEP_NAMES, parts["steps"]):
         print(f"  {label:<44}{ms:7.2f}")

@@ -59,7 +59,7 @@ def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
         os.chmod(policy, 0o644)
         subprocess.run([PINUTIL, "--policy", policy, "--stdin", "setup", "root"],
                        input=(PIN + "\n").encode(), check=True, capture_output=True)
-        yield {"policy": policy}
+        yield {"policy": policy, "swtpm_pid": str(tpm.proc.pid)}
     finally:
         tpm.kill()
 
