@@ -117,6 +117,29 @@ def test_every_pin_goes_in_a_salted_session_of_its_own(pin_env):
     assert pin_env.counter("nobody") == (2, 3)
 
 
+def test_a_spare_is_not_used_once_the_record_names_another_key(pin_env):
+    """Root re-recorded the salt key (a cleared or replaced TPM) after the spare was
+    started: the check refuses the TPM's key, as one without a spare does, and sends
+    no PIN; the spare salted with the old key is flushed, never used."""
+    from pinutil.pin import salt_key
+
+    pin_env.enrol("root", PIN)
+    with TpmProxy(pin_env.swtpm.sock, os.path.join(pin_env.dir, "px")) as proxy:
+        pin_env.write_policy(tcti=proxy.tcti)
+        service = start_pinutild(pin_env)
+        try:
+            assert service.ask(verb="pin-status", user="root")["result"] == "success"
+            _wait_for(lambda: len(_sessions(pin_env.swtpm)) == 1)
+            salt_key.save(salt_key.record_path(pin_env.policy), bytes.fromhex("000b") + bytes(32))
+            reply = service.ask(verb="pin-check", user="root", pin=PIN.encode())
+        finally:
+            service.stop()
+    assert reply["result"] == "tpm_unavailable" and "salt key" in reply["error"], reply
+    assert not [e for e in proxy.exchanges if _is_pin_read(e)]
+    assert pin_env.counter("root") == (0, 3)
+    _wait_for(lambda: pin_env.swtpm.loaded_handles() == [])
+
+
 def test_an_idle_service_leaves_no_session_in_the_tpm(pin_env):
     """Socket-activated services leave when idle: the spare goes with them (without a
     resource manager, a session left behind would hold one of swtpm's 3 slots)."""
