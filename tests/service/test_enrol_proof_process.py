@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -240,3 +241,29 @@ def test_a_plain_pinutil_enrols_through_the_production_shape_and_logs_in(pin_env
     stack = pin_env.service("unlock", pin_env.tpm_pin_line(backend="auto"))
     report = pin_env.run(stack, user=USER, answers=[PIN], prefix=shape.client())
     assert result_name(report, "auth") == "PAM_SUCCESS", report
+
+
+def test_the_proof_process_socket_activated_one_per_connection(pin_env, shape):
+    """pinutil-proof as its unit runs it: Debian's systemd-socket-activate with
+    --accept (Accept=yes), one process per connection, the connection as fd 3."""
+    activator = subprocess.Popen(
+        [*shape.accounts.prefix(), "systemd-socket-activate", "--accept", "-l",
+         shape.proof_socket, "--", PYTHON, "-m", "pinutil.service.proof"],
+        cwd=ROOT, env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(shape.proof_socket):
+            assert activator.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        os.chmod(shape.proof_socket, 0o666)  # the unit's SocketUser=pinutild, here
+        service = shape.start_service("--proof", shape.proof_socket)
+        setup = {"verb": "pin-setup", "user": USER}
+        wrong = converse(service.socket, setup, ["wrong", PIN], shape.client())
+        assert wrong["reply"]["result"] == "wrong_password", wrong
+        right = converse(service.socket, setup, [PASSWORD, PIN], shape.client())
+        assert right["reply"]["result"] == "success", (right, service.output())
+        assert pin_env.swtpm.read_pin_counter(HANDLE) == (0, 3)
+    finally:
+        activator.kill()
+        activator.wait()
