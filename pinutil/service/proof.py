@@ -24,7 +24,8 @@ Only the service's account (or root) may ask: the socket is 0600 and owned by it
 (systemd/pinutil-proof.socket), and SO_PEERCRED is checked again here. `user` must be
 the account of `uid` (a user proves only their own password; root needs no proof and
 never asks). At most MAX_PROMPTS messages, each answer within ANSWER_SECONDS, the whole
-proof within PROOF_SECONDS; an answer is wiped once libpam has its copy. Every refusal
+proof within PROOF_SECONDS, and none past pinutild's going away (its connection
+closed: a killed service); an answer is wiped once libpam has its copy. Every refusal
 is logged like `pinutil setup` logs it (pinutil.audit); a success is logged by the
 service once the PIN is enrolled.
 
@@ -38,6 +39,7 @@ import argparse
 import array
 import os
 import pwd
+import select
 import signal
 import socket
 import sys
@@ -58,7 +60,19 @@ STYLES = {1: "echo_off", 2: "echo_on", 3: "error", 4: "info"}
 _FD_SIZE = array.array("i").itemsize
 
 
-def _frame_from(sock: socket.socket, deadline: float, with_fd: bool = False):
+def _wait(sock: socket.socket, deadline: float, watch: socket.socket | None) -> None:
+    """Until `sock` is readable; ProtocolError if `watch` (pinutild's connection, on
+    which nothing more is sent) becomes readable first: pinutild went away, and the
+    client must not be held until the answer's timeout."""
+    if watch is None:
+        return
+    ready, _, _ = select.select([sock, watch], [], [], max(0.0, deadline - monotonic()))
+    if watch in ready:
+        raise protocol.ProtocolError("pinutild went away")
+
+
+def _frame_from(sock: socket.socket, deadline: float, with_fd: bool = False,
+                watch: socket.socket | None = None):
     """One whole frame from `sock` before `deadline`, as (fields, fd or None). The body
     is read into a bytearray and decoded from it, so a `b` value (an answer) comes back
     as a bytearray the caller can wipe; the buffer itself is wiped here."""
@@ -73,6 +87,7 @@ def _frame_from(sock: socket.socket, deadline: float, with_fd: bool = False):
                     protocol.HEADER_SIZE, socket.CMSG_SPACE(_FD_SIZE))
                 fd = _one_fd(ancillary, flags)
             else:
+                _wait(sock, deadline, watch)
                 data = sock.recv(protocol.HEADER_SIZE - len(header))
             if not data:
                 raise protocol.ProtocolError("the connection closed early")
@@ -80,6 +95,7 @@ def _frame_from(sock: socket.socket, deadline: float, with_fd: bool = False):
         need = protocol.body_length(bytes(header))
         while len(body) < need:
             sock.settimeout(max(0.001, deadline - monotonic()))
+            _wait(sock, deadline, watch)
             data = sock.recv(need - len(body))
             if not data:
                 raise protocol.ProtocolError("the connection closed early")
@@ -115,8 +131,9 @@ class ClientConversation:
     """PAM's conversation, on the client's connection: each message is a prompt frame,
     each answer a frame {answer: bytes}; anything else ends the proof (Cancelled)."""
 
-    def __init__(self, client: socket.socket, deadline: float) -> None:
-        self.client, self.deadline = client, deadline
+    def __init__(self, client: socket.socket, deadline: float,
+                 watch: socket.socket | None = None) -> None:
+        self.client, self.deadline, self.watch = client, deadline, watch
         self.count = 0
 
     def ask(self, text: str, echo: bool, style: int) -> bytearray | None:
@@ -128,7 +145,7 @@ class ClientConversation:
             _send(self.client, {"prompt": text[:512], "style": STYLES[style]}, step)
             if style not in (1, 2):
                 return None
-            fields, _ = _frame_from(self.client, step)
+            fields, _ = _frame_from(self.client, step, watch=self.watch)
         except (OSError, protocol.ProtocolError) as e:  # TimeoutError is an OSError
             raise errors.Cancelled(f"no answer to the password prompt ({_why(e)})") from None
         answer = fields.get("answer")
@@ -175,7 +192,7 @@ def serve(conn: socket.socket, allowed: set[int]) -> None:
         if set(request) != {"user", "uid"} or type(user_name) is not str or type(uid) is not int:
             verdict = {"result": "bad_request", "error": "a request is {user, uid}"}
             return
-        verdict = prove(user_name, uid, client)
+        verdict = prove(user_name, uid, client, watch=conn)
     except Exception as e:  # noqa: BLE001 - a bug: reported, never success
         verdict = {"result": "error", "error": f"internal error ({type(e).__name__})"}
     finally:
@@ -187,7 +204,8 @@ def serve(conn: socket.socket, allowed: set[int]) -> None:
             pass
 
 
-def prove(user_name: str, uid: int, client: socket.socket) -> dict:
+def prove(user_name: str, uid: int, client: socket.socket,
+          watch: socket.socket | None = None) -> dict:
     """The verdict on `user_name`'s password, asked on `client`; logged unless success."""
     from pinutil.pin.password_proof import prove_password
 
@@ -198,7 +216,7 @@ def prove(user_name: str, uid: int, client: socket.socket) -> dict:
         users.may_setup(caller, target)
         if not users.setup_needs_password(caller):
             raise errors.PermissionDenied("root enrols without a password proof")
-        conversation = ClientConversation(client, monotonic() + PROOF_SECONDS)
+        conversation = ClientConversation(client, monotonic() + PROOF_SECONDS, watch)
         prove_password(target.name, conversation.ask)
         return {"result": "success"}
     except errors.PinutilError as e:

@@ -267,3 +267,27 @@ def test_the_proof_process_socket_activated_one_per_connection(pin_env, shape):
     finally:
         activator.kill()
         activator.wait()
+
+
+def test_a_killed_service_ends_the_proof_at_once(pin_env, shape):
+    """pinutild killed while the proof process waits for the user's password: the proof
+    process sees pinutild's connection close and ends, so the client's connection
+    closes then, not after the answer's 60 s; nothing is enrolled."""
+    from tests.service.enrol_support import hostile, next_line
+
+    shape.start_proof()
+    service = shape.start_service("--proof", shape.proof_socket)
+    client = hostile(service.socket, [("send", protocol.encode({"verb": "pin-setup",
+                                                                "user": USER})),
+                                      ("read",), ("read",)], as_user())
+    assert next_line(client)["style"] == "echo_off"
+    service.proc.kill()  # the namespace's sh exec()ed setpriv exec()ed pinutild
+    service.proc.wait()
+    try:
+        out, _ = client.communicate(timeout=30)  # half the answer's timeout: not its expiry
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert out.strip() == '{"eof": true}'
+    assert HANDLE not in pin_env.enrolled_handles()
