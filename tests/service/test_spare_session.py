@@ -144,7 +144,8 @@ def test_an_idle_service_leaves_no_session_in_the_tpm(pin_env):
     """Socket-activated services leave when idle: the spare goes with them (without a
     resource manager, a session left behind would hold one of swtpm's 3 slots)."""
     pin_env.enrol("root", PIN)
-    service = start_pinutild(pin_env, "--idle-exit", "1")
+    # Long enough to see the spare while idle, however busy the machine.
+    service = start_pinutild(pin_env, "--idle-exit", "5")
     try:
         assert service.ask(verb="pin-status", user="root")["result"] == "success"
         _wait_for(lambda: len(_sessions(pin_env.swtpm)) == 1)  # the spare, while idle
@@ -166,14 +167,14 @@ def test_an_idle_service_leaves_no_session_in_the_tpm(pin_env):
 
 def test_a_spare_nobody_asked_for_expires(pin_env, monkeypatch):
     pin_env.enrol("root", PIN)
-    monkeypatch.setattr(spare_session, "SPARE_SECONDS", 0.5)  # the forked worker's copy
+    monkeypatch.setattr(spare_session, "SPARE_SECONDS", 3.0)  # the forked worker's copy
     worker = Worker(pin_env.policy)
     worker.start()
     try:
         worker.send("pin-status", User("root", 0), {"user": "root"})
         _wait_for(lambda: worker.receive() is not None)
         _wait_for(lambda: len(_sessions(pin_env.swtpm)) == 1)
-        _wait_for(lambda: _sessions(pin_env.swtpm) == [], seconds=5)
+        _wait_for(lambda: _sessions(pin_env.swtpm) == [], seconds=30)
         assert worker.running and os.waitpid(worker.pid, os.WNOHANG) == (0, 0)
     finally:
         worker.stop()
