@@ -101,7 +101,8 @@ def test_every_pin_goes_in_a_salted_session_of_its_own(pin_env):
                        "success", "wrong_pin", "success", "wrong_pin", "success", "success"]
     since_last_pin = []
     pin_reads = 0
-    for exchange in proxy.exchanges:
+    last = max(i for i, e in enumerate(proxy.exchanges) if _is_pin_read(e))
+    for exchange in proxy.exchanges[:last + 1]:  # (the next spare may be under way)
         if exchange.code == CC_START_AUTH_SESSION:
             key, bind, salt = _started_session(exchange)
             assert key != TPM_RH_NULL and bind == TPM_RH_NULL and salt
