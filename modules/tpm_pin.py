@@ -43,31 +43,22 @@ ARGUMENTS = Arguments(
 PIN_SENT = "pin_sent"
 
 
-def _is_local_rhost(rhost):
-    """True for no remote host, `localhost`, 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
+def _is_remote(rhost):
+    """Whether the login names a remote host: any PAM_RHOST but none or empty.
 
-    Literal addresses only (no DNS, not the host's own name): with sshd's UseDNS a
-    remote host chooses its own reverse name."""
-    if not rhost or rhost == "localhost":
-        return True
-    import _socket  # only remote-looking logins pay for it
-
-    for family in (_socket.AF_INET, _socket.AF_INET6):
-        try:
-            packed = _socket.inet_pton(family, rhost)
-        except OSError:
-            continue
-        if family == _socket.AF_INET:
-            return packed[0] == 127
-        return (packed == bytes(15) + b"\x01"
-                or (packed[:12] == bytes(10) + b"\xff\xff" and packed[12] == 127))
-    return False
+    Loopback included (127.0.0.0/8, ::1, `localhost`): the programs that set PAM_RHOST
+    are network services (sshd, xrdp, cockpit, telnetd), and a loopback connection to
+    them is made by any local process, or forwarded from elsewhere (ssh -L, a reverse
+    proxy). The service then authenticates an account that another user chose, as
+    root: each connection would spend one of that account's attempts. Console logins,
+    su, sudo, display managers and screen lockers set no PAM_RHOST."""
+    return bool(rhost)
 
 
 def _refuse_if_not_offered(pamh, options):
     """No PIN prompt for a remote login without allow_remote, nor twice on one handle."""
     rhost = pamh.rhost
-    if not options.get("allow_remote") and not _is_local_rhost(rhost):
+    if not options.get("allow_remote") and _is_remote(rhost):
         raise errors.PinNotOffered(f"remote login from {rhost[:64]!r}: no PIN offered "
                             "(the pam.d line has no allow_remote)")
     if pamh.data.get(PIN_SENT):

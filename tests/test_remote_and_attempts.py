@@ -4,8 +4,8 @@ python-pam, sshd's PasswordAuthentication and `sudo -S` answer every prompt with
 same password; a PIN-shaped password then spends a TPM attempt on every login, and
 sudo retries `pam_authenticate` on one handle up to three times. Two rules hold:
 
-- a remote login (PAM_RHOST set to anything but a local address) gets no PIN prompt
-  and PAM_AUTHINFO_UNAVAIL unless the pam.d line says `allow_remote`;
+- a remote login (PAM_RHOST set to anything, loopback included: review F12) gets no
+  PIN prompt and PAM_AUTHINFO_UNAVAIL unless the pam.d line says `allow_remote`;
 - at most one PIN goes to the TPM per PAM handle: pamhost's `--stages auth,auth,auth`
   calls pam_authenticate three times on one handle, exactly as sudo does.
 
@@ -23,9 +23,14 @@ WRONG = "1111"
 LIMIT = 3
 BACKENDS = ("direct", "helper")
 
-LOCAL_RHOSTS = ("", "localhost", "127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1")
+#: No PAM_RHOST (None: the item is never set) or an empty one: a console, su, sudo.
+LOCAL_RHOSTS = (None, "")
+#: Loopback is remote too: any local user (or a port forward) makes that connection,
+#: and the root service behind it authenticates the account they name.
+LOOPBACK_RHOSTS = ("localhost", "127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1")
 REMOTE_RHOSTS = ("203.0.113.7", "192.168.1.20", "2001:db8::1", "example.org",
-                 "localhost.example.org", "127.0.0.1.example.org", "0.0.0.0", "::")
+                 "localhost.example.org", "127.0.0.1.example.org", "0.0.0.0", "::",
+                 *LOOPBACK_RHOSTS)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -73,15 +78,17 @@ def test_remote_password_login_spends_no_attempt(pin_env, backend):
 def test_local_login_is_prompted(pin_env, backend, rhost):
     pin_env.enrol("root", PIN)
     svc = pin_env.service("login", pin_env.tpm_pin_line(backend=backend))
-    report = run(pin_env, svc, [PIN], items={"rhost": rhost})
+    report = run(pin_env, svc, [PIN], items={} if rhost is None else {"rhost": rhost})
     assert result_name(report, "auth") == "PAM_SUCCESS"
     assert prompts(report) == ["PIN: "]
 
 
-def test_allow_remote_prompts_remote_logins(pin_env, backend):
+@pytest.mark.parametrize("rhost", ["203.0.113.7", "127.0.0.1", "::1"])
+def test_allow_remote_prompts_remote_logins(pin_env, backend, rhost):
+    """The one opt-in, for remote and loopback alike (no separate allow_loopback)."""
     pin_env.enrol("root", PIN)
     svc = pin_env.service("sshd", pin_env.tpm_pin_line("allow_remote", backend=backend))
-    report = run(pin_env, svc, [PIN], items={"rhost": "203.0.113.7"})
+    report = run(pin_env, svc, [PIN], items={"rhost": rhost})
     assert result_name(report, "auth") == "PAM_SUCCESS"
     assert prompts(report) == ["PIN: "]
 

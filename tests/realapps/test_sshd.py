@@ -5,8 +5,9 @@ in the sandbox's private network, the client (ssh) on a real pty.
 A client bound to REMOTE_ADDR (192.0.2.1) is a remote login for PAM (PAM_RHOST =
 "192.0.2.1"): no PIN prompt, with keyboard-interactive (every prompt shown) and with
 PasswordAuthentication (sshd answers every prompt with the password), and no attempt
-spent even by a PIN-shaped password. A client on 127.0.0.1 is local for tpm_pin
-(PAM_RHOST in 127.0.0.0/8): keyboard-interactive then shows the PIN prompt."""
+spent even by a PIN-shaped password. A client on 127.0.0.1 is remote too (review F12):
+any local user can make that connection and name any account, and sshd (root) would
+spend that account's attempts; so loopback gets no PIN prompt either."""
 from __future__ import annotations
 
 import select
@@ -21,7 +22,6 @@ from tests.realapps.harness import (
     LIMIT,
     PYPAM_COMMAND,
     WRONG_PIN,
-    Stopwatch,
     Transcript,
 )
 from tests.support.sandbox import REMOTE_ADDR
@@ -105,32 +105,41 @@ def test_remote_pin_shaped_password_never_spends_an_attempt(sshd):
     assert sshd.counter(ALICE) == (0, LIMIT)
 
 
-# ---- loopback: a local login for tpm_pin ---------------------------------------------------
-def test_loopback_wrong_pin_never_gets_in(sshd):
+# ---- loopback: remote for tpm_pin (any local user can connect and name alice) ---------
+def test_loopback_pin_never_gets_in_nor_spends(sshd):
+    """Another local user's `ssh alice@127.0.0.1`: no PIN prompt; the PIN-shaped
+    guesses are only wrong passwords, and alice's PIN keeps every attempt."""
     child, seen = ssh(sshd, "keyboard-interactive", source="127.0.0.1")
-    child.expect("PIN: ")
-    child.sendline(WRONG_PIN)
-    child.expect(r"Incorrect PIN \(2 attempts left\)\.\r?\nPassword: ")
+    child.expect(KBDINT_PROMPT)
     child.sendline(WRONG_PIN)
     child.expect("Permission denied")
     finish(child, seen, 255)
-    assert MARK not in seen.text
-    assert sshd.failures(ALICE) == 1
-
-
-def test_loopback_keyboard_interactive_pin(sshd, timing_log):
-    watch = Stopwatch()
-    child, seen = ssh(sshd, "keyboard-interactive", source="127.0.0.1")
-    child.expect("PIN: ")
-    watch.mark("prompt")
-    child.sendline(ALICE.pin)
-    watch.mark("pin_sent")
-    child.expect(MARK)
-    watch.mark("success")
-    finish(child, seen, 0)
+    assert "PIN" not in seen.text and MARK not in seen.text
     assert sshd.counter(ALICE) == (0, LIMIT)
-    timing_log.record("sshd", watch, "ssh to 127.0.0.1 (local for tpm_pin), "
-                      "keyboard-interactive, direct backend, Debian stack")
+
+
+def test_loopback_password_login_no_pin_prompt(sshd):
+    child, seen = ssh(sshd, "keyboard-interactive", source="127.0.0.1")
+    child.expect(KBDINT_PROMPT)
+    child.sendline(ALICE.password)
+    child.expect(MARK)
+    finish(child, seen, 0)
+    assert "PIN" not in seen.text
+    assert sshd.counter(ALICE) == (0, LIMIT)
+    sshd.box.syslog.sync()
+    assert "remote login from '127.0.0.1'" in sshd.box.syslog.text()
+
+
+def test_loopback_pin_shaped_password_never_spends_an_attempt(sshd):
+    """PasswordAuthentication over loopback: more logins than the PIN's limit."""
+    sshd.box.set_password(ALICE.name, PIN_SHAPED_PASSWORD)
+    for _ in range(LIMIT + 1):
+        child, seen = ssh(sshd, "password", source="127.0.0.1")
+        child.expect(r"alice@[0-9.]+'s password: ")
+        child.sendline(PIN_SHAPED_PASSWORD)
+        child.expect(MARK)
+        finish(child, seen, 0)
+    assert sshd.counter(ALICE) == (0, LIMIT)
 
 
 def test_enable_refuses_sshd(pin_box):

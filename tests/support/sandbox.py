@@ -14,8 +14,8 @@ network, UTS and IPC namespaces, in which:
   inside, and ptys made inside come from the same instance), a
   private /dev/shm, and /dev/log pointing at the test's `SyslogCapture` socket;
 - the network has only loopback, holding 127.0.0.1 and `REMOTE_ADDR` (192.0.2.1, a
-  documentation address): a client bound to it looks remote to PAM (PAM_RHOST is not
-  local), a client on 127.0.0.1 looks local.
+  documentation address): a client bound to it looks like another machine, one on
+  127.0.0.1 like a local user (tpm_pin offers neither a PIN: PAM_RHOST is set).
 
 Commands enter it with nsenter (`argv()`, `run()`, `popen()`, `spawn()` for pexpect on a
 real pty), optionally as another user (`setpriv`, no no_new_privs: set-uid binaries such
