@@ -353,3 +353,52 @@ def test_release_killed_at_any_point_is_finished_by_running_it_again(pin_env, co
     assert done.returncode == 0, done.stderr
     assert permanent(pin_env)["ownerAuthSet"] == permanent(pin_env)["lockoutAuthSet"] == 0
     assert not os.path.lexists(owner_file(pin_env))
+
+
+def test_protected_a_user_enrols_changes_and_deletes_through_the_service(
+        pin_env, accounts, syslog_capture):
+    """pinutild's enrolment verbs (pin-setup, pin-change, pin-delete: a user's own, with
+    the account password) take the owner password from the file, like pinutil's."""
+    from tests.service.enrol_support import (
+        PASSWORD,
+        UID,
+        USER,
+        as_user,
+        converse,
+        start_in_namespace,
+    )
+
+    protect(pin_env)
+    accounts.add_user(USER, UID, PASSWORD)
+    service = start_in_namespace(pin_env, accounts)
+    handle = 0x01000000 + UID
+    try:
+        setup = converse(service.socket, {"verb": "pin-setup", "user": USER},
+                         [PASSWORD, PIN], as_user())
+        assert setup["reply"]["result"] == "success", setup
+        assert pin_env.swtpm.read_pin_counter(handle) == (0, 3)
+        assert refused(attack(pin_env, "tpm2_nvundefine", "-C", "o", hex(handle)))
+        change = converse(service.socket, {"verb": "pin-change", "user": USER,
+                                           "old_pin": PIN.encode(), "pin": NEW_PIN.encode()},
+                          [], as_user())
+        assert change["reply"]["result"] == "success", change
+        delete = converse(service.socket, {"verb": "pin-delete", "user": USER,
+                                           "pin": NEW_PIN.encode()}, [], as_user())
+        assert delete["reply"]["result"] == "success", delete
+        assert handle not in pin_env.enrolled_handles()
+    finally:
+        service.stop()
+
+
+def test_protected_a_token_without_a_persistent_salt_key(pin_env):
+    """With no salt key persisted yet, the token's salted session creates the storage
+    primary: an owner command, so the direct token path needs the owner password too."""
+    passwords = protect(pin_env)
+    pin_env.write_policy(master_key_file=os.path.join(pin_env.dir, "sealed_master_key"))
+    assert pin_env.pinutil("--yes", "--json", "master-key", "init").returncode == 0
+    pin_env.swtpm.tools("tpm2_evictcontrol", "-C", "o", "-P", f"hex:{passwords.owner.hex()}",
+                        "-c", SALT_KEY)
+    handles = pin_env.swtpm.tools("tpm2_getcap", "handles-persistent").stdout.decode()
+    assert SALT_KEY not in handles
+    token = pin_env.pinutil("master-key", "get-user-token", "root")
+    assert token.returncode == 0 and len(token.stdout.strip()) == 64, token.stderr
