@@ -18,7 +18,7 @@ import pytest
 
 from pinutil import owner_auth
 from tests.support.pamhost import result_name
-from tests.support.pin_env import handle_of, write_file
+from tests.support.pin_env import PINUTIL, handle_of, write_file
 
 PIN, NEW_PIN, WRONG = "2580", "4711", "1111"
 # TPM_RC_BAD_AUTH and TPM_RC_AUTH_FAIL (session 1; the lockout hierarchy's), as
@@ -402,3 +402,37 @@ def test_protected_a_token_without_a_persistent_salt_key(pin_env):
     assert SALT_KEY not in handles
     token = pin_env.pinutil("master-key", "get-user-token", "root")
     assert token.returncode == 0 and len(token.stdout.strip()) == 64, token.stderr
+
+
+def test_protected_the_unprivileged_service_reads_its_group_readable_file(
+        pin_env, accounts, syslog_capture):
+    """The installed shape: with a `pinutild` group, protect writes the file 0640
+    root:pinutild, and pinutild running as its own account (not root) reads it: a
+    user enrols through it and logs in; the counter is read with the owner password."""
+    from tests.service.enrol_support import PASSWORD, UID, USER, converse
+    from tests.service.test_enrol_proof_process import SERVICE_UID, Shape
+
+    shape = Shape(pin_env, accounts)  # adds the accounts `pinutild` and USER
+    try:
+        done = subprocess.run([*accounts.prefix(), PINUTIL, "--policy", pin_env.policy,
+                               "owner", "protect"], capture_output=True, timeout=60,
+                              check=False, env={}, cwd="/")
+        assert done.returncode == 0, done.stderr
+        st = os.stat(owner_file(pin_env))
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, SERVICE_UID, 0o640)
+        with open(owner_file(pin_env), encoding="ascii") as f:
+            lines = dict(line.split() for line in f if not line.startswith("#"))
+        pin_env.swtpm.owner_auth = bytes.fromhex(lines["owner"])
+        shape.start_proof()
+        service = shape.start_service("--proof", shape.proof_socket)
+        setup = converse(service.socket, {"verb": "pin-setup", "user": USER},
+                         [PASSWORD, PIN], shape.client())
+        assert setup["reply"]["result"] == "success", (setup, service.output())
+        status = converse(service.socket, {"verb": "pin-status", "user": USER}, [],
+                          shape.client())
+        assert status["reply"]["result"] == "success", status
+        assert status["reply"]["failures"] == 0  # the owner read, as pinutild's account
+        assert pin_env.swtpm.read_pin_counter(0x01000000 + UID) == (0, 3)
+        assert refused(attack(pin_env, "tpm2_nvundefine", "-C", "o", hex(0x01000000 + UID)))
+    finally:
+        shape.stop()
