@@ -17,7 +17,8 @@ from pinutil import errors
 from pinutil.deadline import login_budget
 from pinutil.pin.login import BACKENDS, choose_backend
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
-from pinutil.users import User
+from pinutil.service.requester import stdin_requester
+from pinutil.users import User, may_test
 from pypam.arguments import (
     ArgumentError,
     Arguments,
@@ -64,6 +65,19 @@ def _refuse_if_not_offered(pamh, options):
     if pamh.data.get(PIN_SENT):
         raise errors.PinNotOffered("one PIN attempt per PAM transaction: already spent on this "
                             "handle, no PIN offered again")
+
+
+def _refuse_for_another(requester, user):
+    """A root host that serves a client on its stdin (polkit 127's agent helper) acts
+    for that client's uid: another user's PIN is never prompted for nor tried."""
+    if requester is None:
+        return
+    try:
+        may_test(User(f"uid {requester}", requester), user)
+    except errors.PermissionDenied:
+        raise errors.PinNotOffered(f"this root host acts for uid {requester} (the peer of "
+                                   f"its standard input), not for {user.name}: no PIN "
+                                   "offered") from None
 
 
 def _options(pamh, args):
@@ -121,13 +135,16 @@ def authenticate(pamh, flags, args):
         policy = load_policy(policy_path)
         # One TPM time budget per login, shared with master_key (see pinutil/deadline.py).
         budget = login_budget(pamh.shared_data("pinutil"), policy.helper_timeout)
-        backend = choose_backend(options["backend"], policy, budget, options["policy"])
+        requester = stdin_requester()  # None: the host acts for itself
+        backend = choose_backend(options["backend"], policy, budget, options["policy"],
+                                 requester)
         name = pamh.get_user()
         _refuse_if_not_offered(pamh, options)
         try:
             user = User(name, pwd.getpwnam(name).pw_uid)
         except KeyError:
             raise errors.UnknownUser("unknown user") from None
+        _refuse_for_another(requester, user)
         if options.get("debug"):
             pamh.syslog(syslog.LOG_DEBUG, f"backend {backend.name} for {name}")
         status = backend.status(user)

@@ -25,6 +25,10 @@ holder can already log in with it, and gains nothing by a new one.
 
 `test` being self-only is what stops a setgid-tss caller from typing wrong PINs for
 other users until every index is locked.
+
+A root service that authenticates for someone else's client (polkit 127's
+socket-activated agent helper, any local user's agent at the other end of its stdin)
+says so: the rules then apply to that client (`acting_for`), never more than root.
 """
 from __future__ import annotations
 
@@ -91,6 +95,23 @@ def current_caller() -> User:
 def resolve_target(spec: str | None, caller: User) -> User:
     """The user a command acts on: `spec` if given, else the caller."""
     return caller if spec is None else lookup_user(spec)
+
+
+#: uid_t's range; -1 (no account, pinutil.service.peer) is a uid nobody may act on.
+_MAX_UID = 0xFFFFFFFE
+
+
+def acting_for(caller: User, uid: int) -> User:
+    """The caller the rules apply to when `caller` acts on behalf of `uid`: root may
+    narrow itself to any uid (or to -1, no account at all), anyone else names only
+    themselves. It can never widen what the caller may do."""
+    if uid == caller.uid:
+        return caller
+    if not caller.is_root:
+        raise PermissionDenied("only root may act on behalf of another uid")
+    if not -1 <= uid <= _MAX_UID:
+        raise PermissionDenied(f"on behalf of {uid}: not a uid")
+    return User(f"uid {uid}", uid)
 
 
 def _root_or_self(action: str, caller: User, target: User) -> None:

@@ -215,11 +215,16 @@ class DaemonBackend:
 
     name = "daemon"
 
-    def __init__(self, policy: Policy, budget: TpmBudget) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget, on_behalf_of: int | None = None) -> None:
         self.policy = policy
         self.budget = budget
+        # The uid a root host acts for (pinutil.service.requester): the service applies
+        # its rules to that uid, not to root.
+        self.on_behalf_of = on_behalf_of
 
     def _ask(self, fields: dict) -> HelperReply:
+        if self.on_behalf_of is not None:
+            fields["on_behalf_of"] = self.on_behalf_of
         # Exit status 0: a reply only exists when the service sent a whole frame.
         return HelperReply(0, spend(self.budget, _ask_service, self.policy.service_socket,
                                     fields))
@@ -237,15 +242,18 @@ def _ask_service(seconds: float, path: str, fields: dict) -> dict:
     return client.call(path, fields, seconds)
 
 
-def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: str | None = None):
+def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: str | None = None,
+                   on_behalf_of: int | None = None):
     """`direct`, `helper`, `daemon`, or for `auto`: the service when its socket exists;
     else direct only when this process owns its environment (not AT_SECURE: sudo/su must
     never feed their caller's TSS2_* variables to libtss2) and may open the TPM; else the
-    helper. All spend `budget`, the login's TPM time."""
+    helper. All spend `budget`, the login's TPM time. `on_behalf_of`: the uid a root
+    host acts for, which the service checks again (the other backends run in, or for,
+    the host itself: the PAM module's own check before any request is theirs)."""
     if mode not in BACKENDS:
         raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
     if mode == "daemon" or (mode == "auto" and os.path.exists(policy.service_socket)):
-        return DaemonBackend(policy, budget)
+        return DaemonBackend(policy, budget, on_behalf_of)
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
         return DirectBackend(policy, budget, policy_path or DEFAULT_POLICY_PATH)

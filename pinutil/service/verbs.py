@@ -6,9 +6,13 @@ TPM command, and raises the core's domain errors; `answer` turns the outcome int
 reply fields, with the result tokens `pinutil --json` uses (so the PAM side reads both
 with one mapping, pinutil.login).
 
-    pin-status  user            -> enrolled, failures, limit, locked, attempts_left,
+    pin-status  user [on_behalf_of]  -> enrolled, failures, limit, locked, attempts_left,
                                    record ("ok" | "mismatch"), record_problem
-    pin-check   user, pin       -> success, or wrong_pin (+ attempts_left), locked, ...
+    pin-check   user, pin [on_behalf_of]  -> success, or wrong_pin (+ attempts_left), ...
+
+`on_behalf_of` (a uid): the client acts for that uid, and the rules apply to it
+instead (users.acting_for): root narrows itself (tpm_pin in polkit's socket-activated
+agent helper names the agent's uid); anyone else may name only themselves.
     master-key-token  user      -> token (64 hex digits); root callers only
     master-key-status, -load, -clear: the key's administration, root callers only
                                    (master_key_verbs.py)
@@ -140,9 +144,16 @@ def _target(fields: dict) -> User:
     return users.lookup_user(fields["user"])
 
 
+def _caller(caller: User, fields: dict) -> User:
+    """Whom the rules apply to: the peer, or the uid it says it acts for."""
+    if "on_behalf_of" not in fields:
+        return caller
+    return users.acting_for(caller, fields["on_behalf_of"])
+
+
 def pin_status(ctx: Context, caller: User, fields: dict) -> dict:
     user = _target(fields)
-    users.may_status(caller, user)
+    users.may_status(_caller(caller, fields), user)
     with ctx.open_tpm() as tpm:
         st = ctx.pin_index(tpm, user).status()
     if not st.enrolled:
@@ -169,7 +180,7 @@ def _checked_pin(ctx: Context, raw: bytes) -> bytes:
 
 def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
     user = _target(fields)
-    users.may_test(caller, user)  # before any TPM command: no lock-out of others
+    users.may_test(_caller(caller, fields), user)  # before any TPM command: no lock-out of others
     pin = _checked_pin(ctx, fields["pin"])
     with ctx.open_tpm() as tpm:
         index = ctx.pin_index(tpm, user)
@@ -277,6 +288,8 @@ VERBS = {
 TRIES_A_PIN = frozenset({"pin-check", "pin-change", "pin-delete"})
 #: verb -> fields it may have besides the required ones.
 OPTIONAL = {
+    "pin-status": {"on_behalf_of": int},
+    "pin-check": {"on_behalf_of": int},
     "pin-change": {"old_pin": bytes},
     "pin-delete": {"pin": bytes},
 }
