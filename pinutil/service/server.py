@@ -513,9 +513,9 @@ class Server:
         if target_uid is None:
             return
         if result == "wrong_pin" and attempts_left != 0:
-            self.throttle.failed(job.fields["user"], target_uid)
+            self.throttle.failed(target_uid)
         elif result in ("success", "wrong_pin"):  # right, or now locked by the TPM
-            self.throttle.end(job.fields["user"], target_uid)
+            self.throttle.end(target_uid)
 
     def _worker_failed(self, job: _Job | None, why: str) -> None:
         """The worker died or its pipe broke: replace it; the job's client is told."""

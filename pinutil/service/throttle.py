@@ -17,20 +17,25 @@ prompt.)
 Kept in the service's memory only, per account (uid). A non-root caller may check
 only their own PIN, so its requests count against its own uid whatever name they
 carry (another user's name gets "permission denied" from the worker anyway, so the
-delay reveals nothing about other users). Root's requests count against the uid the
-TPM worker found for the name when it last answered a check of it; root is trusted
-anyway, and the PAM module sends the account's own name. Only the user and root can
-make a user's wrong PINs count, so the table holds at most one series per enrolled
-user.
+delay reveals nothing about other users). Root's requests count against the uid
+their name resolves to, exactly as the worker resolves it (users.lookup_user: an
+account name, or a decimal uid when no account has that name), so "65534", "065534"
+and two names of one uid are one series, not one fresh series each (review F6). That
+lookup runs in the event loop, but only while some series is kept (normally none: no
+lookup at all), and it is the NSS lookup the worker makes for every check anyway. A
+wrong PIN counts against the uid the worker found for the name. Only the user and
+root can make a user's wrong PINs count, so the table holds at most one series per
+enrolled user.
 
-Pure bookkeeping, with the clock passed in (tests use a fake one).
+Pure bookkeeping, with the clock and the name lookup passed in (tests use fakes).
 """
 from __future__ import annotations
 
 from math import ceil
 from time import monotonic
 
-from pinutil.users import ROOT_UID
+from pinutil.errors import PinutilError
+from pinutil.users import ROOT_UID, lookup_user
 
 FREE_FAILURES = 2  # wrong PINs in a row with no delay after them
 FIRST_DELAY = 1.0  # seconds after the first delayed one; doubles each time
@@ -52,46 +57,52 @@ class _Series:
         self.failures, self.last = 0, 0.0
 
 
+def account_uid(name: str) -> int | None:
+    """The uid the worker will take `name` for (None: no account, which it refuses)."""
+    try:
+        return lookup_user(name).uid
+    except PinutilError:
+        return None
+
+
 class Throttle:
     """The per-user series of wrong PINs (see the module docstring)."""
 
-    def __init__(self, longest: float = MAX_DELAY, clock=monotonic) -> None:
+    def __init__(self, longest: float = MAX_DELAY, clock=monotonic,
+                 uid_of=account_uid) -> None:
         self.longest = longest  # pinutild --pin-delay-max (0: no delay at all)
         self.clock = clock
+        self.uid_of = uid_of  # a name root asked about -> its account's uid, or None
         self._series: dict[int, _Series] = {}  # uid -> its series
-        self._uids: dict[str, int] = {}  # a name root asked about -> its uid
 
     def wait_left(self, user: str, caller_uid: int) -> int:
         """Whole seconds before a PIN check of `user` by `caller_uid` may go to the
         TPM (0: now)."""
-        uid = self._uids.get(user) if caller_uid == ROOT_UID else caller_uid
+        if not self._series:
+            return 0  # the usual case: nothing to wait for, nothing to look up
+        uid = self.uid_of(user) if caller_uid == ROOT_UID else caller_uid
         series = None if uid is None else self._live(uid)
         if series is None:
             return 0
         left = series.last + delay_after(series.failures, self.longest) - self.clock()
         return max(0, ceil(left))
 
-    def failed(self, user: str, uid: int) -> None:
-        """The TPM counted a wrong PIN for `user`, whose account has `uid`."""
-        self._uids[user] = uid
+    def failed(self, uid: int) -> None:
+        """The TPM counted a wrong PIN of the account `uid`."""
         series = self._live(uid) or self._series.setdefault(uid, _Series())
         series.failures += 1
         series.last = self.clock()
 
-    def end(self, user: str, uid: int) -> None:
-        """The right PIN for `user` (`uid`), or the TPM has now locked the PIN (its
-        own refusal, "locked", then says more than a delay would): the series ends."""
+    def end(self, uid: int) -> None:
+        """The right PIN of the account `uid`, or the TPM has now locked it (its own
+        refusal, "locked", then says more than a delay would): the series ends."""
         self._series.pop(uid, None)
-        self._uids.pop(user, None)
 
     def forget_at(self) -> float | None:
         """When the last series ends by itself (None: none is kept). The service does
         not exit for idleness before then: leaving would end every series early."""
         for uid in list(self._series):
             self._live(uid)
-        for name, uid in list(self._uids.items()):
-            if uid not in self._series:
-                del self._uids[name]
         if not self._series:
             return None
         return max(s.last for s in self._series.values()) + FORGET_AFTER

@@ -151,6 +151,7 @@ def run(data: bytes) -> None:
     limits = server.Limits(max_connections=6, max_per_uid=3)
     service = StrictServer(listener, "/nonexistent/policy", limits)
     service.throttle.clock = CLOCK
+    service.throttle.uid_of = lambda name: 1000  # every name is the fake worker's account
     service.worker = worker = FakeWorker(service.throttle)
     service.listen()
     clients: list[socket.socket] = []

@@ -31,7 +31,7 @@ def clock():
     with open(path) as f:
         return float(f.read())
 
-throttle.Throttle.__init__.__defaults__ = (throttle.MAX_DELAY, clock)
+throttle.Throttle.__init__.__defaults__ = (throttle.MAX_DELAY, clock, throttle.account_uid)
 sys.exit(service.main(sys.argv[1:]))
 """
 
@@ -187,5 +187,29 @@ def test_wrong_old_pins_of_a_change_count_like_wrong_logins(pin_env):
             reply = service.ask(AS_NOBODY, verb=verb, user="nobody", **fields)
             assert reply["result"] == "throttled", reply
         assert pin_env.counter("nobody") == (3, LIMIT)
+    finally:
+        service.stop()
+
+
+def test_aliases_of_one_account_share_its_series(pin_env):
+    """Root's checks of "65534", "065534", ... are nobody's (users.lookup_user, as the
+    worker reads them): throttled like "nobody", never fresh attempts at the TPM
+    (review F6: on the old code, each alias reached the TPM)."""
+    enrol(pin_env, "nobody")
+    service, clock = start(pin_env)
+    try:
+        for _ in range(3):
+            assert check(service, "nobody", WRONG)["result"] == "wrong_pin"
+        for alias in ("65534", "065534", "0000065534", "nobody"):
+            assert check(service, alias, WRONG)["result"] == "throttled", alias
+        assert check(service, "nobody", PIN.encode(), AS_NOBODY)["result"] == "throttled"
+        assert pin_env.counter("nobody") == (3, LIMIT)
+        clock.advance(1)  # a wrong PIN by an alias counts against nobody too
+        assert check(service, "065534", WRONG)["attempts_left"] == LIMIT - 4
+        assert check(service, "nobody", PIN.encode())["retry_after"] == 2
+        clock.advance(2)
+        assert check(service, "65534", PIN.encode()) == {"result": "success"}
+        assert check(service, "nobody", WRONG)["result"] == "wrong_pin"  # a new series
+        assert pin_env.counter("nobody") == (1, LIMIT)
     finally:
         service.stop()
