@@ -200,7 +200,8 @@ _OUTCOME_LINE = re.compile(r"\[tpm_pin\] (PIN accepted for |no PIN login for .*\
 
 
 def outcomes_from_syslog(messages) -> Counter:
-    """One outcome per transaction: success / wrong_pin / unavailable / other:<line>."""
+    """One outcome per transaction: success / wrong_pin / unavailable / other:<line>;
+    `late` counts the unavailable ones that ran out of time (a subset, not an outcome)."""
     seen: Counter = Counter()
     for message in messages:
         m = _OUTCOME_LINE.search(message)
@@ -212,6 +213,8 @@ def outcomes_from_syslog(messages) -> Counter:
             seen["wrong_pin"] += 1
         elif m.group(2) == "tpm_unavailable":
             seen["unavailable"] += 1
+            if "did not answer within" in message:  # the deadline, maybe after the PIN went
+                seen["late"] += 1
         else:
             seen[f"other: {message}"] += 1
     return seen
@@ -237,8 +240,8 @@ def test_one_host_many_threads(pin_env, syslog_capture, typed):
     assert report["transactions"] == total
     seen = outcomes_from_syslog(syslog_capture.messages())
     why = f"{dict(seen)}\n{syslog_capture.text()[-3000:]}"
-    assert sum(seen.values()) == total, why  # one outcome line per transaction
-    assert set(seen) <= {"success", "unavailable", "wrong_pin"}, why
+    assert sum(seen.values()) - seen["late"] == total, why  # one outcome per transaction
+    assert set(seen) <= {"success", "unavailable", "wrong_pin", "late"}, why
     failures, limit = pin_env.counter(USER)
     assert limit == HIGH_LIMIT
     if typed == PIN:
@@ -248,8 +251,11 @@ def test_one_host_many_threads(pin_env, syslog_capture, typed):
     else:
         assert seen["success"] == 0, why
         # Exactly the wrong-PIN transactions failed (AUTH_ERR), and the TPM counted each
-        # of them once: the unavailable ones were never counted.
-        assert report["failures"] == seen["wrong_pin"] == failures, why
+        # of them once. An unavailable one was never counted, unless it ran out of time:
+        # the deadline may pass after the PIN went out and the TPM counted it (a loaded
+        # machine), and then nobody can know; it still fails closed.
+        assert report["failures"] == seen["wrong_pin"], why
+        assert seen["wrong_pin"] <= failures <= seen["wrong_pin"] + seen["late"], why
         assert failures >= 1, why
     tpm_left_nothing_loaded(pin_env)
     print(f"threads {THREADS}x{REPEAT} ({'right' if typed == PIN else 'wrong'} PIN): "
