@@ -14,7 +14,10 @@ one named user, with the conversation on that user's own connection, and answer
 One request per connection, from pinutild only:
 
     pinutild -> proof   a frame {user, uid} with the client's connection attached
-                        (SCM_RIGHTS): `uid` is the client's, from SO_PEERCRED
+                        (SCM_RIGHTS): `uid` is the client's, from SO_PEERCRED;
+                        the proof reads that connection's SO_PEERCRED itself
+                        and refuses unless it is `uid` (a socketpair made
+                        by the pinutild account carries the pinutild uid)
     proof -> client     prompt frames {prompt, style}; the client answers the ones
                         that ask (style echo_off or echo_on) with a frame {answer}
     proof -> pinutild   the verdict {result, error}: "success", or wrong_password,
@@ -210,9 +213,14 @@ def prove(user_name: str, uid: int, client: socket.socket,
     from pinutil.pin.password_proof import prove_password
 
     caller = target = None
+    connected = connected_uid(client)  # the caller: the kernel's word, not pinutild's
     try:
-        caller = users.user_by_uid(uid)
+        caller = users.user_by_uid(connected)
         target = users.lookup_user(user_name)
+        if connected != uid:
+            raise errors.PermissionDenied(
+                f"the attached connection is uid {connected}'s, not uid {uid}'s: a "
+                "password proof runs only on the enrolling user's own connection")
         users.may_setup(caller, target)
         if not users.setup_needs_password(caller):
             raise errors.PermissionDenied("root enrols without a password proof")
@@ -221,8 +229,18 @@ def prove(user_name: str, uid: int, client: socket.socket,
         return {"result": "success"}
     except errors.PinutilError as e:
         fields = e.json_fields()
-        audit.log("setup", caller, target, user_name, e.token, uid)
+        audit.log("setup", caller, target, user_name, e.token, connected)
         return {"result": fields["result"], "error": errors.one_line(fields["error"])[:300]}
+
+
+def connected_uid(client: socket.socket) -> int:
+    """The effective uid the kernel recorded when the client connected (SO_PEERCRED).
+    The proof believes this, not pinutild's word: whoever runs as pinutild could
+    otherwise attach a socketpair of its own and ask for anyone's password (review F3).
+    The enrolling `pinutil` is plain 0755 (effective uid = real uid); a set-uid root
+    client arrives as 0 and is refused, which costs nothing: root needs no proof."""
+    creds = client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
 def _serve_forked(listener: socket.socket, allowed: set[int]) -> None:

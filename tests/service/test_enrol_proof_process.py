@@ -220,6 +220,57 @@ def test_the_proof_process_refuses_another_users_password(pin_env, shape):
         kept.close()
 
 
+# The service's account asking the proof process for USER's password on a socketpair
+# of its own (review F3: a compromised pinutild as a root-run password oracle). Prints
+# per guess whether a prompt reached its "client" end, and the verdict.
+_ORACLE = """
+import array, socket, sys
+sys.path.insert(0, ROOT_DIR)
+from pinutil.service import protocol
+def frame(sock):
+    header = b""
+    while len(header) < 4:
+        data = sock.recv(4 - len(header))
+        if not data:
+            return None
+        header += data
+    body = b""
+    while len(body) < int.from_bytes(header, "big"):
+        body += sock.recv(4096)
+    return protocol.decode_body(body)
+for guess in sys.argv[3:]:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(60)
+    conn.connect(sys.argv[1])
+    theirs, mine = socket.socketpair()
+    mine.settimeout(60)
+    conn.sendmsg([protocol.encode({"user": sys.argv[2], "uid": UID})],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [theirs.fileno()]))])
+    theirs.close()
+    prompt = frame(mine)
+    if prompt is not None:
+        mine.sendall(protocol.encode({"answer": guess.encode()}))
+    print(prompt is not None, frame(conn)["result"])
+    conn.close()
+    mine.close()
+""".replace("ROOT_DIR", repr(ROOT)).replace("UID", str(UID))
+
+
+def test_the_service_account_gets_no_password_oracle(pin_env, shape):
+    """Whoever runs as pinutild (a compromised service) attaches a connection of its
+    own, not the enrolling user's: the proof process reads that connection's
+    SO_PEERCRED (the pinutild uid, not USER's) and refuses before PAM, for a wrong
+    guess and for the real password alike (the old code said wrong_password, then
+    success: a root-run oracle for every account)."""
+    shape.start_proof()
+    done = subprocess.run([*shape.accounts.prefix(), *shape.as_service, PYTHON, "-I", "-c",
+                           _ORACLE, shape.proof_socket, USER, "guess", PASSWORD],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["False permission_denied"] * 2, done.stdout
+
+
 def test_a_plain_pinutil_enrols_through_the_production_shape_and_logs_in(pin_env, shape):
     """Everything as it is installed: pinutild as its own account with --proof, the
     root proof process, a 0755 `pinutil` run by the user, and the login through libpam
