@@ -51,17 +51,21 @@ from pinutil.users import ROOT_UID, User
 class Limits:
     """The service's bounds; the defaults are the documented ones (docs/pinutild.md)."""
 
-    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "pin_delay_max",
-                 "probe_seconds", "request_seconds", "tpm_seconds")
+    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "max_proofs_per_uid",
+                 "pin_delay_max", "probe_seconds", "request_seconds", "tpm_seconds")
 
     def __init__(self, request_seconds: float = 5.0, tpm_seconds: float = 3.0,
                  max_connections: int = 256, max_per_uid: int = 16,
                  idle_exit: float = 0.0, probe_seconds: float = 1.0,
-                 pin_delay_max: float = MAX_DELAY) -> None:
+                 pin_delay_max: float = MAX_DELAY, max_proofs_per_uid: int = 1) -> None:
         self.request_seconds = request_seconds  # whole request, then whole reply
         self.tpm_seconds = tpm_seconds  # one request's wait for the TPM worker
         self.max_connections = max_connections
         self.max_per_uid = max_per_uid
+        # Password proofs at once per uid: each holds a root process (one of the proof
+        # socket's MaxConnections) until the user answers; one user must not hold them
+        # all (review F7), and nobody needs two enrolments at once.
+        self.max_proofs_per_uid = max_proofs_per_uid
         self.idle_exit = idle_exit  # 0: never
         self.probe_seconds = probe_seconds  # between probes while the breaker is open
         self.pin_delay_max = pin_delay_max  # the per-user delay's cap (0: none)
@@ -117,6 +121,7 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, _Connection] = {}
         self.per_uid: dict[int, int] = {}
+        self.proofs_per_uid: dict[int, int] = {}  # running password proofs
         self.worker = Worker(policy_path)
         self.jobs = FairQueue()  # waiting for the worker, in turns per uid
         self.throttle = Throttle(self.limits.pin_delay_max)  # delays after wrong PINs
@@ -371,12 +376,19 @@ class Server:
         if conn.caller.is_root:
             self._ask_new_pin(conn)
             return
+        uid = conn.caller.uid
+        if self.proofs_per_uid.get(uid, 0) >= self.limits.max_proofs_per_uid:
+            self._reply(conn, _frame(verbs.error_reply(errors.PermissionDenied(
+                "a password proof of yours is already running: answer or cancel that "
+                "setup first"))))
+            return
         try:
             conn.proof = prover.start(self.proof_socket, request["user"], conn.caller.uid,
                                       conn.sock, conn)
         except errors.PinutilError as e:
             self._reply(conn, _frame(verbs.error_reply(e)))
             return
+        self.proofs_per_uid[uid] = self.proofs_per_uid.get(uid, 0) + 1
         self.selector.unregister(conn.sock)
         self.selector.register(conn.proof.sock, selectors.EVENT_READ, conn.proof)
         conn.state = _PROVING
@@ -400,6 +412,11 @@ class Server:
 
     def _end_proof(self, conn: _Connection) -> None:
         proof, conn.proof = conn.proof, None
+        uid = conn.caller.uid
+        if self.proofs_per_uid[uid] > 1:
+            self.proofs_per_uid[uid] -= 1
+        else:
+            del self.proofs_per_uid[uid]
         self.selector.unregister(proof.sock)
         proof.close()
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)

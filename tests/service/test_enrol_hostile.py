@@ -137,3 +137,30 @@ def test_a_killed_service_loses_no_enrolment(pin_env, service, stage):
         reply = converse(service.socket, {"verb": "pin-setup", "user": USER},
                          [PASSWORD, PIN2], as_user())
         assert reply["reply"]["result"] == "success"
+
+
+def test_one_password_proof_per_user_at_a_time(pin_env, service, accounts):
+    """A user whose proof waits for their password cannot start another (each holds a
+    root process: with 16 of them one user held every slot of the proof socket and
+    blocked everyone's enrolment, review F7); another user enrols meanwhile; once the
+    first proof has its verdict, the user may start a setup again."""
+    other, other_uid, other_password = "pinutilother", UID + 1, "an0ther pa55word"
+    accounts.add_user(other, other_uid, other_password)
+    first = hostile(service.socket, [("send", SETUP), ("read",), ("hold",),
+                                     ("send", protocol.encode({"answer": b"wrong"})),
+                                     ("read",)], as_user())
+    assert next_line(first)["style"] == "echo_off"
+    second = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PASSWORD, PIN],
+                      as_user())
+    assert second["prompts"] == [], second  # refused before any proof: no prompt
+    assert second["reply"]["result"] == "permission_denied", second
+    assert "already running" in second["reply"]["error"]
+    meanwhile = converse(service.socket, {"verb": "pin-setup", "user": other},
+                         [other_password, PIN2], as_user(other_uid))
+    assert meanwhile["reply"]["result"] == "success", meanwhile
+    assert first.poll() is None  # the first proof still waits for its password
+    assert finish(first)[0]["result"] == "wrong_password"  # read after its proof ended
+    assert nothing_enrolled(pin_env)
+    again = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PASSWORD, PIN],
+                     as_user())
+    assert again["reply"]["result"] == "success", again
