@@ -39,6 +39,9 @@ from pinutil.errors import PermissionDenied, UnknownUser
 from pinutil.record import Record
 
 ROOT_UID = 0
+#: The system account pinutild runs as (systemd/pinutild.service): the one place that
+#: names it (the service's client, its records, its proof process, the master key).
+SERVICE_USER = "pinutild"
 _MAX_NAME = 256
 
 

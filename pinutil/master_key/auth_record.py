@@ -36,7 +36,6 @@ import os
 from pinutil import securefile
 from pinutil.errors import MasterKeyError
 
-SERVICE_USER = "pinutild"  # the account systemd/pinutild.service runs as
 HEADER = "pinutil-master-key-auth 1"
 AUTH_SIZE = 32  # a SHA-256 object's authValue holds at most its digest size
 NAME_SIZE = 34  # nameAlg (SHA-256) || digest
@@ -55,7 +54,9 @@ def new_auth_value() -> bytes:
 
 
 def _service_account() -> tuple[int, int] | None:
-    import pwd
+    import pwd  # here, like the name: off the token path's import budget
+
+    from pinutil.users import SERVICE_USER
 
     try:
         entry = pwd.getpwnam(SERVICE_USER)
@@ -78,6 +79,8 @@ def load(path: str) -> dict[bytes, bytes]:
                                     forbidden=securefile.GROUP_OR_OTHERS_ANY,
                                     max_bytes=MAX_BYTES)
     except securefile.Refused as e:
+        from pinutil.users import SERVICE_USER
+
         raise MasterKeyError(
             f"master key authorisation record {path} {e}: it must be a regular file of "
             f"root or {SERVICE_USER}, readable by its owner only") from None

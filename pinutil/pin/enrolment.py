@@ -100,14 +100,13 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
     return _parse(data, path)
 
 
-#: The account pinutild runs as (systemd/pinutild.service): it writes the records of
-#: the enrolments it does. It could replace any record anyway (the directory is
-#: writable by its group tss), so its files are trusted like root's.
-SERVICE_USER = "pinutild"
-
-
 def _service_uid() -> tuple[int, ...]:
+    """The account pinutild runs as writes the records of the enrolments it does. It
+    could replace any record anyway (the directory is writable by its group tss), so
+    its files are trusted like root's."""
     import pwd
+
+    from pinutil.users import SERVICE_USER
 
     try:
         return (pwd.getpwnam(SERVICE_USER).pw_uid,)

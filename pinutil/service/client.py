@@ -14,7 +14,6 @@ from time import monotonic, sleep
 from pinutil import errors
 from pinutil.service import protocol
 
-SERVICE_USER = "pinutild"  # the system user systemd/pinutild.service runs as
 _LOWER_HEX = frozenset("0123456789abcdef")
 
 
@@ -103,6 +102,8 @@ def _require_trusted_server(sock, path: str) -> None:
     if uid == 0:
         return
     import pwd
+
+    from pinutil.users import SERVICE_USER  # here: a root service needs neither
 
     try:
         service_uid = pwd.getpwnam(SERVICE_USER).pw_uid

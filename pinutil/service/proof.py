@@ -50,12 +50,12 @@ from time import monotonic
 
 from pinutil import audit, errors, users
 from pinutil.service import protocol
+from pinutil.users import SERVICE_USER
 
 MAX_PROMPTS = 8  # pam_unix asks once; a stack that asks more is cut off
 ANSWER_SECONDS = 60.0  # one answer: a person typing
 PROOF_SECONDS = 180.0  # the whole proof
 REQUEST_SECONDS = 5.0  # pinutild's request
-SERVICE_USER = "pinutild"
 SD_LISTEN_FDS_START = 3
 
 #: PAM message styles (pam_appl.h) as the wire names them.

@@ -45,7 +45,7 @@ from pinutil.service.fairqueue import FairQueue
 from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
 from pinutil.service.throttle import MAX_DELAY, Throttle
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
-from pinutil.users import ROOT_UID, User
+from pinutil.users import ROOT_UID, SERVICE_USER, User
 
 
 class Limits:
@@ -72,7 +72,7 @@ class Limits:
 
 
 _READING, _WORKING, _WRITING, _PROVING = range(4)
-_SERVICE = User("pinutild", -1)  # the caller of the breaker's probes
+_SERVICE = User(SERVICE_USER, -1)  # the caller of the breaker's probes
 
 
 class _Connection:
