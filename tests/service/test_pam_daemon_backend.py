@@ -5,7 +5,8 @@ helper) logs in with a PIN through the service, where the helper and direct back
 cannot. `auto` picks the service whenever its socket exists.
 
 Every existing tpm_pin test also runs with the daemon backend
-(tests/test_tpm_pin_module.py, `backend` fixture).
+(tests/test_tpm_pin_module.py, `backend` fixture). polkit 127's helper itself runs as
+root, for the agent on its stdin: tests/service/test_acting_for.py.
 """
 from __future__ import annotations
 
