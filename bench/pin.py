@@ -27,7 +27,7 @@ from pinutil.pin.policy import load_policy
 from pinutil.pin import salt_key
 from pinutil.tpm.context import Tpm
 policy = load_policy({policy!r})
-name = salt_key.load(salt_key.record_path({policy!r}))
+name = salt_key.load(policy.salt_key_record)
 def check():  # what the direct backend's child does, without the child
     with Tpm(policy.tcti) as tpm:
         PinIndex(tpm, PinIndex.handle_for(0, policy.nv_base), name).check({pin!r}.encode(),
@@ -54,7 +54,7 @@ def pin_setup(ctx: Context) -> Iterator[dict[str, str]]:
         policy = os.path.join(mine, "policy")
         with open(policy, "w") as f:
             f.write(f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n"
-                    f"enrolment_dir = {mine}/enrolments\n"
+                    f"state_dir = {mine}\n"
                     "pin_lockout_max_attempts = 5\nhelper_timeout = 10\n")
         os.chmod(policy, 0o644)
         subprocess.run([PINUTIL, "--policy", policy, "--stdin", "setup", "root"],

@@ -80,7 +80,7 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
             # The owner password is read in the child, and only if the salt key must be
             # created (no persistent one): the host never holds it.
             token = run_in_child(budget, user_token, policy.tcti, user, None,
-                                 salt_key.recorded_name_if_any(policy_path),
+                                 salt_key.recorded_name_if_any(policy),
                                  policy.master_key_auth_file,
                                  owner_auth.loader(policy.owner_auth_file))
         pamh.authtok = token

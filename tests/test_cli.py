@@ -74,7 +74,7 @@ class Cli:
 
     def write_policy(self, extra: str = "", tcti: str | None = None) -> None:
         with open(self.policy, "w") as f:
-            f.write(f"tcti = {tcti or self.swtpm.tcti}\nenrolment_dir = {self.enrolment_dir}\n"
+            f.write(f"tcti = {tcti or self.swtpm.tcti}\nstate_dir = {self.policy_dir}\n"
                     f"{extra}")
         os.chmod(self.policy, 0o644)
 

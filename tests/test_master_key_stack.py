@@ -62,7 +62,7 @@ class Stack:
         with open(self.policy, "w") as f:
             f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
                     f"master_key_auth_file = {workdir}/pinutild/master_key_auth\n"
-                    f"enrolment_dir = {workdir}/enrolments\nhelper_timeout = 1\n")
+                    f"state_dir = {workdir}\nhelper_timeout = 1\n")
         os.chmod(self.policy, 0o644)
         passdb = os.path.join(workdir, "passdb")
         with open(passdb, "w") as f:
@@ -288,7 +288,7 @@ def module_env(swtpm):
     with open(policy, "w") as f:
         f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {workdir}/sealed\n"
                 f"master_key_auth_file = {workdir}/pinutild/master_key_auth\n"
-                f"enrolment_dir = {workdir}/enrolments\n")
+                f"state_dir = {workdir}\n")
     os.chmod(policy, 0o644)
     try:
         yield _load_module(), policy, swtpm

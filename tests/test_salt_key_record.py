@@ -81,7 +81,7 @@ def test_a_check_without_the_right_record_fails_closed(pin_env, syslog_capture, 
     report = login(pin_env, syslog_capture, backend)
     assert result_code(report, "auth") == PAM_AUTHINFO_UNAVAIL
     expected = {"missing": "no salt key is recorded", "other-key": "not the recorded one",
-                "not-root": "root-owned", "symlink": "symbolic link",
+                "not-root": "owned by root or pinutild", "symlink": "symbolic link",
                 "garbage": "does not hold"}[damage]
     assert any(expected in m for m in syslog_capture.messages()), syslog_capture.messages()
     assert pin_env.counter("root") == (0, 3)  # no PIN was sent

@@ -63,7 +63,7 @@ _WORKER = textwrap.dedent("""
     user = User("root", 0)
     for line in sys.stdin:
         pin = line.strip().encode()
-        backend = DirectBackend(policy, TpmBudget(policy.helper_timeout), sys.argv[2])
+        backend = DirectBackend(policy, TpmBudget(policy.helper_timeout))
         try:  # what modules/tpm_pin.py does: status first, then one check
             status = backend.status(user)
             if not status.enrolled:
@@ -127,7 +127,7 @@ class Sweep:
         self.enrolments = os.path.join(workdir, "enrolments")
         with open(self.policy, "w") as f:
             f.write(f"tcti = {self.proxy.tcti}\nhelper_timeout = 20\n"
-                    f"enrolment_dir = {self.enrolments}\n")
+                    f"state_dir = {workdir}\n")
         self.direct = Tpm(swtpm.tcti)  # the oracle's own connection, never faulted
         self.worker: subprocess.Popen | None = None
 
@@ -209,7 +209,7 @@ def sweep(swtpm):
     with Tpm(swtpm.tcti) as tpm:
         name = sapi.salt_key_name(tpm, persist=False)
         PinIndex(tpm, HANDLE, name).define(PIN.encode(), LIMIT)
-    salt_key.save(salt_key.record_path(os.path.join(workdir, "policy")), name)
+    salt_key.save(os.path.join(workdir, "salt_key"), name)
     s = Sweep(swtpm, workdir)
     enrolment.write(s.enrolments, enrolment.EnrolmentRecord(
         uid=UID, user="root", nv_index=HANDLE, enrolled=enrolment.now_utc()), as_root=True)

@@ -310,7 +310,7 @@ def test_a_control_the_attack_works_against_a_client_that_trusts_its_key(enrolle
 
 def _genuine_name(env) -> bytes:
     from pinutil.pin import salt_key
-    return salt_key.load(salt_key.record_path(env.policy))
+    return salt_key.load(os.path.join(env.dir, "salt_key"))
 
 
 # ---- (b) a replayed genuine answer -------------------------------------------------------

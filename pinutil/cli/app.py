@@ -501,9 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pinutil.cli import master_key as cli_master_key
     from pinutil.cli import owner as cli_owner
     from pinutil.cli import salt_key as cli_salt_key
+    from pinutil.cli import state as cli_state
     cli_master_key.add_parser(sub)
     cli_salt_key.add_parser(sub)
     cli_owner.add_parser(sub)
+    cli_state.add_parser(sub)
     return parser
 
 

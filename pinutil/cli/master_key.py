@@ -135,7 +135,7 @@ def cmd_get_user_token(ctx) -> dict:
                                         SERVICE_SECONDS)
     else:
         token = user_token(ctx.policy.tcti, ctx.args.token_user,
-                           salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path),
+                           salt_key_name=salt_key.recorded_name_if_any(ctx.policy),
                            auth_path=ctx.policy.master_key_auth_file,
                            owner_auth=_owner_auth(ctx))
     return {"token_user": ctx.args.token_user, "token": token, "message": token}
@@ -233,7 +233,7 @@ def _open_key(ctx):
         key = _ServiceKey(ctx.policy.service_socket)
         return lambda: contextlib.nullcontext(key)
     return lifecycle.direct_key(ctx.policy.tcti, ctx.policy.master_key_auth_file,
-                                salt_key.recorded_name_if_any(ctx.policy_path),
+                                salt_key.recorded_name_if_any(ctx.policy),
                                 owner_auth=_owner_auth(ctx))
 
 

@@ -18,7 +18,7 @@ from pinutil.tpm import sapi
 
 
 def recorded_salt_key_name(ctx, tpm) -> bytes:
-    path = salt_key.record_path(ctx.policy_path)
+    path = ctx.policy.salt_key_record
     # Not made persistent here: setup does that once, after the enrolment.
     name, recorded_now = salt_key.trusted_name(
         path, lambda: sapi.salt_key_name(tpm, persist=False),
@@ -33,7 +33,7 @@ def _open(ctx):
 
 
 def cmd_record(ctx) -> dict:
-    path = salt_key.record_path(ctx.policy_path)
+    path = ctx.policy.salt_key_record
     with _open(ctx) as tpm:
         name = sapi.salt_key_name(tpm)
     try:
@@ -48,7 +48,7 @@ def cmd_record(ctx) -> dict:
 
 
 def cmd_show(ctx) -> dict:
-    path = salt_key.record_path(ctx.policy_path)
+    path = ctx.policy.salt_key_record
     try:
         recorded = salt_key.load(path)
     except TpmUnavailable as e:

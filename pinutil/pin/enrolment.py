@@ -11,13 +11,13 @@ and a login offers the PIN only if the record names the same uid, user name and 
 no PIN prompt (`EnrolmentMismatch`, PAM_AUTHINFO_UNAVAIL): an index enrolled by pinpam
 or before records existed is offered only after root runs `pinutil adopt USER`.
 
-Trust: `enrolment_dir` comes from the policy (root's file). The directory must be
-owned by root and not writable by others; the installed layout is root:tss 0770, so
-the set-gid-tss `pinutil` can write records while users cannot even reach them (they
-own the record file pinutil wrote for them, but cannot traverse the directory). A
-record file must be a regular file (no symlink) owned by root, by its uid or by the
-account of pinutild (which writes the records of the enrolments it does), and not
-writable by group or others. Everything is opened relative to the directory's fd.
+Where: `enrolment_dir` is derived by the policy from its `state_dir` (the service's
+state directory, pin/state.py), so records are written by whoever enrols: the
+service, root's `pinutil`, or the fallback's set-gid `pinutil`. Trust (pin/state.py):
+the state directory owned by root or the service user and writable by no one else;
+`enrolments` the same, closed to others; a record a regular file (no symlink) owned
+by root, the service user or its own uid, not writable by group or others. Everything
+is opened relative to the checked directories' descriptors.
 
 Only the stdlib is imported: `verify` is on the login path.
 """
@@ -29,6 +29,7 @@ import time
 
 from pinutil import securefile
 from pinutil.errors import EnrolmentMismatch, PinutilError
+from pinutil.pin import state
 from pinutil.record import Record
 
 MAX_RECORD_BYTES = 4096
@@ -60,18 +61,22 @@ class RecordError(PinutilError):
 
 
 def _open_dir(directory: str) -> int | None:
-    """An fd of the trusted directory; None if it does not exist. Root's, and closed to
-    others entirely (root:tss 0770): no one outside the group may list who is enrolled
-    or reach a record."""
+    """An fd of the trusted records' directory; None if it (or the state directory)
+    does not exist."""
+    state_dir, name = os.path.split(directory.rstrip("/"))
     try:
-        return securefile.open_directory(directory, owners=(0,),
-                                         forbidden=securefile.OTHERS_ANY)
-    except securefile.Refused as e:
-        raise RecordError(f"enrolment directory {directory} {e}: it must be owned by "
-                          "root and closed to others (root:tss 0770)") from None
+        state_fd = state.open_state_dir(state_dir)
+        if state_fd is None:
+            return None
+        try:
+            return state.open_child_dir(state_fd, state_dir, name)
+        finally:
+            os.close(state_fd)
+    except state.StateError as e:
+        raise RecordError(f"enrolment records: {e}") from None
 
 
-def _parse(data: bytes, path: str) -> EnrolmentRecord:
+def parse(data: bytes, path: str) -> EnrolmentRecord:
     try:
         fields = dict(line.split("=", 1) for line in data.decode("utf-8").splitlines())
         return EnrolmentRecord(uid=int(fields["uid"]), user=fields["user"],
@@ -88,7 +93,7 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
         return None
     path = os.path.join(directory, str(uid))
     try:
-        data = securefile.read_file(str(uid), owners=(0, uid, *_service_uid()),
+        data = securefile.read_file(str(uid), owners=state.trusted_owners(uid),
                                     forbidden=securefile.GROUP_OR_OTHERS_WRITE,
                                     max_bytes=MAX_RECORD_BYTES, dir_fd=dfd)
     except securefile.Refused as e:
@@ -97,21 +102,7 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
         os.close(dfd)
     if data is None:
         return None
-    return _parse(data, path)
-
-
-def _service_uid() -> tuple[int, ...]:
-    """The account pinutild runs as writes the records of the enrolments it does. It
-    could replace any record anyway (the directory is writable by its group tss), so
-    its files are trusted like root's."""
-    import pwd
-
-    from pinutil.users import SERVICE_USER
-
-    try:
-        return (pwd.getpwnam(SERVICE_USER).pw_uid,)
-    except KeyError:
-        return ()
+    return parse(data, path)
 
 
 def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecord:
@@ -132,15 +123,6 @@ def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecor
     return found
 
 
-def _tss_gid() -> int:
-    import grp
-
-    try:
-        return grp.getgrnam("tss").gr_gid
-    except KeyError:
-        return 0
-
-
 def _ensure_dir(directory: str, as_root: bool) -> int:
     dfd = _open_dir(directory)
     if dfd is not None:
@@ -148,19 +130,16 @@ def _ensure_dir(directory: str, as_root: bool) -> int:
     if not as_root:
         raise RecordError(
             f"the enrolment directory {directory} does not exist: root creates it (a "
-            f"`pinutil setup` run by root does, or `install -d -m 0770 -g tss {directory}`)")
-    os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+            "`pinutil setup` run by root does, and so do `make install` and the package)")
+    state_dir, name = os.path.split(directory.rstrip("/"))
     try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
-    else:
-        os.chown(directory, 0, _tss_gid())
-        os.chmod(directory, 0o770)
-    dfd = _open_dir(directory)
-    if dfd is None:
-        raise RecordError(f"cannot create the enrolment directory {directory}")
-    return dfd
+        state_fd = state.ensure_state_dir(state_dir)
+        try:
+            return state.ensure_child_dir(state_fd, state_dir, name)
+        finally:
+            os.close(state_fd)
+    except state.StateError as e:
+        raise RecordError(f"enrolment records: {e}") from None
 
 
 def check_writable(directory: str, as_root: bool) -> None:
@@ -184,7 +163,8 @@ def write(directory: str, record: EnrolmentRecord, as_root: bool) -> None:
         raise RecordError(f"user name {record.user[:64]!r} cannot be recorded")
     dfd = _ensure_dir(directory, as_root)
     try:
-        securefile.replace_file(dfd, str(record.uid), record.text().encode("utf-8"), 0o640)
+        securefile.replace_file(dfd, str(record.uid), record.text().encode("utf-8"), 0o640,
+                                owner=state.owner_for_new_files(dfd))
     except OSError as e:
         raise RecordError(f"cannot write the enrolment record in {directory}: "
                           f"{e.strerror}") from None

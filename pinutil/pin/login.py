@@ -33,7 +33,7 @@ import os
 
 from pinutil import errors
 from pinutil.deadline import TpmBudget, run_in_child, spend
-from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy
+from pinutil.pin.policy import Policy
 from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.record import Record
 from pinutil.setid import running_setid
@@ -62,13 +62,11 @@ class DirectBackend:
 
     name = "direct"
 
-    def __init__(self, policy: Policy, budget: TpmBudget,
-                 policy_path: str = DEFAULT_POLICY_PATH) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget) -> None:
         import pinutil.tpm.context  # noqa: F401 - imported once here, not in every child
 
         self.policy = policy
         self.budget = budget
-        self.policy_path = policy_path  # the salt key record lives next to it
 
     def _handle(self, user: User) -> int:
         from pinutil.pin.index import PinIndex  # TPM code: only this backend loads it
@@ -96,7 +94,7 @@ class DirectBackend:
     def _check(self, user: User, pin: bytes) -> bool:
         from pinutil.pin import salt_key
 
-        path = salt_key.record_path(self.policy_path)
+        path = self.policy.salt_key_record
         with self._open() as tpm:
             self._index(tpm, user, lambda: salt_key.load(path)).check(
                 pin, salted=self.policy.salted)
@@ -256,5 +254,5 @@ def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: st
         return DaemonBackend(policy, budget, on_behalf_of)
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
-        return DirectBackend(policy, budget, policy_path or DEFAULT_POLICY_PATH)
+        return DirectBackend(policy, budget)
     return HelperBackend(policy, budget, policy_path)

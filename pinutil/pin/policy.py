@@ -32,7 +32,8 @@ Keys, defaults and limits:
                                       time one whole login may spend (all modules)
     pin_session               salted  salted | plain
     master_key_file           /var/pinpam/sealed_master_key   absolute
-    enrolment_dir             /var/lib/pinpam/enrolments      absolute (enrolment records)
+    state_dir                 /var/lib/pinutild               absolute (the service's state:
+                                      enrolment records, salt key record; pin/state.py)
     service_socket            /run/pinutild.sock              absolute (pinutild; `auto`
                                       uses the service whenever this socket exists)
     master_key_auth_file      /var/lib/pinutild/master_key_auth   absolute (the master
@@ -102,7 +103,7 @@ class Policy(Record):
     __slots__ = _FIELDS = (
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
-        "enrolment_dir", "service_socket", "master_key_auth_file", "owner_auth_file",
+        "state_dir", "service_socket", "master_key_auth_file", "owner_auth_file",
     )
     _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
@@ -115,7 +116,7 @@ class Policy(Record):
         "helper_timeout": 3,
         "pin_session": "salted",
         "master_key_file": "/var/pinpam/sealed_master_key",
-        "enrolment_dir": "/var/lib/pinpam/enrolments",
+        "state_dir": "/var/lib/pinutild",
         "service_socket": "/run/pinutild.sock",
         "master_key_auth_file": "/var/lib/pinutild/master_key_auth",
         "owner_auth_file": "/etc/pinpam/owner-auth",
@@ -130,10 +131,22 @@ class Policy(Record):
     helper_timeout: float
     pin_session: str
     master_key_file: str
-    enrolment_dir: str
+    state_dir: str
     service_socket: str
     master_key_auth_file: str
     owner_auth_file: str
+
+    # Where the state lives is decided here, from `state_dir` alone (pin/state.py says
+    # what each file is and who may own it): every reader and writer asks the policy.
+    @property
+    def enrolment_dir(self) -> str:
+        """The enrolment records' directory (pin/enrolment.py)."""
+        return self.state_dir.rstrip("/") + "/enrolments"
+
+    @property
+    def salt_key_record(self) -> str:
+        """The salt key record (pin/salt_key.py)."""
+        return self.state_dir.rstrip("/") + "/salt_key"
 
     @property
     def salted(self) -> bool:
@@ -256,7 +269,7 @@ _PARSERS = {
     "helper_timeout": _timeout,
     "pin_session": _choice(PIN_SESSIONS),
     "master_key_file": _absolute_path,
-    "enrolment_dir": _absolute_path,
+    "state_dir": _absolute_path,
     "service_socket": _absolute_path,
     "master_key_auth_file": _absolute_path,
     "owner_auth_file": _absolute_path,

@@ -8,13 +8,15 @@ Name (nameAlg || SHA-256 of its public area, what `tpm2_readpublic -c 0x81000082
 prints as `name`) is recorded once by root, and every salted check and salted
 enrolment refuses a key with any other Name before a PIN-dependent byte is sent.
 
-Where: the file `salt_key` in the policy file's directory (so `/etc/pinpam/salt_key`
-next to `/etc/pinpam/policy`; a test policy in a temporary directory has its record
-there). Format: one line, the Name in lowercase hex (68 characters for SHA-256).
-Read strictly: a regular file (symlinks not followed), owned by root, not writable by
-group or others, at most 4 KiB. Written by `pinutil salt-key record` or by root's
-first `pinutil setup` (trust on first use: do it while nobody can alter the TPM's
-answers, e.g. at installation).
+Where: `salt_key` in the service's state directory (the policy's `salt_key_record`,
+/var/lib/pinutild/salt_key by default; pin/state.py). Before the state directory it
+was next to the policy file (/etc/pinpam/salt_key): `pinutil migrate-state` moves it
+(the package and `make install` run that). Format: one line, the Name in lowercase hex
+(68 characters for SHA-256). Read strictly: a regular file (symlinks not followed) in
+the checked state directory, owned by root or the service user, not writable by group
+or others, at most 4 KiB. Written by `pinutil salt-key record` or by root's first
+`pinutil setup` (trust on first use: do it while nobody can alter the TPM's answers,
+e.g. at installation).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 
 from pinutil import securefile
 from pinutil.errors import TpmUnavailable
+from pinutil.pin import state
 from pinutil.tpm.sapi import RECORD_COMMAND
 
 RECORD_NAME = "salt_key"
@@ -29,8 +32,8 @@ MAX_RECORD_BYTES = 4096
 _HEX = frozenset("0123456789abcdef")
 
 
-def record_path(policy_path: str) -> str:
-    """The record that goes with the policy file at `policy_path`."""
+def legacy_record_path(policy_path: str) -> str:
+    """Where the record was before the state directory: next to the policy file."""
     return os.path.join(os.path.dirname(policy_path) or ".", RECORD_NAME)
 
 
@@ -39,16 +42,27 @@ def missing_message(path: str) -> str:
             f"root must run `{RECORD_COMMAND}` (or a first `pinutil setup`)")
 
 
+def _read(path: str) -> bytes | None:
+    state_dir, name = os.path.split(path)
+    state_fd = state.open_state_dir(state_dir)
+    if state_fd is None:
+        return None
+    try:
+        return securefile.read_file(name, owners=state.trusted_owners(),
+                                    forbidden=securefile.GROUP_OR_OTHERS_WRITE,
+                                    max_bytes=MAX_RECORD_BYTES, dir_fd=state_fd)
+    finally:
+        os.close(state_fd)
+
+
 def load(path: str) -> bytes:
     """The recorded Name; TpmUnavailable (fail closed) when missing or unusable."""
     try:
-        data = securefile.read_file(path, owners=(0,),
-                                    forbidden=securefile.GROUP_OR_OTHERS_WRITE,
-                                    max_bytes=MAX_RECORD_BYTES)
-    except securefile.Refused as e:
-        raise TpmUnavailable(f"salt key record {path} {e}: it must be a root-owned regular "
-                             f"file writable only by root (at most {MAX_RECORD_BYTES} "
-                             "bytes)") from None
+        data = _read(path)
+    except (securefile.Refused, state.StateError) as e:
+        raise TpmUnavailable(f"salt key record {path} {e}: it must be a regular file "
+                             f"owned by root or {state.SERVICE_USER}, writable only by "
+                             f"its owner (at most {MAX_RECORD_BYTES} bytes)") from None
     if data is None:
         raise TpmUnavailable(missing_message(path))
     text = data.decode("ascii", "replace").strip()
@@ -82,21 +96,24 @@ def load_if_present(path: str) -> bytes | None:
     return load(path)
 
 
-def recorded_name_if_any(policy_path: str) -> bytes | None:
-    """The Name recorded next to the policy at `policy_path`, or None when there is no
+def recorded_name_if_any(policy) -> bytes | None:
+    """The Name recorded for `policy` (its `salt_key_record`), or None when there is no
     record (the master key's token, which has no PIN to protect, then salts with the
     TPM's own key: master_key/token.py); a record that is there but unusable still
     fails closed."""
-    return load_if_present(record_path(policy_path))
+    return load_if_present(policy.salt_key_record)
 
 
 def save(path: str, name: bytes) -> None:
-    """Write the record atomically, root-owned 0644 (the caller checked it is root)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    dir_fd = os.open(directory, securefile.DIRECTORY_FLAGS)
+    """Write the record atomically, 0644 (the caller checked it is root), in the state
+    directory (made if missing), owned by the directory's owner."""
+    state_dir, record = os.path.split(path)
     try:
-        securefile.replace_file(dir_fd, os.path.basename(path), name.hex().encode() + b"\n",
-                                0o644)
+        state_fd = state.ensure_state_dir(state_dir)
+    except state.StateError as e:
+        raise TpmUnavailable(f"salt key record {path}: {e}") from None
+    try:
+        securefile.replace_file(state_fd, record, name.hex().encode() + b"\n", 0o644,
+                                owner=state.owner_for_new_files(state_fd))
     finally:
-        os.close(dir_fd)
+        os.close(state_fd)

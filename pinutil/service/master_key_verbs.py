@@ -32,7 +32,7 @@ def _key(ctx, tpm, admin: bool = True):
         from pinutil.master_key.lifecycle import MasterKeyAdmin as kind
     else:
         from pinutil.master_key.token import MasterKey as kind
-    return kind(tpm, salt_key_name=salt_key.recorded_name_if_any(ctx.policy_path),
+    return kind(tpm, salt_key_name=salt_key.recorded_name_if_any(ctx.policy),
                 auth_path=ctx.policy.master_key_auth_file)
 
 

@@ -61,7 +61,7 @@ class Context:
         from pinutil.pin import salt_key
         from pinutil.pin.index import PinIndex
 
-        path = salt_key.record_path(self.policy_path)
+        path = self.policy.salt_key_record
         return PinIndex(tpm, self.handle(user), lambda: salt_key.load(path),
                         start_session=spare_session.take)
 
@@ -126,7 +126,7 @@ def prepare_spare(policy_path: str) -> None:
             return
         from pinutil.pin import salt_key
 
-        spare_session.prepare(tpm, salt_key.load(salt_key.record_path(policy_path)))
+        spare_session.prepare(tpm, salt_key.load(policy.salt_key_record))
     except Exception:  # noqa: BLE001 - the next request reports what is wrong
         _close_kept()
 

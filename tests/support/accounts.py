@@ -100,19 +100,21 @@ class Accounts:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-SYSTEM_ENROLMENT_DIR = "/var/lib/pinpam/enrolments"  # the policy's default
-SYSTEM_MASTER_KEY_AUTH = "/var/lib/pinutild/master_key_auth"  # the policy's default
+# The policy's defaults: where the master key's authValue goes, the state directory,
+# and where records were before it.
+SYSTEM_MASTER_KEY_AUTH = "/var/lib/pinutild/master_key_auth"
+SYSTEM_PATHS = {SYSTEM_MASTER_KEY_AUTH: "master_key_auth_file", "/var/lib/pinutild": "state_dir",
+                "/var/lib/pinpam/enrolments": "state_dir"}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_records_on_the_machine() -> Iterator[None]:
-    """A test that enrols (or makes a master key) with a policy lacking `enrolment_dir`
-    (or `master_key_auth_file`) would write records into the machine's own /var/lib:
-    fail the session loudly instead of doing it silently."""
-    paths = {SYSTEM_ENROLMENT_DIR: "enrolment_dir", SYSTEM_MASTER_KEY_AUTH: "master_key_auth_file"}
-    existed = {path for path in paths if os.path.exists(path)}
+    """A test that enrols (or makes a master key) with a policy lacking `state_dir` (or
+    `master_key_auth_file`) would write records into the machine's own /var/lib: fail
+    the session loudly instead of doing it silently."""
+    existed = {path for path in SYSTEM_PATHS if os.path.exists(path)}
     yield
-    for path, option in paths.items():
+    for path, option in SYSTEM_PATHS.items():
         if path not in existed and os.path.exists(path):
             raise AssertionError(f"a test created {path}: give its policy a {option} in "
                                  "its own temporary directory")

@@ -73,7 +73,9 @@ class PinEnv:
         self.policy = os.path.join(workdir, "policy")
         self.module_dir = os.path.join(workdir, "modules")
         self.passdb = os.path.join(workdir, "passdb")
-        # Enrolment records (pinutil.pin.enrolment); created by the first root setup.
+        # The service's state directory is the work directory (pinutil/pin/state.py):
+        # the salt key record `salt_key` and the enrolment records `enrolments/`, which
+        # the first root setup creates.
         self.enrolment_dir = os.path.join(workdir, "enrolments")
         # Policy keys every rewrite keeps (e.g. `service_socket`, set by pinutild_policy).
         self.policy_extra: dict[str, str] = {}
@@ -83,14 +85,14 @@ class PinEnv:
 
     def record_salt_key(self) -> None:
         """The installation step `pinutil salt-key record` (in-process: it runs for
-        every test): the salt key's Name in `salt_key` next to the policy, which every
+        every test): the salt key's Name in `salt_key` of the state directory, which every
         salted check trusts. tests/test_salt_key_record.py covers the command itself."""
         from pinutil.pin import salt_key
         from pinutil.tpm import sapi
         from pinutil.tpm.context import Tpm
 
         with Tpm(self.swtpm.tcti) as tpm:
-            salt_key.save(salt_key.record_path(self.policy), sapi.salt_key_name(tpm))
+            salt_key.save(os.path.join(self.dir, "salt_key"), sapi.salt_key_name(tpm))
 
     # -- files ------------------------------------------------------------------------
     def _copy_test_modules(self) -> None:
@@ -106,7 +108,7 @@ class PinEnv:
         # A service socket of our own that does not exist (unless a test starts one): a
         # pinutild running on the machine itself must never answer a test's `auto`.
         values = {"tcti": self.swtpm.tcti, "pinutil_path": PINUTIL,
-                  "enrolment_dir": self.enrolment_dir,
+                  "state_dir": self.dir,
                   "service_socket": os.path.join(self.dir, "no-pinutild.sock"),
                   # Not the machine's /var/lib/pinutild: the test's own state directory.
                   "master_key_auth_file": os.path.join(self.dir, "pinutild", "master_key_auth"),
@@ -130,11 +132,14 @@ class PinEnv:
         return os.path.join(self.dir, name)
 
     # -- enrolment and the out-of-band oracle -----------------------------------------
+    def pinutil_command(self, *args: str, policy: str | None = None) -> list[str]:
+        return [PINUTIL, "--policy", policy or self.policy, *args]
+
     def pinutil(self, *args: str, stdin: str | bytes = b"",
                 policy: str | None = None) -> subprocess.CompletedProcess:
         """build/pinutil as root with this environment's policy."""
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        return subprocess.run([PINUTIL, "--policy", policy or self.policy, *args],
+        return subprocess.run(self.pinutil_command(*args, policy=policy),
                               input=data, capture_output=True, timeout=60, check=False,
                               env={}, cwd="/")
 

@@ -1,0 +1,367 @@
+"""The service's state directory (pinutil/pin/state.py) and the move into it
+(pinutil/pin/migrate.py): who may own what, what root's writes leave behind, and that
+a kill at any write point of the move, or of a record's replacement, loses no
+enrolment.
+
+The service user is the account `pinutild`; this machine has none (and tests never
+add accounts), so these tests name an existing system account, `daemon`, as the
+service user (state.SERVICE_USER) inside their own processes.
+"""
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pinutil.pin import enrolment, salt_key, state
+from pinutil.pin.enrolment import EnrolmentRecord, RecordError
+from pinutil.pin.policy import parse_policy
+from tests.support.pin_env import ROOT
+
+SERVICE = "daemon"  # stands in for pinutild (see the module docstring)
+NAME = bytes.fromhex("000b" + "ab" * 32)
+UIDS = (0, 1001, 1002)
+
+
+@pytest.fixture
+def as_service(monkeypatch):
+    monkeypatch.setattr(state, "SERVICE_USER", SERVICE)
+    return pwd.getpwnam(SERVICE)
+
+
+def record(uid: int, user: str | None = None) -> EnrolmentRecord:
+    return EnrolmentRecord(uid=uid, user=user or f"user{uid}", nv_index=0x01000000 + uid,
+                           enrolled="2026-01-01T00:00:00Z")
+
+
+def make_dir(path: str, uid: int, gid: int, mode: int) -> str:
+    os.mkdir(path)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+    return path
+
+
+def write(path: str, text: str, uid: int = 0, gid: int = 0, mode: int = 0o640) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+# --- the policy says where -------------------------------------------------------
+
+def test_the_policy_derives_every_path_from_state_dir():
+    default = parse_policy("")
+    assert default.state_dir == "/var/lib/pinutild"
+    assert (default.enrolment_dir, default.salt_key_record) == \
+        ("/var/lib/pinutild/enrolments", "/var/lib/pinutild/salt_key")
+    moved = parse_policy("state_dir = /srv/pin/\n")
+    assert (moved.enrolment_dir, moved.salt_key_record) == \
+        ("/srv/pin/enrolments", "/srv/pin/salt_key")
+
+
+# --- trust -----------------------------------------------------------------------
+
+def test_records_of_the_service_user_are_trusted_only_when_no_one_else_may_write(
+        tmp_path, as_service):
+    service = as_service
+    state_dir = make_dir(str(tmp_path / "state"), service.pw_uid, service.pw_gid, 0o700)
+    records = make_dir(f"{state_dir}/enrolments", service.pw_uid, service.pw_gid, 0o700)
+    write(f"{records}/1001", record(1001).text(), service.pw_uid, service.pw_gid)
+    write(f"{state_dir}/salt_key", NAME.hex() + "\n", service.pw_uid, service.pw_gid, 0o644)
+    assert enrolment.read(records, 1001) == record(1001)
+    assert salt_key.load(f"{state_dir}/salt_key") == NAME
+
+    os.chmod(f"{records}/1001", 0o660)  # the service's, but its group may write
+    with pytest.raises(RecordError, match="writable by group or others"):
+        enrolment.read(records, 1001)
+    os.chmod(f"{records}/1001", 0o640)
+    os.chmod(f"{state_dir}/salt_key", 0o646)
+    with pytest.raises(salt_key.TpmUnavailable, match="writable by group or others"):
+        salt_key.load(f"{state_dir}/salt_key")
+    os.chmod(f"{state_dir}/salt_key", 0o644)
+    # A state directory that others may write: they could swap `enrolments` itself.
+    os.chmod(state_dir, 0o770)
+    with pytest.raises(RecordError, match="state directory .* writable by group or others"):
+        enrolment.read(records, 1001)
+    with pytest.raises(salt_key.TpmUnavailable, match="writable by group or others"):
+        salt_key.load(f"{state_dir}/salt_key")
+
+
+def test_without_the_service_user_its_files_are_refused(tmp_path, monkeypatch):
+    """The same files, but the account is not the service user: refused (only root,
+    the service user and a record's own uid are trusted)."""
+    monkeypatch.setattr(state, "SERVICE_USER", "no-such-account-pypam")
+    daemon = pwd.getpwnam(SERVICE)
+    state_dir = make_dir(str(tmp_path / "state"), 0, 0, 0o755)
+    records = make_dir(f"{state_dir}/enrolments", 0, 0, 0o700)
+    write(f"{records}/1001", record(1001).text(), daemon.pw_uid, daemon.pw_gid)
+    with pytest.raises(RecordError, match=f"owned by uid {daemon.pw_uid}"):
+        enrolment.read(records, 1001)
+    os.chown(state_dir, daemon.pw_uid, daemon.pw_gid)
+    with pytest.raises(RecordError, match="state directory"):
+        enrolment.read(records, 1001)
+
+
+def test_a_record_may_not_be_reached_through_a_symlinked_state_dir(tmp_path):
+    real = make_dir(str(tmp_path / "real"), 0, 0, 0o755)
+    make_dir(f"{real}/enrolments", 0, 0, 0o700)
+    write(f"{real}/enrolments/1001", record(1001).text())
+    os.symlink(real, tmp_path / "link")
+    with pytest.raises(RecordError, match="state directory .*link cannot open"):
+        enrolment.read(str(tmp_path / "link" / "enrolments"), 1001)
+
+
+# --- what root's writes leave --------------------------------------------------------
+
+def test_root_makes_the_service_layout_and_gives_it_its_files(tmp_path, as_service):
+    service = as_service
+    state_dir = str(tmp_path / "var" / "state")
+    enrolment.write(f"{state_dir}/enrolments", record(1001), as_root=True)
+    salt_key.save(f"{state_dir}/salt_key", NAME)
+    for path, mode in ((state_dir, 0o700), (f"{state_dir}/enrolments", 0o700),
+                       (f"{state_dir}/enrolments/1001", 0o640), (f"{state_dir}/salt_key", 0o644)):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (service.pw_uid, service.pw_gid, mode), path
+
+
+def test_root_makes_the_fallback_layout_without_the_service_user(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "SERVICE_USER", "no-such-account-pypam")
+    tss = grp.getgrnam("tss").gr_gid
+    state_dir = str(tmp_path / "state")
+    enrolment.write(f"{state_dir}/enrolments", record(1001), as_root=True)
+    got = {path: (st.st_uid, st.st_gid, st.st_mode & 0o7777) for path, st in (
+        (p, os.lstat(p)) for p in (state_dir, f"{state_dir}/enrolments",
+                                   f"{state_dir}/enrolments/1001"))}
+    assert got == {state_dir: (0, tss, 0o750), f"{state_dir}/enrolments": (0, tss, 0o770),
+                   f"{state_dir}/enrolments/1001": (0, tss, 0o640)}
+
+
+# --- the move from the old places ---------------------------------------------------
+
+class Old:
+    """The old layout in a temporary directory: records in legacy/enrolments (root:tss
+    0770), the salt key record next to the policy; the state directory not made yet."""
+
+    def __init__(self, base: str) -> None:
+        tss = grp.getgrnam("tss").gr_gid
+        self.etc = make_dir(f"{base}/etc", 0, 0, 0o755)
+        self.policy = f"{self.etc}/policy"
+        self.state_dir = f"{base}/lib/state"
+        write(self.policy, f"state_dir = {self.state_dir}\n", mode=0o644)
+        make_dir(f"{base}/lib", 0, 0, 0o755)
+        self.legacy = make_dir(f"{base}/lib/legacy", 0, 0, 0o755)
+        self.records = make_dir(f"{self.legacy}/enrolments", 0, tss, 0o770)
+        for uid in UIDS:  # root's own records and one a user's set-gid setup wrote
+            owner = 1002 if uid == 1002 else 0
+            write(f"{self.records}/{uid}", record(uid).text(), owner, tss)
+        write(f"{self.etc}/salt_key", NAME.hex() + "\n", mode=0o644)
+
+    def run(self, kill_at: int = 0, service: str = "no-such-account-pypam"):
+        return subprocess.run([sys.executable, "-c", _MOVE, ROOT, self.policy, self.records,
+                               str(kill_at), service],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def found(self) -> dict:
+        """Each uid's record and the salt key, from the new place or else the old."""
+        policy = parse_policy(f"state_dir = {self.state_dir}\n")
+        found = {}
+        for uid in UIDS:
+            new = enrolment.read(policy.enrolment_dir, uid) if os.path.exists(
+                policy.enrolment_dir) else None
+            old = enrolment.read(self.records, uid) if os.path.exists(self.records) else None
+            found[uid] = new or old
+        new_key = salt_key.load_if_present(policy.salt_key_record) if os.path.exists(
+            self.state_dir) else None
+        found["salt_key"] = new_key or salt_key.load_if_present(f"{self.etc}/salt_key")
+        return found
+
+
+# In a child: migrate(), killed (SIGKILL, by itself) just before its N-th call that
+# changes a file or a directory: every step of the atomic writes, every unlink, mkdir.
+_MOVE = textwrap.dedent("""
+    import os, signal, sys
+    root, policy_path, legacy, kill_at, service = sys.argv[1:]
+    sys.path.insert(0, root)
+    from pinutil.pin import migrate, state
+    from pinutil.pin.policy import load_policy
+    state.SERVICE_USER = service
+    calls = [0]
+    def counted(name, function):
+        def call(*args, **kwargs):
+            if name == "open" and not args[1] & os.O_CREAT:  # reading changes nothing
+                return function(*args, **kwargs)
+            calls[0] += 1
+            if calls[0] == int(kill_at):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return function(*args, **kwargs)
+        return call
+    for name in ("open", "write", "fsync", "rename", "unlink", "rmdir", "mkdir", "chown",
+                 "fchown", "chmod", "fchmod"):
+        setattr(os, name, counted(name, getattr(os, name)))
+    import json
+    print(json.dumps(migrate.migrate(load_policy(policy_path), policy_path, legacy)))
+""")
+
+
+def expected() -> dict:
+    return {**{uid: record(uid) for uid in UIDS}, "salt_key": NAME}
+
+
+@pytest.mark.parametrize("service", ["no-such-account-pypam", SERVICE])
+def test_the_move_is_complete_and_removes_the_old_files(tmp_path, monkeypatch, service):
+    monkeypatch.setattr(state, "SERVICE_USER", service)
+    old = Old(str(tmp_path))
+    done = old.run(service=service)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["moved"]) == 4 and report["problems"] == report["kept"] == []
+    assert old.found() == expected()
+    assert not os.path.exists(old.records) and not os.path.exists(f"{old.etc}/salt_key")
+    again = old.run(service=service)  # nothing more to do
+    assert json.loads(again.stdout) == {"moved": [], "kept": [], "problems": []}
+
+
+@pytest.mark.parametrize("service", ["no-such-account-pypam", SERVICE])
+def test_a_kill_at_any_write_point_of_the_move_loses_nothing(tmp_path, monkeypatch, service):
+    monkeypatch.setattr(state, "SERVICE_USER", service)
+    points = 0
+    while True:
+        points += 1
+        base = tmp_path / str(points)
+        base.mkdir()
+        old = Old(str(base))
+        done = old.run(kill_at=points, service=service)
+        if done.returncode == 0:
+            break
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        assert old.found() == expected(), f"killed at write point {points}"
+        finished = old.run(service=service)  # running it again finishes the move
+        assert finished.returncode == 0, finished.stderr
+        assert old.found() == expected()
+        assert not os.path.exists(old.records) and not os.path.exists(f"{old.etc}/salt_key")
+    # state dir, enrolments, 4 files x (create, chown, chmod, write, fsync, rename,
+    # fsync, unlink), rmdir, ...: every one of them was a kill point above.
+    assert points > 30, points
+
+
+def test_untrustworthy_old_records_stay_where_they_are(tmp_path):
+    old = Old(str(tmp_path))
+    os.chmod(f"{old.records}/1001", 0o666)       # anyone could have written it
+    os.chown(f"{old.records}/1002", 1003, 1003)  # not the owner's, not root's
+    report = json.loads(old.run().stdout)
+    assert sorted(p.split(":")[0] for p in report["problems"]) == \
+        [f"{old.records}/1001", f"{old.records}/1002"]
+    policy = parse_policy(f"state_dir = {old.state_dir}\n")
+    assert enrolment.read(policy.enrolment_dir, 0) == record(0)
+    for uid in (1001, 1002):
+        assert enrolment.read(policy.enrolment_dir, uid) is None
+        assert os.path.exists(f"{old.records}/{uid}")
+
+
+def test_a_record_already_in_the_new_place_wins(tmp_path):
+    old = Old(str(tmp_path))
+    policy = parse_policy(f"state_dir = {old.state_dir}\n")
+    newer = record(1001, "user1001-renamed")
+    enrolment.write(policy.enrolment_dir, newer, as_root=True)
+    report = json.loads(old.run().stdout)
+    assert any(item.startswith(f"{policy.enrolment_dir}/1001") for item in report["kept"])
+    assert enrolment.read(policy.enrolment_dir, 1001) == newer
+    assert not os.path.exists(old.records)
+
+
+# --- a kill while a record is replaced -------------------------------------------------
+
+_REPLACE = textwrap.dedent("""
+    import os, signal, sys
+    root, directory, kill_at = sys.argv[1:]
+    sys.path.insert(0, root)
+    from pinutil.pin import enrolment
+    calls = [0]
+    def counted(name, function):
+        def call(*args, **kwargs):
+            if name == "open" and not args[1] & os.O_CREAT:  # reading changes nothing
+                return function(*args, **kwargs)
+            calls[0] += 1
+            if calls[0] == int(kill_at):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return function(*args, **kwargs)
+        return call
+    for name in ("open", "write", "fsync", "rename", "fchown", "fchmod"):
+        setattr(os, name, counted(name, getattr(os, name)))
+    enrolment.write(directory, enrolment.EnrolmentRecord(
+        uid=1001, user="new-name", nv_index=0x010003e9, enrolled="2026-02-02T00:00:00Z"),
+        as_root=True)
+""")
+
+
+def test_a_kill_while_a_record_is_replaced_leaves_the_old_or_the_new_one(tmp_path):
+    state_dir = make_dir(str(tmp_path / "state"), 0, 0, 0o755)
+    records = f"{state_dir}/enrolments"
+    enrolment.write(records, record(1001), as_root=True)
+    seen = set()
+    for point in range(1, 20):
+        done = subprocess.run([sys.executable, "-c", _REPLACE, ROOT, records, str(point)],
+                              capture_output=True, text=True, timeout=60, check=False)
+        found = enrolment.read(records, 1001)
+        assert found is not None and found.user in ("user1001", "new-name"), point
+        seen.add(found.user)
+        if done.returncode == 0:
+            break
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        enrolment.write(records, record(1001), as_root=True)  # the old one again
+    assert seen == {"user1001", "new-name"} and point > 4
+
+
+# --- `pinutil migrate-state`, then a login, through the real parts -----------------------
+
+_OLD_PLACES = """
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /var/lib   # this namespace's /var/lib only: the machine's is untouched
+install -d -m 0755 /var/lib/pinpam
+install -d -m 0770 -g tss /var/lib/pinpam/enrolments
+cp -p "$1"/enrolments/0 /var/lib/pinpam/enrolments/0
+shift
+"$@"
+test ! -e /var/lib/pinpam   # moved, and the emptied old directories removed
+"""
+
+
+def test_pinutil_migrate_state_then_the_pin_logs_in(pin_env):
+    """An enrolment of before (records in /var/lib/pinpam/enrolments, the salt key next
+    to the policy): with the new `state_dir` no PIN is offered until root runs
+    `pinutil migrate-state`; then the same PIN logs in. A user cannot run it."""
+    from tests.support.pamhost import result_name
+
+    pin_env.enrol("root", "2580")  # in the environment's directory, as before
+    state_dir = os.path.join(pin_env.dir, "state")
+    pin_env.write_policy(state_dir=state_dir)
+    svc = pin_env.service("login", pin_env.tpm_pin_line(backend="direct"))
+    before = pin_env.run(svc, user="root", answers=["2580"])
+    assert result_name(before, "auth") == "PAM_AUTHINFO_UNAVAIL" and before["conv_calls"] == 0
+
+    refused = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              pin_env.build_launcher(), "migrate-state"],
+                             capture_output=True, text=True, timeout=60, check=False, env={})
+    assert refused.returncode != 0 and "only root may move" in refused.stderr, refused.stderr
+    assert not os.path.exists(state_dir)
+
+    done = subprocess.run(["unshare", "-m", "sh", "-c", _OLD_PLACES, "sh", pin_env.dir,
+                           *pin_env.pinutil_command("--json", "migrate-state")],
+                          capture_output=True, text=True, timeout=60, check=False, env={})
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["moved"]) == 2 and report["problems"] == [], report
+    assert not os.path.exists(os.path.join(pin_env.dir, "salt_key"))
+    after = pin_env.run(svc, user="root", answers=["2580"])
+    assert result_name(after, "auth") == "PAM_SUCCESS"
+    assert pin_env.counter("root") == (0, 3)
