@@ -23,6 +23,11 @@ BINDIR      := $(PREFIX)/bin
 SBINDIR     := $(PREFIX)/sbin
 SYSTEMDDIR  := $(PREFIX)/lib/systemd/system
 UDEVDIR     := $(PREFIX)/lib/udev/rules.d
+# `make install` installs the PIN service pinutild, which then alone (with root) may
+# open the TPM; SERVICE=no installs the fallback instead: no service, the TPM for group
+# tss and a set-gid-tss `pinutil` (README "Installing").
+SERVICE     := yes
+STATEDIR    := /var/lib/pinutild
 
 APT_PACKAGES := build-essential pkg-config python3 python3-dev python3-venv \
 	libpam0g-dev libtss2-dev swtpm swtpm-tools tpm2-tools libpam-wrapper pamtester \
@@ -162,25 +167,22 @@ install: build
 	install -m 0644 modules/tpm_pin.py modules/master_key.py $(DESTDIR)$(MODULEDIR)/
 	$(SYS_PYTHON) -m compileall -q --invalidation-mode checked-hash -d $(MODULEDIR) $(DESTDIR)$(MODULEDIR)
 	install -m 0644 build/install/pam_pypam.so $(DESTDIR)$(PAMDIR)/pam_pypam.so
-	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
 	# The enrolment proof's own service (a new file, never an edit of an existing stack;
-	# an admin's copy is kept) and the enrolment records' directory (root:tss 0770).
+	# an admin's copy is kept).
 	install -d $(DESTDIR)/etc/pam.d
 	test -e $(DESTDIR)/etc/pam.d/pinutil || install -m 0644 examples/pam.d/pinutil $(DESTDIR)/etc/pam.d/pinutil
 	# The pam-auth-update profile (Debian, Ubuntu): off until `pam-auth-update --enable
 	# pypam-tpm-pin`; installing it changes no stack.
 	install -d $(DESTDIR)/usr/share/pam-configs
 	install -m 0644 debian/pam-configs/pypam-tpm-pin $(DESTDIR)/usr/share/pam-configs/
-	install -d -m 0770 $(DESTDIR)/var/lib/pinpam/enrolments
-	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
 	$(call pypam_command,$(SITE)) > build/install/pypam
 	install -m 0755 build/install/pypam $(DESTDIR)$(BINDIR)/pypam
 	install -m 0755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
-	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)/var/lib/pinpam/enrolments && \
-		chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil; \
-	else echo "warning: group tss missing: pinutil installed without setgid"; chmod 0755 $(DESTDIR)$(BINDIR)/pinutil; fi
-	# pinutild (docs/pinutild.md): its command, its units and its system user (no login,
-	# no home, no person in its group). Nothing is enabled or started here: that is
+ifeq ($(SERVICE),yes)
+	# pinutild (docs/pinutild.md): its command, its units, its system user (no login, no
+	# home, no person in its group), its state directory, and the udev rule giving the
+	# TPM device to that group alone. `pinutil` has no set-id bit: users reach the TPM
+	# only through the service. Nothing is enabled or started here: that is
 	# `systemctl enable --now pinutild.socket`, the administrator's decision.
 	$(call pinutild_command,$(SITE)) > build/install/pinutild
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSTEMDDIR)
@@ -193,6 +195,31 @@ install: build
 	install -m 0644 systemd/pinutil-proof.socket systemd/pinutil-proof@.service $(DESTDIR)$(SYSTEMDDIR)/
 	getent passwd pinutild >/dev/null || [ -n "$(DESTDIR)" ] || useradd --system --user-group \
 		--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pinutild
+	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
+	# The service's layout (pin/state.py), also over a fallback install's root:tss one.
+	install -d -m 0700 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/enrolments
+	if getent passwd pinutild >/dev/null; then chown -R pinutild:pinutild $(DESTDIR)$(STATEDIR) && \
+		find $(DESTDIR)$(STATEDIR) -type d -exec chmod 0700 {} +; fi
+else
+	# The fallback without the service: the TPM device for group tss (Debian's tpm-udev
+	# does the same), `pinutil` set-gid tss (the helper backend), the state directory
+	# root:tss so that it can write enrolment records there (docs/pinutil.md).
+	install -m 0644 udev/fallback/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
+	getent group tss >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system tss
+	install -d -m 0750 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/enrolments
+	if getent group tss >/dev/null; then chgrp tss $(DESTDIR)$(BINDIR)/pinutil && chmod 2755 $(DESTDIR)$(BINDIR)/pinutil && \
+		chown -R root:tss $(DESTDIR)$(STATEDIR) && chmod 0750 $(DESTDIR)$(STATEDIR) && \
+		chmod 0770 $(DESTDIR)$(STATEDIR)/enrolments; \
+	else echo "warning: group tss missing: pinutil installed without setgid"; fi
+endif
+	# On this machine (not a staging DESTDIR): records of earlier versions move into the
+	# state directory (pinutil migrate-state, crash-safe), and udev applies the rule to a
+	# TPM present now, as Debian's tpm-udev does (this changes the device's group; it
+	# starts nothing).
+	if [ -z "$(DESTDIR)" ]; then $(BINDIR)/pinutil migrate-state || \
+		echo "warning: pinutil migrate-state failed: run it again as root"; fi
+	if [ -z "$(DESTDIR)" ] && udevadm --version >/dev/null 2>&1; then \
+		udevadm control --reload-rules || :; udevadm trigger --action=change --subsystem-match=tpmrm || :; fi
 
 endif
 

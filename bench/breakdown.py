@@ -169,7 +169,7 @@ def service_inside(policy: str, runs: int) -> dict:
     root = User("root", 0)
     status = {"user": "root"}
     check = {"user": "root", "pin": PIN.encode()}
-    name = salt_key.load(salt_key.record_path(policy))
+    name = salt_key.load(load_policy(policy).salt_key_record)
     out: dict = {}
 
     def answer(function, fields) -> None:

@@ -45,8 +45,9 @@ TPM_BINDING = {"struct", "_struct", BUILTIN_SHA256, "_operator", "select"}  # an
 #: The TPM binding and the modules that send commands through it.
 TPM_CODE = ("pinutil.tpm._tss", "pinutil.tpm.context", "pinutil.tpm.sapi")
 #: master_key imports pinutil only inside authenticate (a broken install must still
-#: end in PAM_IGNORE).
-MASTER_KEY_AUTHENTICATE = {"pinutil"} | TPM_BINDING
+#: end in PAM_IGNORE); `pwd` to know the service user, who may own the salt key record
+#: it reads (pinutil/pin/state.py).
+MASTER_KEY_AUTHENTICATE = {"pinutil", "pwd"} | TPM_BINDING
 
 #: (module, hook) -> the top-level modules it may add to FRAMEWORK.
 ALLOWED = {

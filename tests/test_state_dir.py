@@ -13,9 +13,11 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -143,6 +145,43 @@ def test_root_makes_the_fallback_layout_without_the_service_user(tmp_path, monke
                                    f"{state_dir}/enrolments/1001"))}
     assert got == {state_dir: (0, tss, 0o750), f"{state_dir}/enrolments": (0, tss, 0o770),
                    f"{state_dir}/enrolments/1001": (0, tss, 0o640)}
+
+
+_AS_SERVICE_WRITE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from pinutil.pin import enrolment, state
+    state.SERVICE_USER = sys.argv[3]
+    enrolment.write(sys.argv[2], enrolment.EnrolmentRecord(
+        uid=1001, user="user1001", nv_index=0x010003e9, enrolled="2026-01-01T00:00:00Z"),
+        as_root=False)
+""")
+
+
+def test_the_service_makes_its_records_directory_in_its_own_state_directory(as_service):
+    """Installed, the state directory exists but `enrolments` may not (nobody enrolled
+    yet): the service, not root, makes it in its own directory; a user cannot."""
+    service = as_service
+    base = tempfile.mkdtemp(prefix="pypam-state-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        state_dir = make_dir(f"{base}/state", service.pw_uid, service.pw_gid, 0o700)
+        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        other = subprocess.run([*as_user, sys.executable, "-c", _AS_SERVICE_WRITE, ROOT,
+                                f"{state_dir}/enrolments", SERVICE],
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert other.returncode != 0 and not os.path.exists(f"{state_dir}/enrolments")
+        done = subprocess.run(["setpriv", f"--reuid={service.pw_uid}", f"--regid={service.pw_gid}",
+                               "--clear-groups", sys.executable, "-c", _AS_SERVICE_WRITE,
+                               ROOT, f"{state_dir}/enrolments", SERVICE],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        st = os.stat(f"{state_dir}/enrolments")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (service.pw_uid, service.pw_gid, 0o700)
+        assert enrolment.read(f"{state_dir}/enrolments", 1001) == record(1001)
+    finally:
+        shutil.rmtree(base)
 
 
 # --- the move from the old places ---------------------------------------------------

@@ -124,16 +124,22 @@ def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecor
 
 
 def _ensure_dir(directory: str, as_root: bool) -> int:
+    """The records' directory, made if missing by root (the state directory too) or by
+    the state directory's owner (the service, in its own directory)."""
     dfd = _open_dir(directory)
     if dfd is not None:
         return dfd
-    if not as_root:
-        raise RecordError(
-            f"the enrolment directory {directory} does not exist: root creates it (a "
-            "`pinutil setup` run by root does, and so do `make install` and the package)")
     state_dir, name = os.path.split(directory.rstrip("/"))
     try:
-        state_fd = state.ensure_state_dir(state_dir)
+        state_fd = state.ensure_state_dir(state_dir) if as_root else \
+            state.open_state_dir(state_dir)
+        if state_fd is None or not (as_root or os.fstat(state_fd).st_uid == os.geteuid()):
+            if state_fd is not None:
+                os.close(state_fd)
+            raise RecordError(
+                f"the enrolment directory {directory} does not exist: root creates it "
+                "(a `pinutil setup` run by root does, and so do `make install` and the "
+                "package)")
         try:
             return state.ensure_child_dir(state_fd, state_dir, name)
         finally:

@@ -120,7 +120,7 @@ def ensure_state_dir(state_dir: str) -> int:
 
 
 def ensure_child_dir(state_fd: int, state_dir: str, name: str) -> int:
-    """(Root.) `name` inside the state directory, made if missing with the layout of
+    """(Root, or the state directory's owner.) `name` inside the state directory, made if missing with the layout of
     the state directory's owner: the service's (its user, 0700) or the fallback's
     (root:tss 0770, so that the set-gid `pinutil` can write there)."""
     fd = open_child_dir(state_fd, state_dir, name)

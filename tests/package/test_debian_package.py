@@ -101,7 +101,7 @@ def test_files_and_places(debs):
     assert "/usr/share/man/man8/pam_pypam.8.gz" in shim
     assert shim["/usr/bin/pypam"] == "-rwxr-xr-x root/root"
     assert "/usr/share/man/man8/pypam.8.gz" in shim
-    # Set-gid comes from dpkg-statoverride in postinst, not from the archive.
+    # No set-id bit anywhere: users reach the TPM through pinutild.
     assert tpm["/usr/bin/pinutil"] == "-rwxr-xr-x root/root"
     for path in ("/usr/lib/pypam/modules/tpm_pin.py", "/usr/lib/pypam/modules/master_key.py",
                  "/usr/lib/pypam/python/pinutil/master_key/bip39_english.txt",
@@ -153,6 +153,19 @@ def test_pinutild_is_neither_enabled_nor_started_by_installation(debs):
     wrapper = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], check=True,
                              capture_output=True).stdout
     assert b"from pinutil.service.__main__ import main" in wrapper
+
+
+def test_the_tpm_is_the_services_group_alone(debs):
+    """The packaged udev rule gives /dev/tpmrm0 to root and group pinutild only (after
+    tpm-udev's tss:tss rule, which it overrides), and the unit runs with that group and
+    no other."""
+    rules = subprocess.run(["dpkg-deb", "--fsys-tarfile", debs["new"]["pypam-tpm-pin"]],
+                           check=True, capture_output=True).stdout
+    # Final (:=): tpm-udev's rule, read after it, cannot change it (what the rule does is
+    # tested with udevadm in tests/service/test_units.py).
+    assert b'KERNEL=="tpmrm[0-9]*", TAG+="systemd", MODE:="0660", OWNER:="root", ' \
+        b'GROUP:="pinutild"' in rules
+    assert b"SupplementaryGroups" not in rules and b"Group=pinutild" in rules
 
 
 def test_dependencies_pin_the_python_it_was_built_for(debs):
@@ -217,8 +230,8 @@ def _status(root: DebianRoot) -> str:
     return root.run(["pinutil", "--json", "status", "alice"]).stdout
 
 
-# Inside the root: the installed pinutild, as its own user with the unit's
-# SupplementaryGroups=tss, on a socket of its own; the installed client asks it once.
+# Inside the root: the installed pinutild, as its own user and group only (as the unit
+# runs it), on a socket of its own; the installed client asks it once.
 _ASK_PINUTILD = """
 import json, socket, sys, time
 sys.path.insert(0, "/usr/lib/pypam/python")
@@ -238,13 +251,27 @@ print(json.dumps(client.call(path, {"verb": "pin-status", "user": "alice"}, 60))
 _RUN_PINUTILD = """
 set -e
 install -d -o pinutild -g pinutild -m 0755 /tmp/pinutild
-setpriv --reuid pinutild --regid pinutild --groups tss \\
+setpriv --reuid pinutild --regid pinutild --clear-groups \\
     /usr/sbin/pinutild --listen /tmp/pinutild/sock 2>/tmp/pinutild/log &
 service=$!
 status=0
 python3 -I -c "$1" /tmp/pinutild/sock || { status=$?; cat /tmp/pinutild/log >&2; }
 kill $service; wait $service || true
 exit $status
+"""
+# What a version before the state directory left (issue 10): alice's record in
+# /var/lib/pinpam/enrolments (root:tss 0770), the salt key record next to the policy,
+# pinutil set-gid tss and that directory through statoverrides.
+_AS_BEFORE_THE_STATE_DIR = """
+set -e
+install -d -m 0755 /var/lib/pinpam
+install -d -m 0770 -g tss /var/lib/pinpam/enrolments
+for record in /var/lib/pinutild/enrolments/*; do
+    mv "$record" /var/lib/pinpam/enrolments/ && chown root:tss /var/lib/pinpam/enrolments/*
+done
+mv /var/lib/pinutild/salt_key /etc/pinpam/salt_key && chown root:root /etc/pinpam/salt_key
+dpkg-statoverride --update --add root tss 2755 /usr/bin/pinutil
+dpkg-statoverride --add root tss 0770 /var/lib/pinpam/enrolments
 """
 # The accounts' files: the system user pinutild stays after purge, as documented.
 ACCOUNT_FILES = tuple(f"/etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow")
@@ -280,17 +307,18 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
             ["sh", "-c", "apt-get install -y --no-install-recommends /tmp/debs/previous-*.deb"])
         assert re.search(r"0 upgraded, 2 newly installed", installed.stdout), installed.stdout
 
-        # Installed: set-gid tss through dpkg-statoverride, the profile present but off.
-        assert root.run(["stat", "-c", "%a %U %G", "/usr/bin/pinutil"]).stdout == "2755 root tss\n"
-        assert root.run(["dpkg-statoverride", "--list", "/usr/bin/pinutil"]).stdout.strip() \
-            == "root tss 2755 /usr/bin/pinutil"
-        assert root.run(["stat", "-c", "%a %U %G", "/var/lib/pinpam/enrolments"]).stdout \
-            == "770 root tss\n"
+        # Installed: no set-id bit, the service's state directory, the profile present
+        # but off.
+        assert root.run(["stat", "-c", "%a %U %G", "/usr/bin/pinutil"]).stdout == "755 root root\n"
+        assert root.run(["dpkg-statoverride", "--list"], check=False).stdout == ""
+        assert root.run(["stat", "-c", "%a %U %G", "/var/lib/pinutild"]).stdout \
+            == "700 pinutild pinutild\n"
+        assert not os.path.exists(f"{root.path}/var/lib/pinpam")
         with open(f"{root.path}/etc/pam.d/pinutil") as f:  # setup's password proof
             assert "pam_unix.so" in f.read()
         with open(f"{root.path}/etc/pam.d/common-auth") as f:
             assert "pam_pypam" not in f.read()
-        # pinutild's system user: no login, no home; tss comes from the unit.
+        # pinutild's system user: no login, no home, in its own group only.
         account = root.run(["getent", "passwd", "pinutild"]).stdout.split(":")
         assert account[5:] == ["/nonexistent", "/usr/sbin/nologin\n"], account
         assert int(account[2]) < 1000 and not os.path.exists(f"{root.path}/nonexistent")
@@ -341,18 +369,32 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
             assert (reply.get("enrolled"), reply.get("failures"), reply.get("locked")) \
                 == (True, 2, False), (reply, asked.stderr)
 
-            # Upgrade: enrolment, master key, statoverride and the enabled profile stay.
+            # Upgrade from a version before the state directory (made so here: its
+            # records, salt key record and statoverrides where it kept them): the
+            # enrolment moves, the set-gid bit and the overrides go, the master key and
+            # the enabled profile stay.
+            root.run(["sh", "-c", _AS_BEFORE_THE_STATE_DIR])
+            assert _pamtester(root, PIN).returncode != 0  # this version reads only its own
             root.run(["sh", "-c", "apt-get install -y --no-install-recommends /tmp/debs/new-*.deb"])
             for package in PACKAGES:
                 assert root.run(["dpkg-query", "-W", "-f", "${Version}", package]).stdout == _version()
             assert '"enrolled": true' in _status(root)
             assert root.run(["pinutil", "master-key", "get-user-token", "alice"]).stdout == token
-            assert root.run(["stat", "-c", "%a %G", "/usr/bin/pinutil"]).stdout == "2755 tss\n"
+            assert root.run(["stat", "-c", "%a %U %G", "/usr/bin/pinutil"]).stdout == "755 root root\n"
+            assert root.run(["dpkg-statoverride", "--list"], check=False).stdout == ""
+            for gone in ("/var/lib/pinpam", "/etc/pinpam/salt_key"):
+                assert not os.path.exists(root.path + gone), gone
+            uid = root.run(["id", "-u", "alice"]).stdout.strip()
+            assert root.run(["stat", "-c", "%a %U %G", f"/var/lib/pinutild/enrolments/{uid}",
+                             "/var/lib/pinutild/salt_key"]).stdout \
+                == "640 pinutild pinutild\n644 pinutild pinutild\n"
             result = _pamtester(root, PIN)
             assert result.returncode == 0, result.stderr
             assert '"failures": 0' in _status(root)
             assert glob.glob(f"{root.path}/usr/lib/pypam/modules/__pycache__/tpm_pin.*.pyc")
-            assert os.listdir(f"{root.path}/var/lib/pinpam/enrolments")  # alice's record
+            asked = root.run(["sh", "-c", _RUN_PINUTILD, "sh", _ASK_PINUTILD], check=False)
+            assert asked.returncode == 0 and json.loads(asked.stdout)["enrolled"] is True, \
+                (asked.stdout, asked.stderr)
         finally:
             tpm.kill()
 

@@ -1,11 +1,13 @@
 """PIN login wired into the real Debian stacks of a sandbox (tests/support/sandbox.py).
 
 `PinBox` turns a fresh `Sandbox` into a machine with pypam installed the way an admin
-would: the policy at its default path /etc/pinpam/policy (tcti = this test's swtpm),
-`/usr/bin/pinutil` a root:tss 2755 copy of build/pinutil (its built-in policy path is
+would without the service (`make install SERVICE=no`, the helper backend): the policy
+at its default path /etc/pinpam/policy (tcti = this test's swtpm), `/usr/bin/pinutil`
+a root:tss 2755 copy of build/pinutil (its built-in policy path is
 /etc/pinpam/policy), the swtpm reachable by root and group tss only (its state
-directory root:tss 0710, like /dev/tpmrm0 root:tss 0660), the enrolment records at
-their default /var/lib/pinpam/enrolments, and three accounts: root, and two sudoers
+directory root:tss 0710, like /dev/tpmrm0 root:tss 0660), the state directory at its
+default /var/lib/pinutild (root:tss, made by root's first enrolment), and three
+accounts: root, and two sudoers
 `alice` and `bob` with passwords and PINs enrolled by root. Nothing but the module
 itself is referenced outside the sandbox: build/pam_pypam.so by absolute path
 (`wire_common_auth` copies it into the sandbox's module directory instead).

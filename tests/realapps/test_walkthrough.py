@@ -35,10 +35,11 @@ def test_readme_walkthrough(pin_box):
     assert policy != example("policy")
     box.write(POLICY, policy)
     box.write("/etc/pam.d/pinutil", example("pam.d/pinutil"))
-    # The enrolment records' directory as `make install` leaves it (root:tss 0770, its
-    # parent 0755; the harness's root enrolments made it before, root-only).
-    box.run(["chmod", "0755", "/var/lib/pinpam"])
-    box.run(["install", "-d", "-m", "0770", "-g", "tss", "/var/lib/pinpam/enrolments"])
+    # The state directory as `make install SERVICE=no` leaves it (the harness's root
+    # enrolments made it so: no account pinutild here).
+    assert box.run(["stat", "-c", "%a %U %G", "/var/lib/pinutild",
+                    "/var/lib/pinutild/enrolments"]).stdout.decode() \
+        == "750 root tss\n770 root tss\n"
     # 2. The user enrols their own PIN: password first, then the PIN.
     box.add_user(CAROL.name, CAROL.uid, CAROL.password, groups=["sudo"])
     box.run([PINUTIL_INSIDE, "--stdin", "setup"], user=CAROL.name,

@@ -131,7 +131,7 @@ def test_a_spare_is_not_used_once_the_record_names_another_key(pin_env):
         try:
             assert service.ask(verb="pin-status", user="root")["result"] == "success"
             _wait_for(lambda: len(_sessions(pin_env.swtpm)) == 1)
-            salt_key.save(salt_key.record_path(pin_env.policy), bytes.fromhex("000b") + bytes(32))
+            salt_key.save(os.path.join(pin_env.dir, "salt_key"), bytes.fromhex("000b") + bytes(32))
             reply = service.ask(verb="pin-check", user="root", pin=PIN.encode())
         finally:
             service.stop()
