@@ -96,3 +96,32 @@ def test_every_hook_stays_within_its_budget(pin_env, module, startup):
         assert not [n for n in names if n.startswith(NEVER)], (module, hook)
         if hook != "authenticate":  # no TPM code for a hook that sends no TPM command
             assert not [n for n in names if n.startswith(TPM_CODE)], (module, hook)
+
+
+#: Everything of ours a PIN login through pinutild (backend=daemon) loads: the policy
+#: reader, the service's client and protocol, the error vocabulary, whom a root host acts
+#: for, the login's time budget, pypam's handle. Nothing only the direct or helper backend
+#: needs (the TPM binding, the fork machinery's users, setid, the TPM layer), nothing
+#: only an error path needs. A new module here is a cost on every login: add it on purpose.
+DAEMON_LOGIN = {
+    "pinutil", "pinutil.errors", "pinutil.deadline", "pinutil.record", "pinutil.securefile",
+    "pinutil.users", "pinutil.pin", "pinutil.pin.policy", "pinutil.pin.status",
+    "pinutil.pin.login", "pinutil.service", "pinutil.service.requester",
+    "pinutil.service.client", "pinutil.service.protocol",
+    "pinutil.tpm",  # the package alone: the owner NV range (constants, no imports)
+}
+#: What it may add to FRAMEWORK besides: `pwd` (the user's uid) and `_socket` (the
+#: builtin behind `socket`, without its enum wrapper).
+DAEMON_LOGIN_STDLIB = {"pwd", "_socket"}
+
+
+def test_a_login_through_the_service_loads_only_its_own_path(pin_env, pinutild_policy,
+                                                              startup):
+    pin_env.enrol("root", PIN)
+    names = hook_imports(pin_env.pamd, f"module=tpm_pin policy={pin_env.policy} "
+                         "backend=daemon", "authenticate", answers=[PIN])
+    ours = {n for n in names if top_level([n]) & {"pinutil"}}
+    assert "pinutil.service.client" in ours, names  # it really asked the service
+    assert ours <= DAEMON_LOGIN, sorted(ours - DAEMON_LOGIN)
+    extra = added(names, startup) - FRAMEWORK
+    assert extra <= {"pinutil"} | DAEMON_LOGIN_STDLIB, extra

@@ -19,7 +19,7 @@ from pinutil.pin.index import (
 )
 from pinutil.tpm import sapi
 from pinutil.tpm.context import Tpm
-from pinutil.tpm.handles import OWNER_NV_LAST
+from pinutil.tpm import OWNER_NV_LAST
 from pinutil.tpm.rc import TpmCommandError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

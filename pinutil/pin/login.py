@@ -36,7 +36,6 @@ from pinutil.deadline import TpmBudget, run_in_child, spend
 from pinutil.pin.policy import Policy
 from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.record import Record
-from pinutil.setid import running_setid
 from pinutil.users import User
 
 BACKENDS = ("auto", "direct", "helper", "daemon")
@@ -252,6 +251,9 @@ def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: st
         raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
     if mode == "daemon" or (mode == "auto" and os.path.exists(policy.service_socket)):
         return DaemonBackend(policy, budget, on_behalf_of)
+    # Imported here: a login through the service never needs it (tests/test_import_budget.py).
+    from pinutil.setid import running_setid
+
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
         return DirectBackend(policy, budget)

@@ -71,7 +71,7 @@ import os
 from pinutil import securefile
 from pinutil.errors import InvalidPin, PolicyError
 from pinutil.record import Record
-from pinutil.tpm.handles import OWNER_NV_FIRST, OWNER_NV_LAST
+from pinutil.tpm import OWNER_NV_FIRST, OWNER_NV_LAST
 
 DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
 

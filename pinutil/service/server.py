@@ -247,6 +247,12 @@ class Server:
             self.connections[sock.fileno()] = conn
             self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
             self.selector.register(sock, selectors.EVENT_READ, conn)
+            # A client sends its request right after connecting: read it now rather
+            # than a turn of the loop later (nothing there yet: the selector waits).
+            try:
+                self._read(conn)
+            except Exception:  # noqa: BLE001 - contained: see _contain
+                self._contain(conn)
 
     def _close(self, conn: _Connection) -> None:
         if self.connections.pop(conn.sock.fileno(), None) is None:
@@ -278,23 +284,28 @@ class Server:
         conn.sock.close()
 
     def _read(self, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(conn.need - len(conn.buffer))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._close(conn)
-            return
-        if not data:  # closed before a whole request: nothing to answer
-            self._close(conn)
-            return
-        conn.buffer += data
-        if len(conn.buffer) < conn.need:
-            return
-        try:
-            if conn.need == protocol.HEADER_SIZE:
-                conn.need += protocol.body_length(bytes(conn.buffer))
+        while True:  # the header, then at once the body it announces (if it is there)
+            try:
+                data = conn.sock.recv(conn.need - len(conn.buffer))
+            except (BlockingIOError, InterruptedError):
                 return
+            except OSError:
+                self._close(conn)
+                return
+            if not data:  # closed before a whole request: nothing to answer
+                self._close(conn)
+                return
+            conn.buffer += data
+            if len(conn.buffer) < conn.need:
+                return
+            if conn.need != protocol.HEADER_SIZE:
+                break
+            try:
+                conn.need += protocol.body_length(bytes(conn.buffer))
+            except protocol.ProtocolError as e:
+                self._reply(conn, _frame({"result": "bad_request", "error": str(e)}))
+                return
+        try:
             request = protocol.decode_body(bytes(conn.buffer[protocol.HEADER_SIZE:]))
             if conn.pending is None:
                 verbs.parse_request(request)
@@ -333,8 +344,9 @@ class Server:
         conn.state = _WRITING
         conn.reply = frame
         conn.deadline = monotonic() + self.limits.request_seconds
-        self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
-        self._write(conn)
+        self._write(conn)  # a reply fits the socket's buffer: usually sent and closed now
+        if conn.reply and self.connections.get(conn.sock.fileno()) is conn:
+            self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)  # the rest later
 
     def _write(self, conn: _Connection) -> None:
         try:

@@ -6,7 +6,8 @@ flushing one as the other flushes nothing or the wrong object, so `Tpm.flush` an
 `Tpm.flush_quietly` accept only these types and refuse a bare int (TypeError). Every
 method that returns something to flush returns one of them.
 
-No imports: policy.py (read before any TPM is opened) uses the NV range.
+No imports. The owner NV range lives in the package (pinutil/tpm/__init__.py): the
+policy checks nv_base against it on every login, and loads only that.
 """
 
 
@@ -21,8 +22,3 @@ class TpmHandle(int):
 
     __slots__ = ()
 
-
-# TPM 2.0 Part 2, 7.4: NV indices defined with owner authorisation. A PIN index is at
-# nv_base + uid inside this range.
-OWNER_NV_FIRST = 0x01000000
-OWNER_NV_LAST = 0x013FFFFF

@@ -21,9 +21,9 @@ AS_NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "
 
 
 
-#: Loaded without TPM code: the package's docstring and the owner NV range (constants,
+#: Loaded without TPM code: the package, its docstring and the owner NV range (constants,
 #: no imports; the policy checks nv_base against it).
-NOT_TPM_CODE = {"pinutil.tpm", "pinutil.tpm.handles"}
+NOT_TPM_CODE = {"pinutil.tpm"}
 
 
 def tpm_code(modules: list[str]) -> list[str]:
