@@ -17,9 +17,8 @@ from pinutil.pin.index import (
     PinIndex,
     PinStatus,
 )
-from pinutil.tpm import sapi
+from pinutil.tpm import OWNER_NV_LAST, sapi
 from pinutil.tpm.context import Tpm
-from pinutil.tpm import OWNER_NV_LAST
 from pinutil.tpm.rc import TpmCommandError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,9 +23,9 @@ import struct
 from pinutil import errors
 from pinutil.pin.policy import MAX_PIN_LENGTH
 from pinutil.pin.status import NOT_ENROLLED, PinStatus
+from pinutil.tpm import OWNER_NV_FIRST, OWNER_NV_LAST, sapi
 from pinutil.tpm._tss import lib
 from pinutil.tpm.context import Tpm
-from pinutil.tpm import OWNER_NV_FIRST, OWNER_NV_LAST, sapi
 from pinutil.tpm.handles import EsysTr
 from pinutil.tpm.rc import TpmCommandError
 from pinutil.tpm.structs import NvPublic
