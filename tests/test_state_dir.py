@@ -184,6 +184,105 @@ def test_the_service_makes_its_records_directory_in_its_own_state_directory(as_s
         shutil.rmtree(base)
 
 
+# The service's unit (systemd/pinutild.service) has SystemCallFilter=~@privileged with
+# SystemCallErrorNumber=EPERM: chown is refused. The same filter, loaded with
+# libseccomp (a dependency of systemd) before the service's write: review F5.
+_SECCOMP = textwrap.dedent("""
+    import ctypes, errno, sys
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                     ctypes.c_uint]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    SCMP_ACT_ALLOW, SCMP_ACT_ERRNO = 0x7fff0000, 0x00050000
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    for name in sys.argv[4].split(","):
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        assert nr >= 0 and lib.seccomp_rule_add(ctx, SCMP_ACT_ERRNO | errno.EPERM, nr, 0) == 0
+    assert lib.seccomp_load(ctx) == 0
+""")
+_CHOWN = "chown,fchown,fchownat,lchown"
+_CHMOD = "chmod,fchmod,fchmodat"
+
+
+def _as_service_with_filter(service, state_dir: str, refused: str):
+    script = _SECCOMP + _AS_SERVICE_WRITE.replace(
+        "enrolment.write(", "try:\n    enrolment.write(").replace(
+        "    as_root=False)", "    as_root=False)\n"
+        "except enrolment.RecordError as e:\n    sys.exit(f'RecordError: {e}')")
+    return subprocess.run(["setpriv", f"--reuid={service.pw_uid}", f"--regid={service.pw_gid}",
+                           "--clear-groups", sys.executable, "-c", script, ROOT,
+                           f"{state_dir}/enrolments", SERVICE, refused],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_service_makes_its_records_directory_though_its_unit_refuses_chown(as_service):
+    """The first enrolment after the state directory was recreated without `enrolments`
+    (systemctl clean, no postinst): the service makes it without chown (old code:
+    PermissionError, "internal error"); a failure there is a clear RecordError."""
+    service = as_service
+    base = tempfile.mkdtemp(prefix="pypam-state-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        state_dir = make_dir(f"{base}/state", service.pw_uid, service.pw_gid, 0o700)
+        refused = _as_service_with_filter(service, state_dir, f"{_CHOWN},{_CHMOD}")
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith("RecordError: enrolment records: cannot set the "
+                                         "owner and mode of enrolments"), refused.stderr
+        os.rmdir(f"{state_dir}/enrolments")
+        done = _as_service_with_filter(service, state_dir, _CHOWN)
+        assert done.returncode == 0, done.stderr
+        st = os.stat(f"{state_dir}/enrolments")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (service.pw_uid, service.pw_gid, 0o700)
+        assert enrolment.read(f"{state_dir}/enrolments", 1001) == record(1001)
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("swap", ["symlink", "directory"])
+def test_root_changes_nothing_through_what_the_state_dirs_owner_swaps_in(
+        tmp_path, monkeypatch, as_service, swap):
+    """Root makes `enrolments` in the service's directory; its owner wins the race and
+    swaps the new directory for a symlink to a file of root's (or for a directory of
+    its own) between root's mkdir and the rest: root must not chmod the symlink's
+    target (old code: chmod by name, the target became 0700; review F4)."""
+    service = as_service
+    state_dir = make_dir(str(tmp_path / "state"), service.pw_uid, service.pw_gid, 0o700)
+    victim = str(tmp_path / "victim")
+    write(victim, "root's\n", mode=0o644)
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swapped(name, mode=0o777, *, dir_fd=None):
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        if name != state.ENROLMENTS:
+            return
+        os.rename(name, "moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if swap == "symlink":
+            os.symlink(victim, name, dir_fd=dir_fd)
+        else:
+            real_mkdir(name, 0o755, dir_fd=dir_fd)
+            os.chown(name, service.pw_uid, service.pw_gid, dir_fd=dir_fd)
+
+    monkeypatch.setattr(state.os, "mkdir", mkdir_then_swapped)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        state.ensure_child_dir(fd, state_dir, state.ENROLMENTS)
+        raised = None
+    except state.StateError as e:
+        raised = str(e)
+    finally:
+        os.close(fd)
+    st = os.stat(victim)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o644)
+    assert raised is not None and "replaced while it was being made" in raised
+    if swap == "directory":
+        st = os.lstat(f"{state_dir}/enrolments")
+        assert (st.st_uid, st.st_mode & 0o7777) == (service.pw_uid, 0o755)
+
+
 # --- the move from the old places ---------------------------------------------------
 
 class Old:

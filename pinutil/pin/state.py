@@ -93,12 +93,35 @@ def _tss_gid() -> int:
 
 
 def _make_dir(name: str, uid: int, gid: int, mode: int, dir_fd: int | None) -> None:
+    """mkdir, then owner and mode set on a descriptor of the directory just made, never
+    by name: the parent may be the service account's, which could swap in a symlink
+    between the mkdir and a chmod by name (root would then chmod its target). chown
+    only as root: the service's unit refuses chown altogether (~@privileged), and a
+    directory it makes is its own already. Any failure is a StateError, never a bare
+    OSError."""
     try:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
     except FileExistsError:
         return  # someone else made it first: it is checked when opened
-    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-    os.chmod(name, mode, dir_fd=dir_fd)
+    except OSError as e:
+        raise StateError(f"cannot create {name}: {e.strerror}") from None
+    try:
+        fd = os.open(name, securefile.DIRECTORY_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        raise StateError(f"{name} was replaced while it was being made "
+                         f"({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():  # not the one just made: someone else's
+            raise StateError(f"{name} was replaced while it was being made "
+                             f"(now owned by uid {st.st_uid})")
+        if os.geteuid() == 0:
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    except OSError as e:
+        raise StateError(f"cannot set the owner and mode of {name}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def ensure_state_dir(state_dir: str) -> int:
@@ -107,12 +130,15 @@ def ensure_state_dir(state_dir: str) -> int:
     fd = open_state_dir(state_dir)
     if fd is not None:
         return fd
-    os.makedirs(os.path.dirname(state_dir.rstrip("/")) or "/", mode=0o755, exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(state_dir.rstrip("/")) or "/", mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise StateError(f"cannot create the parents of {state_dir}: {e.strerror}") from None
     ids = service_ids()
     if ids is None:
-        _make_dir(state_dir, 0, _tss_gid(), FALLBACK_STATE_MODE, None)
+        _make_dir(state_dir.rstrip("/"), 0, _tss_gid(), FALLBACK_STATE_MODE, None)
     else:
-        _make_dir(state_dir, *ids, STATE_MODE, None)
+        _make_dir(state_dir.rstrip("/"), *ids, STATE_MODE, None)
     fd = open_state_dir(state_dir)
     if fd is None:
         raise StateError(f"cannot create the state directory {state_dir}")
@@ -120,8 +146,8 @@ def ensure_state_dir(state_dir: str) -> int:
 
 
 def ensure_child_dir(state_fd: int, state_dir: str, name: str) -> int:
-    """(Root, or the state directory's owner.) `name` inside the state directory, made if missing with the layout of
-    the state directory's owner: the service's (its user, 0700) or the fallback's
+    """(Root, or the state directory's owner.) `name` inside the state directory, made
+    if missing with the layout of the state directory's owner: the service's (its user, 0700) or the fallback's
     (root:tss 0770, so that the set-gid `pinutil` can write there)."""
     fd = open_child_dir(state_fd, state_dir, name)
     if fd is not None:
