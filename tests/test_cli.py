@@ -142,6 +142,8 @@ def cli(swtpm):
 def test_setup_status_test_change_delete_as_root(cli):
     code, out = cli.json("status", "root")
     assert code == 0
+    # root's warnings depend on the machine (tests/test_tpm_reach.py checks them)
+    assert isinstance(out.pop("tpm_reachable_past_pinutild"), list)
     assert out == {"command": "status", "user": "root", "result": "success",
                    "enrolled": False, "failures": None, "limit": None, "locked": False,
                    "attempts_left": None,

@@ -436,8 +436,14 @@ def cmd_status(ctx: Context) -> dict:
     else:
         message = (f"{user.name}: PIN enrolled, {st.failures} of {st.limit} attempts failed, "
                    f"{st.attempts_left} attempts left")
+    reach_text = ""
+    if ctx.caller.is_root:  # root's view of the system: who else reaches the TPM
+        from pinutil.cli import tpm_reach
+
+        fields["tpm_reachable_past_pinutild"] = reach = tpm_reach.warnings()
+        reach_text = "".join(f"; WARNING: {line}" for line in reach)
     return {**fields, "owner_hierarchy": owner,
-            "message": f"{message}{record_text}; {describe(owner)}"}
+            "message": f"{message}{record_text}; {describe(owner)}{reach_text}"}
 
 
 def cmd_test(ctx: Context) -> dict:
