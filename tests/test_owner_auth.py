@@ -19,6 +19,7 @@ import pytest
 from pinutil import owner_auth
 from tests.support.pamhost import result_name
 from tests.support.pin_env import PINUTIL, handle_of, write_file
+from tests.support.tpm_proxy import CC_NV_READ
 
 PIN, NEW_PIN, WRONG = "2580", "4711", "1111"
 # TPM_RC_BAD_AUTH and TPM_RC_AUTH_FAIL (session 1; the lockout hierarchy's), as
@@ -436,3 +437,61 @@ def test_protected_the_unprivileged_service_reads_its_group_readable_file(
         assert refused(attack(pin_env, "tpm2_nvundefine", "-C", "o", hex(0x01000000 + UID)))
     finally:
         shape.stop()
+
+
+# --- the passwords never cross the TPM bus (review F8) --------------------------------
+
+def _owner_reads(exchanges) -> int:
+    """How many NV_Read commands the transcript holds authorised by the owner
+    hierarchy (auth handle TPM_RH_OWNER): what pin-status sends before each prompt."""
+    return sum(1 for e in exchanges
+               if e.command[6:10] == CC_NV_READ.to_bytes(4, "big")
+               and e.command[10:14] == (0x40000001).to_bytes(4, "big"))
+
+
+def test_the_owner_and_lockout_passwords_never_cross_the_tpm_bus(pin_env):
+    """A passive observer of the TPM bus (here the test proxy's transcript) during
+    `owner protect`, a setup, PIN logins (the owner read before each prompt, direct
+    and through pinutild), a change, `status`, a delete with no persistent salt key,
+    and `owner release` never sees either password: owner commands are authorised by
+    HMAC sessions and HierarchyChangeAuth's new value travels encrypted. On the code
+    before (password sessions) every one of these put the owner password on the bus."""
+    from tests.support.pinutild import start_pinutild
+    from tests.support.tpm_proxy import TpmProxy
+
+    proxy = TpmProxy(pin_env.swtpm.sock, os.path.join(pin_env.dir, "tpm-proxy"))
+    proxy.start()
+    service = None
+    try:
+        pin_env.policy_extra["tcti"] = proxy.tcti
+        pin_env.write_policy()
+        passwords = protect(pin_env)
+        pin_env.enrol("root", PIN)
+        service = start_pinutild(pin_env)
+        pin_env.policy_extra["service_socket"] = service.socket
+        pin_env.write_policy()
+        for backend in ("daemon", "direct"):
+            svc = pin_env.service(f"pin-{backend}", pin_env.tpm_pin_line(backend=backend))
+            for answer, result in ((PIN, "PAM_SUCCESS"), (WRONG, "PAM_AUTH_ERR")):
+                report = pin_env.run(svc, user="root", answers=[answer])
+                assert result_name(report, "auth") == result, (backend, report)
+        assert pin_env.counter("root") == (1, 3)  # a good PIN resets the count
+        change = pin_env.pinutil("--stdin", "change", "root", stdin=NEW_PIN + "\n")
+        assert change.returncode == 0, change.stderr
+        assert status(pin_env)["owner_hierarchy"]["password"] == "held"
+        pin_env.swtpm.tools("tpm2_evictcontrol", "-C", "o", "-P",
+                            f"hex:{passwords.owner.hex()}", "-c", SALT_KEY)
+        delete = pin_env.pinutil("--yes", "delete", "root")
+        assert delete.returncode == 0, delete.stderr
+        release = pin_env.pinutil("owner", "release")
+        assert release.returncode == 0, release.stderr
+    finally:
+        if service is not None:
+            service.stop()
+        proxy.stop()
+    assert permanent(pin_env)["ownerAuthSet"] == 0  # released through the proxy
+    assert _owner_reads(proxy.exchanges) >= 4  # the logins' owner reads were seen
+    bus = b"".join(e.command + (e.reply or b"") for e in proxy.exchanges)
+    for name in owner_auth.NAMES:
+        assert getattr(passwords, name) not in bus, f"the {name} password crossed the bus"
+

@@ -137,7 +137,7 @@ def test_salted_read_returns_the_counter_in_clear_after_unmasking(enrolled, swtp
     session = sapi.start_salted_session(enrolled, sapi.salt_key_name(enrolled, persist=False))
     data = sapi.read_nv_with_session(enrolled, HANDLE, name, 8, PIN, session)
     assert struct.unpack(">II", data) == (0, 5)
-    assert sapi.read_nv_as_owner(enrolled, HANDLE, 8) == data
+    assert sapi.read_nv_as_owner(enrolled, HANDLE, name, 8) == data
 
 
 @pytest.mark.parametrize("part", ["hmac", "nonce", "data"])

@@ -46,6 +46,8 @@ from tests.support.tpm_proxy import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UID = 0
 HANDLE = 0x01000000 + UID
+# The enrolled index's Name (for the owner read's cpHash).
+NAME = PinIndex(None, HANDLE).expected_public(written=True).name()
 PIN = "2580"
 WRONG = "1111"
 LIMIT = 1_000_000  # the sweep spends many attempts; never lock
@@ -146,7 +148,7 @@ class Sweep:
         self.direct.close()
 
     def counter(self) -> int:
-        return int.from_bytes(sapi.read_nv_as_owner(self.direct, HANDLE, 8)[:4], "big")
+        return int.from_bytes(sapi.read_nv_as_owner(self.direct, HANDLE, NAME, 8)[:4], "big")
 
     def loaded(self) -> list[int]:
         return self.swtpm.loaded_handles()

@@ -53,6 +53,9 @@ def cmd_protect(ctx) -> dict:
                 raise _unknown_password([n for n, s in state.items() if s], path)
             target = owner_auth.new_passwords()
             owner_auth.write_pending(path, target)  # before the TPM: never unknown
+        # A set owner password is the pending one (an interrupted protect): the lockout
+        # change's salted session needs it (Tpm.change_hierarchy_auth).
+        tpm.use_owner_auth(target.owner if state["owner"] else b"")
         for name in owner_auth.NAMES:
             if not state[name]:  # set: it holds the pending password already
                 tpm.change_hierarchy_auth(name, b"", getattr(target, name))
@@ -77,10 +80,10 @@ def cmd_release(ctx) -> dict:
             if any(state.values()):
                 raise _unknown_password([n for n, s in state.items() if s], path)
             return {"changed": False, "message": "the TPM owner hierarchy has no password"}
-        if state["owner"]:
-            tpm.use_owner_auth(current.owner)
-            if not tpm.owner_auth_accepted():  # a wrong owner password counts nothing
-                raise _unknown_password(["owner"], path)
+        # An owner released before a kill has the empty password, whatever FILE says.
+        tpm.use_owner_auth(current.owner if state["owner"] else b"")
+        if state["owner"] and not tpm.owner_auth_accepted():  # a wrong one counts nothing
+            raise _unknown_password(["owner"], path)
         for name in owner_auth.NAMES:
             if state[name]:  # clear: released before a kill; the file still says it
                 tpm.change_hierarchy_auth(name, getattr(current, name), b"")

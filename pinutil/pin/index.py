@@ -183,7 +183,7 @@ class PinIndex:
         _validate_limit(limit)
         self._require_policy_nv_written()
         tpm = self.tpm
-        hmac_session: int = lib.ESYS_TR_PASSWORD
+        hmac_session: EsysTr | None = None  # None: the Tpm picks the owner's session
         policy_session: int = lib.ESYS_TR_NONE
         try:
             if salted:
@@ -215,7 +215,7 @@ class PinIndex:
                 if type(session) is EsysTr:  # not ESYS_TR_PASSWORD / ESYS_TR_NONE
                     tpm.flush_quietly(session)
 
-    def _define_space(self, pin: bytes, session: int) -> EsysTr:
+    def _define_space(self, pin: bytes, session: EsysTr | None) -> EsysTr:
         try:
             return self.tpm.nv_define_space(self.expected_public(written=False), pin, session)
         except TpmCommandError as e:
@@ -346,6 +346,8 @@ class PinIndex:
         return f"NV index 0x{self.handle:08x} is not a PIN index ({detail}); refusing to use it"
 
     def _read_counter(self) -> tuple[int, int]:
-        data = sapi.read_nv_as_owner(self.tpm, self.handle, PIN_DATA_SIZE)
+        """Read only once the index was found WRITTEN: its Name goes into the cpHash."""
+        data = sapi.read_nv_as_owner(self.tpm, self.handle,
+                                     self.expected_public(written=True).name(), PIN_DATA_SIZE)
         failures, limit = struct.unpack(">II", data)
         return failures, limit

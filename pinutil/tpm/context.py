@@ -35,9 +35,16 @@ takes its password from `Tpm.owner_auth()`, the one place that decides it: b"" (
 TPM's factory state) unless the opener gave the password or a function loading it
 (pinutil/owner_auth.py, the root-only file `pinutil owner protect` writes). A TPM that
 refuses it gives one clear TpmUnavailable (`send_as_owner`), never a bare BAD_AUTH.
-These commands use password sessions: the owner password crosses the TPM bus in
-clear. It keeps software with TPM access (the `tss` group) out of the owner hierarchy,
-not an interposer on the bus (README, threat model).
+
+The owner password never crosses the TPM bus: an empty one goes in a password
+session (nothing to hide, no extra command), any other through an HMAC session
+started for the one command (`owner_authorisation` for SAPI, `_owner_esys_session`
+for ESAPI), so the bus carries HMAC-SHA256 values keyed with it, never the password.
+These sessions are not salted: the password is 32 random bytes (owner_auth.py), so
+an HMAC over known data is no guessing oracle, and an unsalted StartAuthSession
+costs the TPM no ECDH (tens of ms on TPM chips, before every PIN prompt). Salting
+is needed only to hide a parameter: HierarchyChangeAuth's new password travels
+encrypted in a session salted with the storage primary (DECRYPT).
 """
 from __future__ import annotations
 
@@ -47,12 +54,14 @@ from pinutil import errors
 from pinutil.tpm._tss import ffi, lib
 from pinutil.tpm.handles import EsysTr, TpmHandle
 from pinutil.tpm.rc import TpmCommandError, check_rc, is_tss_layer
+from pinutil.tpm.session_crypto import DIGEST_SIZE, SaltedSession, cp_hash
 from pinutil.tpm.structs import (
     NvPublic,
     ecc_point,
     fill_tpm2b,
     is_storage_primary,
     password_auth,
+    storage_primary_parameters,
     storage_primary_template,
     wipe_tpm2b,
 )
@@ -63,6 +72,9 @@ HIERARCHIES = {
     "owner": (lib.ESYS_TR_RH_OWNER, lib.TPMA_PERMANENT_OWNERAUTHSET),
     "lockout": (lib.ESYS_TR_RH_LOCKOUT, lib.TPMA_PERMANENT_LOCKOUTAUTHSET),
 }
+# The owner hierarchy's Name (a permanent handle's Name is its handle), for cpHashes.
+OWNER_NAME = lib.TPM2_RH_OWNER.to_bytes(4, "big")
+
 class OwnerAuthRefused(errors.TpmUnavailable):
     """The TPM refused the owner password a command was authorised with (travels as
     TpmUnavailable: see pinutil/errors.py)."""
@@ -251,6 +263,55 @@ class Tpm:
                 raise OwnerAuthRefused(OWNER_REFUSED.format(which=which)) from None
             raise
 
+    def owner_authorisation(self, command_code: int, names: tuple, parameters: bytes):
+        """(auths, session) authorising one SAPI command as owner, whose cpHash is made of
+        `command_code`, the Names of its handles and its marshalled `parameters`: a
+        password session for an empty password (session None), else a fresh unsalted
+        HMAC session (module docstring) without continueSession: the TPM ends it after
+        a successful command; after a failure the caller flushes `session.handle`."""
+        value = self.owner_auth()
+        if not value:
+            return password_auth(b""), None
+        session = self._start_unsalted_session()
+        nonce, mac = session.authorise(cp_hash(command_code, names, parameters), value, 0,
+                                       os.urandom(DIGEST_SIZE))
+        auths = ffi.new("TSS2L_SYS_AUTH_COMMAND *")
+        auths.count = 1
+        entry = auths.auths[0]
+        entry.sessionHandle = session.handle
+        fill_tpm2b(entry.nonce, nonce)
+        fill_tpm2b(entry.hmac, mac)
+        return auths, session
+
+    def _start_unsalted_session(self) -> SaltedSession:
+        """StartAuthSession through SAPI: HMAC, SHA-256, no salt, no bind, no cipher."""
+        nonce_caller = os.urandom(DIGEST_SIZE)
+        nonce = ffi.new("TPM2B_NONCE *")
+        fill_tpm2b(nonce, nonce_caller)
+        sym = ffi.new("TPMT_SYM_DEF *")
+        sym.algorithm = lib.TPM2_ALG_NULL
+        handle = ffi.new("TPMI_SH_AUTH_SESSION *")
+        nonce_tpm = ffi.new("TPM2B_NONCE *")
+        self.send("StartAuthSession", lib.Tss2_Sys_StartAuthSession(
+            self.sys, lib.TPM2_RH_NULL, lib.TPM2_RH_NULL, ffi.NULL, nonce,
+            ffi.new("TPM2B_ENCRYPTED_SECRET *"), lib.TPM2_SE_HMAC, sym, lib.TPM2_ALG_SHA256,
+            handle, nonce_tpm, ffi.NULL))
+        return SaltedSession(TpmHandle(handle[0]), b"", nonce_caller,
+                             bytes(ffi.buffer(nonce_tpm.buffer, nonce_tpm.size)))
+
+    def _owner_esys_session(self) -> EsysTr | int:
+        """The session an ESAPI owner command authorises with: ESYS_TR_PASSWORD for an
+        empty password, else an unsalted HMAC session (ESYS computes its HMAC from the
+        password set by _esys_owner) that the caller flushes (end_owner_session)."""
+        if not self.owner_auth():
+            return lib.ESYS_TR_PASSWORD
+        return self._start_session(lib.ESYS_TR_NONE, lib.TPM2_SE_HMAC,
+                                   lib.TPMA_SESSION_CONTINUESESSION)
+
+    def end_owner_session(self, session: EsysTr | int) -> None:
+        if type(session) is EsysTr:
+            self.flush_quietly(session)
+
     def owner_auth_accepted(self) -> bool:
         """Whether the TPM accepts owner_auth(): one CreatePrimary of the storage
         primary, flushed at once. (A refused owner password does not count towards the
@@ -282,17 +343,29 @@ class Tpm:
 
     def change_hierarchy_auth(self, hierarchy: str, old: bytes, new: bytes) -> None:
         """HierarchyChangeAuth of `hierarchy` ("owner" or "lockout") from `old` to
-        `new` (password session). The owner's new password becomes this connection's."""
+        `new`. Neither crosses the bus: the command is authorised by an HMAC session
+        salted with the storage primary (keyed with `old`), whose DECRYPT attribute
+        encrypts `new` (AES-128-CFB). The salt key is the TPM's answer, not checked
+        against a record: this hides the passwords from a bus observer, not from an
+        interposer that forges the TPM's answers (README, threat model).
+        The owner's new password becomes this connection's."""
         tr = HIERARCHIES[hierarchy][0]
+        primary = self.storage_primary()  # as owner: the current owner password
+        try:
+            session = self.salted_session(primary, lib.TPMA_SESSION_DECRYPT
+                                          | lib.TPMA_SESSION_CONTINUESESSION)
+        finally:
+            self.flush_quietly(primary)
         value = ffi.new("TPM2B_AUTH *")
         fill_tpm2b(value, new)
         none = lib.ESYS_TR_NONE
         self.set_auth(tr, old)
         try:
             self.send(f"HierarchyChangeAuth({hierarchy})", lib.Esys_HierarchyChangeAuth(
-                self.esys, tr, lib.ESYS_TR_PASSWORD, none, none, value))
+                self.esys, tr, session, none, none, value))
         finally:
             wipe_tpm2b(value)
+            self.flush_quietly(session)
             if hierarchy == "owner":  # whatever happened, ask again at the next use
                 self._owner_auth_in_esys = False
         if hierarchy == "owner":
@@ -402,7 +475,8 @@ class Tpm:
         answer must be exactly our template, else TpmUnavailable."""
         handle = ffi.new("TPM2_HANDLE *")
         out_public = ffi.new("TPM2B_PUBLIC *")
-        auths = password_auth(self.owner_auth())
+        auths, session = self.owner_authorisation(
+            lib.TPM2_CC_CreatePrimary, (OWNER_NAME,), storage_primary_parameters())
         try:
             self.send_as_owner("CreatePrimary", lib.Tss2_Sys_CreatePrimary(
                 self.sys, lib.TPM2_RH_OWNER, auths,
@@ -411,8 +485,10 @@ class Tpm:
                 handle, out_public, ffi.new("TPM2B_CREATION_DATA *"),
                 ffi.new("TPM2B_DIGEST *"), ffi.new("TPMT_TK_CREATION *"),
                 ffi.new("TPM2B_NAME *"), ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
-        finally:
-            wipe_tpm2b(auths.auths[0].hmac)
+        except BaseException:
+            if session is not None:  # a refused command leaves the session loaded
+                self.flush_quietly(session.handle)
+            raise
         key = TpmHandle(handle[0])
         if not is_storage_primary(out_public.publicArea):
             self.flush_quietly(key)
@@ -470,9 +546,12 @@ class Tpm:
         comes back)."""
         out = ffi.new("ESYS_TR *")
         none = lib.ESYS_TR_NONE
-        self.send_as_owner("EvictControl", lib.Esys_EvictControl(
-            self.esys, self._esys_owner(), tr, lib.ESYS_TR_PASSWORD, none, none,
-            persistent, out))
+        session = self._owner_esys_session()
+        try:
+            self.send_as_owner("EvictControl", lib.Esys_EvictControl(
+                self.esys, self._esys_owner(), tr, session, none, none, persistent, out))
+        finally:
+            self.end_owner_session(session)
         return EsysTr(out[0])
 
     # ---- sessions
@@ -550,9 +629,10 @@ class Tpm:
 
     # ---- NV (reading is on the login path: tpm/sapi.py)
     def nv_define_space(self, public: NvPublic, auth: bytes,
-                        session: int = lib.ESYS_TR_PASSWORD) -> EsysTr:
-        """NV_DefineSpace as owner (owner_auth()); returns the new index's ESYS_TR
-        (auth already set)."""
+                        session: int | None = None) -> EsysTr:
+        """NV_DefineSpace as owner (owner_auth()), authorised by `session` (the
+        caller's, which encrypts `auth`) or by _owner_esys_session(); returns the new
+        index's ESYS_TR (auth already set)."""
         info = ffi.new("TPM2B_NV_PUBLIC *")
         info.nvPublic.nvIndex = public.handle
         info.nvPublic.nameAlg = public.name_alg
@@ -563,18 +643,26 @@ class Tpm:
         fill_tpm2b(value, auth)
         nv = ffi.new("ESYS_TR *")
         none = lib.ESYS_TR_NONE
+        own_session = self._owner_esys_session() if session is None else None
         try:
             self.send_as_owner("NV_DefineSpace", lib.Esys_NV_DefineSpace(
-                self.esys, self._esys_owner(), session, none, none, value, info, nv))
+                self.esys, self._esys_owner(), session if own_session is None else own_session,
+                none, none, value, info, nv))
         finally:
             wipe_tpm2b(value)
+            if own_session is not None:
+                self.end_owner_session(own_session)
         return EsysTr(nv[0])
 
     def nv_undefine_space(self, nv: EsysTr) -> None:
         """Owner NV_UndefineSpace (owner_auth()); ESYS forgets `nv` on success."""
         none = lib.ESYS_TR_NONE
-        self.send_as_owner("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
-            self.esys, self._esys_owner(), nv, lib.ESYS_TR_PASSWORD, none, none))
+        session = self._owner_esys_session()
+        try:
+            self.send_as_owner("NV_UndefineSpace", lib.Esys_NV_UndefineSpace(
+                self.esys, self._esys_owner(), nv, session, none, none))
+        finally:
+            self.end_owner_session(session)
 
     def nv_write(self, auth_handle: EsysTr, nv: EsysTr, data: bytes, session: EsysTr,
                  offset: int = 0) -> None:

@@ -1,7 +1,7 @@
 """The PIN check's TPM commands through SAPI, with our own session crypto.
 
-The login path sends only these commands: NV_ReadPublic, NV_Read (as owner, or with
-the PIN), for the master key's token ReadPublic and HMAC, and for a salted session
+The login path sends only these commands: NV_ReadPublic, NV_Read (as owner through an
+unsalted HMAC session, see Tpm.owner_authorisation, or with the PIN), for the master key's token ReadPublic and HMAC, and for a salted session
 ReadPublic of the salt key (or CreatePrimary and FlushContext when there is no
 persistent one: Tpm.create_storage_primary, through SAPI too) and StartAuthSession. They run on ESYS's own SAPI context (`Tpm.sys`), so
 they share the `Tpm`'s one connection, and send through `Tpm.send` like every other
@@ -30,7 +30,7 @@ import struct
 
 from pinutil import errors
 from pinutil.tpm._tss import ffi, lib
-from pinutil.tpm.context import Tpm
+from pinutil.tpm.context import OWNER_NAME, Tpm
 from pinutil.tpm.handles import TpmHandle
 from pinutil.tpm.session_crypto import (
     DIGEST_SIZE,
@@ -73,13 +73,26 @@ def read_nv_public(tpm: Tpm, handle: int):
     return NvPublic.from_tpms(pub.nvPublic), bytes(ffi.buffer(name.name, name.size))
 
 
-def read_nv_as_owner(tpm: Tpm, handle: int, size: int) -> bytes:
-    """NV_Read authorised by the owner hierarchy (Tpm.owner_auth()). No PIN."""
-    auths = password_auth(tpm.owner_auth())
+def read_nv_as_owner(tpm: Tpm, handle: int, name: bytes, size: int) -> bytes:
+    """NV_Read authorised by the owner hierarchy (Tpm.owner_auth(): never on the bus,
+    see Tpm.owner_authorisation). No PIN. `name`: the index's Name, for the cpHash (a
+    wrong one makes the TPM refuse the HMAC). With a password set, the answer is
+    believed only with a response HMAC keyed with it."""
+    params = struct.pack(">HH", size, 0)
+    auths, session = tpm.owner_authorisation(lib.TPM2_CC_NV_Read, (OWNER_NAME, name), params)
     try:
-        return _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, auths, as_owner=True)[0]
-    finally:
-        wipe_tpm2b(auths.auths[0].hmac)
+        data, reply = _nv_read(tpm, lib.TPM2_RH_OWNER, handle, size, auths, as_owner=True)
+    except BaseException:
+        if session is not None:  # a refused command leaves the session loaded
+            tpm.flush_quietly(session.handle)
+        raise
+    if session is not None:
+        answer = reply.auths[0]
+        session.check_response(
+            rp_hash(lib.TPM2_CC_NV_Read, struct.pack(">H", len(data)) + data),
+            tpm.owner_auth(), bytes(ffi.buffer(answer.nonce.buffer, answer.nonce.size)),
+            answer.sessionAttributes, bytes(ffi.buffer(answer.hmac.buffer, answer.hmac.size)))
+    return data
 
 
 def read_nv_with_password(tpm: Tpm, handle: int, size: int, auth_value: bytes) -> bytes:

@@ -92,7 +92,9 @@ class SaltedSession:
 
     def __init__(self, handle: TpmHandle, salt: bytes, nonce_caller: bytes, nonce_tpm: bytes) -> None:
         self.handle = handle
-        self._key = kdfa(salt, b"ATH", nonce_tpm, nonce_caller, DIGEST_SIZE * 8)
+        # An unsalted, unbound session (salt b"", the owner's: Tpm.owner_authorisation)
+        # has an empty sessionKey (Part 1, 19.6.8): its HMACs are keyed by the authValue.
+        self._key = kdfa(salt, b"ATH", nonce_tpm, nonce_caller, DIGEST_SIZE * 8) if salt else b""
         self._nonce_tpm = nonce_tpm
         self._nonce_caller = b""
 

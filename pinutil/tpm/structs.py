@@ -70,11 +70,24 @@ def storage_primary_name(x: bytes, y: bytes) -> bytes:
     point. The salt key check compares it with the Name root recorded."""
     if len(x) != P256_BYTES or len(y) != P256_BYTES:
         raise ValueError("a P-256 point has 32-byte coordinates")
-    area = (struct.pack(">HHIH", lib.TPM2_ALG_ECC, lib.TPM2_ALG_SHA256, _STORAGE_PRIMARY_ATTRS, 0)
+    return struct.pack(">H", lib.TPM2_ALG_SHA256) + sha256(_storage_primary_area(x, y)).digest()
+
+
+def storage_primary_parameters() -> bytes:
+    """CreatePrimary's marshalled parameters for our template (for its cpHash, when an
+    HMAC session authorises it): an empty TPM2B_SENSITIVE_CREATE (userAuth and data
+    empty), the template as TPM2B_PUBLIC (empty unique point), no outsideInfo, no PCRs."""
+    area = _storage_primary_area(b"", b"")
+    return (struct.pack(">HHH", 4, 0, 0) + struct.pack(">H", len(area)) + area
+            + struct.pack(">HI", 0, 0))
+
+
+def _storage_primary_area(x: bytes, y: bytes) -> bytes:
+    """The marshalled TPMT_PUBLIC of storage_primary_template() with unique point (x, y)."""
+    return (struct.pack(">HHIH", lib.TPM2_ALG_ECC, lib.TPM2_ALG_SHA256, _STORAGE_PRIMARY_ATTRS, 0)
             + struct.pack(">HHHHHH", lib.TPM2_ALG_AES, 128, lib.TPM2_ALG_CFB, lib.TPM2_ALG_NULL,
                           lib.TPM2_ECC_NIST_P256, lib.TPM2_ALG_NULL)
-            + struct.pack(">H", P256_BYTES) + x + struct.pack(">H", P256_BYTES) + y)
-    return struct.pack(">H", lib.TPM2_ALG_SHA256) + sha256(area).digest()
+            + struct.pack(">H", len(x)) + x + struct.pack(">H", len(y)) + y)
 
 
 def is_storage_primary(area) -> bool:
