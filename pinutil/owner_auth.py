@@ -152,6 +152,27 @@ def _write(directory: str, name: str, passwords: OwnerPasswords) -> None:
         os.close(dir_fd)
 
 
+def grant_service_group(path: str) -> bool:
+    """Give an existing FILE (already read and checked by `load`) to the service's group,
+    0640 root:pinutild, when that group exists and the file is not so yet (a protect run
+    before the service was installed wrote it 0600 root:root, which pinutild cannot
+    read); True if it changed. By file descriptor, no symbolic link followed."""
+    groups = readable_groups()
+    if len(groups) < 2:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if (st.st_gid, st.st_mode & 0o7777) == (groups[1], 0o640):
+            return False
+        os.fchown(fd, 0, groups[1])
+        os.fchmod(fd, 0o640)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
 def write_pending(path: str, passwords: OwnerPasswords) -> None:
     """Write PATH.new atomically (root, 0640 root:pinutild, or 0600 without that group)."""
     _write(os.path.dirname(path) or ".", os.path.basename(pending_path(path)), passwords)

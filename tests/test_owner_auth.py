@@ -495,3 +495,38 @@ def test_the_owner_and_lockout_passwords_never_cross_the_tpm_bus(pin_env):
     for name in owner_auth.NAMES:
         assert getattr(passwords, name) not in bus, f"the {name} password crossed the bus"
 
+
+def test_protect_again_gives_a_file_written_before_the_service_to_its_group(
+        pin_env, accounts):
+    """Review F10: `owner protect` run before the service account existed writes the
+    file 0600 root:root, which pinutild can never read; once the `pinutild` group
+    exists, `protect` again gives it 0640 root:pinutild (the same passwords, nothing
+    sent to the TPM but the check that it holds them), and the service account reads
+    it. On the code before, the second protect said "already protected" and left it."""
+    from tests.service.test_enrol_proof_process import SERVICE_UID, Shape
+
+    passwords = protect(pin_env)  # no pinutild group on this machine
+    st = os.stat(owner_file(pin_env))
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o600)
+    Shape(pin_env, accounts)  # adds the account and group `pinutild`
+    as_service = [*accounts.prefix(), "setpriv", f"--reuid={SERVICE_UID}",
+                  f"--regid={SERVICE_UID}", "--clear-groups", "--", "cat", owner_file(pin_env)]
+    assert subprocess.run(as_service, capture_output=True, check=False).returncode != 0
+    again = subprocess.run([*accounts.prefix(), PINUTIL, "--policy", pin_env.policy, "--json",
+                            "owner", "protect"], capture_output=True, timeout=60, check=False,
+                           env={}, cwd="/")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["changed"] is True
+    st = os.stat(owner_file(pin_env))
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, SERVICE_UID, 0o640)
+    read = subprocess.run(as_service, capture_output=True, check=False)
+    assert read.returncode == 0, read.stderr
+    with open(owner_file(pin_env), encoding="ascii") as f:  # group pinutild: only there
+        lines = dict(line.split() for line in f if not line.startswith("#"))
+    assert bytes.fromhex(lines["owner"]) == passwords.owner
+    # a third protect has nothing left to do
+    third = subprocess.run([*accounts.prefix(), PINUTIL, "--policy", pin_env.policy, "--json",
+                            "owner", "protect"], capture_output=True, timeout=60, check=False,
+                           env={}, cwd="/")
+    assert third.returncode == 0 and json.loads(third.stdout)["changed"] is False, third
+

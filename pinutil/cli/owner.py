@@ -3,7 +3,9 @@ that only root and pinutild hold, or take them back (pinutil/owner_auth.py says 
 
     pinutil owner protect   random passwords for both hierarchies, kept in the
                             policy's owner_auth_file; refused when a hierarchy already
-                            has a password we do not hold
+                            has a password we do not hold; when already
+                            protected, gives the file to group pinutild (0640)
+                            if that group exists and the file is not its yet
     pinutil owner release   both back to the empty password, the file removed (before
                             an uninstall, or before clearing the TPM from the OS)
 
@@ -47,8 +49,11 @@ def cmd_protect(ctx) -> dict:
                 tpm.use_owner_auth(current.owner)
                 if not tpm.owner_auth_accepted():
                     raise _unknown_password(["owner"], path)
-                return {"changed": False, "file": path,
-                        "message": f"the TPM owner hierarchy is already protected ({path})"}
+                message = f"the TPM owner hierarchy is already protected ({path})"
+                changed = owner_auth.grant_service_group(path)  # protected before the service
+                if changed:
+                    message += f"; the file is now readable by group {owner_auth.SERVICE_GROUP}"
+                return {"changed": changed, "file": path, "message": message}
             if any(state.values()):
                 raise _unknown_password([n for n, s in state.items() if s], path)
             target = owner_auth.new_passwords()
