@@ -148,7 +148,8 @@ def test_setup_status_test_change_delete_as_root(cli):
                    "enrolled": False, "failures": None, "limit": None, "locked": False,
                    "attempts_left": None,
                    "owner_hierarchy": {"file": "/etc/pinpam/owner-auth", "protected": False,
-                                       "lockout_protected": False, "password": "none"}}
+                                       "lockout_protected": False, "password": "none",
+                                       "platform_open": True}}  # swtpm's
 
     result = cli.run("--json", "--stdin", "setup", stdin=PIN + "\n")
     assert result.returncode == 0, result.stderr

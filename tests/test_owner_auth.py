@@ -530,3 +530,37 @@ def test_protect_again_gives_a_file_written_before_the_service_to_its_group(
                            env={}, cwd="/")
     assert third.returncode == 0 and json.loads(third.stdout)["changed"] is False, third
 
+
+# --- an open platform hierarchy voids the protection (review F2) ----------------------
+
+PLATFORM_OPEN = (b"platform hierarchy open: owner protection can be bypassed by anyone "
+                 b"with TPM access")
+
+
+def test_status_and_protect_warn_while_the_platform_hierarchy_is_open(pin_env):
+    """swtpm leaves the platform hierarchy enabled with an empty password (firmware
+    normally closes it): then the owner protection can be bypassed, and `status` and
+    `protect` say so. Closing it (TPM2_HierarchyControl, what firmware does) ends the
+    warning. On the code before, neither said anything."""
+    pin_env.enrol("root", PIN)
+    done = pin_env.pinutil("--json", "owner", "protect")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["platform_open"] is True
+    pin_env.swtpm.owner_auth = owner_auth.load(owner_file(pin_env)).owner  # for the oracle
+    assert PLATFORM_OPEN in pin_env.pinutil("owner", "protect").stdout  # already protected
+    assert status(pin_env)["owner_hierarchy"]["platform_open"] is True
+    assert PLATFORM_OPEN in pin_env.pinutil("status", "root").stdout
+    # what the warning is about: the platform deletes a PIN index without the owner
+    handle = hex(handle_of("root"))
+    assert refused(attack(pin_env, "tpm2_nvundefine", "-C", "o", handle))
+    assert attack(pin_env, "tpm2_nvundefine", "-C", "p", handle).returncode == 0
+    # closed until the next TPM reset, as firmware leaves it: no warning, no bypass
+    pin_env.swtpm.tools("tpm2_hierarchycontrol", "-C", "p", "phEnable", "clear")
+    assert status(pin_env)["owner_hierarchy"]["platform_open"] is False
+    human = pin_env.pinutil("status", "root")
+    assert human.returncode == 0 and PLATFORM_OPEN not in human.stdout, human
+    again = pin_env.pinutil("owner", "protect")
+    assert again.returncode == 0 and PLATFORM_OPEN not in again.stdout, again
+    pin_env.enrol("root", PIN)
+    assert attack(pin_env, "tpm2_nvundefine", "-C", "p", handle).returncode != 0
+    assert handle_of("root") in pin_env.enrolled_handles()

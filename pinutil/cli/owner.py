@@ -49,11 +49,13 @@ def cmd_protect(ctx) -> dict:
                 tpm.use_owner_auth(current.owner)
                 if not tpm.owner_auth_accepted():
                     raise _unknown_password(["owner"], path)
+                platform = _platform_warning(tpm)
                 message = f"the TPM owner hierarchy is already protected ({path})"
                 changed = owner_auth.grant_service_group(path)  # protected before the service
                 if changed:
                     message += f"; the file is now readable by group {owner_auth.SERVICE_GROUP}"
-                return {"changed": changed, "file": path, "message": message}
+                return {"changed": changed, "file": path, **platform,
+                        "message": message + _warning_text(platform)}
             if any(state.values()):
                 raise _unknown_password([n for n, s in state.items() if s], path)
             target = owner_auth.new_passwords()
@@ -67,10 +69,28 @@ def cmd_protect(ctx) -> dict:
         if not all(tpm.hierarchy_auth_set().values()):
             raise TpmUnavailable("the TPM did not keep the new hierarchy passwords; "
                                  f"{pending_path} holds them: run `pinutil owner protect` again")
+        platform = _platform_warning(tpm)
     owner_auth.commit_pending(path)
-    return {"changed": True, "file": path,
+    return {"changed": True, "file": path, **platform,
             "message": f"TPM owner and lockout hierarchies protected; their passwords are "
-                       f"in {path} (readable by root and {owner_auth.SERVICE_GROUP} only)"}
+                       f"in {path} (readable by root and {owner_auth.SERVICE_GROUP} only)"
+                       + _warning_text(platform)}
+
+
+PLATFORM_OPEN = ("platform hierarchy open: owner protection can be bypassed by anyone "
+                 "with TPM access")
+
+
+def _platform_warning(tpm) -> dict:
+    """{"platform_open": bool} and, when open, a "warning" for the message (README,
+    The owner hierarchy: Limits)."""
+    if not tpm.platform_hierarchy_open():
+        return {"platform_open": False}
+    return {"platform_open": True, "warning": PLATFORM_OPEN}
+
+
+def _warning_text(platform: dict) -> str:
+    return f"; WARNING: {platform['warning']}" if "warning" in platform else ""
 
 
 def cmd_release(ctx) -> dict:
@@ -105,7 +125,8 @@ def owner_state(ctx, tpm) -> dict:
     fields: dict = {"file": path}
     try:
         state = tpm.hierarchy_auth_set()
-        fields.update(protected=state["owner"], lockout_protected=state["lockout"])
+        fields.update(protected=state["owner"], lockout_protected=state["lockout"],
+                      platform_open=tpm.platform_hierarchy_open())
     except PinutilError as e:
         fields.update(protected=None, lockout_protected=None, error=one_line(str(e)))
         return fields
@@ -141,6 +162,8 @@ def describe(fields: dict) -> str:
                     fields.get("password"), "owner hierarchy protected")
     if fields.get("pending"):
         text += "; an interrupted `pinutil owner protect`: run it again"
+    if fields.get("platform_open") and fields["protected"]:  # nothing to bypass otherwise
+        text += f"; {PLATFORM_OPEN}"
     return text
 
 

@@ -326,20 +326,50 @@ class Tpm:
     def hierarchy_auth_set(self) -> dict[str, bool]:
         """Whether each of HIERARCHIES has a password (TPM2_PT_PERMANENT: ownerAuthSet,
         lockoutAuthSet). No authorisation needed: anyone may ask."""
+        flags = self._property(lib.TPM2_PT_PERMANENT)
+        return {name: bool(flags & bit) for name, (_, bit) in HIERARCHIES.items()}
+
+    def platform_hierarchy_open(self) -> bool:
+        """Whether the platform hierarchy is enabled (TPM2_PT_STARTUP_CLEAR phEnable)
+        AND accepts the empty password: then anyone who may open the TPM can
+        NV_UndefineSpace an owner index or TPM2_Clear the TPM without the owner or
+        lockout password (firmware normally disables it or sets a random password
+        before the OS starts; swtpm and some VMs leave it open). The probe is a
+        CreatePrimary of our storage primary template under the platform, flushed at
+        once: it changes nothing, and the platform hierarchy has no dictionary-attack
+        lockout to trip."""
+        if not self._property(lib.TPM2_PT_STARTUP_CLEAR) & lib.TPMA_STARTUP_CLEAR_PHENABLE:
+            return False
+        handle = ffi.new("TPM2_HANDLE *")
+        try:
+            self.send("CreatePrimary(platform)", lib.Tss2_Sys_CreatePrimary(
+                self.sys, lib.TPM2_RH_PLATFORM, password_auth(b""),
+                ffi.new("TPM2B_SENSITIVE_CREATE *"), storage_primary_template(),
+                ffi.new("TPM2B_DATA *"), ffi.new("TPML_PCR_SELECTION *"),
+                handle, ffi.new("TPM2B_PUBLIC *"), ffi.new("TPM2B_CREATION_DATA *"),
+                ffi.new("TPM2B_DIGEST *"), ffi.new("TPMT_TK_CREATION *"),
+                ffi.new("TPM2B_NAME *"), ffi.new("TSS2L_SYS_AUTH_RESPONSE *")))
+        except TpmCommandError as e:
+            if e.code in (lib.TPM2_RC_BAD_AUTH, lib.TPM2_RC_AUTH_FAIL, lib.TPM2_RC_HIERARCHY):
+                return False
+            raise
+        self.flush_quietly(TpmHandle(handle[0]))
+        return True
+
+    def _property(self, prop: int) -> int:
+        """The value of one TPM2_CAP_TPM_PROPERTIES property (no authorisation)."""
         more = ffi.new("TPMI_YES_NO *")
         data_pp = ffi.new("TPMS_CAPABILITY_DATA **")
         none = lib.ESYS_TR_NONE
         self.send("GetCapability", lib.Esys_GetCapability(
-            self.esys, none, none, none, lib.TPM2_CAP_TPM_PROPERTIES, lib.TPM2_PT_PERMANENT,
-            1, more, data_pp))
+            self.esys, none, none, none, lib.TPM2_CAP_TPM_PROPERTIES, prop, 1, more, data_pp))
         try:
             props = data_pp[0].data.tpmProperties
-            if props.count < 1 or props.tpmProperty[0].property != lib.TPM2_PT_PERMANENT:
-                raise errors.TpmUnavailable("the TPM did not report TPM2_PT_PERMANENT")
-            flags = props.tpmProperty[0].value
+            if props.count < 1 or props.tpmProperty[0].property != prop:
+                raise errors.TpmUnavailable(f"the TPM did not report property 0x{prop:x}")
+            return props.tpmProperty[0].value
         finally:
             lib.Esys_Free(data_pp[0])
-        return {name: bool(flags & bit) for name, (_, bit) in HIERARCHIES.items()}
 
     def change_hierarchy_auth(self, hierarchy: str, old: bytes, new: bytes) -> None:
         """HierarchyChangeAuth of `hierarchy` ("owner" or "lockout") from `old` to
