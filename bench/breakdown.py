@@ -198,7 +198,9 @@ def service_inside(policy: str, runs: int) -> dict:
     tpm = next(iter(verbs._KEPT.values()))
     handle = 0x01000000
     out["tpm_nv_read_public_ms"] = _median_ms(lambda: sapi.read_nv_public(tpm, handle), runs)
-    out["tpm_owner_read_ms"] = _median_ms(lambda: sapi.read_nv_as_owner(tpm, handle, 8), runs)
+    index_name = sapi.read_nv_public(tpm, handle)[1]
+    out["tpm_owner_read_ms"] = _median_ms(
+        lambda: sapi.read_nv_as_owner(tpm, handle, index_name, 8), runs)
 
     def start_and_flush() -> None:
         spare_session.prepare(tpm, name)
