@@ -406,13 +406,15 @@ def test_install_pin_login_upgrade_and_purge_in_a_fresh_root(debs):
             assert re.search(rf"^Remv {package} ", plan, re.MULTILINE), plan
 
         # Purge: the admin's own files go first (the policy, the test service, the
-        # master key's recovery file, which purge keeps on purpose: checked here). The
-        # enrolment records go with the package.
+        # master key's recovery file and its authValue record, which purge keeps on
+        # purpose: checked here). The enrolment records and the salt key record go
+        # with the package.
         for path in ("/etc/pinpam", "/etc/pam.d/pypam-test"):
             root.run(["rm", "-r", path])
         root.run(["apt-get", "purge", "-y", *PACKAGES])
         assert os.path.exists(f"{root.path}/var/pinpam/sealed_master_key")
-        root.run(["rm", "-r", "/var/pinpam"])
+        assert sorted(os.listdir(f"{root.path}/var/lib/pinutild")) == ["master_key_auth"]
+        root.run(["rm", "-r", "/var/pinpam", "/var/lib/pinutild"])
         assert root.run(["dpkg-statoverride", "--list"], check=False).stdout == ""
         # The system user pinutild stays (Debian keeps system users), and only it.
         accounts_after = _accounts(root)
