@@ -4,6 +4,7 @@ nobody (AT_SECURE, ids differ), a copy with a file capability (AT_SECURE, ids eq
 and a root process that changed its ids after exec (no AT_SECURE, ids differ)."""
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -63,4 +64,8 @@ def test_the_login_backends_and_the_cli_ask_the_same_question():
     from pinutil.cli import app
     from pinutil.pin import login
 
-    assert login.running_setid is setid.running_setid is app.running_setid
+    assert app.running_setid is setid.running_setid
+    # The login path imports it only where `auto` may pick the direct backend (it is
+    # not loaded on the daemon path): the same function, never a copy of its own.
+    assert not hasattr(login, "running_setid")
+    assert "from pinutil.setid import running_setid" in inspect.getsource(login.choose_backend)
