@@ -84,6 +84,8 @@ def main() -> int:
             f.write(f"# demo policy\npin_min_length = 4\npin_lockout_max_attempts = 3\n"
                     f"tcti = {tpm.tcti}\npinutil_path = {PINUTIL}\n"
                     f"master_key_file = {work}/sealed_master_key\n"
+                    f"master_key_auth_file = {work}/master_key_auth\n"
+                    f"owner_auth_file = {work}/owner-auth\n"
                     f"state_dir = {work}\n"
                     f"service_socket = {work}/pinutild.sock\n")
         passdb = os.path.join(work, "passdb")
