@@ -96,6 +96,16 @@ def _udev_test(directory: str) -> list[str]:
     return done.stdout.splitlines()
 
 
+def _udevadm_test_applies() -> bool:
+    """systemd 255 and older apply what `udevadm test` computes to the node; Debian 13's
+    systemd 257 only prints it (a dry run), so the stand-in node keeps its mode there."""
+    done = subprocess.run(["udevadm", "--version"], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[0]) <= 255
+
+
+@pytest.mark.xfail(not _udevadm_test_applies(), strict=True,
+                   reason="udevadm test of systemd >= 256 is a dry run: it changes no node "
+                          "(read its printed GROUP/MODE instead: not done yet)")
 @pytest.mark.parametrize("rules,group", [("udev/60-pypam-tpm.rules", "pinutild"),
                                           ("udev/fallback/60-pypam-tpm.rules", "tss")])
 def test_the_udev_rule_gives_the_device_to_one_group(tmp_path, rules, group):
