@@ -2,14 +2,15 @@
 exposure score must not get worse than measured, 0.7 "SAFE"), the socket is where
 the policy's default `service_socket` points, the state directory is the policy's
 default `state_dir`, the service runs what `make install` installs, with its own group
-only, which the udev rule alone gives the TPM device (checked by `udevadm test` in a
-private mount namespace); `make install` starts nothing. (Not run under systemd here:
-this machine has no systemd as PID 1.)"""
+only, which the udev rule alone gives the TPM device (checked by what `udevadm test`
+prints, in a private mount namespace); `make install` starts nothing. (Not run under
+systemd here: this machine has no systemd as PID 1.)"""
 from __future__ import annotations
 
 import configparser
 import grp
 import os
+import re
 import subprocess
 
 import pytest
@@ -66,8 +67,8 @@ def test_the_state_directory_is_the_policys_default():
         assert f"STATEDIR    := {Policy._DEFAULTS['state_dir']}\n" in f.read()
 
 
-# `udevadm test` is no dry run: it applies the rules to the device's node and writes
-# udev's database. So it runs in a private mount namespace with its own /dev (a null
+# `udevadm test` of systemd 255 and older is no dry run: it applies the rules to the
+# device's node and writes udev's database. So it runs in a private mount namespace with its own /dev (a null
 # node of its own), /run, rules directory and /etc/group (the machine's plus a group
 # pinutild): nothing of the machine's is read for rules or changed. The device is
 # /dev/null, which every machine has; the TPM rules are tested as written (they parse,
@@ -96,16 +97,38 @@ def _udev_test(directory: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def _udevadm_test_applies() -> bool:
-    """systemd 255 and older apply what `udevadm test` computes to the node; Debian 13's
-    systemd 257 only prints it (a dry run), so the stand-in node keeps its mode there."""
-    done = subprocess.run(["udevadm", "--version"], check=True, capture_output=True, text=True)
-    return int(done.stdout.split()[0]) <= 255
+# What `udevadm test` says the node gets, in the two forms it is printed in: systemd 255
+# and older log what they apply to the node (src/udev/udev-node.c, "Setting
+# permissions"); from 256 on the test is a dry run that ends with a summary
+# (src/udev/udev-dump.c dump_event(): "Device node owner:", then the value indented on
+# the next line; 258 names them "owner user"/"owner group").
+_APPLIED = re.compile(r"null: Setting permissions /dev/null, uid=(\d+), gid=(\d+), mode=(0[0-7]+)")
+_SUMMARY = {"uid": re.compile(r"Device node owner( user)?:"),
+            "gid": re.compile(r"Device node (owner )?group:"),
+            "mode": re.compile(r"Device node permission:")}
+_SUMMARY_VALUE = {"uid": re.compile(r"  \S+ \(uid=(\d+)\)"), "gid": re.compile(r"  \S+ \(gid=(\d+)\)"),
+                  "mode": re.compile(r"  (0[0-7]+)")}
 
 
-@pytest.mark.xfail(not _udevadm_test_applies(), strict=True,
-                   reason="udevadm test of systemd >= 256 is a dry run: it changes no node "
-                          "(read its printed GROUP/MODE instead: not done yet)")
+def printed_node(lines: list[str]) -> tuple[int, int, int]:
+    """(uid, gid, mode) of /dev/null as `udevadm test` printed them; an AssertionError
+    when it printed neither form, or both, or a form only in part: udevadm output this
+    test does not know is a failure, never a pass."""
+    applied = [m.groups() for m in map(_APPLIED.fullmatch, lines) if m]
+    summary = {}
+    for field, header in _SUMMARY.items():
+        places = [i for i, line in enumerate(lines) if header.fullmatch(line)]
+        values = [_SUMMARY_VALUE[field].fullmatch(lines[i + 1]) if i + 1 < len(lines) else None
+                  for i in places]
+        assert len(places) <= 1 and None not in values, (field, lines)
+        if values:
+            summary[field] = values[0].group(1)
+    assert (len(applied) == 1) != (len(summary) == 3), \
+        f"udevadm test printed no node permissions this test knows: {applied} {summary} {lines}"
+    uid, gid, mode = applied[0] if applied else (summary["uid"], summary["gid"], summary["mode"])
+    return int(uid), int(gid), int(mode, 8)
+
+
 @pytest.mark.parametrize("rules,group", [("udev/60-pypam-tpm.rules", "pinutild"),
                                           ("udev/fallback/60-pypam-tpm.rules", "tss")])
 def test_the_udev_rule_gives_the_device_to_one_group(tmp_path, rules, group):
@@ -128,10 +151,47 @@ def test_the_udev_rule_gives_the_device_to_one_group(tmp_path, rules, group):
     for name, rule in (("60-pypam-tpm.rules", text), ("60-tpm-udev.rules", debian)):
         (stand_in / name).write_text(rule.replace('KERNEL=="tpmrm[0-9]*"', 'KERNEL=="null"'))
     gid = PINUTILD_GID if group == "pinutild" else grp.getgrnam("tss").gr_gid
-    result = [line for line in _udev_test(str(stand_in)) if line.startswith("result: ")]
-    assert result[-1].split()[2:] == [str(gid), "660"], result
+    output = _udev_test(str(stand_in))
+    uid, node_gid, mode = printed_node(output)
+    assert (node_gid, mode) == (gid, 0o660), output
     if group == "pinutild":  # and root owns it (tpm-udev makes the user tss its owner)
-        assert result[-1].split()[1] == "0"
+        assert uid == 0, output
+    if any(_APPLIED.fullmatch(line) for line in output):  # it applied what it printed
+        stat = [line for line in output if line.startswith("result: ")]
+        assert stat[-1].split()[1:] == [str(uid), str(node_gid), f"{mode:o}"], stat
+
+
+# The two forms as systemd 252 (Debian 12) and 257 (Debian 13) print them for the
+# pypam rule on the stand-in device, trimmed (taken from a run of each).
+_PRINTED_252 = """\
+null: /etc/udev/rules.d/60-pypam-tpm.rules:9 GROUP 64999
+null: Setting permissions /dev/null, uid=0, gid=64999, mode=0660
+DEVMODE=0666"""
+_PRINTED_257 = """\
+null: /etc/udev/rules.d/60-pypam-tpm.rules:9 GROUP 64999
+Properties:
+  DEVMODE=0666
+Inotify watch:
+  disabled
+Device node owner:
+  root (uid=0)
+Device node group:
+  pinutild (gid=64999)
+Device node permission:
+  0660"""
+
+
+def test_both_forms_of_udevadm_tests_output_are_read_and_nothing_else():
+    assert printed_node(_PRINTED_252.splitlines()) == (0, 64999, 0o660)
+    assert printed_node(_PRINTED_257.splitlines()) == (0, 64999, 0o660)
+    unknown = [_PRINTED_257.replace("Device node group:", "Device node's group:"),  # renamed
+               _PRINTED_257.replace("(gid=64999)", "gid 64999"),  # another value form
+               "\n".join(_PRINTED_257.splitlines()[:-2]),  # no permission
+               _PRINTED_252 + "\n" + _PRINTED_257,  # both
+               "DEVMODE=0666"]  # neither
+    for printed in unknown:
+        with pytest.raises(AssertionError):
+            printed_node(printed.splitlines())
 
 
 def _make_install_commands(*variables: str) -> str:
