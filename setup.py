@@ -8,7 +8,7 @@ installed first (requirements.txt): `setup_requires` is deprecated and warns lou
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim"))
@@ -30,8 +30,9 @@ setup(
     name="pypam",
     version="0.1.0",
     description="Linux PAM modules in Python; TPM 2.0 PIN login and master key",
-    packages=["pypam", "pypam.stack", "pinutil", "pinutil.tpm", "pinutil.pin",
-              "pinutil.master_key", "pinutil.cli", "pinutil.service"],
+    # Every package below pypam/ and pinutil/, found rather than listed: a new one cannot
+    # be left out of `setup.py build` (the Debian package) by forgetting this line.
+    packages=find_packages(include=["pypam", "pypam.*", "pinutil", "pinutil.*"]),
     package_data={"pinutil.master_key": ["bip39_english.txt"]},
     python_requires=">=3.11",
     install_requires=["cffi>=1.15", "cryptography>=44"],

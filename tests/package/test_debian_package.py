@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.debian_root import DebianRoot
 from tests.support.swtpm import start_swtpm
+from tests.test_setup_packages import python_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ("libpam-pypam", "pypam-tpm-pin")
@@ -123,6 +124,12 @@ def test_files_and_places(debs):
     assert tpm["/lib/systemd/system/pinutil-proof@.service"] == "-rw-r--r-- root/root"
     everything = list(shim) + list(tpm)
     assert not [p for p in everything if p.endswith(".pyc") or "__pycache__" in p]
+    # Every Python file of every subpackage (setup.py finds them), but the cffi build
+    # scripts, which debian/rules leaves out: they are build time only.
+    build_only = {"pypam/_libpam_build.py", "pinutil/tpm/binding_build.py"}
+    missing = [rel for rel in python_files(ROOT) - build_only
+               if f"/usr/lib/pypam/python/{rel}" not in everything]
+    assert missing == []
     assert not [p for p in everything if p.endswith("_build.py")]  # build-time only
     # Nothing downloaded from PyPI is shipped: Debian's own modules are dependencies.
     assert not [p for p in everything if re.search(r"/(cffi|cryptography|argon2)", p)]
