@@ -231,7 +231,8 @@ test-distros:
 	tests/distros/run
 
 # Manual pages from docs/*.md; the first line (`# name(8): title`) becomes the header.
-# Left-adjusted (`.ad l`): justified text in narrow table cells makes groff warn.
+# Long values go in definition lists, not table cells: groff cannot justify a cell
+# narrower than its longest word, and lintian reports each such line.
 man: $(MANPAGES)
 
 build/man/%.8: docs/%.md
@@ -240,7 +241,7 @@ build/man/%.8: docs/%.md
 		-M title="$$(echo $* | tr a-z A-Z)" -M section=8 -M header="pypam" \
 		-M footer="pypam $$(dpkg-parsechangelog -l debian/changelog -S Version)" \
 		-M date="$$(date -u -d @$$(dpkg-parsechangelog -l debian/changelog -S Timestamp) +%Y-%m-%d)"
-	sed -i '/^\.TH /a .ad l' $@.tmp && mv $@.tmp $@
+	mv $@.tmp $@
 
 # Debian packages built by dpkg-buildpackage in a copy of the tree (nothing in the
 # tree changes): $(DEBDIR)/*.deb.
