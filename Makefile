@@ -46,7 +46,8 @@ pinutil_proof_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")
 DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
 	dpkg-dev fakeroot lintian debootstrap
 DEBDIR      := $(CURDIR)/build/debian-package
-MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pinutild.md docs/pypam.md))
+MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pinutild.md docs/pypam.md \
+	docs/pypam-keyring-rekey.md))
 
 .PHONY: all deps apt venv build test demo bench install clean lint test-distros safe-copy fuzz faults test-realapps \
 	man deb deb-tools test-deb
@@ -156,7 +157,8 @@ install: build
 	PYPAM_NATIVE_OUT=$(CURDIR)/build/install PYPAM_MODULE_DIR=$(MODULEDIR) \
 	PYPAM_SEARCH_PATH=$(SITE) \
 	$(PY) setup.py -q build_ext --build-lib build/install/lib --build-temp build/install/temp
-	install -d $(DESTDIR)$(SITE) $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR)
+	install -d $(DESTDIR)$(SITE) $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
+		$(DESTDIR)$(UDEVDIR)
 	$(PY) -m pip install -q --disable-pip-version-check --no-compile --upgrade \
 		--target $(DESTDIR)$(SITE) cffi cryptography
 	# The cffi modules built in place by `build` hold no paths: copied as they are.
@@ -178,6 +180,9 @@ install: build
 	$(call pypam_command,$(SITE)) > build/install/pypam
 	install -m 0755 build/install/pypam $(DESTDIR)$(BINDIR)/pypam
 	install -m 0755 build/install/pinutil $(DESTDIR)$(BINDIR)/pinutil
+	# Re-keys a GNOME login keyring to the master-key token (pypam-keyring-rekey(8)):
+	# root's, users run it through sudo. Needs python3-jeepney only when it runs.
+	install -m 0755 tools/pypam-keyring-rekey $(DESTDIR)$(SBINDIR)/pypam-keyring-rekey
 ifeq ($(SERVICE),yes)
 	# pinutild (docs/pinutild.md): its command, its units, its system user (no login, no
 	# home, no person in its group), its state directory, and the udev rule giving the

@@ -122,6 +122,9 @@ def test_files_and_places(debs):
     assert tpm["/usr/sbin/pinutil-proof"] == "-rwxr-xr-x root/root"
     assert tpm["/lib/systemd/system/pinutil-proof.socket"] == "-rw-r--r-- root/root"
     assert tpm["/lib/systemd/system/pinutil-proof@.service"] == "-rw-r--r-- root/root"
+    # The keyring re-key tool (pypam-keyring-rekey(8)), root's.
+    assert tpm["/usr/sbin/pypam-keyring-rekey"] == "-rwxr-xr-x root/root"
+    assert "/usr/share/man/man8/pypam-keyring-rekey.8.gz" in tpm
     everything = list(shim) + list(tpm)
     assert not [p for p in everything if p.endswith(".pyc") or "__pycache__" in p]
     # Every Python file of every subpackage (setup.py finds them), but the cffi build

@@ -215,3 +215,9 @@ def test_make_install_starts_nothing_and_chooses_the_devices_group():
     assert "install -m 0644 udev/fallback/60-pypam-tpm.rules" in fallback
     assert "chmod 2755 /nonexistent-stage/usr/bin/pinutil" in fallback
     assert "pinutild.s" not in fallback and "useradd" not in fallback  # no units, no user
+
+
+def test_make_install_installs_the_keyring_rekey_tool_with_or_without_the_service():
+    for commands in (_make_install_commands(), _make_install_commands("SERVICE=no")):
+        assert ("install -m 0755 tools/pypam-keyring-rekey "
+                "/nonexistent-stage/usr/sbin/pypam-keyring-rekey") in commands
