@@ -38,6 +38,31 @@ def as_service(monkeypatch):
     return pwd.getpwnam(SERVICE)
 
 
+@pytest.fixture
+def service_state_dir(as_service):
+    """The service's own state directory (0700) with no `enrolments` yet, in a
+    directory the service's processes can reach (tmp_path's parents are root's 0700)."""
+    base = tempfile.mkdtemp(prefix="pypam-state-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        yield make_dir(f"{base}/state", as_service.pw_uid, as_service.pw_gid, 0o700)
+    finally:
+        shutil.rmtree(base)
+
+
+def as_the_service(service) -> list[str]:
+    return ["setpriv", f"--reuid={service.pw_uid}", f"--regid={service.pw_gid}",
+            "--clear-groups"]
+
+
+def assert_the_service_made_its_records(service, state_dir: str) -> None:
+    """`enrolments` is the service's own 0700 directory, holding user 1001's record."""
+    st = os.stat(f"{state_dir}/enrolments")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+        (service.pw_uid, service.pw_gid, 0o700)
+    assert enrolment.read(f"{state_dir}/enrolments", 1001) == record(1001)
+
+
 def record(uid: int, user: str | None = None) -> EnrolmentRecord:
     return EnrolmentRecord(uid=uid, user=user or f"user{uid}", nv_index=0x01000000 + uid,
                            enrolled="2026-01-01T00:00:00Z")
@@ -158,30 +183,21 @@ _AS_SERVICE_WRITE = textwrap.dedent("""
 """)
 
 
-def test_the_service_makes_its_records_directory_in_its_own_state_directory(as_service):
+def test_the_service_makes_its_records_directory_in_its_own_state_directory(
+        as_service, service_state_dir):
     """Installed, the state directory exists but `enrolments` may not (nobody enrolled
     yet): the service, not root, makes it in its own directory; a user cannot."""
-    service = as_service
-    base = tempfile.mkdtemp(prefix="pypam-state-", dir="/tmp")
-    try:
-        os.chmod(base, 0o755)
-        state_dir = make_dir(f"{base}/state", service.pw_uid, service.pw_gid, 0o700)
-        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-        other = subprocess.run([*as_user, sys.executable, "-c", _AS_SERVICE_WRITE, ROOT,
-                                f"{state_dir}/enrolments", SERVICE],
-                               capture_output=True, text=True, timeout=60, check=False)
-        assert other.returncode != 0 and not os.path.exists(f"{state_dir}/enrolments")
-        done = subprocess.run(["setpriv", f"--reuid={service.pw_uid}", f"--regid={service.pw_gid}",
-                               "--clear-groups", sys.executable, "-c", _AS_SERVICE_WRITE,
-                               ROOT, f"{state_dir}/enrolments", SERVICE],
-                              capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stderr
-        st = os.stat(f"{state_dir}/enrolments")
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
-            (service.pw_uid, service.pw_gid, 0o700)
-        assert enrolment.read(f"{state_dir}/enrolments", 1001) == record(1001)
-    finally:
-        shutil.rmtree(base)
+    state_dir = service_state_dir
+    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    other = subprocess.run([*as_user, sys.executable, "-c", _AS_SERVICE_WRITE, ROOT,
+                            f"{state_dir}/enrolments", SERVICE],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert other.returncode != 0 and not os.path.exists(f"{state_dir}/enrolments")
+    done = subprocess.run([*as_the_service(as_service), sys.executable, "-c",
+                           _AS_SERVICE_WRITE, ROOT, f"{state_dir}/enrolments", SERVICE],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert_the_service_made_its_records(as_service, state_dir)
 
 
 # The service's unit (systemd/pinutild.service) has SystemCallFilter=~@privileged with
@@ -212,34 +228,25 @@ def _as_service_with_filter(service, state_dir: str, refused: str):
         "enrolment.write(", "try:\n    enrolment.write(").replace(
         "    as_root=False)", "    as_root=False)\n"
         "except enrolment.RecordError as e:\n    sys.exit(f'RecordError: {e}')")
-    return subprocess.run(["setpriv", f"--reuid={service.pw_uid}", f"--regid={service.pw_gid}",
-                           "--clear-groups", sys.executable, "-c", script, ROOT,
+    return subprocess.run([*as_the_service(service), sys.executable, "-c", script, ROOT,
                            f"{state_dir}/enrolments", SERVICE, refused],
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_the_service_makes_its_records_directory_though_its_unit_refuses_chown(as_service):
+def test_the_service_makes_its_records_directory_though_its_unit_refuses_chown(
+        as_service, service_state_dir):
     """The first enrolment after the state directory was recreated without `enrolments`
     (systemctl clean, no postinst): the service makes it without chown (old code:
     PermissionError, "internal error"); a failure there is a clear RecordError."""
-    service = as_service
-    base = tempfile.mkdtemp(prefix="pypam-state-", dir="/tmp")
-    try:
-        os.chmod(base, 0o755)
-        state_dir = make_dir(f"{base}/state", service.pw_uid, service.pw_gid, 0o700)
-        refused = _as_service_with_filter(service, state_dir, f"{_CHOWN},{_CHMOD}")
-        assert refused.returncode == 1, refused.stderr
-        assert refused.stderr.startswith("RecordError: enrolment records: cannot set the "
-                                         "owner and mode of enrolments"), refused.stderr
-        os.rmdir(f"{state_dir}/enrolments")
-        done = _as_service_with_filter(service, state_dir, _CHOWN)
-        assert done.returncode == 0, done.stderr
-        st = os.stat(f"{state_dir}/enrolments")
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
-            (service.pw_uid, service.pw_gid, 0o700)
-        assert enrolment.read(f"{state_dir}/enrolments", 1001) == record(1001)
-    finally:
-        shutil.rmtree(base)
+    state_dir = service_state_dir
+    refused = _as_service_with_filter(as_service, state_dir, f"{_CHOWN},{_CHMOD}")
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith("RecordError: enrolment records: cannot set the "
+                                     "owner and mode of enrolments"), refused.stderr
+    os.rmdir(f"{state_dir}/enrolments")
+    done = _as_service_with_filter(as_service, state_dir, _CHOWN)
+    assert done.returncode == 0, done.stderr
+    assert_the_service_made_its_records(as_service, state_dir)
 
 
 @pytest.mark.parametrize("swap", ["symlink", "directory"])
@@ -323,28 +330,39 @@ class Old:
         return found
 
 
+def _killed_at_change(*names: str) -> str:
+    """A child script's lines after which the child SIGKILLs itself just before its
+    `kill_at`-th call (a variable the script sets first; 0: never) of the os functions
+    `names` that changes a file or a directory (an open without O_CREAT reads: not
+    counted)."""
+    return textwrap.dedent(f"""
+        import os, signal
+        calls = [0]
+        def counted(name, function):
+            def call(*args, **kwargs):
+                if name == "open" and not args[1] & os.O_CREAT:  # reading changes nothing
+                    return function(*args, **kwargs)
+                calls[0] += 1
+                if calls[0] == int(kill_at):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return function(*args, **kwargs)
+            return call
+        for name in {names!r}:
+            setattr(os, name, counted(name, getattr(os, name)))
+    """)
+
+
 # In a child: migrate(), killed (SIGKILL, by itself) just before its N-th call that
 # changes a file or a directory: every step of the atomic writes, every unlink, mkdir.
 _MOVE = textwrap.dedent("""
-    import os, signal, sys
+    import sys
     root, policy_path, legacy, kill_at, service = sys.argv[1:]
     sys.path.insert(0, root)
     from pinutil.pin import migrate, state
     from pinutil.pin.policy import load_policy
     state.SERVICE_USER = service
-    calls = [0]
-    def counted(name, function):
-        def call(*args, **kwargs):
-            if name == "open" and not args[1] & os.O_CREAT:  # reading changes nothing
-                return function(*args, **kwargs)
-            calls[0] += 1
-            if calls[0] == int(kill_at):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return function(*args, **kwargs)
-        return call
-    for name in ("open", "write", "fsync", "rename", "unlink", "rmdir", "mkdir", "chown",
-                 "fchown", "chmod", "fchmod"):
-        setattr(os, name, counted(name, getattr(os, name)))
+""") + _killed_at_change("open", "write", "fsync", "rename", "unlink", "rmdir", "mkdir",
+                         "chown", "fchown", "chmod", "fchmod") + textwrap.dedent("""
     import json
     print(json.dumps(migrate.migrate(load_policy(policy_path), policy_path, legacy)))
 """)
@@ -419,22 +437,12 @@ def test_a_record_already_in_the_new_place_wins(tmp_path):
 # --- a kill while a record is replaced -------------------------------------------------
 
 _REPLACE = textwrap.dedent("""
-    import os, signal, sys
+    import sys
     root, directory, kill_at = sys.argv[1:]
     sys.path.insert(0, root)
     from pinutil.pin import enrolment
-    calls = [0]
-    def counted(name, function):
-        def call(*args, **kwargs):
-            if name == "open" and not args[1] & os.O_CREAT:  # reading changes nothing
-                return function(*args, **kwargs)
-            calls[0] += 1
-            if calls[0] == int(kill_at):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return function(*args, **kwargs)
-        return call
-    for name in ("open", "write", "fsync", "rename", "fchown", "fchmod"):
-        setattr(os, name, counted(name, getattr(os, name)))
+""") + _killed_at_change("open", "write", "fsync", "rename", "fchown", "fchmod") + \
+    textwrap.dedent("""
     enrolment.write(directory, enrolment.EnrolmentRecord(
         uid=1001, user="new-name", nv_index=0x010003e9, enrolled="2026-02-02T00:00:00Z"),
         as_root=True)
