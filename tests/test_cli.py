@@ -15,10 +15,8 @@ from __future__ import annotations
 import grp
 import json
 import os
-import pty
 import pwd
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -26,6 +24,8 @@ import tempfile
 import time
 
 import pytest
+
+from tests.support.terminal import answer_on_terminal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NV_BASE = 0x01000000
@@ -529,50 +529,25 @@ def test_help_exits_0():
 
 # --- interactive use on a terminal ------------------------------------------------------
 
-def _run_on_pty(cli, args: list[str], answers: list[bytes]) -> tuple[int, bytes]:
-    """Run pinutil with a pseudo-terminal as its controlling tty, answer each prompt,
-    return (exit code, everything the terminal showed)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child: a new session whose controlling terminal is the pty
-        try:
-            os.chdir(ROOT)
-            os.execve(sys.executable, [*PINUTIL, "--policy", cli.policy, *args],
-                      {"PATH": "/usr/bin:/bin", "TSS2_LOG": "all+NONE"})
-        finally:
-            os._exit(127)
-    shown = b""
-    pending = list(answers)
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if pending and shown.rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0))
-                shown += b"<answered>"
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), shown
+def _run_on_pty(cli, args: list[str], answers: list[str]) -> tuple[int, bytes]:
+    """pinutil with a pseudo-terminal as its controlling tty: (exit code, what it showed)."""
+    return answer_on_terminal([*PINUTIL, "--policy", cli.policy, *args], answers,
+                              {"PATH": "/usr/bin:/bin", "TSS2_LOG": "all+NONE"}, cwd=ROOT,
+                              timeout=TIMEOUT)
 
 
 def test_interactive_setup_asks_twice_without_echo(cli):
-    code, shown = _run_on_pty(cli, ["setup"], [PIN.encode() + b"\n", PIN.encode() + b"\n"])
+    code, shown = _run_on_pty(cli, ["setup"], [PIN, PIN])
     assert code == 0, shown
     assert b"New PIN:" in shown and b"Repeat the PIN:" in shown
     assert PIN.encode() not in shown  # echo was off
     assert cli.counter(ROOT_UID) == (0, 5)
-    code, shown = _run_on_pty(cli, ["test"], [PIN.encode() + b"\n"])
+    code, shown = _run_on_pty(cli, ["test"], [PIN])
     assert code == 0, shown
 
 
 def test_interactive_setup_with_different_entries_enrols_nothing(cli):
-    code, shown = _run_on_pty(cli, ["setup"], [PIN.encode() + b"\n", PIN2.encode() + b"\n"])
+    code, shown = _run_on_pty(cli, ["setup"], [PIN, PIN2])
     assert code == 7, shown
     assert b"differ" in shown
     assert handle(ROOT_UID) not in cli.handles()

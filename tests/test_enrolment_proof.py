@@ -11,21 +11,16 @@ and delete must leave a LOG_AUTHPRIV line naming who, for whom and the result.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
-import time
 
 import pytest
 
+from tests.service.enrol_support import PASSWORD, PIN, PIN2, UID, USER
 from tests.support.accounts import setgid_tss_launcher
 from tests.support.pin_env import NV_BASE
+from tests.support.terminal import answer_on_terminal
 
-USER, UID = "pinutiltest", 4242
 HANDLE = NV_BASE + UID
-PASSWORD = "tr0ub4dor&3 correct"
-PIN, PIN2 = "2580", "739146"
 LIMIT = 3
 LOG_AUTHPRIV = 10
 AUTHPRIV_NOTICE, AUTHPRIV_WARNING = (LOG_AUTHPRIV, 5), (LOG_AUTHPRIV, 4)
@@ -147,31 +142,10 @@ def test_interactive_setup_asks_the_password_on_the_terminal_without_echo(enrol_
                                                                           syslog_capture):
     """The conversation on /dev/tty: pam_unix's prompt, then the PIN twice, no echo."""
     env, accounts = enrol_env
-    argv = [*accounts.prefix(), *accounts.as_user(UID), env.launcher, "setup"]
-    pid, fd = pty.fork()
-    if pid == 0:  # a new session whose controlling terminal is the pty
-        try:
-            os.execvpe(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        finally:
-            os._exit(127)
-    shown, pending = b"", [PASSWORD, PIN, PIN]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not select.select([fd], [], [], 0.5)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-        if pending and shown.rstrip().endswith(b":"):
-            os.write(fd, pending.pop(0).encode() + b"\n")
-            shown += b"<answered>"
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, shown
+    code, shown = answer_on_terminal(
+        [*accounts.prefix(), *accounts.as_user(UID), env.launcher, "setup"],
+        [PASSWORD, PIN, PIN], {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert code == 0, shown
     assert shown.index(b"Password:") < shown.index(b"New PIN:") < shown.index(b"Repeat the PIN:")
     assert PASSWORD.encode() not in shown and PIN.encode() not in shown  # echo was off
     assert env.swtpm.read_pin_counter(HANDLE) == (0, LIMIT)

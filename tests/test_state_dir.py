@@ -25,6 +25,7 @@ import pytest
 from pinutil.pin import enrolment, salt_key, state
 from pinutil.pin.enrolment import EnrolmentRecord, RecordError
 from pinutil.pin.policy import parse_policy
+from tests.support.accounts import as_user
 from tests.support.pin_env import ROOT
 
 SERVICE = "daemon"  # stands in for pinutild (see the module docstring)
@@ -51,8 +52,7 @@ def service_state_dir(as_service):
 
 
 def as_the_service(service) -> list[str]:
-    return ["setpriv", f"--reuid={service.pw_uid}", f"--regid={service.pw_gid}",
-            "--clear-groups"]
+    return as_user(service.pw_uid, service.pw_gid)
 
 
 def assert_the_service_made_its_records(service, state_dir: str) -> None:

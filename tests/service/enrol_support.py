@@ -4,14 +4,16 @@ pinutild inside the test accounts' namespace (so its password proof reads their
 as another uid."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from devtools.pinutild import PYTHON, ROOT, Pinutild
 from pinutil.service import protocol
+from tests.support.accounts import as_user as _setpriv_to
 
 USER, UID = "pinutiltest", 4242
 PASSWORD = "tr0ub4dor&3 correct"
@@ -42,8 +44,8 @@ print(json.dumps({"prompts": seen,
 
 
 def as_user(uid: int = UID, gid: int | None = None) -> list[str]:
-    gid = uid if gid is None else gid
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+    """tests.support.accounts.as_user, the test user by default."""
+    return _setpriv_to(uid, gid)
 
 
 def converse(path: str, request: dict, answers: Sequence[str] = (),
@@ -65,6 +67,16 @@ def start_in_namespace(pin_env, accounts, *extra: str, name: str = "pinutild.soc
     service.argv = [*accounts.prefix(), *prefix, *service.argv]
     service.start()
     return service
+
+
+@contextlib.contextmanager
+def running_in_namespace(pin_env, accounts, *extra: str, **options) -> Iterator[Pinutild]:
+    """start_in_namespace(), and the service stopped when the block ends, however."""
+    service = start_in_namespace(pin_env, accounts, *extra, **options)
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def raw_exchange(path: str, frames: Sequence[bytes], read_prompts: int = 0) -> socket.socket:

@@ -19,10 +19,11 @@ from tests.service.enrol_support import (
     UID,
     USER,
     as_user,
-    start_in_namespace,
+    running_in_namespace,
 )
 from tests.support.pamhost import result_name
 from tests.support.pin_env import NV_BASE
+from tests.support.terminal import answer_on_terminal
 
 HANDLE = NV_BASE + UID
 
@@ -55,8 +56,7 @@ def test_without_the_service_the_plain_copy_cannot_enrol(pin_env, accounts, plai
 
 def test_a_plain_copy_enrols_through_the_service_and_the_user_logs_in(
         pin_env, accounts, plain, syslog_capture):
-    service = start_in_namespace(pin_env, accounts)
-    try:
+    with running_in_namespace(pin_env, accounts) as service:
         pin_env.policy_extra["service_socket"] = service.socket
         pin_env.write_policy()
         syslog_capture.clear()
@@ -90,49 +90,19 @@ def test_a_plain_copy_enrols_through_the_service_and_the_user_logs_in(
         done, answer = run(accounts, plain, "setup", stdin=f"not it\n{PIN}\n")
         assert done.returncode == 7 and answer["result"] == "wrong_password"
         assert HANDLE not in pin_env.enrolled_handles()
-    finally:
-        service.stop()
 
 
 def test_interactive_setup_through_the_service_asks_on_the_terminal(pin_env, accounts, plain):
     """On a terminal: pam_unix's prompt (relayed by the service), then the PIN twice,
     no echo; the same order as the set-gid path's."""
-    import pty
-    import select
-    import time
-
-    service = start_in_namespace(pin_env, accounts)
-    try:
+    with running_in_namespace(pin_env, accounts) as service:
         pin_env.policy_extra["service_socket"] = service.socket
         pin_env.write_policy()
-        argv = [*accounts.prefix(), *as_user(), plain, "setup"]
-        pid, fd = pty.fork()
-        if pid == 0:  # a new session whose controlling terminal is the pty
-            try:
-                os.execvpe(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-            finally:
-                os._exit(127)
-        shown, pending = b"", [PASSWORD, PIN, PIN]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not select.select([fd], [], [], 0.5)[0]:
-                continue
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if pending and shown.rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0).encode() + b"\n")
-                shown += b"<answered>"
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-        assert os.waitstatus_to_exitcode(status) == 0, (shown, service.output())
+        code, shown = answer_on_terminal([*accounts.prefix(), *as_user(), plain, "setup"],
+                                         [PASSWORD, PIN, PIN],
+                                         {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        assert code == 0, (shown, service.output())
         assert shown.index(b"Password:") < shown.index(b"New PIN:") < \
             shown.index(b"Repeat the PIN:")
         assert PASSWORD.encode() not in shown and PIN.encode() not in shown
         assert pin_env.swtpm.read_pin_counter(HANDLE) == (0, 3)
-    finally:
-        service.stop()

@@ -21,7 +21,7 @@ from tests.service.enrol_support import (
     finish,
     hostile,
     next_line,
-    start_in_namespace,
+    running_in_namespace,
 )
 from tests.support.pin_env import NV_BASE
 
@@ -33,11 +33,8 @@ SETUP = protocol.encode({"verb": "pin-setup", "user": USER})
 def service(pin_env, accounts, syslog_capture):
     accounts.add_user(USER, UID, PASSWORD)
     pin_env.enrol("root", PIN)  # the other user, whose logins must keep working
-    made = start_in_namespace(pin_env, accounts)
-    try:
+    with running_in_namespace(pin_env, accounts) as made:
         yield made
-    finally:
-        made.stop()
 
 
 def others_log_in(pin_env, service, times: int = 3) -> None:

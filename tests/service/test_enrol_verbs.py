@@ -21,7 +21,7 @@ from tests.service.enrol_support import (
     converse,
     raw_exchange,
     read_frame,
-    start_in_namespace,
+    running_in_namespace,
 )
 from tests.support.pin_env import NV_BASE
 
@@ -33,11 +33,8 @@ NOTICE, WARNING = (LOG_AUTHPRIV, 5), (LOG_AUTHPRIV, 4)
 @pytest.fixture
 def service(pin_env, accounts, syslog_capture):
     accounts.add_user(USER, UID, PASSWORD)
-    made = start_in_namespace(pin_env, accounts)
-    try:
+    with running_in_namespace(pin_env, accounts) as made:
         yield made
-    finally:
-        made.stop()
 
 
 def setup(service, answers, user=USER, who=None):

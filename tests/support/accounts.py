@@ -94,7 +94,7 @@ class Accounts:
 
     def as_user(self, uid: int) -> list[str]:
         """setpriv to `uid` (its own group, no supplementary groups), after prefix()."""
-        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        return as_user(uid)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -127,6 +127,13 @@ def accounts(syslog_capture) -> Iterator[Accounts]:
         yield made
     finally:
         made.remove()
+
+
+def as_user(uid: int, gid: int | None = None) -> list[str]:
+    """The command after this runs as `uid` and group `gid` (default: the uid's number),
+    with no supplementary groups."""
+    gid = uid if gid is None else gid
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
 
 
 def setgid_tss_launcher(pin_env) -> str:
