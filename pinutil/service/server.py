@@ -43,7 +43,7 @@ from pinutil import errors
 from pinutil.service import peer, protocol, prover, verbs
 from pinutil.service.fairqueue import FairQueue
 from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
-from pinutil.service.throttle import MAX_DELAY, Throttle
+from pinutil.service.throttle import MAX_DELAY, Throttle, refusal
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
 from pinutil.users import ROOT_UID, SERVICE_USER, User
 
@@ -488,8 +488,12 @@ class Server:
         job.deadline = monotonic() + self.limits.tpm_seconds
         if job.connection is not None:
             job.connection.deadline = job.deadline
+        # Root's PIN check names its account, which only the worker resolves (never
+        # this loop: review F14); it refuses the check if that account must wait.
+        holds = (self.throttle.holds() if job.verb in verbs.TRIES_A_PIN and caller.is_root
+                 else {})
         try:
-            self.worker.send(job.verb, caller, job.fields)
+            self.worker.send(job.verb, caller, job.fields, holds)
         except WorkerGone:
             self._worker_failed(job, "the TPM worker is gone")
             return
@@ -525,14 +529,12 @@ class Server:
     def _refused_as_too_early(self, conn: _Connection, verb: str, fields: dict) -> bool:
         """Answer a PIN check that comes too soon after the user's wrong PINs with
         `throttled` (no TPM command, no attempt spent); False if it may go on."""
-        if verb not in verbs.TRIES_A_PIN:
-            return False
-        wait = self.throttle.wait_left(fields["user"], conn.caller.uid)
+        if verb not in verbs.TRIES_A_PIN or conn.caller.is_root:
+            return False  # root's: the worker's to refuse (_dispatch sends it the holds)
+        wait = self.throttle.wait_left(conn.caller.uid)  # only their own PIN
         if not wait:
             return False
-        refusal = errors.PinThrottled(f"too many wrong PINs in a row: try again in {wait} s",
-                                      retry_after=wait)
-        self._reply(conn, _frame(refusal.json_fields()))
+        self._reply(conn, _frame(refusal(wait).json_fields()))
         return True
 
     def _count_pin_check(self, job: _Job, reply: dict, target_uid: int | None) -> None:

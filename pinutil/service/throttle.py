@@ -17,25 +17,26 @@ prompt.)
 Kept in the service's memory only, per account (uid). A non-root caller may check
 only their own PIN, so its requests count against its own uid whatever name they
 carry (another user's name gets "permission denied" from the worker anyway, so the
-delay reveals nothing about other users). Root's requests count against the uid
-their name resolves to, exactly as the worker resolves it (users.lookup_user: an
-account name, or a decimal uid when no account has that name), so "65534", "065534"
-and two names of one uid are one series, not one fresh series each (review F6). That
-lookup runs in the event loop, but only while some series is kept (normally none: no
-lookup at all), and it is the NSS lookup the worker makes for every check anyway. A
-wrong PIN counts against the uid the worker found for the name. Only the user and
-root can make a user's wrong PINs count, so the table holds at most one series per
-enrolled user.
+delay reveals nothing about other users): the event loop refuses them itself. Root's
+requests count against the uid their name resolves to, which only the TPM worker
+looks up (users.lookup_user: an account name, or a decimal uid when no account has
+that name), so "65534", "065534" and two names of one uid are one series, not one
+fresh series each (review F6). The event loop never asks NSS (a slow directory, LDAP
+or sssd timing out, would stall every client of the one loop: review F14): root's
+check goes to the worker with the accounts still in their delay (`holds`, computed
+at dispatch), and the worker refuses it there, before any TPM command, when its
+account is one of them. A wrong PIN counts against the uid the worker found for the
+name. Only the user and root can make a user's wrong PINs count, so the table holds
+at most one series per enrolled user.
 
-Pure bookkeeping, with the clock and the name lookup passed in (tests use fakes).
+Pure bookkeeping, with the clock passed in (tests use a fake one).
 """
 from __future__ import annotations
 
 from math import ceil
 from time import monotonic
 
-from pinutil.errors import PinutilError
-from pinutil.users import ROOT_UID, lookup_user
+from pinutil.errors import PinThrottled
 
 FREE_FAILURES = 2  # wrong PINs in a row with no delay after them
 FIRST_DELAY = 1.0  # seconds after the first delayed one; doubles each time
@@ -57,35 +58,35 @@ class _Series:
         self.failures, self.last = 0, 0.0
 
 
-def account_uid(name: str) -> int | None:
-    """The uid the worker will take `name` for (None: no account, which it refuses)."""
-    try:
-        return lookup_user(name).uid
-    except PinutilError:
-        return None
+def refusal(wait: int) -> PinThrottled:
+    """The answer to a PIN check that must wait `wait` more seconds (the event loop's
+    and the worker's, in the same words)."""
+    return PinThrottled(f"too many wrong PINs in a row: try again in {wait} s",
+                        retry_after=wait)
 
 
 class Throttle:
     """The per-user series of wrong PINs (see the module docstring)."""
 
-    def __init__(self, longest: float = MAX_DELAY, clock=monotonic,
-                 uid_of=account_uid) -> None:
+    def __init__(self, longest: float = MAX_DELAY, clock=monotonic) -> None:
         self.longest = longest  # pinutild --pin-delay-max (0: no delay at all)
         self.clock = clock
-        self.uid_of = uid_of  # a name root asked about -> its account's uid, or None
         self._series: dict[int, _Series] = {}  # uid -> its series
 
-    def wait_left(self, user: str, caller_uid: int) -> int:
-        """Whole seconds before a PIN check of `user` by `caller_uid` may go to the
-        TPM (0: now)."""
-        if not self._series:
-            return 0  # the usual case: nothing to wait for, nothing to look up
-        uid = self.uid_of(user) if caller_uid == ROOT_UID else caller_uid
-        series = None if uid is None else self._live(uid)
+    def wait_left(self, uid: int) -> int:
+        """Whole seconds before a PIN check of the account `uid` may go to the TPM
+        (0: now)."""
+        series = self._live(uid)
         if series is None:
             return 0
         left = series.last + delay_after(series.failures, self.longest) - self.clock()
         return max(0, ceil(left))
+
+    def holds(self) -> dict[int, int]:
+        """Every account that must still wait: uid -> whole seconds (usually empty).
+        Sent with root's PIN checks to the worker, which alone resolves their names."""
+        waits = {uid: self.wait_left(uid) for uid in list(self._series)}
+        return {uid: wait for uid, wait in waits.items() if wait}
 
     def failed(self, uid: int) -> None:
         """The TPM counted a wrong PIN of the account `uid`."""

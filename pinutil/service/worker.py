@@ -22,7 +22,7 @@ import signal
 from time import monotonic, sleep
 
 from pinutil import users
-from pinutil.service import spare_session, verbs
+from pinutil.service import spare_session, throttle, verbs
 from pinutil.users import User
 
 _LENGTH = 4
@@ -71,9 +71,11 @@ class Worker:
         self.pid, self.to_child, self.from_child = pid, request_write, reply_read
         self._buffer.clear()
 
-    def send(self, verb: str, caller: User, fields: dict) -> None:
-        """Hand one request to the idle worker (small: the pipe takes it at once)."""
-        payload = marshal.dumps((verb, caller.name, caller.uid, fields))
+    def send(self, verb: str, caller: User, fields: dict, holds: dict | None = None) -> None:
+        """Hand one request to the idle worker (small: the pipe takes it at once).
+        `holds`: for a PIN check, the accounts that must still wait (uid -> seconds,
+        Throttle.holds): the worker refuses it if its user is one of them."""
+        payload = marshal.dumps((verb, caller.name, caller.uid, fields, holds or {}))
         try:
             os.write(self.to_child, len(payload).to_bytes(_LENGTH, "big") + payload)
         except OSError:
@@ -182,17 +184,33 @@ def _serve(request_fd: int, reply_fd: int, policy_path: str) -> None:
             payload = _read_exactly(request_fd, int.from_bytes(header, "big"))
             if payload is None:
                 return
-            verb, name, uid, fields = marshal.loads(payload)
-            function = verbs.tpm_probe if verb == PROBE else verbs.VERBS[verb][0]
-            reply = verbs.answer(function, policy_path, User(name, uid), fields)
-            if verb in verbs.TRIES_A_PIN and reply.get("result") in ("success", "wrong_pin"):
-                reply[TARGET_UID] = _uid_of(fields["user"])
+            verb, name, uid, fields, holds = marshal.loads(payload)
+            reply = _answer(policy_path, verb, User(name, uid), fields, holds)
             data = marshal.dumps(reply)
             os.write(reply_fd, len(data).to_bytes(_LENGTH, "big") + data)
             if not _readable(request_fd, 0):  # nobody waits: now is free time
                 verbs.prepare_spare(policy_path)
     finally:
         verbs.leave()
+
+
+def _answer(policy_path: str, verb: str, caller: User, fields: dict, holds: dict) -> dict:
+    """One request's reply. A PIN check's user is resolved here, in the worker (NSS may
+    be slow: never in the server's loop), for the per-user delay: refused before any
+    TPM command if that account must still wait (`holds`), else its uid goes back
+    with a right or wrong PIN's reply (TARGET_UID) for the server to count."""
+    if verb == PROBE:
+        return verbs.answer(verbs.tpm_probe, policy_path, caller, fields)
+    function = verbs.VERBS[verb][0]
+    if verb not in verbs.TRIES_A_PIN:
+        return verbs.answer(function, policy_path, caller, fields)
+    target = _uid_of(fields["user"])
+    if target in holds:
+        return throttle.refusal(holds[target]).json_fields()
+    reply = verbs.answer(function, policy_path, caller, fields)
+    if reply.get("result") in ("success", "wrong_pin"):
+        reply[TARGET_UID] = target
+    return reply
 
 
 def _uid_of(name: str) -> int | None:

@@ -23,12 +23,13 @@ import os
 import socket
 
 from pinutil import errors
-from pinutil.service import protocol, server
+from pinutil.service import protocol, server, throttle
 from pinutil.service.worker import PROBE, TARGET_UID
 from pinutil.users import User
 
 MAX_CLIENTS = 8
 UIDS = (0, 1000, 1001)
+ACCOUNT = 1000  # every name's account, as the fake worker resolves it
 RESULTS = {"success", "bad_request"} | {cls.token for cls in errors.VOCABULARY}
 TEMPLATES = [protocol.encode(fields) for fields in (
     {"verb": "pin-check", "user": "alice", "pin": b"1234"},
@@ -73,10 +74,16 @@ class FakeWorker:
         os.set_blocking(self.from_child, False)
         self.pid, self.replies, self.signalled = 1, [], False
 
-    def send(self, verb: str, caller: User, fields: dict) -> None:
+    def send(self, verb: str, caller: User, fields: dict, holds: dict | None = None) -> None:
         assert self.running and not self.replies, "a job sent to a busy worker"
-        assert verb != "pin-check" or not self.throttle.wait_left(fields["user"], caller.uid), \
-            "a PIN check sent to the TPM while its user must wait"
+        if verb == "pin-check" and caller.uid == 0:  # its name: the worker resolves it
+            assert holds == self.throttle.holds(), "root's check without the holds"
+            if ACCOUNT in holds:  # the real worker's refusal, before the TPM
+                self.replies.append(throttle.refusal(holds[ACCOUNT]).json_fields())
+                self.release()
+                return
+        assert verb != "pin-check" or caller.uid == 0 or not self.throttle.wait_left(
+            caller.uid), "a PIN check sent to the TPM while its user must wait"
         self.replies.append(self._answer(verb, fields))
         self.release()
 
@@ -108,9 +115,9 @@ class FakeWorker:
             return {"result": "success"}
         if verb == "pin-check":
             if fields["pin"] == b"1234":
-                return {"result": "success", TARGET_UID: 1000}
+                return {"result": "success", TARGET_UID: ACCOUNT}
             return {"result": "wrong_pin", "error": "Incorrect PIN", "attempts_left": 3,
-                    TARGET_UID: 1000}
+                    TARGET_UID: ACCOUNT}
         return {"result": "success", "enrolled": False}
 
 
@@ -151,7 +158,6 @@ def run(data: bytes) -> None:
     limits = server.Limits(max_connections=6, max_per_uid=3)
     service = StrictServer(listener, "/nonexistent/policy", limits)
     service.throttle.clock = CLOCK
-    service.throttle.uid_of = lambda name: 1000  # every name is the fake worker's account
     service.worker = worker = FakeWorker(service.throttle)
     service.listen()
     clients: list[socket.socket] = []

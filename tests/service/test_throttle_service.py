@@ -10,10 +10,12 @@ choices, not the machine's speed."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 import pytest
 
+from pinutil.service import protocol
 from tests.support.pamhost import PAM_ERROR_MSG, result_name
 from tests.support.pinutild import AS_NOBODY, PYTHON, Pinutild, start_pinutild
 
@@ -31,9 +33,31 @@ def clock():
     with open(path) as f:
         return float(f.read())
 
-throttle.Throttle.__init__.__defaults__ = (throttle.MAX_DELAY, clock, throttle.account_uid)
+throttle.Throttle.__init__.__defaults__ = (throttle.MAX_DELAY, clock)
 sys.exit(service.main(sys.argv[1:]))
 """
+
+# The same, and a name service that is slow for one name (SLOW_NAME): its lookups, in
+# whichever process of the service makes them, wait until the file argv[1] exists
+# (an LDAP or sssd directory timing out, without the time), then find no account.
+SLOW_NAME = "slow-directory-user"
+_SERVICE_WITH_A_SLOW_NAME = """
+import os, pwd, sys, time
+
+release = sys.argv.pop(1)
+real_getpwnam = pwd.getpwnam
+
+def getpwnam(name):
+    if name == SLOW_NAME:
+        for _ in range(12000):  # at most 2 min: a failed test must not hang the suite
+            if os.path.exists(release):
+                break
+            time.sleep(0.01)
+        raise KeyError(name)
+    return real_getpwnam(name)
+
+pwd.getpwnam = getpwnam
+""".replace("SLOW_NAME", repr(SLOW_NAME)) + _SERVICE_WITH_A_FILE_CLOCK
 
 
 class FileClock:
@@ -47,10 +71,13 @@ class FileClock:
             f.write(repr(self.now))
 
 
-def start(pin_env) -> tuple[Pinutild, FileClock]:
+def start(pin_env, *extra: str, slow_name_release: str | None = None,
+          ) -> tuple[Pinutild, FileClock]:
     clock = FileClock(os.path.join(pin_env.dir, "clock"))
-    service = Pinutild(pin_env.policy, os.path.join(pin_env.dir, "throttled.sock"))
-    service.argv = [PYTHON, "-c", _SERVICE_WITH_A_FILE_CLOCK, clock.path, *service.argv[3:]]
+    service = Pinutild(pin_env.policy, os.path.join(pin_env.dir, "throttled.sock"), extra)
+    script = [_SERVICE_WITH_A_FILE_CLOCK] if slow_name_release is None else [
+        _SERVICE_WITH_A_SLOW_NAME, slow_name_release]
+    service.argv = [PYTHON, "-c", *script, clock.path, *service.argv[3:]]
     service.start()
     return service, clock
 
@@ -212,4 +239,37 @@ def test_aliases_of_one_account_share_its_series(pin_env):
         assert check(service, "nobody", WRONG)["result"] == "wrong_pin"  # a new series
         assert pin_env.counter("nobody") == (1, LIMIT)
     finally:
+        service.stop()
+
+
+def test_a_slow_name_service_stalls_no_other_client(pin_env):
+    """While the name service takes its time over the name in root's PIN check (some
+    series being kept), another user's check is still answered: the event loop never
+    looks a name up (review F14: on the old code it resolved root's name itself, for
+    the delay, and every other client waited for the directory)."""
+    enrol(pin_env, "nobody")
+    release = os.path.join(pin_env.dir, "release-the-name-service")
+    service, _ = start(pin_env, "--tpm-timeout", "120", slow_name_release=release)
+    waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for _ in range(3):
+            assert check(service, "nobody", WRONG, AS_NOBODY)["result"] == "wrong_pin"
+        waiting.connect(service.socket)  # root's check of the slow name: its lookup waits
+        waiting.sendall(protocol.encode({"verb": "pin-check", "user": SLOW_NAME,
+                                         "pin": WRONG}))
+        # Meanwhile nobody's own check is answered (refused: their delay), the name
+        # service still stuck.
+        reply = check(service, "nobody", PIN.encode(), AS_NOBODY)
+        assert reply.get("result") == "throttled", reply
+        with open(release, "w", encoding="ascii"):
+            pass
+        waiting.settimeout(120)
+        header = waiting.recv(protocol.HEADER_SIZE, socket.MSG_WAITALL)
+        reply = protocol.decode_body(waiting.recv(protocol.body_length(header),
+                                                  socket.MSG_WAITALL))
+        assert reply["result"] == "unknown_user", reply  # then: no such account
+        assert pin_env.counter("nobody") == (3, LIMIT)
+        assert service.alive()
+    finally:
+        waiting.close()
         service.stop()
