@@ -11,8 +11,8 @@ complete, well-formed request reaches the TPM worker (worker.py), one at a time:
 access is serialised, and this process never opens the TPM. Waiting requests take
 turns per caller uid (fairqueue.py), so one uid's queued requests cannot hold up
 another uid's login. After repeated wrong PINs for a user, a PIN check for them that
-comes too early is answered at once with `throttled` (throttle.py): it never reaches
-the worker nor waits, so it delays nobody.
+comes too early is answered with `throttled` (throttle.py): never sent to the TPM,
+it delays nobody (root's, whose name only the worker resolves, is refused there).
 
 An exception while handling one event (a bug, or a fault nobody foresaw) is logged
 and ends only that connection (its client reads EOF: no answer, never success); the

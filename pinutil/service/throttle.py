@@ -7,10 +7,11 @@ and at most 30 s after each further wrong PIN (the first two are typos: a wrong 
 and then the right one go through at once). A right PIN ends the series, and so does the TPM's lock (the user is then told
 "locked", which says more than a delay would); so do 15
 minutes without a wrong PIN (waiting that long is slower than waiting out the delays,
-so it gives a guesser nothing). A check that comes too early is refused at once by the
-event loop with "try again in N s" (result `throttled`, PAM_AUTH_ERR): it is never
-sent to the TPM, spends no attempt and holds neither the TPM worker nor a connection,
-so it delays nobody else. (Holding the request instead would keep its connection for
+so it gives a guesser nothing). A check that comes too early is refused with "try
+again in N s" (result `throttled`, PAM_AUTH_ERR): it is never sent to the TPM and
+spends no attempt; a user's own check is refused at once by the event loop and holds
+neither the TPM worker nor a connection, root's by the worker (below), in the time
+of a name lookup, so it delays nobody else. (Holding the request instead would keep its connection for
 up to 30 s, beyond the client's own time limit, and leave the user facing a frozen
 prompt.)
 
