@@ -12,7 +12,9 @@ typed PIN must not be recoverable from what the proxy saw:
   the salt key was pinned this logged in with every PIN while the TPM counted nothing;
   now the check must refuse the key before any PIN-dependent byte is sent.
 - replays of a genuine "PIN correct" answer recorded in an earlier login;
-- forged NV_Read answers (success without a valid HMAC, success without sessions).
+- forged NV_Read answers (success without a valid HMAC, success without sessions);
+- the same key substitution against `pinutil owner protect`, whose session carries
+  the new owner and lockout passwords (review F15).
 
 The attacker's crypto is written here from the TPM 2.0 Library (Part 1, 19.6 and 21)
 with the stdlib and `cryptography`, not with pinutil's session code.
@@ -26,6 +28,7 @@ import struct
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tests.support.pamhost import PAM_SUCCESS, result_code, result_name
 from tests.support.tpm_proxy import (
@@ -40,6 +43,7 @@ from tests.support.tpm_proxy import (
     TAG_SESSIONS,
     Reader,
     TpmProxy,
+    forward_everything,
     parse_command,
     response_code,
     tpm2b,
@@ -67,6 +71,17 @@ def kdfa(key: bytes, label: bytes, u: bytes, v: bytes, bits: int) -> bytes:
 
 def kdfe(z: bytes, label: bytes, u: bytes, v: bytes) -> bytes:
     return hashlib.sha256(struct.pack(">I", 1) + z + label + b"\0" + u + v).digest()
+
+
+def aes_cfb_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """AES-128 in CFB mode (full blocks of feedback), from the block cipher."""
+    block = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # CFB from its core
+    out, feedback = b"", iv
+    for at in range(0, len(data), 16):
+        chunk = data[at:at + 16]
+        out += bytes(a ^ b for a, b in zip(chunk, block.update(feedback)))
+        feedback = chunk
+    return out
 
 
 def name_of(public_area: bytes) -> bytes:
@@ -111,8 +126,8 @@ class KeySubstitution:
             if handle == SALT_KEY_HANDLE and self.hide_persistent:
                 return with_header(TAG_NO_SESSIONS, RC_HANDLE_1, b"")
             response = forward(command)
-            if handle == SALT_KEY_HANDLE and response_code(response) == 0:
-                self.substituted.add(handle)
+            if handle in (SALT_KEY_HANDLE, *self.substituted) and response_code(response) == 0:
+                self.substituted.add(handle)  # and a primary it made up, read back
                 return self._substitute_read_public(response)
             return response
         if code == CC_CREATE_PRIMARY:
@@ -425,3 +440,74 @@ def _recover_with_own_key(attacker, session, nv_read, name) -> str | None:
     cp = hashlib.sha256(struct.pack(">I", CC_NV_READ) + name + name + p.raw(4)).digest()
     return recover_pin(kdfa(salt, b"ATH", nonce_tpm, nonce_caller, 256), cp, auths[0].nonce,
                        nonce_tpm, auths[0].attributes, auths[0].hmac)
+
+
+# ---- (d) the hierarchy passwords of `pinutil owner protect` -------------------------------
+CC_HIERARCHY_CHANGE_AUTH = 0x129
+RC_FAILURE = 0x101
+
+
+class PasswordReader:
+    """KeySubstitution, and when HierarchyChangeAuth comes in a session salted with the
+    substituted key: decrypt its first parameter (newAuth, AES-128-CFB, Part 1 21.4;
+    the old password is empty, so the session key alone keys it), keep it, and fail
+    the command (the attacker has what it wanted)."""
+
+    def __init__(self) -> None:
+        self.attacker = KeySubstitution()
+        self.learned: list[bytes] = []
+
+    def __call__(self, command: bytes, forward) -> bytes | None:
+        if HEADER.unpack_from(command)[2] == CC_HIERARCHY_CHANGE_AUTH:
+            _, auths, params = parse_command(command, 1)
+            session = self.attacker.sessions.get(auths[0].handle)
+            if session is not None:
+                bits = kdfa(session.key, b"CFB", auths[0].nonce, session.nonce_tpm, 256)
+                self.learned.append(aes_cfb_decrypt(bits[:16], bits[16:], params.tpm2b()))
+                return with_header(TAG_NO_SESSIONS, RC_FAILURE, b"")
+        return self.attacker(command, forward)
+
+
+def _hierarchies_protected(env) -> bool:
+    from pinutil.tpm.context import Tpm
+
+    with Tpm(env.swtpm.tcti) as tpm:
+        return any(tpm.hierarchy_auth_set().values())
+
+
+def test_d_owner_protect_never_salts_with_a_substituted_key(enrolled):
+    """`pinutil owner protect` through an interposer that supplies its own salt key:
+    refused before the session is salted, so the new owner and lockout passwords
+    never reach it (review F15: on the old code the session was salted with whatever
+    key the TPM's answer held, and the proxy read the new owner password)."""
+    env, proxy = enrolled  # root's setup recorded the genuine salt key
+    reader = PasswordReader()
+    proxy.intercept = reader
+    done = env.pinutil("--json", "owner", "protect")
+    assert reader.attacker.substituted, "the proxy never got to substitute the key"
+    assert reader.learned == [] and reader.attacker.salted_to_us == []
+    assert done.returncode != 0 and b"salt key" in done.stderr + done.stdout, done
+    assert not _hierarchies_protected(env)
+    proxy.intercept = forward_everything  # the genuine TPM: protect finishes with the same passwords
+    done = env.pinutil("--json", "owner", "protect")
+    assert done.returncode == 0, done
+    assert _hierarchies_protected(env)
+
+
+def test_d_control_a_session_salted_with_its_key_gives_the_password_away(enrolled):
+    """Control: told to trust the attacker's key, the change hands it the password, so
+    the test above shows the Name check at work."""
+    from pinutil import errors
+    from pinutil.tpm.context import Tpm
+
+    env, proxy = enrolled
+    reader = PasswordReader()
+    proxy.intercept = reader
+    secret = os.urandom(32)
+    with Tpm(proxy.tcti) as tpm:
+        with pytest.raises(errors.TpmUnavailable, match="salt key"):
+            tpm.change_hierarchy_auth("owner", b"", secret, _genuine_name(env))
+        with pytest.raises(errors.PinutilError):
+            tpm.change_hierarchy_auth("owner", b"", secret, name_of(reader.attacker.area))
+    assert reader.learned == [secret]
+    assert not _hierarchies_protected(env)

@@ -16,6 +16,11 @@ empty password and release only a set one, so the TPM's TPMA_PERMANENT bits
 (ownerAuthSet, lockoutAuthSet) say which of the two files' passwords each hierarchy
 holds after a kill at any point, and running the same command again finishes it.
 No password is ever tried: a wrong lockout password would lock that hierarchy out.
+The new passwords cross the bus only encrypted, in a session salted with the storage
+primary, which must have the recorded salt key's Name when one is recorded (a TPM that
+shows another key is refused before anything changes); with no record yet, the TPM's
+own key (protect, like `salt-key record`, belongs to a time nobody alters the TPM's
+answers; nothing is recorded here).
 
 Also `owner_state(ctx, tpm)`, which `pinutil status` reports.
 """
@@ -26,6 +31,7 @@ import os
 from pinutil import owner_auth
 from pinutil.cli.options import add_common_options
 from pinutil.errors import PermissionDenied, PinutilError, TpmUnavailable, one_line
+from pinutil.pin.salt_key import recorded_name_if_any
 
 
 def _unknown_password(hierarchies: list[str], path: str) -> PermissionDenied:
@@ -63,9 +69,10 @@ def cmd_protect(ctx) -> dict:
         # A set owner password is the pending one (an interrupted protect): the lockout
         # change's salted session needs it (Tpm.change_hierarchy_auth).
         tpm.use_owner_auth(target.owner if state["owner"] else b"")
+        salt_key_name = recorded_name_if_any(ctx.policy)
         for name in owner_auth.NAMES:
             if not state[name]:  # set: it holds the pending password already
-                tpm.change_hierarchy_auth(name, b"", getattr(target, name))
+                tpm.change_hierarchy_auth(name, b"", getattr(target, name), salt_key_name)
         if not all(tpm.hierarchy_auth_set().values()):
             raise TpmUnavailable("the TPM did not keep the new hierarchy passwords; "
                                  f"{pending_path} holds them: run `pinutil owner protect` again")
@@ -109,9 +116,10 @@ def cmd_release(ctx) -> dict:
         tpm.use_owner_auth(current.owner if state["owner"] else b"")
         if state["owner"] and not tpm.owner_auth_accepted():  # a wrong one counts nothing
             raise _unknown_password(["owner"], path)
+        salt_key_name = recorded_name_if_any(ctx.policy)
         for name in owner_auth.NAMES:
             if state[name]:  # clear: released before a kill; the file still says it
-                tpm.change_hierarchy_auth(name, getattr(current, name), b"")
+                tpm.change_hierarchy_auth(name, getattr(current, name), b"", salt_key_name)
     owner_auth.remove(path)
     return {"changed": True,
             "message": f"TPM owner and lockout hierarchies released (empty passwords); "

@@ -371,17 +371,25 @@ class Tpm:
         finally:
             lib.Esys_Free(data_pp[0])
 
-    def change_hierarchy_auth(self, hierarchy: str, old: bytes, new: bytes) -> None:
+    def change_hierarchy_auth(self, hierarchy: str, old: bytes, new: bytes,
+                              salt_key_name: bytes | None) -> None:
         """HierarchyChangeAuth of `hierarchy` ("owner" or "lockout") from `old` to
         `new`. Neither crosses the bus: the command is authorised by an HMAC session
         salted with the storage primary (keyed with `old`), whose DECRYPT attribute
-        encrypts `new` (AES-128-CFB). The salt key is the TPM's answer, not checked
-        against a record: this hides the passwords from a bus observer, not from an
-        interposer that forges the TPM's answers (README, threat model).
+        encrypts `new` (AES-128-CFB). That primary must have the recorded salt key's
+        Name, `salt_key_name`, as for a PIN (sapi.require_salt_key_name): a key an
+        interposer supplied instead is refused before the session, which it could
+        open and so read `new` (review F15). None (no record yet): the TPM's answer
+        is believed, which hides `new` from a bus observer, not from an interposer
+        (README, threat model).
         The owner's new password becomes this connection's."""
+        from pinutil.tpm import sapi  # it imports this module: here, not at the top
+
         tr = HIERARCHIES[hierarchy][0]
         primary = self.storage_primary()  # as owner: the current owner password
         try:
+            if salt_key_name is not None:
+                sapi.require_salt_key_name(self.get_name(primary), salt_key_name)
             session = self.salted_session(primary, lib.TPMA_SESSION_DECRYPT
                                           | lib.TPMA_SESSION_CONTINUESESSION)
         finally:
