@@ -14,6 +14,10 @@ key, a bad policy), it logs why and leaves PAM_AUTHTOK as it was. The token is n
 logged. Place it at the end of the "decide" substack, behind pam_deny, so it runs only
 after a successful login (see examples/pam.d/README.md).
 
+A root host that serves one client on its stdin (polkit 127's socket-activated agent
+helper) acts for that client (pinutil.service.requester, as tpm_pin): it gets the
+token of that client's own account only (a root client's: anyone's).
+
 Arguments (pypam.arguments, the rules every module shares): `policy=PATH` (absolute;
 default /etc/pinpam/policy, which gives `tcti`), `debug` (log successes too). Anything
 else is logged as a warning and ignored; `policy=` given twice or not absolute, or
@@ -65,6 +69,8 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         if not user:
             pamh.syslog(syslog.LOG_NOTICE, "no PAM_USER yet; keyring token not set")
             return pypam.PAM_IGNORE
+        if not _acts_for(pamh, user):
+            return pypam.PAM_IGNORE
         policy = load_policy(policy_path)
         # Within the login's TPM budget (shared with tpm_pin): a hung TPM costs the whole
         # login at most that much. From pinutild when its socket exists (this process
@@ -95,6 +101,22 @@ def authenticate(pamh, flags: int, args: list[str]) -> int:
         # Not the exception's text: it is not ours and could hold anything.
         _log_failure(pamh, user, "internal error", syslog.LOG_ERR)
     return pypam.PAM_IGNORE
+
+
+def _acts_for(pamh, user: str) -> bool:
+    """False (logged) when this is a root host that serves a client on its stdin
+    (polkit 127's socket-activated agent helper; pinutil.service.requester) for a uid
+    other than root's or `user`'s: that client must not have another user's token put
+    in a handle it drives (the keyring modules after us would use it for them)."""
+    from pinutil.service.requester import may_act_for, stdin_requester
+    from pinutil.users import lookup_user
+
+    requester = stdin_requester()  # None: the host acts for itself (no lookup then)
+    if requester is None or may_act_for(requester, lookup_user(user).uid):
+        return True
+    pamh.syslog(syslog.LOG_NOTICE, f"keyring token not set for {shown(user)}: this root "
+                f"host acts for uid {requester} (the peer of its standard input)")
+    return False
 
 
 def _token_from_service(seconds: float, path: str, user: str) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from pinutil.master_key import recovery
+from tests.support.agent import Agent
 from tests.support.pamhost import (
     PAM_AUTH_ERR,
     PAM_PYPAM_SO,
@@ -112,10 +113,11 @@ class Stack:
         phrase = json.loads(out)["recovery_phrase"]
         return recovery.unseal(recovery.read_sealed_file(self.sealed), phrase)
 
-    def login(self, answers: list[str], stages=("auth", "open")) -> dict:
+    def login(self, answers: list[str], stages=("auth", "open"), **kwargs) -> dict:
         if os.path.exists(self.record):
             os.unlink(self.record)
-        return run_pam(self.confdir, SERVICE, user=USER, stages=stages, answers=answers)
+        return run_pam(self.confdir, SERVICE, user=USER, stages=stages, answers=answers,
+                       **kwargs)
 
     def without_master_key(self, answers: list[str]) -> str | None:
         """What the keyring gets from the same login with master_key replaced by a
@@ -250,6 +252,29 @@ def test_a_failed_login_never_hands_the_keyring_the_token(stack):
     # keyring sees at most the wrong password just typed: never the token, never the PIN.
     assert "auth" in got  # the keyring line did run
     assert got["auth"] not in (token_for(secret, USER), PIN, "0000")
+
+
+AS_NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--")
+AS_USER = ("setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "--")
+
+
+@pytest.mark.parametrize(("agent_as", "gets_the_token"), [
+    (AS_NOBODY, False), (AS_USER, True), ((), True)], ids=["another-uid", "the-user", "root"])
+def test_a_root_host_acting_for_another_uid_gives_no_token(stack, agent_as, gets_the_token):
+    """A root host with a client's connection on its stdin (polkit 127's
+    socket-activated agent helper: pinutil/service/requester.py) acts for that
+    client: its user's own login gets the token, another uid's request for USER never
+    does, even with USER's password (review F11 for master_key: on the old code the
+    keyring module after it got USER's token for any client)."""
+    secret = stack.init_master_key()
+    agent = Agent(agent_as)
+    try:
+        report = stack.login([PASSWORD], stages=("auth",),
+                             preexec=lambda: os.dup2(agent.conn.fileno(), 0))
+    finally:
+        agent.close()
+    assert result_code(report, "auth") == PAM_SUCCESS  # the password decides, as before
+    assert (stack.keyring()["auth"] == token_for(secret, USER)) is gets_the_token
 
 
 # --- the module alone, with a stand-in handle: PAM_IGNORE on every path ---------------

@@ -31,6 +31,14 @@ import stat
 UNKNOWN = -1
 
 
+def may_act_for(requester: int | None, target_uid: int) -> bool:
+    """Whether a host acting for `requester` (stdin_requester's answer) may act for the
+    account `target_uid`: itself (None) or root's peer for anyone, anyone else only
+    for themselves (UNKNOWN for nobody). For what no PIN guards: the master key's token
+    (modules/master_key.py); a PIN's rules are pinutil.users's may_test."""
+    return requester is None or requester == 0 or requester == target_uid
+
+
 def stdin_requester() -> int | None:
     """The uid this root process acts for (UNKNOWN: a peer it cannot establish), or
     None when it acts for itself (not root, or fd 0 is no connected unix socket)."""

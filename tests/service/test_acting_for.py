@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import uuid
 
 import pytest
 
+from tests.support.agent import Agent
 from tests.support.pamhost import prompts, result_name
 from tests.support.pinutild import AS_NOBODY
 
@@ -36,11 +35,6 @@ BACKENDS = ("daemon", "helper", "direct")
 AS_ROOT = ()
 #: Real uid nobody, effective uid root: what a set-uid root program (pkexec) is.
 AS_SETUID_ROOT = ("setpriv", "--ruid=nobody", "--rgid=nogroup", "--clear-groups", "--")
-#: The agent: connect, say nothing, wait until the helper's side closes.
-_AGENT = ("import socket, sys\n"
-          "s = socket.socket(socket.AF_UNIX)\n"
-          "s.connect(b'\\0' + sys.argv[1].encode())\n"
-          "s.recv(1)\n")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -48,26 +42,6 @@ def backend(request, pin_env) -> str:
     if request.param == "daemon":
         request.getfixturevalue("pinutild_policy")
     return request.param
-
-
-class Agent:
-    """A process of the given identity connected to us; `conn` is our end."""
-
-    def __init__(self, as_user) -> None:
-        name = f"pypam-agent-{uuid.uuid4().hex}"
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(b"\0" + name.encode())  # abstract: reachable by any uid
-        self.listener.listen(1)
-        self.proc = subprocess.Popen([*as_user, sys.executable, "-I", "-c", _AGENT, name],
-                                     stdin=subprocess.DEVNULL, cwd="/",
-                                     env={"PATH": "/usr/bin:/bin"})
-        self.listener.settimeout(60)
-        self.conn, _ = self.listener.accept()
-
-    def close(self) -> None:
-        self.conn.close()  # the agent's recv ends: it exits
-        self.listener.close()
-        self.proc.wait(timeout=60)
 
 
 @pytest.fixture
