@@ -26,6 +26,7 @@ from tests.service.enrol_support import (
     read_frame,
     start_in_namespace,
 )
+from tests.service.test_units import unit
 from tests.support.pin_env import NV_BASE
 
 SERVICE_UID = 4343
@@ -342,3 +343,57 @@ def test_a_killed_service_ends_the_proof_at_once(pin_env, shape):
             client.wait()
     assert out.strip() == '{"eof": true}'
     assert HANDLE not in pin_env.enrolled_handles()
+
+
+def unit_confinement() -> list[str]:
+    """setpriv for what systemd/pinutil-proof@.service gives the proof: root (uid 0
+    gets its bounding set as its capabilities), only the unit's capability bounding
+    set, no inheritable or ambient ones, no new privileges."""
+    service = unit("pinutil-proof@.service")["Service"]
+    assert service["NoNewPrivileges"] == "yes" and service["AmbientCapabilities"] == ""
+    assert "User" not in service and "DynamicUser" not in service
+    caps = [name.lower().removeprefix("cap_")
+            for name in service["CapabilityBoundingSet"].split()]
+    return ["/usr/bin/setpriv",
+            "--bounding-set=" + ",".join(["-all", *(f"+{c}" for c in caps)]),
+            "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
+
+
+def start_proof_as_its_unit(shape) -> None:
+    """The proof in systemd's shape: the socket bound by someone else (the socket unit:
+    owned by the service's account, 0600), one proof process per connection with the
+    connection as fd 3 (systemd-socket-activate --accept), confined as its unit says
+    (it could not even chown its own socket)."""
+    log = open(shape.proof_socket + ".log", "ab")  # noqa: SIM115 - closed by stop()
+    proc = subprocess.Popen([*shape.accounts.prefix(), "systemd-socket-activate", "--accept",
+                             "--listen", shape.proof_socket, *unit_confinement(), PYTHON,
+                             "-m", "pinutil.service.proof"], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            env={"PATH": "/usr/bin:/bin"})
+    shape.processes.append((proc, log))
+    wait_for_listener(shape.proof_socket, proc)  # root's probe: that proof just ends
+    os.chown(shape.proof_socket, SERVICE_UID, SERVICE_UID)
+    os.chmod(shape.proof_socket, 0o600)
+
+
+@pytest.mark.parametrize(("group", "mode"), [("shadow", 0o640), ("root", 0o000)],
+                         ids=["debian-0640-root-shadow", "fedora-0000-root-root"])
+def test_the_proof_as_its_unit_confines_it_reads_either_shadow_layout(pin_env, shape,
+                                                                      group, mode):
+    """The proof process with its unit's capabilities checks a password against
+    /etc/shadow as Debian ships it and as Fedora and RHEL do (mode 0000: root reads
+    it only with CAP_DAC_READ_SEARCH or CAP_DAC_OVERRIDE). The shadow file is the
+    namespace's copy (tests/support/accounts.py), never the machine's. On the old
+    unit (no capabilities) every Fedora proof failed: nobody could enrol."""
+    shadow = shape.accounts.files["shadow"]
+    os.chown(shadow, 0, grp.getgrnam(group).gr_gid)
+    os.chmod(shadow, mode)
+    start_proof_as_its_unit(shape)
+    service = shape.start_service("--proof", shape.proof_socket)
+    wrong = converse(service.socket, {"verb": "pin-setup", "user": USER}, ["nope", PIN],
+                     shape.client())
+    assert wrong["reply"]["result"] == "wrong_password", wrong
+    reply = converse(service.socket, {"verb": "pin-setup", "user": USER}, [PASSWORD, PIN],
+                     shape.client())
+    assert reply["reply"]["result"] == "success", (reply, service.output())
+    assert pin_env.swtpm.read_pin_counter(HANDLE) == (0, 3)
