@@ -7,7 +7,8 @@ network, UTS and IPC namespaces, in which:
   openssh-server, vlock, iproute2), installed once by apt-get and dpkg into a cached layer
   (`package_layer`, a tar file unpacked into each sandbox's tmpfs), over the machine's
   own trees, with a writable upper layer on that tmpfs; /home and /root are overlays of the machine's, writable the same way. useradd,
-  chpasswd and edits of /etc/pam.d happen there and vanish with the namespace;
+  chpasswd and edits of /etc/pam.d happen there and vanish with the namespace; pypam's
+  own state on the machine (`HIDDEN_STATE`: its policy, salt key and records) is hidden;
 - /run is an empty tmpfs (no host daemon's sockets, no host systemd to talk to);
 - /dev is a private tree: the usual character devices, the host's /dev/pts with
   /dev/ptmx -> pts/ptmx (so the ptys pexpect allocates outside are valid terminals
@@ -63,6 +64,9 @@ LAYER_INPUTS = ("/var/lib/dpkg/status", "/etc/passwd", "/etc/group", "/etc/shado
 REMOTE_ADDR = "192.0.2.1"
 HOSTNAME = "pypam-sandbox"
 #: Character devices bound into the private /dev.
+# pypam's own state on a machine (policy, salt key and enrolment records, the service's
+# directory): never seen inside, whatever the machine holds.
+HIDDEN_STATE = ("/etc/pinpam", "/var/lib/pinutild", "/var/lib/pinpam")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 #: /dev/ptmx as in containers: a bound ptmx node would look for "pts" beside itself in
 #: devtmpfs, not in our tree; pts/ptmx is the host instance's own multiplexer (the
@@ -113,6 +117,10 @@ for d in usr etc var home root; do
     [ -d "$layer/$d" ] && lower="$layer/$d:/$d"
     mount -t overlay overlay -o "lowerdir=$lower,upperdir=$dir/rw/up/$d,workdir=$dir/rw/work/$d" "/$d"
 done
+# A machine with pypam installed (or a job beside the tests that made its state) must
+# not hand its policy, salt key or enrolment records to the sandbox: hidden here, in the
+# upper layer (whiteouts); the machine's own files stay as they are.
+rm -rf PYPAM_STATE
 mount -t tmpfs -o mode=0755 run /run
 mkdir -m 1777 /run/lock
 for n in null zero full random urandom tty; do mount --bind "/dev/$n" "$dir/dev/$n"; done
@@ -123,7 +131,7 @@ hostname "$3"
 ip link set lo up
 ip addr add "$4/32" dev lo
 exec python3 -c "$5"
-""".replace("TAR_OPTIONS", _TAR_OPTIONS)
+""".replace("TAR_OPTIONS", _TAR_OPTIONS).replace("PYPAM_STATE", " ".join(HIDDEN_STATE))
 
 # PID 1 of the sandbox: says it is ready, then reaps every orphan until killed.
 _REAPER = r"""
