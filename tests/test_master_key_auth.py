@@ -310,3 +310,54 @@ def test_with_a_protected_owner_hierarchy_the_whole_life_cycle_works(setup):
     done = setup.cli("--stdin", "master-key", "import", stdin=phrase + "\n")
     assert done.returncode == 0, done.stderr
     assert setup.token("alice") == software_token(secret, "alice")
+
+
+# --- the record's place: state_dir, and `migrate-state` from the old default ---------
+
+def test_a_record_in_the_old_default_place_is_moved_to_the_state_dir(swtpm, tmp_path):
+    """An install whose record is where the default was before it followed `state_dir`
+    (here a stand-in for /var/lib/pinutild/master_key_auth) and whose policy sets a
+    `state_dir` but no `master_key_auth_file`: the record is looked for in state_dir,
+    so tokens fail (closed: the TPM refuses the HMAC) until `migrate-state` moves it
+    (auth_record.move_legacy); then the same tokens come back."""
+    from pinutil.master_key import auth_record
+    from pinutil.pin.policy import load_policy
+
+    os.chmod(tmp_path, 0o755)
+    setup = Setup(swtpm, str(tmp_path))
+    old = setup.auth_file
+    phrase = setup.init()
+    secret = recovery.unseal(Path(setup.sealed).read_bytes(), phrase)
+    text = Path(setup.policy).read_text().replace(f"master_key_auth_file = {old}\n", "")
+    Path(setup.policy).write_text(text + f"state_dir = {tmp_path}/state\n")
+    new = load_policy(setup.policy).master_key_auth_file
+    assert new == f"{tmp_path}/state/master_key_auth"
+    assert setup.cli("master-key", "get-user-token", "alice").returncode != 0
+    report: dict = {"moved": [], "kept": [], "problems": []}
+    auth_record.move_legacy(new, report, old=old)
+    assert report == {"moved": [f"{old} -> {new}"], "kept": [], "problems": []}
+    assert not os.path.lexists(old)
+    assert setup.token("alice") == software_token(secret, "alice")
+    auth_record.move_legacy(new, report, old=old)  # again: nothing more
+    assert len(report["moved"]) == 1 and not report["kept"] and not report["problems"]
+
+
+def test_moving_the_record_never_overwrites_nor_trusts_a_bad_one(tmp_path):
+    """A record already in the new place wins and the old one stays (it holds a key's
+    authValue); an old one others may read is neither moved nor removed."""
+    from pinutil.master_key import auth_record
+
+    old, new = str(tmp_path / "old" / "master_key_auth"), str(tmp_path / "new" / "master_key_auth")
+    first, second = {b"\x00\x0b" + b"1" * 32: b"a" * 32}, {b"\x00\x0b" + b"2" * 32: b"b" * 32}
+    auth_record.save(old, first)
+    auth_record.save(new, second)
+    report: dict = {"moved": [], "kept": [], "problems": []}
+    auth_record.move_legacy(new, report, old=old)
+    assert report["kept"] and not report["moved"] and not report["problems"]
+    assert auth_record.load(old) == first and auth_record.load(new) == second
+    os.unlink(new)
+    os.chmod(old, 0o644)
+    report = {"moved": [], "kept": [], "problems": []}
+    auth_record.move_legacy(new, report, old=old)
+    assert report["problems"] and not report["moved"]
+    assert os.path.exists(old) and not os.path.lexists(new)

@@ -59,6 +59,19 @@ def test_defaults_are_the_documented_ones():
     assert DEFAULT_POLICY_PATH == "/etc/pinpam/policy"
 
 
+def test_the_master_key_auth_file_follows_the_state_dir(tmp_path):
+    """Unset, `master_key_auth_file` is `master_key_auth` in `state_dir` (on the old
+    code it stayed /var/lib/pinutild/master_key_auth whatever state_dir said); the
+    default place is the one it always had, and a value set is kept."""
+    assert Policy().master_key_auth_file == "/var/lib/pinutild/master_key_auth"
+    moved = load_policy(write(tmp_path, "state_dir = /srv/pinutild/\n"))
+    assert moved.master_key_auth_file == "/srv/pinutild/master_key_auth"
+    assert Policy(state_dir="/srv/x").master_key_auth_file == "/srv/x/master_key_auth"
+    named = load_policy(write(tmp_path, "state_dir = /srv/pinutild\n"
+                                        "master_key_auth_file = /etc/pinpam/mk_auth\n"))
+    assert named.master_key_auth_file == "/etc/pinpam/mk_auth"
+
+
 def test_missing_file_gives_defaults(tmp_path):
     assert load_policy(str(tmp_path / "absent")) == Policy()
     assert load_policy(str(tmp_path / "no-dir" / "policy")) == Policy()

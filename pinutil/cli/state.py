@@ -1,11 +1,13 @@
 """`pinutil migrate-state` (root): move the enrolment records and the salt key record
 from where they were to the service's state directory (pin/migrate.py says how and
-why it is crash-safe). The package's postinst and `make install` run it; running it
-again does nothing more."""
+why it is crash-safe), and the master key's authorisation record from its old
+default place to the policy's (master_key/auth_record.py). The package's postinst and
+`make install` run it; running it again does nothing more."""
 from __future__ import annotations
 
 from pinutil.cli.options import add_common_options
 from pinutil.errors import PermissionDenied
+from pinutil.master_key import auth_record
 from pinutil.pin import migrate
 
 
@@ -13,6 +15,7 @@ def cmd_migrate(ctx) -> dict:
     if not ctx.caller.is_root:
         raise PermissionDenied("only root may move the state")
     report = migrate.migrate(ctx.policy, ctx.policy_path)
+    auth_record.move_legacy(ctx.policy.master_key_auth_file, report)
     lines = [f"moved {item}" for item in report["moved"]] + \
         [f"kept {item}" for item in report["kept"]] + \
         [f"problem: {item}" for item in report["problems"]]

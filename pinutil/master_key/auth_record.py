@@ -6,9 +6,11 @@ anyone who can send the TPM commands (group `tss`, whoever /dev/tpmrm0 is opened
 Every key pinutil creates gets a random 32-byte authValue instead, kept in this file;
 raw TPM access alone then no longer derives a token (the TPM refuses the HMAC).
 
-Where: the policy's `master_key_auth_file` (default /var/lib/pinutild/master_key_auth,
-in the service's own state directory, which systemd keeps 0700 for the account
-pinutild; the recovery file stays root's, /var/pinpam). Read strictly (pinutil
+Where: the policy's `master_key_auth_file`, by default the file `master_key_auth` in
+the service's state directory (`state_dir`: /var/lib/pinutild/master_key_auth by
+default; the recovery file stays root's, /var/pinpam). Before the default followed
+`state_dir` it was /var/lib/pinutild/master_key_auth whatever `state_dir` said:
+`pinutil migrate-state` moves a record from there (`move_legacy`). Read strictly (pinutil
 .securefile): a regular file, symlinks not followed, owned by root or by the account
 pinutild, no permission bits for group or others, at most 4 KiB. Written atomically,
 mode 0600; root writes it for the account pinutild when that account exists, so the
@@ -143,3 +145,29 @@ def save(path: str, entries: dict[bytes, bytes]) -> None:
                                 owner=owner)
     finally:
         os.close(dir_fd)
+
+
+#: Where the record was by default before its default followed `state_dir`.
+LEGACY_PATH = "/var/lib/pinutild/master_key_auth"
+
+
+def move_legacy(new: str, report: dict, old: str = LEGACY_PATH) -> None:
+    """Move the record from `old` to `new` (the policy's place) when `new` has none
+    yet, for `pinutil migrate-state` (its `report`: "moved", "kept", "problems").
+    Crash-safe by order, like pin/migrate.py: written to `new` first, then removed
+    from `old`. A record already at `new` wins and the old one is left in place (it
+    holds a key's authValue: nothing of it is thrown away); an old one that cannot be
+    trusted is neither moved nor removed, and reported."""
+    if os.path.realpath(old) == os.path.realpath(new) or not os.path.lexists(old):
+        return
+    try:
+        entries = load(old)
+        if load(new):
+            report["kept"].append(f"{new} (the record there wins; {old} is left)")
+            return
+        save(new, entries)
+    except (MasterKeyError, OSError) as e:
+        report["problems"].append(f"{old}: not moved: {e}")
+        return
+    os.unlink(old)
+    report["moved"].append(f"{old} -> {new}")

@@ -36,8 +36,9 @@ Keys, defaults and limits:
                                       enrolment records, salt key record; pin/state.py)
     service_socket            /run/pinutild.sock              absolute (pinutild; `auto`
                                       uses the service whenever this socket exists)
-    master_key_auth_file      /var/lib/pinutild/master_key_auth   absolute (the master
-                                      key's authValue: master_key/auth_record.py)
+    master_key_auth_file      STATE_DIR/master_key_auth   absolute (the master key's
+                                      authValue: master_key/auth_record.py; by
+                                      default the file master_key_auth in state_dir)
     owner_auth_file           /etc/pinpam/owner-auth          absolute (the TPM owner
                                       password `pinutil owner protect` writes; absent:
                                       the owner hierarchy's factory empty password)
@@ -74,6 +75,10 @@ from pinutil.record import Record
 from pinutil.tpm import OWNER_NV_FIRST, OWNER_NV_LAST
 
 DEFAULT_POLICY_PATH = "/etc/pinpam/policy"
+#: The master key's authorisation record in `state_dir`, unless `master_key_auth_file`
+#: names another place (with the default state_dir: /var/lib/pinutild/master_key_auth,
+#: where it always was).
+MASTER_KEY_AUTH_NAME = "master_key_auth"
 
 MAX_POLICY_BYTES = 64 * 1024
 # The TPM's limit, used by pin/index.py too: a PIN index's authValue is at most the
@@ -118,7 +123,7 @@ class Policy(Record):
         "master_key_file": "/var/pinpam/sealed_master_key",
         "state_dir": "/var/lib/pinutild",
         "service_socket": "/run/pinutild.sock",
-        "master_key_auth_file": "/var/lib/pinutild/master_key_auth",
+        "master_key_auth_file": None,  # in state_dir: see __init__
         "owner_auth_file": "/etc/pinpam/owner-auth",
     }
     pin_min_length: int
@@ -135,6 +140,12 @@ class Policy(Record):
     service_socket: str
     master_key_auth_file: str
     owner_auth_file: str
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if self.master_key_auth_file is None:  # not set: with the rest of the state
+            object.__setattr__(self, "master_key_auth_file",
+                               self.state_dir.rstrip("/") + "/" + MASTER_KEY_AUTH_NAME)
 
     # Where the state lives is decided here, from `state_dir` alone (pin/state.py says
     # what each file is and who may own it): every reader and writer asks the policy.
