@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 
 from pinutil import owner_auth
-from pinutil.cli.options import add_common_options
+from pinutil.cli.options import add_actions
 from pinutil.errors import PermissionDenied, PinutilError, TpmUnavailable, one_line
 from pinutil.pin.salt_key import recorded_name_if_any
 
@@ -177,15 +177,6 @@ def describe(fields: dict) -> str:
 
 def add_parser(subparsers) -> None:
     """Register `owner` and its actions on pinutil's subparsers."""
-    group = subparsers.add_parser("owner", help="protect the TPM owner hierarchy (root)",
-                                  allow_abbrev=False)
-    add_common_options(group, on_command=True)
-    sub = group.add_subparsers(dest="owner_command", metavar="ACTION",
-                               parser_class=type(group))
-    sub.required = True
-    for name, handler, text in (
-            ("protect", cmd_protect, "give the owner and lockout hierarchies passwords"),
-            ("release", cmd_release, "set both back to empty and remove the file")):
-        leaf = sub.add_parser(name, help=text, allow_abbrev=False)
-        add_common_options(leaf, on_command=True)
-        leaf.set_defaults(handler=handler)
+    add_actions(subparsers, "owner", "protect the TPM owner hierarchy (root)", (
+        ("protect", cmd_protect, "give the owner and lockout hierarchies passwords"),
+        ("release", cmd_release, "set both back to empty and remove the file")))

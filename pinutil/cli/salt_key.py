@@ -11,7 +11,7 @@ recorded first (trust on first use: the rule is `salt_key.trusted_name` in the c
 """
 from __future__ import annotations
 
-from pinutil.cli.options import add_common_options
+from pinutil.cli.options import add_actions
 from pinutil.errors import TpmUnavailable
 from pinutil.pin import salt_key
 from pinutil.tpm import sapi
@@ -64,14 +64,6 @@ def cmd_show(ctx) -> dict:
 
 def add_parser(subparsers) -> None:
     """Register `salt-key` and its actions on pinutil's subparsers."""
-    group = subparsers.add_parser("salt-key", help="record or show the TPM's salt key (root)",
-                                  allow_abbrev=False)
-    add_common_options(group, on_command=True)
-    sub = group.add_subparsers(dest="salt_key_command", metavar="ACTION",
-                               parser_class=type(group))
-    sub.required = True
-    for name, handler, text in (("record", cmd_record, "record the TPM's salt key"),
-                                ("show", cmd_show, "compare the record with the TPM")):
-        leaf = sub.add_parser(name, help=text, allow_abbrev=False)
-        add_common_options(leaf, on_command=True)
-        leaf.set_defaults(handler=handler)
+    add_actions(subparsers, "salt-key", "record or show the TPM's salt key (root)", (
+        ("record", cmd_record, "record the TPM's salt key"),
+        ("show", cmd_show, "compare the record with the TPM")))
