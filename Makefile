@@ -224,7 +224,7 @@ endif
 	if [ -z "$(DESTDIR)" ]; then $(BINDIR)/pinutil migrate-state || \
 		echo "warning: pinutil migrate-state failed: run it again as root"; fi
 	if [ -z "$(DESTDIR)" ] && udevadm --version >/dev/null 2>&1; then \
-		udevadm control --reload-rules || :; udevadm trigger --action=change --subsystem-match=tpmrm || :; fi
+		udevadm control --reload-rules || :; udevadm trigger --action=change --subsystem-match=tpmrm --subsystem-match=tpm || :; fi
 
 endif
 

@@ -135,8 +135,12 @@ def test_the_udev_rule_gives_the_device_to_one_group(tmp_path, rules, group):
     with open(os.path.join(ROOT, rules), encoding="utf-8") as f:
         text = f.read()
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    # Only the resource manager's device; the raw /dev/tpm0 stays as tpm-udev has it.
-    assert len(lines) == 1 and lines[0].startswith('KERNEL=="tpmrm[0-9]*", '), lines
+    # The resource manager's device, and with the service the raw /dev/tpm0 for root
+    # (test_with_the_service_the_raw_device_is_roots_alone); nothing else.
+    raw = ['KERNEL=="tpm[0-9]*", '] if group == "pinutild" else []
+    assert [line[:len('KERNEL=="tpmrm[0-9]*", ')] if line.startswith('KERNEL=="tpmrm')
+            else line[:len('KERNEL=="tpm[0-9]*", ')] for line in lines] == \
+        ['KERNEL=="tpmrm[0-9]*", ', *raw], lines
     # As written: it parses and its group exists (udevadm names what it cannot use).
     written = tmp_path / "written"
     written.mkdir()
@@ -159,6 +163,27 @@ def test_the_udev_rule_gives_the_device_to_one_group(tmp_path, rules, group):
     if any(_APPLIED.fullmatch(line) for line in output):  # it applied what it printed
         stat = [line for line in output if line.startswith("result: ")]
         assert stat[-1].split()[1:] == [str(uid), str(node_gid), f"{mode:o}"], stat
+
+
+def test_with_the_service_the_raw_device_is_roots_alone(tmp_path):
+    """/dev/tpm0: tpm-udev gives it to the user tss for tpm2-abrmd, whose D-Bus policy
+    lets the group tss send the TPM any command (review F1: on the old rule the raw
+    device stayed tss's, 0660). With the service it is root's alone, 0600 root:root,
+    whatever Debian's rule, read after ours, says (on a stand-in device)."""
+    stand_in = tmp_path / "stand-in"
+    stand_in.mkdir()
+    for name, path in (("60-pypam-tpm.rules", os.path.join(ROOT, "udev", "60-pypam-tpm.rules")),
+                       ("60-tpm-udev.rules", TPM_UDEV)):
+        with open(path, encoding="utf-8") as f:
+            rule = f.read()
+        assert 'KERNEL=="tpm[0-9]*"' in rule, path
+        (stand_in / name).write_text(rule.replace('KERNEL=="tpmrm[0-9]*"', 'KERNEL=="tpmrm-none"')
+                                     .replace('KERNEL=="tpm[0-9]*"', 'KERNEL=="null"'))
+    output = _udev_test(str(stand_in))
+    assert printed_node(output) == (0, 0, 0o600), output
+    if any(_APPLIED.fullmatch(line) for line in output):  # it applied what it printed
+        stat = [line for line in output if line.startswith("result: ")]
+        assert stat[-1].split()[1:] == ["0", "0", "600"], stat
 
 
 # The two forms as systemd 252 (Debian 12) and 257 (Debian 13) print them for the
