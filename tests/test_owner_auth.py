@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from pinutil import owner_auth
+from tests.support.kill_point import run_killed
 from tests.support.pamhost import result_name
 from tests.support.pin_env import PINUTIL, handle_of, write_file
 from tests.support.tpm_proxy import CC_NV_READ
@@ -26,7 +26,6 @@ PIN, NEW_PIN, WRONG = "2580", "4711", "1111"
 # tpm2-tools prints them
 REFUSALS = ("(0x9a2)", "(0x98e)")
 SALT_KEY, MASTER_KEY = "0x81000082", "0x81000081"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 
 
@@ -275,38 +274,12 @@ def test_a_bad_password_file_is_a_clear_error_and_changes_nothing(pin_env, how):
 
 # --- crash safety: a kill at any point leaves a password we hold ------------------------
 
-_KILL_AT = r"""
-import os, signal, sys
-sys.path.insert(0, sys.argv[1])
-from pinutil import owner_auth
-from pinutil.tpm.context import Tpm
-
-point, count = sys.argv[3], int(sys.argv[4])
-
-def kill_after(function):
-    calls = []
-    def wrapped(*args, **kwargs):
-        result = function(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == count:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return result
-    return wrapped
-
-if point == "change":
-    Tpm.change_hierarchy_auth = kill_after(Tpm.change_hierarchy_auth)
-else:
-    setattr(owner_auth, point, kill_after(getattr(owner_auth, point)))
-from pinutil.cli.app import main
-sys.exit(main(["--policy", sys.argv[2], "owner", sys.argv[5]]))
-"""
+_POINTS = {"change": "pinutil.tpm.context:Tpm.change_hierarchy_auth"}
 
 
 def _run_killed(pin_env, point: str, count: int, action: str) -> None:
-    done = subprocess.run([sys.executable, "-I", "-c", _KILL_AT, ROOT, pin_env.policy,
-                           point, str(count), action], capture_output=True, timeout=60,
-                          check=False, cwd="/")
-    assert done.returncode == -9, done.stderr
+    run_killed(_POINTS.get(point, f"pinutil.owner_auth:{point}"), count,
+               ["--policy", pin_env.policy, "owner", action])
 
 
 def _held_passwords(pin_env) -> list[owner_auth.OwnerPasswords]:

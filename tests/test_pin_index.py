@@ -10,6 +10,7 @@ import pytest
 from pinutil.tpm._tss import lib
 
 from pinutil import errors
+from pinutil.pin import slots
 from pinutil.pin.index import (
     NOT_ENROLLED,
     PIN_INDEX_ATTRIBUTES,
@@ -17,6 +18,7 @@ from pinutil.pin.index import (
     PinIndex,
     PinStatus,
 )
+from pinutil.pin.slots import LAST_PRIMARY
 from pinutil.tpm import OWNER_NV_LAST, sapi
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.rc import TpmCommandError
@@ -85,11 +87,14 @@ def test_expected_public_matches_what_the_tpm_defines(index, swtpm):
 # ---- handles --------------------------------------------------------------------------
 def test_handle_for_uid():
     assert PinIndex.handle_for(1000, NV_BASE) == 0x010003E8
-    assert PinIndex.handle_for(OWNER_NV_LAST - NV_BASE, NV_BASE) == OWNER_NV_LAST
+    assert PinIndex.handle_for(LAST_PRIMARY - NV_BASE, NV_BASE) == LAST_PRIMARY
+    # Its spare handle, for PIN changes, is the last of the owner range.
+    assert slots.of_user(LAST_PRIMARY - NV_BASE, NV_BASE)[1] == OWNER_NV_LAST
 
 
 @pytest.mark.parametrize("uid, base", [
-    (OWNER_NV_LAST - NV_BASE + 1, NV_BASE),   # 4194304: first uid that does not fit
+    (LAST_PRIMARY - NV_BASE + 1, NV_BASE),    # 2097152: first uid that does not fit
+    (OWNER_NV_LAST - NV_BASE, NV_BASE),       # its primary would be another's spare
     (65534 + 0x400000, NV_BASE),
     (-1, NV_BASE),
     (1, 0x81000000),                          # persistent-object range, not NV
@@ -200,14 +205,15 @@ def test_delete(index, swtpm):
         index.check(PIN)
 
 
-def test_replace_sets_new_pin_and_fresh_counter(index, swtpm):
+def test_remove_leftover_removes_ours_and_keeps_a_foreign_index(index, swtpm):
+    assert index.remove_leftover() is False
     index.define(PIN, 3)
-    for _ in range(3):
-        _wrong(index)
-    index.replace(OTHER_PIN, 7)
-    assert swtpm.read_pin_counter(HANDLE) == (0, 7)
-    index.check(OTHER_PIN)
-    assert _wrong(index, pin=PIN) == 6
+    assert index.remove_leftover() is True
+    assert HANDLE not in swtpm.nv_handles()
+    swtpm.tools("tpm2_nvdefine", hex(HANDLE), "-C", "o", "-s", "8", "-a", "ownerread|ownerwrite")
+    with pytest.raises(errors.NotEnrolled, match="not a PIN index"):
+        index.remove_leftover()
+    assert HANDLE in swtpm.nv_handles()
 
 
 # ---- fault injection on enrolment --------------------------------------------------------

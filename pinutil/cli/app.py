@@ -300,9 +300,10 @@ class Context:
         self.note(f"password of {user.name} accepted by the PAM service pinutil")
 
     def handle(self, user: users.User) -> int:
-        from pinutil.pin.index import PinIndex
+        """The handle the user's PIN is at: the one their record names (pin/slots.py)."""
+        from pinutil.pin import slots
 
-        return PinIndex.handle_for(user.uid, self.policy.nv_base)
+        return slots.current(self.policy.enrolment_dir, user.uid, self.policy.nv_base)
 
     def open_tpm(self):
         """The policy's TPM, its owner password read from the policy's owner_auth_file
@@ -320,7 +321,7 @@ class Context:
         the recorded salt key when it needs it (cli/salt_key.py)."""
         from pinutil.pin.index import PinIndex  # TPM code is imported only when needed
 
-        handle = PinIndex.handle_for(user.uid, self.policy.nv_base)
+        handle = self.handle(user)
         self.note(f"tcti {self.policy.tcti}, PIN index {handle:#010x} for {user.name}")
         with self.open_tpm() as tpm:
             def salt_key_name() -> bytes:

@@ -60,16 +60,25 @@ class RecordError(PinutilError):
     """The enrolment directory or a record is unusable (names the path and why)."""
 
 
-def _open_dir(directory: str) -> int | None:
+def open_dir(directory: str) -> int | None:
     """An fd of the trusted records' directory; None if it (or the state directory)
     does not exist."""
+    return _in_state_dir(directory, state.open_state_dir, state.open_child_dir)
+
+
+def _in_state_dir(directory: str, open_state, open_child, may_make=None) -> int | None:
+    """`open_child(state_fd, state_dir, name)` for the records' directory, on the state
+    directory `open_state` gave (None if it gave none); `may_make(state_fd)` may refuse
+    first. A StateError becomes a RecordError."""
     state_dir, name = os.path.split(directory.rstrip("/"))
     try:
-        state_fd = state.open_state_dir(state_dir)
+        state_fd = open_state(state_dir)
         if state_fd is None:
             return None
         try:
-            return state.open_child_dir(state_fd, state_dir, name)
+            if may_make is not None:
+                may_make(state_fd)
+            return open_child(state_fd, state_dir, name)
         finally:
             os.close(state_fd)
     except state.StateError as e:
@@ -88,7 +97,7 @@ def parse(data: bytes, path: str) -> EnrolmentRecord:
 
 def read(directory: str, uid: int) -> EnrolmentRecord | None:
     """The record of `uid`, None if there is none; RecordError if it is untrustworthy."""
-    dfd = _open_dir(directory)
+    dfd = open_dir(directory)
     if dfd is None:
         return None
     path = os.path.join(directory, str(uid))
@@ -126,26 +135,22 @@ def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecor
 def _ensure_dir(directory: str, as_root: bool) -> int:
     """The records' directory, made if missing by root (the state directory too) or by
     the state directory's owner (the service, in its own directory)."""
-    dfd = _open_dir(directory)
+    dfd = open_dir(directory)
     if dfd is not None:
         return dfd
-    state_dir, name = os.path.split(directory.rstrip("/"))
-    try:
-        state_fd = state.ensure_state_dir(state_dir) if as_root else \
-            state.open_state_dir(state_dir)
-        if state_fd is None or not (as_root or os.fstat(state_fd).st_uid == os.geteuid()):
-            if state_fd is not None:
-                os.close(state_fd)
-            raise RecordError(
-                f"the enrolment directory {directory} does not exist: root creates it "
-                "(a `pinutil setup` run by root does, and so do `make install` and the "
-                "package)")
-        try:
-            return state.ensure_child_dir(state_fd, state_dir, name)
-        finally:
-            os.close(state_fd)
-    except state.StateError as e:
-        raise RecordError(f"enrolment records: {e}") from None
+    missing = RecordError(
+        f"the enrolment directory {directory} does not exist: root creates it (a "
+        "`pinutil setup` run by root does, and so do `make install` and the package)")
+
+    def may_make(state_fd: int) -> None:
+        if not (as_root or os.fstat(state_fd).st_uid == os.geteuid()):
+            raise missing
+
+    dfd = _in_state_dir(directory, state.ensure_state_dir if as_root else state.open_state_dir,
+                        state.ensure_child_dir, may_make)
+    if dfd is None:
+        raise missing
+    return dfd
 
 
 def check_writable(directory: str, as_root: bool) -> None:
@@ -180,7 +185,7 @@ def write(directory: str, record: EnrolmentRecord, as_root: bool) -> None:
 
 def remove(directory: str, uid: int) -> bool:
     """Delete the record of `uid`; False if there was none."""
-    dfd = _open_dir(directory)
+    dfd = open_dir(directory)
     if dfd is None:
         return False
     try:

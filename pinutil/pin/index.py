@@ -1,13 +1,14 @@
 """A user's PIN as a TPM2 PIN_FAIL NV index, compatible with pinpam (the Rust original).
 
-Layout (one index per user, handle nv_base + uid in the owner range):
+Layout (one index per user, at nv_base + uid; during a PIN change, and after a killed
+one, at the user's spare handle: pin/slots.py):
   type PIN_FAIL, attributes AUTHREAD|OWNERREAD|POLICYWRITE|NO_DA (never ORDERLY: after
   an unclean stop an ORDERLY index can lose WRITTEN and its counter), nameAlg SHA256,
   dataSize 8 = pinCount||pinLimit (big-endian uint32), authValue = the PIN,
   authPolicy = PolicyCommandCode(NV_Write); PolicyAuthValue; PolicyNvWritten(NO).
 The policy allows exactly one write ({0, limit} at enrolment); after it the TPM alone
-counts failures and refuses every PIN at the limit. The only way back is delete and
-define again.
+counts failures and refuses every PIN at the limit. The only way back is a new index
+(a change defines it at the user's other handle before the old one goes: lifecycle.py).
 
 The PIN is verified by NV_Read(authHandle = the index) with the PIN as authValue: the
 TPM counts a failure (BAD_AUTH) or resets the counter on success. Nothing here ever
@@ -21,6 +22,7 @@ from __future__ import annotations
 import struct
 
 from pinutil import errors
+from pinutil.pin import slots
 from pinutil.pin.policy import MAX_PIN_LENGTH
 from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.tpm import OWNER_NV_FIRST, OWNER_NV_LAST, sapi
@@ -87,14 +89,13 @@ class PinIndex:
 
     @staticmethod
     def handle_for(uid: int, nv_base: int) -> int:
-        """pinpam's handle for a user: nv_base + uid, which must stay in the owner range."""
-        if not OWNER_NV_FIRST <= nv_base <= OWNER_NV_LAST:
-            raise errors.PinutilError(f"nv_base 0x{nv_base:x} is outside the owner NV range")
-        if uid < 0 or nv_base + uid > OWNER_NV_LAST:
-            raise errors.PinutilError(
-                f"uid {uid} does not fit the TPM NV range (nv_base 0x{nv_base:08x} + uid must be "
-                f"<= 0x{OWNER_NV_LAST:08x}); PIN login is not available for this user")
-        return nv_base + uid
+        """pinpam's handle for a user: nv_base + uid (pin/slots.py: range and spare)."""
+        return slots.primary(uid, nv_base)
+
+    def at(self, handle: int) -> PinIndex:
+        """The same user's index at another of their handles (pin/slots.py), on the same
+        TPM, salt key and sessions."""
+        return PinIndex(self.tpm, handle, self.salt_key_name, self.start_session)
 
     def expected_public(self, written: bool) -> NvPublic:
         """The exact public area of our PIN index at this handle."""
@@ -264,19 +265,14 @@ class PinIndex:
             self._forget(nv)
             raise
 
-    def replace(self, new_pin: bytes, limit: int, salted: bool = True) -> None:
-        """delete() then define(): the counter cannot be rewritten by design.
-
-        Everything that can be checked without the TPM changing state is checked
-        before the old index is deleted. Callers verify the old PIN first.
-        """
-        _validate_pin(new_pin)
+    def require_definable(self, pin: bytes, limit: int, salted: bool = True) -> None:
+        """Everything define() checks before the TPM changes state: a PIN change calls it
+        before it starts, so that it stops with nothing done."""
+        _validate_pin(pin)
         _validate_limit(limit)
         self._require_policy_nv_written()
-        if salted:  # define() would refuse this key only after the delete: PIN lost
+        if salted:
             self._require_recorded_salt_key()
-        self.delete()
-        self.define(new_pin, limit, salted=salted)
 
     def remove_if_half_finished(self) -> bool:
         """Undefine the index if a killed setup left it unwritten; True if it did.
@@ -285,6 +281,15 @@ class PinIndex:
         if found is None or self._is_enrolled_pin_index(*found):
             return False
         self.delete(only_half_finished=True)
+        return True
+
+    def remove_leftover(self) -> bool:
+        """Undefine our PIN index here, written or not; True if there was one. Only for a
+        handle no record names (what a killed change left at the user's other handle):
+        its PIN logs no one in. A foreign index raises NotEnrolled and stays."""
+        if sapi.read_nv_public(self.tpm, self.handle) is None:
+            return False
+        self.delete()
         return True
 
     # ---- helpers

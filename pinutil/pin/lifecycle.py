@@ -13,11 +13,14 @@ account can only write into it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 
 from pinutil import users
 from pinutil.errors import AlreadyEnrolled, InvalidPin, NotEnrolled, TpmUnavailable
-from pinutil.pin import enrolment
+from pinutil.pin import enrolment, slots
 from pinutil.pin.policy import Policy
 from pinutil.users import User
 
@@ -29,6 +32,34 @@ def _as_root() -> bool:
 def check_writable(policy: Policy) -> None:
     """Before a PIN index is created or replaced: a record can be written."""
     enrolment.check_writable(policy.enrolment_dir, as_root=_as_root())
+
+
+@contextlib.contextmanager
+def _locked(policy: Policy) -> Iterator[None]:
+    """Hold the records' directory's lock (flock) while a PIN is enrolled, changed or
+    deleted: two changes of one PIN at once (pinutild and root's pinutil) would each
+    remove what the other had just defined at the spare handle. Logins take no lock."""
+    dfd = enrolment.open_dir(policy.enrolment_dir)
+    if dfd is None:  # no records yet (setup and change make the directory first)
+        yield
+        return
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(dfd)  # releases the lock
+
+
+def _other_slot(index, policy: Policy, user: User):
+    """The user's PinIndex at the handle their record does not name (pin/slots.py)."""
+    return index.at(slots.other(index.handle, user.uid, policy.nv_base))
+
+
+def _remove_leftover(index, policy: Policy, user: User) -> None:
+    """What a killed change left at the other handle (our layout, no record names it);
+    another application's index there is left alone."""
+    with contextlib.suppress(NotEnrolled):
+        _other_slot(index, policy, user).remove_leftover()
 
 
 def write_record(policy: Policy, user: User, handle: int) -> enrolment.EnrolmentRecord:
@@ -59,15 +90,17 @@ def setup(index, policy: Policy, caller: User, user: User, pin: bytes) -> dict:
     (no record: the index goes again), then the salt key made persistent. The reply's
     fields: limit, salt_key, replaced_half_finished (when a killed setup left one)."""
     limit = policy.pin_lockout_max_attempts
-    if index.status().enrolled:
-        raise already_enrolled(caller, user)
-    replaced = index.remove_if_half_finished()
-    index.define(pin, limit, salted=policy.salted)
-    try:
-        write_record(policy, user, index.handle)
-    except BaseException:
-        index.delete()  # no record, no login: do not leave an index behind
-        raise
+    with _locked(policy):
+        if index.status().enrolled:
+            raise already_enrolled(caller, user)
+        replaced = index.remove_if_half_finished()
+        _remove_leftover(index, policy, user)
+        index.define(pin, limit, salted=policy.salted)
+        try:
+            write_record(policy, user, index.handle)
+        except BaseException:
+            index.delete()  # no record, no login: do not leave an index behind
+            raise
     fields = {"limit": limit, "salt_key": _persist_salt_key(index.tpm)}
     if replaced:
         fields["replaced_half_finished"] = True
@@ -88,27 +121,49 @@ def _persist_salt_key(tpm) -> str:
 def change(index, policy: Policy, caller: User, user: User, old: bytes | None,
            new: bytes) -> dict:
     """Replace the PIN by `new`; a caller other than root proves `old` first (a wrong
-    one counts like a failed login, and the index stays as it was)."""
+    one counts like a failed login, and nothing else changes).
+
+    `index` is at the handle the record names (slots.current). The new PIN is enrolled
+    at the user's other handle, the record switched to it, and only then the old index
+    deleted; if that was the spare handle, the same again brings the PIN home to
+    nv_base + uid (pinpam's handle). A kill at any point leaves the record naming a
+    written index with the old or the new PIN (and at most an unrecorded index, which
+    logs no one in, for the next change, setup or delete to remove)."""
     limit = policy.pin_lockout_max_attempts
     check_writable(policy)
-    require_written(index, user)
-    if users.change_needs_old_pin(caller):
-        if old is None:
-            raise InvalidPin("changing your PIN needs the current PIN")
-        # Only to an index recorded as theirs: otherwise the new owner of a reused uid,
-        # knowing the old owner's PIN, would make it a PIN login of their own without
-        # the account password.
-        enrolment.verify(policy.enrolment_dir, user.name, user.uid, index.handle)
-        index.check(old, salted=policy.salted)
-    index.replace(new, limit, salted=policy.salted)
-    write_record(policy, user, index.handle)
+    with _locked(policy):
+        require_written(index, user)
+        if users.change_needs_old_pin(caller):
+            if old is None:
+                raise InvalidPin("changing your PIN needs the current PIN")
+            # Only to an index recorded as theirs: otherwise the new owner of a reused
+            # uid, knowing the old owner's PIN, would make it a PIN login of their own
+            # without the account password.
+            enrolment.verify(policy.enrolment_dir, user.name, user.uid, index.handle)
+            index.check(old, salted=policy.salted)
+        index.require_definable(new, limit, salted=policy.salted)
+        index = _move(index, policy, user, new, limit)
+        if index.handle != slots.primary(user.uid, policy.nv_base):
+            _move(index, policy, user, new, limit)
     return {"limit": limit}
+
+
+def _move(index, policy: Policy, user: User, pin: bytes, limit: int):
+    """Enrol `pin` at the user's other handle, record it, delete `index`: the record
+    names a written index throughout. Returns the new index."""
+    target = _other_slot(index, policy, user)
+    target.remove_leftover()
+    target.define(pin, limit, salted=policy.salted)
+    write_record(policy, user, target.handle)
+    index.delete()
+    return target
 
 
 def delete(index, policy: Policy, caller: User, user: User, pin: bytes | None) -> dict:
     """Delete the PIN (a caller other than root proves it with `pin`) or a half-finished
-    index (no PIN in it: its owner deletes it without one), and the record. The reply's
-    field `what`: "PIN" or "half-finished PIN index"."""
+    index (no PIN in it: its owner deletes it without one), what a killed change left
+    at the other handle, and the record. The reply's field `what`: "PIN" or
+    "half-finished PIN index"."""
     st = index.status()
     if not st.enrolled and not st.half_finished:
         enrolment.remove(policy.enrolment_dir, user.uid)  # a stale record, if any
@@ -117,6 +172,8 @@ def delete(index, policy: Policy, caller: User, user: User, pin: bytes | None) -
         if pin is None:
             raise InvalidPin("deleting your PIN needs the PIN")
         index.check(pin, salted=policy.salted)
-    index.delete(only_half_finished=not st.enrolled and not caller.is_root)
-    enrolment.remove(policy.enrolment_dir, user.uid)
+    with _locked(policy):
+        index.delete(only_half_finished=not st.enrolled and not caller.is_root)
+        enrolment.remove(policy.enrolment_dir, user.uid)
+        _remove_leftover(index, policy, user)
     return {"what": "half-finished PIN index" if st.half_finished else "PIN"}

@@ -68,9 +68,9 @@ class DirectBackend:
         self.budget = budget
 
     def _handle(self, user: User) -> int:
-        from pinutil.pin.index import PinIndex  # TPM code: only this backend loads it
+        from pinutil.pin import slots  # the record names it (after a killed PIN change)
 
-        return PinIndex.handle_for(user.uid, self.policy.nv_base)
+        return slots.current(self.policy.enrolment_dir, user.uid, self.policy.nv_base)
 
     def _index(self, tpm, user: User, salt_key_name=None):
         from pinutil.pin.index import PinIndex

@@ -53,9 +53,10 @@ class Context:
         self.policy: Policy = load_policy(policy_path)
 
     def handle(self, user: User) -> int:
-        from pinutil.pin.index import PinIndex
+        """The handle the user's PIN is at: the one their record names (pin/slots.py)."""
+        from pinutil.pin import slots
 
-        return PinIndex.handle_for(user.uid, self.policy.nv_base)
+        return slots.current(self.policy.enrolment_dir, user.uid, self.policy.nv_base)
 
     def pin_index(self, tpm, user: User):
         from pinutil.pin import salt_key
