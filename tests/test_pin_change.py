@@ -25,18 +25,11 @@ import os
 import pytest
 
 from pinutil.pin import enrolment, slots
+from tests.service.enrol_support import PASSWORD, UID, USER
 from tests.support.kill_point import run_killed
 from tests.support.pamhost import result_name
 from tests.support.pin_env import NV_BASE
-from tests.test_enrolment_proof import (
-    HANDLE,
-    LIMIT,
-    PASSWORD,
-    UID,
-    USER,
-    answer,
-    pinutil,
-)
+from tests.test_enrolment_proof import HANDLE, LIMIT, answer, pinutil
 from tests.test_pin_index import _define_like_pinpam
 
 PIN, NEW, NEWER, WRONG = "2580", "4711", "9314", "1111"
