@@ -223,3 +223,35 @@ def test_an_index_planted_at_the_spare_handle_is_replaced_not_adopted(user_env):
     assert run("test", stdin=f"{WRONG}\n").returncode == 7
     assert run("test", stdin=f"{NEW}\n").returncode == 0
     assert os.path.exists(os.path.join(env.enrolment_dir, str(UID)))
+
+
+# --- login cost ----------------------------------------------------------------------------
+
+def test_a_login_reads_the_record_once(pin_env, monkeypatch):
+    """Finding the handle through the record costs a login no TPM command and no more
+    reads than before: pinutild's pin-status and pin-check read it once each (handle and
+    verdict from the same read), the direct backend once per login, in the host."""
+    from pinutil.deadline import TpmBudget
+    from pinutil.pin.login import DirectBackend
+    from pinutil.pin.policy import load_policy
+    from pinutil.service import verbs
+    from pinutil.users import User
+
+    pin_env.enrol("root", PIN)
+    reads: list[int] = []
+    real_read = enrolment.read
+    monkeypatch.setattr(enrolment, "read", lambda d, uid: reads.append(uid) or real_read(d, uid))
+    root = User("root", 0)
+    try:
+        for verb, fields in ((verbs.pin_status, {"user": "root"}),
+                             (verbs.pin_check, {"user": "root", "pin": PIN.encode()})):
+            reads.clear()
+            assert verbs.answer(verb, pin_env.policy, root, fields)["result"] == "success"
+            assert reads == [0], verb
+    finally:
+        verbs._close_kept()
+    reads.clear()
+    backend = DirectBackend(load_policy(pin_env.policy), TpmBudget(10.0))
+    assert backend.status(root).enrolled
+    backend.check(root, PIN.encode())
+    assert reads == [0]

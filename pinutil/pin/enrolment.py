@@ -120,7 +120,15 @@ def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecor
     try:
         found = read(directory, uid)
     except RecordError as e:
-        raise EnrolmentMismatch(str(e)) from None
+        found = e
+    return judge(found, name, uid, nv_index)
+
+
+def judge(found: EnrolmentRecord | RecordError | None, name: str, uid: int,
+          nv_index: int) -> EnrolmentRecord:
+    """verify's verdict on what `read` gave (a record, None, or its RecordError)."""
+    if isinstance(found, RecordError):
+        raise EnrolmentMismatch(str(found))
     if found is None:
         raise EnrolmentMismatch(
             f"the PIN index 0x{nv_index:08x} of {name} (uid {uid}) has no enrolment record "

@@ -66,11 +66,20 @@ class DirectBackend:
 
         self.policy = policy
         self.budget = budget
+        self.lookups: dict = {}  # uid -> slots.Lookup: one record read per login
+
+    def _lookup(self, user: User):
+        """Where the user's PIN is (the handle their record names: pin/slots.py), read in
+        this process before a child is forked, so the child reads nothing."""
+        from pinutil.pin import slots
+
+        if user.uid not in self.lookups:
+            self.lookups[user.uid] = slots.Lookup(self.policy.enrolment_dir, user.name,
+                                                  user.uid, self.policy.nv_base)
+        return self.lookups[user.uid]
 
     def _handle(self, user: User) -> int:
-        from pinutil.pin import slots  # the record names it (after a killed PIN change)
-
-        return slots.current(self.policy.enrolment_dir, user.uid, self.policy.nv_base)
+        return self._lookup(user).handle
 
     def _index(self, tpm, user: User, salt_key_name=None):
         from pinutil.pin.index import PinIndex
@@ -100,19 +109,17 @@ class DirectBackend:
         return True
 
     def status(self, user: User) -> PinStatus:
+        lookup = self._lookup(user)
         fields = run_in_child(self.budget, self._status, user)
         if not isinstance(fields, dict):
             raise errors.TpmUnavailable("the TPM worker gave no usable status")
         status = PinStatus(**fields)
         if status.enrolled:  # a file check, done here: no TPM involved
-            # Imported here: a client of pinutild (the usual backend) never needs it.
-            from pinutil.pin import enrolment
-
-            enrolment.verify(self.policy.enrolment_dir, user.name, user.uid,
-                             self._handle(user))
+            lookup.verified()
         return status
 
     def check(self, user: User, pin: bytes) -> None:
+        self._lookup(user)
         # Exactly True, not merely "no exception": a worker that returned anything
         # else did not see the TPM accept the PIN.
         if run_in_child(self.budget, self._check, user, pin) is not True:

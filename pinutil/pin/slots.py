@@ -55,13 +55,35 @@ def other(handle: int, uid: int, nv_base: int) -> int:
 def current(enrolment_dir: str, uid: int, nv_base: int) -> int:
     """The handle the user's PIN is at: the one their enrolment record names when it is
     one of their two, else the primary (pinpam's index, no record yet, or a record that
-    login refuses anyway: enrolment.verify compares it with this handle). A file read,
-    no TPM command."""
-    handles = of_user(uid, nv_base)
+    login refuses anyway: enrolment.verify compares it with this handle). One file
+    read, no TPM command."""
+    return _handle(_read(enrolment_dir, uid), of_user(uid, nv_base))
+
+
+def _read(enrolment_dir: str, uid: int):
     try:
-        record = enrolment.read(enrolment_dir, uid)
-    except enrolment.RecordError:
-        return handles[0]
-    if record is not None and record.uid == uid and record.nv_index in handles:
-        return record.nv_index
+        return enrolment.read(enrolment_dir, uid)
+    except enrolment.RecordError as e:
+        return e
+
+
+def _handle(found, handles: tuple[int, int]) -> int:
+    if isinstance(found, enrolment.EnrolmentRecord) and found.nv_index in handles:
+        return found.nv_index
     return handles[0]
+
+
+class Lookup:
+    """A login's one read of a user's record: `handle` (as `current`) and `verified()`
+    (enrolment.verify's verdict on the same read: a login reads the record once)."""
+
+    __slots__ = ("_found", "handle", "name", "uid")
+
+    def __init__(self, enrolment_dir: str, name: str, uid: int, nv_base: int) -> None:
+        self.name, self.uid = name, uid
+        self._found = _read(enrolment_dir, uid)
+        self.handle = _handle(self._found, of_user(uid, nv_base))
+
+    def verified(self) -> enrolment.EnrolmentRecord:
+        """The record if it names this account and `handle`; else EnrolmentMismatch."""
+        return enrolment.judge(self._found, self.name, self.uid, self.handle)

@@ -32,7 +32,7 @@ import sys
 import traceback
 
 from pinutil import audit, errors, users
-from pinutil.pin import enrolment, lifecycle
+from pinutil.pin import lifecycle
 from pinutil.pin.policy import Policy, load_policy
 from pinutil.service import master_key_verbs, spare_session
 from pinutil.users import User
@@ -46,17 +46,29 @@ class Context:
     """What every verb needs: the service's policy (re-read per request, so an edit
     takes effect without a restart) and the path of its salt key record."""
 
-    __slots__ = ("policy", "policy_path")
+    __slots__ = ("lookups", "policy", "policy_path")
 
     def __init__(self, policy_path: str) -> None:
         self.policy_path = policy_path
         self.policy: Policy = load_policy(policy_path)
+        self.lookups: dict = {}  # uid -> slots.Lookup: one record read per request
+
+    def _lookup(self, user: User):
+        from pinutil.pin import slots
+
+        if user.uid not in self.lookups:
+            self.lookups[user.uid] = slots.Lookup(self.policy.enrolment_dir, user.name,
+                                                  user.uid, self.policy.nv_base)
+        return self.lookups[user.uid]
 
     def handle(self, user: User) -> int:
         """The handle the user's PIN is at: the one their record names (pin/slots.py)."""
-        from pinutil.pin import slots
+        return self._lookup(user).handle
 
-        return slots.current(self.policy.enrolment_dir, user.uid, self.policy.nv_base)
+    def verify(self, user: User):
+        """The enrolment record if it names the user and that handle, else
+        EnrolmentMismatch (enrolment.verify, on the same read as `handle`)."""
+        return self._lookup(user).verified()
 
     def pin_index(self, tpm, user: User):
         from pinutil.pin import salt_key
@@ -163,7 +175,7 @@ def pin_status(ctx: Context, caller: User, fields: dict) -> dict:
     reply = {"enrolled": True, "failures": st.failures, "limit": st.limit,
              "locked": bool(st.locked), "attempts_left": st.attempts_left}
     try:
-        enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+        ctx.verify(user)
         reply["record"] = "ok"
     except errors.EnrolmentMismatch as e:
         reply.update(record="mismatch", record_problem=_one_line(str(e)))
@@ -186,7 +198,7 @@ def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
     with ctx.open_tpm() as tpm:
         index = ctx.pin_index(tpm, user)
         try:  # no PIN goes to an index not recorded as theirs (a file: no TPM command)
-            enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+            ctx.verify(user)
         except errors.EnrolmentMismatch:
             if not index.status().enrolled:  # the common case: say "no PIN", as pinutil
                 raise errors.NotEnrolled(f"{user.name} has no PIN enrolled") from None
