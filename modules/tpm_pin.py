@@ -9,7 +9,6 @@ a domain error of pinutil.errors, whose class gives the PAM code, the syslog pri
 and what the user sees (`_finish`); any unexpected exception becomes PAM_SERVICE_ERR
 in pypam's dispatcher, so no error path can end in PAM_SUCCESS. See docs/pam_tpm_pin.md.
 """
-import pwd
 import syslog
 
 import pypam
@@ -18,7 +17,6 @@ from pinutil.deadline import login_budget
 from pinutil.pin.login import BACKENDS, choose_backend
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, load_policy
 from pinutil.service.requester import stdin_requester
-from pinutil.users import User, may_test
 from pypam.arguments import (
     ArgumentError,
     Arguments,
@@ -39,8 +37,9 @@ ARGUMENTS = Arguments(
     Switch("debug"),
 )
 
-# pamh.data key: set just before a PIN goes to the TPM. A host that retries
-# pam_authenticate on one handle (sudo: 3 times) gets no second PIN attempt.
+# pamh.data key: set just before a PIN goes to the TPM (or to pinutild, which sends it
+# there). A host that retries pam_authenticate on one handle (sudo: 3 times) gets no
+# second PIN attempt.
 PIN_SENT = "pin_sent"
 
 
@@ -67,19 +66,6 @@ def _refuse_if_not_offered(pamh, options):
                             "handle, no PIN offered again")
 
 
-def _refuse_for_another(requester, user):
-    """A root host that serves a client on its stdin (polkit 127's agent helper) acts
-    for that client's uid: another user's PIN is never prompted for nor tried."""
-    if requester is None:
-        return
-    try:
-        may_test(User(f"uid {requester}", requester), user)
-    except errors.PermissionDenied:
-        raise errors.PinNotOffered(f"this root host acts for uid {requester} (the peer of "
-                                   f"its standard input), not for {user.name}: no PIN "
-                                   "offered") from None
-
-
 def _options(pamh, args):
     """The pam.d arguments; a malformed one fails closed as a configuration error."""
     try:
@@ -88,32 +74,30 @@ def _options(pamh, args):
         raise errors.PolicyError(f"pam.d line: {e}") from None
 
 
-def _prompt_text(status):
-    if status.failures == 0:
-        return "PIN: "
-    if status.attempts_left == 1:
-        return "PIN (last attempt): "
-    return f"PIN ({status.attempts_left} attempts left): "
-
-
-def _read_pin(pamh, options, policy, status):
-    """The PIN as bytes valid under the policy; raises InvalidPin before any TPM use,
-    PinSkipped for an empty answer (Enter: the user chose the password)."""
+def _read_pin(pamh, options, policy, prompt):
+    """The PIN as a bytearray valid under the policy, asked for with `prompt` (the
+    backend's, from the status) unless try/use_first_pass found one; raises InvalidPin
+    before any TPM use, PinSkipped for an empty answer (Enter: the user chose the
+    password). PIN_SENT is set as the PIN is handed out: the backend sends it next."""
+    pin = None
     if options.get("use_first_pass") or options.get("try_first_pass"):
         typed = pamh.authtok
         if typed is not None:
             try:
-                return policy.check_pin(typed)
+                pin = policy.check_pin(typed)
             except errors.InvalidPin:
                 # A password that is not a PIN must never spend a TPM attempt.
                 if options.get("use_first_pass"):
                     raise
         elif options.get("use_first_pass"):
             raise errors.InvalidPin("no PIN was entered earlier in the stack")
-    typed = pamh.prompt(_prompt_text(status))
-    if typed == "":
-        raise errors.PinSkipped("Enter at the PIN prompt: no PIN, the password instead")
-    return policy.check_pin(typed)
+    if pin is None:
+        typed = pamh.prompt(prompt)
+        if typed == "":
+            raise errors.PinSkipped("Enter at the PIN prompt: no PIN, the password instead")
+        pin = policy.check_pin(typed)
+    pamh.data[PIN_SENT] = True  # before the TPM: a timeout may still have counted it
+    return bytearray(pin)
 
 
 def _finish(pamh, error, user):
@@ -136,25 +120,15 @@ def authenticate(pamh, flags, args):
         # One TPM time budget per login, shared with master_key (see pinutil/deadline.py).
         budget = login_budget(pamh.shared_data("pinutil"), policy.helper_timeout)
         requester = stdin_requester()  # None: the host acts for itself
+        # The unknown user, another user's PIN (a root host acting for its requester),
+        # no PIN, a locked one: refused by the backend before `_read_pin` asks.
         backend = choose_backend(options["backend"], policy, budget, options["policy"],
                                  requester)
         name = pamh.get_user()
         _refuse_if_not_offered(pamh, options)
-        try:
-            user = User(name, pwd.getpwnam(name).pw_uid)
-        except KeyError:
-            raise errors.UnknownUser("unknown user") from None
-        _refuse_for_another(requester, user)
         if options.get("debug"):
             pamh.syslog(syslog.LOG_DEBUG, f"backend {backend.name} for {name}")
-        status = backend.status(user)
-        if not status.enrolled:
-            raise errors.NotEnrolled("no PIN enrolled")
-        if status.locked:
-            raise errors.PinLocked("the PIN is locked: too many wrong PINs")
-        pin = _read_pin(pamh, options, policy, status)
-        pamh.data[PIN_SENT] = True  # before the TPM: a timeout may still have counted it
-        backend.check(user, pin)
+        backend.login(name, lambda prompt: _read_pin(pamh, options, policy, prompt))
     except errors.PinutilError as e:
         return _finish(pamh, e, name)
     pamh.syslog(syslog.LOG_INFO, f"PIN accepted for {name}")

@@ -101,18 +101,17 @@ def test_every_hook_stays_within_its_budget(pin_env, module, startup):
 #: Everything of ours a PIN login through pinutild (backend=daemon) loads: the policy
 #: reader, the service's client and protocol, the error vocabulary, whom a root host acts
 #: for, the login's time budget, pypam's handle. Nothing only the direct or helper backend
-#: needs (the TPM binding, the fork machinery's users, setid, the TPM layer), nothing
-#: only an error path needs. A new module here is a cost on every login: add it on purpose.
+#: needs (the TPM binding, the fork machinery's users, setid, the TPM layer, the user
+#: lookup, the PIN status record), nothing only an error path needs. A new module here is a cost on every login: add it on purpose.
 DAEMON_LOGIN = {
     "pinutil", "pinutil.errors", "pinutil.deadline", "pinutil.record", "pinutil.securefile",
-    "pinutil.users", "pinutil.pin", "pinutil.pin.policy", "pinutil.pin.status",
-    "pinutil.pin.login", "pinutil.service", "pinutil.service.requester",
-    "pinutil.service.client", "pinutil.service.protocol",
+    "pinutil.pin", "pinutil.pin.policy", "pinutil.pin.login", "pinutil.service",
+    "pinutil.service.requester", "pinutil.service.client", "pinutil.service.protocol",
     "pinutil.tpm",  # the package alone: the owner NV range (constants, no imports)
 }
-#: What it may add to FRAMEWORK besides: `pwd` (the user's uid) and `_socket` (the
-#: builtin behind `socket`, without its enum wrapper).
-DAEMON_LOGIN_STDLIB = {"pwd", "_socket"}
+#: What it may add to FRAMEWORK besides: `_socket` (the builtin behind `socket`, without
+#: its enum wrapper). Not `pwd` nor pinutil.users: the service looks the user up.
+DAEMON_LOGIN_STDLIB = {"_socket"}
 
 
 def test_a_login_through_the_service_loads_only_its_own_path(pin_env, pinutild_policy,

@@ -1,8 +1,10 @@
-"""PIN login for a PAM module: read the status, check a PIN, through the service, in
-a forked child, or via the helper.
+"""PIN login for a PAM module: through the service, in a forked child, or via the
+helper.
 
-Three backends answer the same two questions (`status`, `check`) with the same domain
-errors, so the PAM adapter has one code path:
+Three backends run the same login (`login(name, read_pin)`: refuse, or ask for the PIN
+with the prompt the status gives and check it) with the same domain errors, so the PAM
+adapter has one code path; the two without the service do it as two questions
+(`status`, `check`), the service on one connection (its pin-login verb):
 
 - `DirectBackend` talks to the TPM from a short-lived forked child of this process
   (fast; only for processes whose environment is their own and that may open the TPM),
@@ -33,10 +35,13 @@ import os
 
 from pinutil import errors
 from pinutil.deadline import TpmBudget, run_in_child, spend
-from pinutil.pin.policy import Policy
-from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.record import Record
-from pinutil.users import User
+
+TYPE_CHECKING = False  # typing's own constant, without importing typing (~1 ms)
+if TYPE_CHECKING:  # a login through the service loads none of these (test_import_budget.py)
+    from pinutil.pin.policy import Policy
+    from pinutil.pin.status import PinStatus
+    from pinutil.users import User
 
 BACKENDS = ("auto", "direct", "helper", "daemon")
 _MAX_HELPER_OUTPUT = 64 * 1024
@@ -56,14 +61,54 @@ def tpm_reachable(tcti: str) -> bool:
     return os.access(path, os.R_OK | os.W_OK, effective_ids=True)
 
 
-class DirectBackend:
+class _LocalLogin:
+    """The login of the backends without the service: the status, then the prompt and
+    the check, each a question of its own (`status` and `check`, in the subclasses)."""
+
+    def __init__(self, on_behalf_of: int | None) -> None:
+        self.on_behalf_of = on_behalf_of  # the uid a root host acts for (requester.py)
+
+    def login(self, name: str, read_pin) -> None:
+        import pwd
+
+        from pinutil.pin.status import prompt_text
+        from pinutil.users import User, may_test
+
+        try:
+            user = User(name, pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            raise errors.UnknownUser("unknown user") from None
+        if self.on_behalf_of is not None:
+            # A root host that serves a client on its stdin (polkit 127's agent helper)
+            # acts for that client's uid: another user's PIN is never prompted for.
+            try:
+                may_test(User(f"uid {self.on_behalf_of}", self.on_behalf_of), user)
+            except errors.PermissionDenied:
+                raise errors.PinNotOffered(
+                    f"this root host acts for uid {self.on_behalf_of} (the peer of its "
+                    f"standard input), not for {name}: no PIN offered") from None
+        status = self.status(user)
+        if not status.enrolled:
+            raise errors.NotEnrolled("no PIN enrolled")
+        if status.locked:
+            raise errors.PinLocked("the PIN is locked: too many wrong PINs")
+        pin = read_pin(prompt_text(status.failures, status.attempts_left))
+        try:
+            self.check(user, bytes(pin))
+        finally:
+            pin[:] = bytes(len(pin))
+
+
+class DirectBackend(_LocalLogin):
     """The TPM, opened for each call in a forked child (see deadline.py)."""
 
     name = "direct"
 
-    def __init__(self, policy: Policy, budget: TpmBudget) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget,
+                 on_behalf_of: int | None = None) -> None:
         import pinutil.tpm.context  # noqa: F401 - imported once here, not in every child
 
+        super().__init__(on_behalf_of)
         self.policy = policy
         self.budget = budget
         self.lookups: dict = {}  # uid -> slots.Lookup: one record read per login
@@ -113,6 +158,8 @@ class DirectBackend:
         fields = run_in_child(self.budget, self._status, user)
         if not isinstance(fields, dict):
             raise errors.TpmUnavailable("the TPM worker gave no usable status")
+        from pinutil.pin.status import PinStatus
+
         status = PinStatus(**fields)
         if status.enrolled:  # a file check, done here: no TPM involved
             lookup.verified()
@@ -134,12 +181,14 @@ class HelperReply(Record):
     fields: dict
 
 
-class HelperBackend:
+class HelperBackend(_LocalLogin):
     """`pinutil` in a child process: empty environment, PIN on stdin, bounded time."""
 
     name = "helper"
 
-    def __init__(self, policy: Policy, budget: TpmBudget, policy_path: str | None = None) -> None:
+    def __init__(self, policy: Policy, budget: TpmBudget, policy_path: str | None = None,
+                 on_behalf_of: int | None = None) -> None:
+        super().__init__(on_behalf_of)
         self.policy = policy
         self.budget = budget
         # --policy is honoured by pinutil for root only; others get its built-in path.
@@ -175,6 +224,8 @@ def helper_reply(exit_code: int, stdout: bytes) -> HelperReply:
 def pin_status_from(reply: HelperReply) -> PinStatus:
     """What `pinutil status` answered; TpmUnavailable when a field is missing or has
     the wrong type (never a Python error out of the helper's output)."""
+    from pinutil.pin.status import NOT_ENROLLED, PinStatus
+
     f = reply.fields
     if reply.exit_code != 0 or f.get("result") != "success":
         raise errors.from_json(f)
@@ -215,7 +266,9 @@ def _run_pinutil(timeout: float, argv: list[str], stdin: bytes):
 class DaemonBackend:
     """pinutild (pinutil.service) over its socket: this process loads no TPM code and
     needs no access to the TPM, no set-id helper and no /dev (docs/pinutild.md). The
-    service answers with the helper's result tokens, read by the same functions."""
+    service answers with the helper's result tokens, read by the same functions. A
+    login is one connection (`login`: the service reads the status, prompts, checks);
+    `status` and `check` are the two questions on their own."""
 
     name = "daemon"
 
@@ -239,6 +292,14 @@ class DaemonBackend:
     def check(self, user: User, pin: bytes) -> None:
         raise_for_check(self._ask({"verb": "pin-check", "user": user.name, "pin": pin}))
 
+    def login(self, name: str, read_pin) -> None:
+        from pinutil.service import client
+
+        fields = {"user": name}
+        if self.on_behalf_of is not None:
+            fields["on_behalf_of"] = self.on_behalf_of
+        client.pin_login(self.policy.service_socket, fields, read_pin, self.budget)
+
 
 def _ask_service(seconds: float, path: str, fields: dict) -> dict:
     from pinutil.service import client
@@ -252,8 +313,8 @@ def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: st
     else direct only when this process owns its environment (not AT_SECURE: sudo/su must
     never feed their caller's TSS2_* variables to libtss2) and may open the TPM; else the
     helper. All spend `budget`, the login's TPM time. `on_behalf_of`: the uid a root
-    host acts for, which the service checks again (the other backends run in, or for,
-    the host itself: the PAM module's own check before any request is theirs)."""
+    host acts for (the service applies its rules to it; the other backends, which run
+    in or for the host itself, refuse another user's PIN before any TPM command)."""
     if mode not in BACKENDS:
         raise errors.PolicyError(f"backend={mode}: expected one of {', '.join(BACKENDS)}")
     if mode == "daemon" or (mode == "auto" and os.path.exists(policy.service_socket)):
@@ -263,5 +324,5 @@ def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: st
 
     if mode == "direct" or (mode == "auto" and not running_setid()
                             and tpm_reachable(policy.tcti)):
-        return DirectBackend(policy, budget)
-    return HelperBackend(policy, budget, policy_path)
+        return DirectBackend(policy, budget, on_behalf_of)
+    return HelperBackend(policy, budget, policy_path, on_behalf_of)

@@ -16,7 +16,7 @@ import stat
 import sys
 
 from pinutil.pin.policy import DEFAULT_POLICY_PATH
-from pinutil.service.server import Limits, Server
+from pinutil.service.server import LOGIN_ANSWER_SECONDS, Limits, Server
 from pinutil.service.throttle import MAX_DELAY
 
 SD_LISTEN_FDS_START = 3
@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin-delay-max", type=float, default=MAX_DELAY, metavar="SECONDS",
                         help="the longest delay a user must wait for a PIN check after "
                              f"wrong PINs in a row (default {MAX_DELAY:g}; 0: none)")
+    parser.add_argument("--pin-prompt-timeout", type=float, default=LOGIN_ANSWER_SECONDS,
+                        metavar="SECONDS",
+                        help="longest wait for the PIN a login's prompt asks for (default "
+                             f"{LOGIN_ANSWER_SECONDS:g}); then nothing is tried")
     parser.add_argument("--proof", metavar="PATH",
                         help="the root proof process's socket (pinutil-proof), which "
                              "checks the password of a user enrolling their own PIN; "
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [k for k in os.environ if k.startswith("TSS2_")]:
         del os.environ[name]
     limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
-                    idle_exit=args.idle_exit, pin_delay_max=args.pin_delay_max)
+                    idle_exit=args.idle_exit, pin_delay_max=args.pin_delay_max,
+                    pin_prompt_seconds=args.pin_prompt_timeout)
     Server(listener, args.policy, limits, proof_socket=args.proof).serve()
     return 0
 

@@ -29,12 +29,20 @@ def call(path: str, fields: dict, seconds: float) -> dict:
     return converse(path, fields, None, seconds)
 
 
-def converse(path: str, fields: dict, answer, seconds: float) -> dict:
-    """`call` for a verb that asks back (pin-setup): each prompt frame the service sends
-    before its reply goes to `answer(text, style)`, whose bytearray answer (for the
-    styles in ANSWERED; None for the others) is sent back and wiped. `seconds` bounds
-    each wait for the service, not the time `answer` takes (a person typing)."""
-    deadline = monotonic() + seconds
+def converse(path: str, fields: dict, answer, seconds: float, budget=None) -> dict:
+    """`call` for a verb that asks back (pin-setup, pin-login): each prompt frame the
+    service sends before its reply goes to `answer(text, style)`, whose bytearray answer
+    (for the styles in ANSWERED; None for the others) is sent back and wiped. `seconds`
+    bounds each wait for the service, not the time `answer` takes (a person typing).
+    With a `budget` (a login's pinutil.deadline.TpmBudget) the waits are spent from it
+    instead, all together, and `seconds` is ignored."""
+    if budget is not None:
+        seconds = budget.left
+        if seconds <= 0:
+            raise errors.TpmUnavailable(
+                f"the TPM did not answer within this login's {budget.seconds:g} s")
+    started = monotonic()
+    deadline = started + seconds
     sock = None
     try:
         frame = protocol.encode(fields)  # a field it cannot carry: unavailable, too
@@ -50,13 +58,18 @@ def converse(path: str, fields: dict, answer, seconds: float) -> dict:
             if answer is None or set(reply) != {"prompt", "style"} or \
                     type(text) is not str or style not in STYLES:
                 raise protocol.ProtocolError("a frame that is neither a reply nor a prompt")
-            given = answer(text, style)
+            asked = monotonic()
+            try:
+                given = answer(text, style)
+            finally:  # the time the answer took (a person typing) is not the service's
+                typed = monotonic() - asked
+                started += typed
+                deadline = monotonic() + seconds if budget is None else deadline + typed
             if style in ANSWERED:
                 try:
                     sock.sendall(protocol.encode({"answer": given}))
                 finally:
                     given[:] = bytes(len(given))
-            deadline = monotonic() + seconds
         raise protocol.ProtocolError(f"more than {MAX_PROMPTS} prompts")
     except TimeoutError:
         raise errors.TpmUnavailable(f"pinutild did not answer within {seconds:.3g} s") from None
@@ -68,6 +81,29 @@ def converse(path: str, fields: dict, answer, seconds: float) -> dict:
     finally:
         if sock is not None:
             sock.close()
+        if budget is not None:
+            budget.left -= monotonic() - started
+
+
+def pin_login(path: str, fields: dict, read_pin, budget) -> None:
+    """A PAM host's PIN login on one connection (pin-login: docs/pinutild.md): the
+    service refuses at once or sends one PIN prompt; `read_pin(prompt)` returns the PIN
+    as a bytearray (sent, then wiped) or raises a domain error (the connection then
+    closes: nothing was tried). Returns only when the service says that this PIN is
+    right; raises the service's error otherwise. Its waits are spent from `budget`."""
+    asked = []
+
+    def answer(text: str, style: str):
+        if style != "echo_off" or asked:
+            raise protocol.ProtocolError("pin-login asks for one PIN, once")
+        asked.append(style)
+        return read_pin(text)
+
+    reply = converse(path, {"verb": "pin-login", **fields}, answer, 0, budget)
+    if reply.get("result") != "success":
+        raise errors.from_json(reply)
+    if not asked or set(reply) != {"result"}:  # a success no PIN of ours was checked for
+        raise errors.TpmUnavailable("pinutild answered success without checking a PIN")
 
 
 def _connect(path: str, deadline: float):

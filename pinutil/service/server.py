@@ -47,17 +47,25 @@ from pinutil.service.throttle import MAX_DELAY, Throttle, refusal
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
 from pinutil.users import ROOT_UID, SERVICE_USER, User
 
+#: How long a pin-login's PIN prompt waits for its answer: a person at a login or
+#: unlock screen (sudo gives up after 5 minutes too). Then the connection closes and
+#: nothing was sent to the TPM; the client's late answer gets no verdict (its module
+#: returns PAM_AUTHINFO_UNAVAIL, and the stack goes on to the password).
+LOGIN_ANSWER_SECONDS = 300.0
+
 
 class Limits:
     """The service's bounds; the defaults are the documented ones (docs/pinutild.md)."""
 
     __slots__ = ("idle_exit", "max_connections", "max_per_uid", "max_proofs_per_uid",
-                 "pin_delay_max", "probe_seconds", "request_seconds", "tpm_seconds")
+                 "pin_delay_max", "pin_prompt_seconds", "probe_seconds", "request_seconds",
+                 "tpm_seconds")
 
     def __init__(self, request_seconds: float = 5.0, tpm_seconds: float = 3.0,
                  max_connections: int = 256, max_per_uid: int = 16,
                  idle_exit: float = 0.0, probe_seconds: float = 1.0,
-                 pin_delay_max: float = MAX_DELAY, max_proofs_per_uid: int = 1) -> None:
+                 pin_delay_max: float = MAX_DELAY, max_proofs_per_uid: int = 1,
+                 pin_prompt_seconds: float = LOGIN_ANSWER_SECONDS) -> None:
         self.request_seconds = request_seconds  # whole request, then whole reply
         self.tpm_seconds = tpm_seconds  # one request's wait for the TPM worker
         self.max_connections = max_connections
@@ -69,6 +77,7 @@ class Limits:
         self.idle_exit = idle_exit  # 0: never
         self.probe_seconds = probe_seconds  # between probes while the breaker is open
         self.pin_delay_max = pin_delay_max  # the per-user delay's cap (0: none)
+        self.pin_prompt_seconds = pin_prompt_seconds  # a login's wait for its PIN
 
 
 _READING, _WORKING, _WRITING, _PROVING = range(4)
@@ -309,8 +318,8 @@ class Server:
             request = protocol.decode_body(bytes(conn.buffer[protocol.HEADER_SIZE:]))
             if conn.pending is None:
                 verbs.parse_request(request)
-            else:  # the answer to our "new PIN" prompt completes the setup request
-                request = verbs.setup_with_pin(conn.pending, request, conn.proven)
+            else:  # the answer to our prompt completes the pending request
+                request = verbs.with_answer(conn.pending, request, conn.proven)
         except (protocol.ProtocolError, verbs.BadRequest) as e:
             self._reply(conn, _frame({"result": "bad_request", "error": str(e)}))
             return
@@ -434,8 +443,14 @@ class Server:
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _ask_new_pin(self, conn: _Connection) -> None:
+        self._ask(conn, {"verb": verbs.SETUP, "user": conn.pending["user"]},
+                  {"prompt": "New PIN: ", "style": "new_pin"})
+
+    def _ask(self, conn: _Connection, pending: dict, prompt: dict) -> None:
+        """Send the prompt frame; its answer completes `pending` (`_read`)."""
+        conn.pending = pending
         conn.state = _WRITING
-        conn.reply = _frame({"prompt": "New PIN: ", "style": "new_pin"})
+        conn.reply = _frame(prompt)
         conn.deadline = monotonic() + self.limits.request_seconds
         self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
         self._write(conn)
@@ -444,7 +459,9 @@ class Server:
         conn.state = _READING
         conn.buffer.clear()
         conn.need = protocol.HEADER_SIZE
-        conn.deadline = monotonic() + ANSWER_SECONDS  # a person typing a PIN twice
+        # A person typing: a new PIN twice, or the PIN of a login.
+        conn.deadline = monotonic() + (ANSWER_SECONDS if conn.pending["verb"] == verbs.SETUP
+                                       else self.limits.pin_prompt_seconds)
         self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
 
     # -- the TPM worker and the breaker ------------------------------------------------
@@ -490,7 +507,7 @@ class Server:
             job.connection.deadline = job.deadline
         # Root's PIN check names its account, which only the worker resolves (never
         # this loop: review F14); it refuses the check if that account must wait.
-        holds = (self.throttle.holds() if job.verb in verbs.TRIES_A_PIN and caller.is_root
+        holds = (self.throttle.holds() if job.verb in verbs.THROTTLED and caller.is_root
                  else {})
         try:
             self.worker.send(job.verb, caller, job.fields, holds)
@@ -522,14 +539,22 @@ class Server:
                 self.next_probe = monotonic() + self.limits.probe_seconds
             return
         conn = job.connection
-        if not job.cancelled and conn.job is job:
-            self._reply(conn, _frame(reply))
+        if job.cancelled or conn.job is not job:
+            return
+        if job.verb == verbs.LOGIN and reply.get("result") == "success":
+            # The PIN may be asked for: the prompt goes out, and the worker is free
+            # for others while the user types (the check is a job of its own).
+            conn.job = None
+            self._ask(conn, {"verb": "pin-check", **job.fields},
+                      {"prompt": reply["prompt"], "style": "echo_off"})
+            return
+        self._reply(conn, _frame(reply))
 
     # -- the per-user delay (throttle.py) ---------------------------------------------
     def _refused_as_too_early(self, conn: _Connection, verb: str, fields: dict) -> bool:
         """Answer a PIN check that comes too soon after the user's wrong PINs with
         `throttled` (no TPM command, no attempt spent); False if it may go on."""
-        if verb not in verbs.TRIES_A_PIN or conn.caller.is_root:
+        if verb not in verbs.THROTTLED or conn.caller.is_root:
             return False  # root's: the worker's to refuse (_dispatch sends it the holds)
         wait = self.throttle.wait_left(conn.caller.uid)  # only their own PIN
         if not wait:

@@ -9,6 +9,10 @@ with one mapping, pinutil.login).
     pin-status  user [on_behalf_of]  -> enrolled, failures, limit, locked, attempts_left,
                                    record ("ok" | "mismatch"), record_problem
     pin-check   user, pin [on_behalf_of]  -> success, or wrong_pin (+ attempts_left), ...
+    pin-login   user [on_behalf_of]  -> a PAM host's whole PIN login on one connection:
+                                   this verb reads the status (refusals end it here,
+                                   before any prompt); server.py then sends the PIN
+                                   prompt and runs pin-check with the answer
 
 `on_behalf_of` (a uid): the client acts for that uid, and the rules apply to it
 instead (users.acting_for): root narrows itself (tpm_pin in polkit's socket-activated
@@ -34,6 +38,7 @@ import traceback
 from pinutil import audit, errors, users
 from pinutil.pin import lifecycle
 from pinutil.pin.policy import Policy, load_policy
+from pinutil.pin.status import prompt_text
 from pinutil.service import master_key_verbs, spare_session
 from pinutil.users import User
 
@@ -182,6 +187,32 @@ def pin_status(ctx: Context, caller: User, fields: dict) -> dict:
     return reply
 
 
+def pin_login(ctx: Context, caller: User, fields: dict) -> dict:
+    """pin-login's first half: whether a PIN may be asked for at all, and the prompt.
+    Everything that ends a login without a PIN ends it here, before the prompt (so a
+    refused caller learns nothing of the attempts left): another user's PIN (the rule
+    of pin-check, so a root host acting for a uid is refused `pin_not_offered`, as
+    tpm_pin refuses it for the local backends), no PIN, an index not recorded as
+    theirs, a locked PIN."""
+    user = _target(fields)
+    acting = _caller(caller, fields)
+    try:
+        users.may_test(acting, user)
+    except errors.PermissionDenied:
+        if "on_behalf_of" not in fields:
+            raise
+        raise errors.PinNotOffered(f"this root host acts for uid {acting.uid}, not for "
+                                   f"{user.name}: no PIN offered") from None
+    with ctx.open_tpm() as tpm:
+        st = ctx.pin_index(tpm, user).status()
+    if not st.enrolled:
+        raise errors.NotEnrolled("no PIN enrolled")
+    enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+    if st.locked:
+        raise errors.PinLocked("the PIN is locked: too many wrong PINs")
+    return {"prompt": prompt_text(st.failures, st.attempts_left)}
+
+
 def _checked_pin(ctx: Context, raw: bytes) -> bytes:
     """A PIN the service's own policy accepts, whatever the client checked."""
     try:
@@ -241,6 +272,7 @@ def _audited(command: str):
 #: (never a client's: no request may name it, `parse_request`).
 PROVEN = "password_proven"
 SETUP = "pin-setup"
+LOGIN = "pin-login"
 
 
 @_audited("setup")
@@ -288,6 +320,7 @@ def tpm_probe(ctx: Context, caller: User, fields: dict) -> dict:
 VERBS = {
     "pin-status": (pin_status, {"user": str}),
     "pin-check": (pin_check, {"user": str, "pin": bytes}),
+    LOGIN: (pin_login, {"user": str}),
     "master-key-token": (master_key_verbs.token, {"user": str}),
     "master-key-status": (master_key_verbs.status, {}),
     "master-key-load": (master_key_verbs.load, {"secret": bytes, "replace": bool}),
@@ -299,10 +332,14 @@ VERBS = {
 #: The verbs that send a PIN of the user to the TPM: a wrong one counts towards the
 #: per-user delay (server.py, throttle.py) whichever of them tried it.
 TRIES_A_PIN = frozenset({"pin-check", "pin-change", "pin-delete"})
+#: The verbs refused with `throttled` while the user's delay runs (server.py): those
+#: that try a PIN, and pin-login before its prompt (no PIN asked for in vain).
+THROTTLED = TRIES_A_PIN | {LOGIN}
 #: verb -> fields it may have besides the required ones.
 OPTIONAL = {
     "pin-status": {"on_behalf_of": int},
     "pin-check": {"on_behalf_of": int},
+    LOGIN: {"on_behalf_of": int},
     "pin-change": {"old_pin": bytes},
     "pin-delete": {"pin": bytes},
 }
@@ -310,7 +347,7 @@ OPTIONAL = {
 
 #: The verbs that run while a spare session is held (spare_session.py): they start no
 #: session of their own. Any other verb finds the TPM's session slots as before.
-_SPARE_MAY_STAY = (pin_status, pin_check)
+_SPARE_MAY_STAY = (pin_status, pin_check, pin_login)
 
 
 def parse_request(fields: dict):
@@ -330,13 +367,23 @@ def parse_request(fields: dict):
     return function, fields
 
 
-def setup_with_pin(pending: dict, answer: dict, proven: bool) -> dict:
-    """The setup request to run: the one `pending` since the proof, with the new PIN
-    the client answered (a frame holding exactly {answer: bytes}) and the proof's
-    outcome, which only server.py knows."""
+def with_answer(pending: dict, answer: dict, proven: bool) -> dict:
+    """The request to run once the client answered the service's prompt (a frame
+    holding exactly {answer: bytes}): the one `pending` since the prompt, with the
+    answer as its PIN; for pin-setup also the proof's outcome, which only server.py
+    knows."""
     if set(answer) != {"answer"} or type(answer["answer"]) is not bytes:
-        raise BadRequest("the new PIN comes as a frame holding exactly one field, answer")
-    return {**pending, "pin": answer["answer"], PROVEN: proven}
+        raise BadRequest("the PIN comes as a frame holding exactly one field, answer")
+    request = {**pending, "pin": answer["answer"]}
+    if pending["verb"] == SETUP:
+        request[PROVEN] = proven
+    return request
+
+
+def check_after_login(request: dict) -> dict:
+    """The pin-check a pin-login becomes once its prompt went out (its PIN comes with
+    the answer, `with_answer`)."""
+    return {**request, "verb": "pin-check"}
 
 
 def error_reply(error: errors.PinutilError) -> dict:

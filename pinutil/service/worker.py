@@ -202,13 +202,13 @@ def _answer(policy_path: str, verb: str, caller: User, fields: dict, holds: dict
     if verb == PROBE:
         return verbs.answer(verbs.tpm_probe, policy_path, caller, fields)
     function = verbs.VERBS[verb][0]
-    if verb not in verbs.TRIES_A_PIN:
+    if verb not in verbs.THROTTLED:
         return verbs.answer(function, policy_path, caller, fields)
     target = _uid_of(fields["user"])
-    if target in holds:
+    if target in holds:  # pin-login too: no PIN is asked for in vain
         return throttle.refusal(holds[target]).json_fields()
     reply = verbs.answer(function, policy_path, caller, fields)
-    if reply.get("result") in ("success", "wrong_pin"):
+    if verb in verbs.TRIES_A_PIN and reply.get("result") in ("success", "wrong_pin"):
         reply[TARGET_UID] = target
     return reply
 
