@@ -229,7 +229,7 @@ def test_an_index_planted_at_the_spare_handle_is_replaced_not_adopted(user_env):
 
 def test_a_login_reads_the_record_once(pin_env, monkeypatch):
     """Finding the handle through the record costs a login no TPM command and no more
-    reads than before: pinutild's pin-status and pin-check read it once each (handle and
+    reads than before: pinutild's pin-status, pin-login and pin-check read it once each (handle and
     verdict from the same read), the direct backend once per login, in the host."""
     from pinutil.deadline import TpmBudget
     from pinutil.pin.login import DirectBackend
@@ -244,6 +244,7 @@ def test_a_login_reads_the_record_once(pin_env, monkeypatch):
     root = User("root", 0)
     try:
         for verb, fields in ((verbs.pin_status, {"user": "root"}),
+                             (verbs.pin_login, {"user": "root"}),
                              (verbs.pin_check, {"user": "root", "pin": PIN.encode()})):
             reads.clear()
             assert verbs.answer(verb, pin_env.policy, root, fields)["result"] == "success"

@@ -207,7 +207,7 @@ def pin_login(ctx: Context, caller: User, fields: dict) -> dict:
         st = ctx.pin_index(tpm, user).status()
     if not st.enrolled:
         raise errors.NotEnrolled("no PIN enrolled")
-    enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+    ctx.verify(user)  # the record read once, with the handle (pin/slots.py)
     if st.locked:
         raise errors.PinLocked("the PIN is locked: too many wrong PINs")
     return {"prompt": prompt_text(st.failures, st.attempts_left)}
