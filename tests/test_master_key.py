@@ -72,8 +72,11 @@ class Setup:
         # Never the machine's own /run/pinutild.sock: a socket of our own, started or not.
         socket_path = os.path.join(workdir, "pinutild.sock" if service else "no-pinutild.sock")
         with open(self.policy, "w") as f:
+            # state_dir too: nothing this policy's commands write may reach the
+            # machine's /var/lib/pinutild (the salt key's record goes there).
             f.write(f"tcti = {swtpm.tcti}\nmaster_key_file = {self.sealed}\n"
                     f"master_key_auth_file = {self.auth_file}\n"
+                    f"state_dir = {workdir}/state\n"
                     f"service_socket = {socket_path}\n")
         os.chmod(self.policy, 0o644)
         self.service = Pinutild(self.policy, socket_path) if service else None
@@ -215,7 +218,8 @@ def test_import_into_a_fresh_tpm_gives_the_same_tokens(setup, second_swtpm):
     other.policy = os.path.join(setup.workdir, "policy2")
     with open(other.policy, "w") as f:
         f.write(f"tcti = {second_swtpm.tcti}\nmaster_key_file = {setup.sealed}\n"
-                f"master_key_auth_file = {setup.workdir}/pinutild2/master_key_auth\n")
+                f"master_key_auth_file = {setup.workdir}/pinutild2/master_key_auth\n"
+                f"state_dir = {setup.workdir}/state2\n")
     assert other.cli("master-key", "get-user-token", "alice").returncode != 0
     result = other.cli("--stdin", "master-key", "import", stdin=phrase + "\n")
     assert result.returncode == 0, result.stderr
