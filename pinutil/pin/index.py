@@ -265,15 +265,6 @@ class PinIndex:
             self._forget(nv)
             raise
 
-    def require_definable(self, pin: bytes, limit: int, salted: bool = True) -> None:
-        """Everything define() checks before the TPM changes state: a PIN change calls it
-        before it starts, so that it stops with nothing done."""
-        _validate_pin(pin)
-        _validate_limit(limit)
-        self._require_policy_nv_written()
-        if salted:
-            self._require_recorded_salt_key()
-
     def remove_if_half_finished(self) -> bool:
         """Undefine the index if a killed setup left it unwritten; True if it did.
         A written PIN index (or nothing) is left alone."""
@@ -293,14 +284,6 @@ class PinIndex:
         return True
 
     # ---- helpers
-    def _require_recorded_salt_key(self) -> None:
-        """The TPM's storage primary is the salt key root recorded, or TpmUnavailable."""
-        primary = self.tpm.storage_primary()
-        try:
-            sapi.require_salt_key_name(self.tpm.get_name(primary), self._salt_key_name())
-        finally:
-            self.tpm.flush_quietly(primary)
-
     def _salt_key_name(self) -> bytes | None:
         name = self.salt_key_name
         return name() if callable(name) else name

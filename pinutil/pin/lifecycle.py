@@ -141,7 +141,8 @@ def change(index, policy: Policy, caller: User, user: User, old: bytes | None,
             # without the account password.
             enrolment.verify(policy.enrolment_dir, user.name, user.uid, index.handle)
             index.check(old, salted=policy.salted)
-        index.require_definable(new, limit, salted=policy.salted)
+        # No checks of the new PIN or the salt key beforehand: define() makes them
+        # before it changes anything, and a refusal there leaves the old PIN in place.
         index = _move(index, policy, user, new, limit)
         if index.handle != slots.primary(user.uid, policy.nv_base):
             _move(index, policy, user, new, limit)
