@@ -6,7 +6,7 @@ from that declaration.
   ancestor that is), the PAM and syslog numbers equal libpam's and <syslog.h>'s;
 - the round trip in-process: pinutil's JSON for each error (the real
   `pinutil.cli.app.error_fields`), read back by the helper backend's real parser
-  (`pin.login.helper_reply` + `pin_status_from` / `raise_for_check`), is the same
+  (`pin.local_login.helper_reply` + `pin_status_from` / `raise_for_check`), is the same
   error with the same PAM result, exit code, message and attempts left; so is the
   TPM worker's pipe (`deadline.run_in_child`);
 - the round trip for real: modules/tpm_pin.py under build/pamhost (real libpam), with
@@ -32,7 +32,7 @@ import pinutil.pin.enrolment
 import pinutil.tpm.context
 from pinutil import errors
 from pinutil.deadline import TpmBudget, run_in_child
-from pinutil.pin import login
+from pinutil.pin import local_login
 from tests.support.pamhost import PAM_ERROR_MSG, PAM_NAMES, result_name
 from tests.support.pin_env import write_file
 
@@ -127,12 +127,12 @@ def test_every_error_survives_cli_json_helper_unchanged(cls, command):
     fields = {"command": command, "user": "alice",
               **cli_app.error_fields(original, command)}
     line = (json.dumps(fields) + "\n").encode()
-    reply = login.helper_reply(original.exit_code, line)
+    reply = local_login.helper_reply(original.exit_code, line)
     with pytest.raises(errors.PinutilError) as caught:
         if command == "status":
-            login.pin_status_from(reply)
+            local_login.pin_status_from(reply)
         else:
-            login.raise_for_check(reply)
+            local_login.raise_for_check(reply)
     back = caught.value
     assert type(back) is declaring(cls)
     assert (back.token, back.exit_code, back.pam_result, back.priority) == (
@@ -162,7 +162,7 @@ def test_every_error_survives_the_tpm_workers_pipe_unchanged(cls):
 ])
 def test_an_unknown_or_odd_answer_is_unavailable_never_success(answer):
     with pytest.raises(errors.PinutilError) as caught:
-        login.raise_for_check(login.helper_reply(1, json.dumps(answer).encode()))
+        local_login.raise_for_check(local_login.helper_reply(1, json.dumps(answer).encode()))
     assert caught.value.pam_result in (errors.PAM_AUTHINFO_UNAVAIL, errors.PAM_AUTH_ERR)
     if answer.get("result") == "wrong_pin":
         assert caught.value.attempts_left == -1  # unknown, never a made-up number

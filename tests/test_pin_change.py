@@ -232,7 +232,7 @@ def test_a_login_reads_the_record_once(pin_env, monkeypatch):
     reads than before: pinutild's pin-status, pin-login and pin-check read it once each (handle and
     verdict from the same read), the direct backend once per login, in the host."""
     from pinutil.deadline import TpmBudget
-    from pinutil.pin.login import DirectBackend
+    from pinutil.pin.local_login import DirectBackend
     from pinutil.pin.policy import load_policy
     from pinutil.service import verbs
     from pinutil.users import User

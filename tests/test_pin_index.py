@@ -430,8 +430,8 @@ def test_import_does_not_load_tpm2_pytss_or_cryptography():
 
 
 # Everything modules/tpm_pin.py and modules/master_key.py import while a login runs.
-LOGIN_PATH_MODULES = ["pinutil.pin.index", "pinutil.pin.login", "pinutil.pin.policy", "pinutil.users",
-                      "pinutil.deadline", "pinutil.errors", "pinutil.master_key.token",
+LOGIN_PATH_MODULES = ["pinutil.pin.index", "pinutil.pin.login", "pinutil.pin.local_login",
+                      "pinutil.pin.policy", "pinutil.users", "pinutil.deadline", "pinutil.errors", "pinutil.master_key.token",
                       "pinutil.pin.enrolment"]
 
 

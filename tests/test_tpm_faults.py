@@ -58,7 +58,7 @@ _WORKER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from pinutil import errors
     from pinutil.deadline import TpmBudget
-    from pinutil.pin.login import DirectBackend
+    from pinutil.pin.local_login import DirectBackend
     from pinutil.pin.policy import load_policy
     from pinutil.users import User
     policy = load_policy(sys.argv[2])

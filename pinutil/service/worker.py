@@ -202,9 +202,9 @@ def _answer(policy_path: str, verb: str, caller: User, fields: dict, holds: dict
     if verb == PROBE:
         return verbs.answer(verbs.tpm_probe, policy_path, caller, fields)
     function = verbs.VERBS[verb][0]
-    if verb not in verbs.THROTTLED:
+    if verb not in verbs.TRIES_A_PIN and not (verb in verbs.THROTTLED and holds):
         return verbs.answer(function, policy_path, caller, fields)
-    target = _uid_of(fields["user"])
+    target = _uid_of(fields["user"])  # a pin-login's only while someone must wait
     if target in holds:  # pin-login too: no PIN is asked for in vain
         return throttle.refusal(holds[target]).json_fields()
     reply = verbs.answer(function, policy_path, caller, fields)

@@ -16,7 +16,7 @@ from pinutil import errors
 from pinutil.cli.app import StdinPrompter
 from pinutil.errors import Cancelled
 from pinutil.master_key import recovery
-from pinutil.pin.login import (
+from pinutil.pin.local_login import (
     HelperReply,
     helper_reply,
     pin_status_from,
