@@ -26,8 +26,9 @@ from pinutil.tpm import sapi
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.rc import TpmCommandError
 from pinutil.tpm.sapi import SALT_KEY_HANDLE
+from tests.support.kill_point import KillAtCommand
 from tests.support.pinutild import AS_NOBODY
-from tests.support.tpm_proxy import TpmProxy, command_code
+from tests.support.tpm_proxy import TpmProxy
 from tests.test_master_key import _MAIN_CODE, ROOT, Setup, software_token
 from tests.test_master_key import setup as setup  # noqa: PLC0414 - the fixture
 from tests.test_recovery import independent_seal
@@ -174,28 +175,10 @@ def test_pinpams_empty_auth_key_gives_the_same_tokens_and_import_protects_it(set
 
 # --- a kill between creating the key and making it persistent ----------------------------
 
-class KillAtEvictControl:
-    """Proxy intercept: SIGKILL the client at its `nth` EvictControl, which the TPM
-    never sees."""
-
-    def __init__(self, nth: int) -> None:
-        self.nth = nth
-        self.seen = 0
-        self.pid = 0
-
-    def __call__(self, command: bytes, forward):
-        if command_code(command) == CC_EVICT_CONTROL:
-            self.seen += 1
-            if self.seen == self.nth:
-                os.kill(self.pid, signal.SIGKILL)
-                return None
-        return forward(command)
-
-
 def _killed_cli(setup: Setup, nth: int, *args: str, stdin: str = "") -> None:
     """Run `pinutil --policy P args` through a proxy that kills it at its nth
     EvictControl; then free what it left loaded (swtpm has no resource manager)."""
-    kill = KillAtEvictControl(nth)
+    kill = KillAtCommand(CC_EVICT_CONTROL, nth)
     proxy = TpmProxy(setup.swtpm.sock, os.path.join(setup.swtpm.state_dir, "px"), kill)
     proxy.start()
     policy = os.path.join(setup.workdir, "policy-proxy")

@@ -138,6 +138,65 @@ def test_setup_and_delete_clear_a_killed_change(pin_env):
     assert login(pin_env, NEWER) == "PAM_SUCCESS"
 
 
+# --- pinutild killed in the middle of a change ----------------------------------------------
+
+CC_NV_UNDEFINE_SPACE, CC_NV_DEFINE_SPACE, CC_NV_WRITE = 0x122, 0x12A, 0x137
+
+# (TPM command, its n-th, the PIN that logs in after pinutild dies before the TPM sees it)
+SERVICE_KILL_POINTS = [
+    pytest.param(CC_NV_WRITE, 1, PIN, id="spare-defined"),
+    pytest.param(CC_NV_UNDEFINE_SPACE, 1, NEW, id="record-names-spare"),
+    pytest.param(CC_NV_DEFINE_SPACE, 2, NEW, id="old-index-deleted"),
+    pytest.param(CC_NV_UNDEFINE_SPACE, 2, NEW, id="record-names-home"),
+]
+
+
+@pytest.mark.parametrize(("code", "nth", "works"), SERVICE_KILL_POINTS)
+def test_pinutild_killed_in_a_change_leaves_exactly_one_pin(pin_env, code, nth, works):
+    """pinutild's pin-change, the service and its TPM worker SIGKILLed at a TPM command
+    (through a proxy on the TPM transport, tests/support/tpm_proxy.py); then a new
+    pinutild: exactly one PIN passes its pin-check, and pin-change finishes."""
+    from devtools.pinutild import Pinutild
+    from tests.support.kill_point import KillAtCommand
+    from tests.support.tpm_proxy import TpmProxy
+
+    pin_env.enrol("root", PIN)
+    kill = KillAtCommand(code, nth)
+    proxy = TpmProxy(pin_env.swtpm.sock, os.path.join(pin_env.swtpm.state_dir, "px"), kill)
+    proxy.start()
+    killed = Pinutild(pin_env.write_policy(os.path.join(pin_env.dir, "policy-proxy"),
+                                           tcti=proxy.tcti),
+                      os.path.join(pin_env.dir, "killed.sock"))
+    try:
+        killed.start()
+        kill.pid = killed.proc.pid
+        reply = killed.ask(verb="pin-change", user="root", pin=NEW.encode())
+        assert reply.get("result") != "success", reply
+        assert killed.proc.wait(timeout=30) == -9 and kill.seen == nth
+    finally:
+        killed.stop()
+        proxy.stop()
+    flush_what_the_killed_process_left(pin_env)
+
+    service = Pinutild(pin_env.policy, os.path.join(pin_env.dir, "again.sock"))
+    service.start()
+    try:
+        def check(pin: str) -> str:
+            return service.ask(verb="pin-check", user="root", pin=pin.encode())["result"]
+
+        assert check(NEW if works == PIN else PIN) == "wrong_pin"
+        assert check(works) == "success"
+        st = service.ask(verb="pin-status", user="root")
+        assert (st["enrolled"], st["record"], st["failures"]) == (True, "ok", 0), st
+        assert service.ask(verb="pin-change", user="root", pin=NEWER.encode())["result"] == \
+            "success"
+        assert defined(pin_env, ROOT_PRIMARY, ROOT_SPARE) == [ROOT_PRIMARY]
+        assert check(works) == "wrong_pin"
+        assert check(NEWER) == "success"
+    finally:
+        service.stop()
+
+
 # --- attackers ---------------------------------------------------------------------------
 
 @pytest.fixture
