@@ -197,6 +197,47 @@ def test_pinutild_killed_in_a_change_leaves_exactly_one_pin(pin_env, code, nth, 
         service.stop()
 
 
+# --- two changes at once ----------------------------------------------------------------------
+
+def _waiting_on_flock(pid: int, inode: int) -> bool:
+    """/proc/locks shows `pid` blocked (" -> ") on a FLOCK of the file `inode`."""
+    with open("/proc/locks", encoding="ascii") as f:
+        return any("->" in line and "FLOCK" in line and line.split()[5] == str(pid)
+                   and line.split()[6].endswith(f":{inode}") for line in f)
+
+
+def test_a_change_waits_for_another_enrolment_in_progress(pin_env):
+    """Setup, change and delete hold the records' directory's flock: a second change
+    (pinutild's and root's pinutil at once) waits, touching nothing, and then runs: it
+    never removes the other's new index at the spare handle as a leftover."""
+    import fcntl
+    import subprocess
+    import time
+
+    pin_env.enrol("root", PIN)
+    record = enrolment.read(pin_env.enrolment_dir, 0)
+    dfd = os.open(pin_env.enrolment_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)  # as an enrolment in progress holds it
+        child = subprocess.Popen(pin_env.pinutil_command("--stdin", "change", "root"),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env={}, cwd="/")
+        child.stdin.write(NEW.encode() + b"\n")
+        child.stdin.close()
+        give_up = time.monotonic() + 60
+        while not _waiting_on_flock(child.pid, os.fstat(dfd).st_ino):
+            assert child.poll() is None, child.stderr.read()
+            assert time.monotonic() < give_up, "the change never waited for the lock"
+            time.sleep(0.05)
+        assert defined(pin_env, ROOT_PRIMARY, ROOT_SPARE) == [ROOT_PRIMARY]
+        assert enrolment.read(pin_env.enrolment_dir, 0) == record
+    finally:
+        os.close(dfd)  # releases the lock
+    assert child.wait(timeout=60) == 0, child.stderr.read()
+    assert defined(pin_env, ROOT_PRIMARY, ROOT_SPARE) == [ROOT_PRIMARY]
+    assert login(pin_env, NEW) == "PAM_SUCCESS"
+
+
 # --- attackers ---------------------------------------------------------------------------
 
 @pytest.fixture
