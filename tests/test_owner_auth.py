@@ -339,14 +339,13 @@ def test_protected_a_user_enrols_changes_and_deletes_through_the_service(
         USER,
         as_user,
         converse,
-        start_in_namespace,
+        running_in_namespace,
     )
 
     protect(pin_env)
     accounts.add_user(USER, UID, PASSWORD)
-    service = start_in_namespace(pin_env, accounts)
     handle = 0x01000000 + UID
-    try:
+    with running_in_namespace(pin_env, accounts) as service:
         setup = converse(service.socket, {"verb": "pin-setup", "user": USER},
                          [PASSWORD, PIN], as_user())
         assert setup["reply"]["result"] == "success", setup
@@ -360,8 +359,6 @@ def test_protected_a_user_enrols_changes_and_deletes_through_the_service(
                                            "pin": NEW_PIN.encode()}, [], as_user())
         assert delete["reply"]["result"] == "success", delete
         assert handle not in pin_env.enrolled_handles()
-    finally:
-        service.stop()
 
 
 def test_protected_a_token_without_a_persistent_salt_key(pin_env):
