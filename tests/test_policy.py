@@ -389,3 +389,20 @@ def test_length_is_counted_in_characters_within_policy():
         p.check_pin("12345")
     with pytest.raises(InvalidPin):
         p.check_pin("1234567")
+
+
+def test_a_policy_read_again_is_parsed_again_only_when_its_bytes_changed(tmp_path):
+    """pinutild re-reads its policy for every request and parses it only when the bytes
+    differ from the last parse: an edit of the same size within one timestamp tick
+    still takes effect (the cache is keyed on the content, not on the file's times)."""
+    path = tmp_path / "policy"
+    path.write_text("pin_min_length = 4\n")
+    first = load_policy(str(path))
+    assert load_policy(str(path)) is first  # same bytes: the same immutable Policy
+    path.write_text("pin_min_length = 5\n")
+    assert load_policy(str(path)).pin_min_length == 5
+    path.write_text("pin_min_length = 9\n")
+    with pytest.raises(PolicyError):  # an edit that breaks the file is never hidden
+        load_policy(str(path))
+    path.unlink()
+    assert load_policy(str(path)) == Policy()

@@ -378,9 +378,19 @@ def load_policy(path: str = DEFAULT_POLICY_PATH) -> Policy:
     data = _read_policy_bytes(path)
     if data is None:
         return Policy()
+    if _last_parsed[:2] == [path, data]:  # read (and checked) again, parsed once
+        return _last_parsed[2]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise PolicyError(f"{path}, line {line}: not valid UTF-8") from None
-    return parse_policy(text, path)
+    policy = parse_policy(text, path)
+    _last_parsed[:] = [path, data, policy]
+    return policy
+
+
+#: [path, bytes, Policy] of the last file parsed: pinutild's worker reads its policy for
+#: every request (an edit takes effect at once) and a login is two requests; the same
+#: bytes give the same (immutable) Policy, so only a changed file is parsed again.
+_last_parsed: list = []
