@@ -99,10 +99,7 @@ class DirectBackend(_LocalLogin):
         this process before a child is forked, so the child reads nothing."""
         from pinutil.pin import slots
 
-        if user.uid not in self.lookups:
-            self.lookups[user.uid] = slots.Lookup(self.policy.enrolment_dir, user.name,
-                                                  user.uid, self.policy.nv_base)
-        return self.lookups[user.uid]
+        return slots.lookup(self.lookups, self.policy, user.name, user.uid)
 
     def _handle(self, user: User) -> int:
         return self._lookup(user).handle

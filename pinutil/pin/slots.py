@@ -87,3 +87,12 @@ class Lookup:
     def verified(self) -> enrolment.EnrolmentRecord:
         """The record if it names this account and `handle`; else EnrolmentMismatch."""
         return enrolment.judge(self._found, self.name, self.uid, self.handle)
+
+
+def lookup(cache: dict, policy, name: str, uid: int) -> Lookup:
+    """The Lookup of `uid` kept in `cache` (uid -> Lookup, as long as one request or
+    one login), read on first use."""
+    found = cache.get(uid)
+    if found is None:
+        found = cache[uid] = Lookup(policy.enrolment_dir, name, uid, policy.nv_base)
+    return found

@@ -61,10 +61,7 @@ class Context:
     def _lookup(self, user: User):
         from pinutil.pin import slots
 
-        if user.uid not in self.lookups:
-            self.lookups[user.uid] = slots.Lookup(self.policy.enrolment_dir, user.name,
-                                                  user.uid, self.policy.nv_base)
-        return self.lookups[user.uid]
+        return slots.lookup(self.lookups, self.policy, user.name, user.uid)
 
     def handle(self, user: User) -> int:
         """The handle the user's PIN is at: the one their record names (pin/slots.py)."""
