@@ -27,7 +27,10 @@ not every login, and the service recovers by itself as soon as the TPM answers.
 
 Without connections for `idle_exit` seconds (socket activation) the loop returns; a
 connection that arrives meanwhile waits in the listening socket for the next start.
-The server is single-threaded on purpose: it forks its worker, and a fork from a
+
+The prompts of pin-setup and pin-login are conversation.py's (a mixin of Server); what
+the loop keeps per connection and per request is connection.py's. The server is
+single-threaded on purpose: it forks its worker, and a fork from a
 threaded process inherits locks that no thread will ever release.
 """
 from __future__ import annotations
@@ -39,10 +42,18 @@ import sys
 import traceback
 from time import monotonic
 
-from pinutil import errors
 from pinutil.service import peer, protocol, prover, verbs
+from pinutil.service.connection import (
+    READING,
+    WORKING,
+    WRITING,
+    Connection,
+    Job,
+    frame,
+    unavailable,
+)
+from pinutil.service.conversation import Conversations
 from pinutil.service.fairqueue import FairQueue
-from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
 from pinutil.service.throttle import MAX_DELAY, Throttle, refusal
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
 from pinutil.users import ROOT_UID, SERVICE_USER, User
@@ -80,46 +91,10 @@ class Limits:
         self.pin_prompt_seconds = pin_prompt_seconds  # a login's wait for its PIN
 
 
-_READING, _WORKING, _WRITING, _PROVING = range(4)
 _SERVICE = User(SERVICE_USER, -1)  # the caller of the breaker's probes
 
 
-class _Connection:
-    __slots__ = ("buffer", "caller", "deadline", "job", "need", "pending", "proof", "proven",
-                 "reply", "sock", "state")
-
-    def __init__(self, sock: socket.socket, caller: User, deadline: float) -> None:
-        self.sock, self.caller, self.deadline = sock, caller, deadline
-        self.buffer = bytearray()
-        self.need = protocol.HEADER_SIZE
-        self.state = _READING
-        self.job: _Job | None = None
-        self.reply = b""
-        # pin-setup's conversation: the request waiting for its new PIN, the password
-        # proof running for it, and whether one succeeded (enrolment.md in docs/pinutild).
-        self.pending: dict | None = None
-        self.proof: prover.Proof | None = None
-        self.proven = False
-
-
-class _Job:
-    __slots__ = ("cancelled", "connection", "deadline", "fields", "verb")
-
-    def __init__(self, connection: _Connection | None, verb: str, fields: dict) -> None:
-        self.connection, self.verb, self.fields = connection, verb, fields
-        self.deadline = None  # set when the worker takes it: queueing is not TPM time
-        self.cancelled = False
-
-
-def _frame(fields: dict) -> bytes:
-    return protocol.encode(fields)
-
-
-def _unavailable(why: str) -> bytes:
-    return _frame({"result": "tpm_unavailable", "error": why})
-
-
-class Server:
+class Server(Conversations):
     """Serve `listener` (a bound, listening unix stream socket) until idle or stopped."""
 
     def __init__(self, listener: socket.socket, policy_path: str,
@@ -128,13 +103,13 @@ class Server:
         self.proof_socket = proof_socket  # None: a forked child proves (root only)
         self.limits = limits or Limits()
         self.selector = selectors.DefaultSelector()
-        self.connections: dict[int, _Connection] = {}
+        self.connections: dict[int, Connection] = {}
         self.per_uid: dict[int, int] = {}
         self.proofs_per_uid: dict[int, int] = {}  # running password proofs
         self.worker = Worker(policy_path)
         self.jobs = FairQueue()  # waiting for the worker, in turns per uid
         self.throttle = Throttle(self.limits.pin_delay_max)  # delays after wrong PINs
-        self.current: _Job | None = None  # with the worker now
+        self.current: Job | None = None  # with the worker now
         self.breaker_open = False
         self.next_probe = 0.0
         self._stopping = False
@@ -181,9 +156,9 @@ class Server:
             self._from_worker()
         elif isinstance(data, prover.Proof):
             self._from_proof(data)
-        elif data.state == _READING:
+        elif data.state == READING:
             self._read(data)
-        elif data.state == _WORKING:
+        elif data.state == WORKING:
             self._read_extra(data)
         else:
             self._write(data)
@@ -196,7 +171,7 @@ class Server:
         traceback.print_exc(file=sys.stderr)
         if isinstance(data, prover.Proof):
             data = data.owner  # its connection goes, and the proof with it
-        if isinstance(data, _Connection):
+        if isinstance(data, Connection):
             self._discard(data)
         elif data == "worker":
             job, self.current = self.current, None
@@ -252,7 +227,7 @@ class Server:
                 sock.close()  # the client reads EOF: "no answer", never success
                 continue
             sock.setblocking(False)
-            conn = _Connection(sock, caller, monotonic() + self.limits.request_seconds)
+            conn = Connection(sock, caller, monotonic() + self.limits.request_seconds)
             self.connections[sock.fileno()] = conn
             self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
             self.selector.register(sock, selectors.EVENT_READ, conn)
@@ -263,7 +238,7 @@ class Server:
             except Exception:  # noqa: BLE001 - contained: see _contain
                 self._contain(conn)
 
-    def _close(self, conn: _Connection) -> None:
+    def _close(self, conn: Connection) -> None:
         if self.connections.pop(conn.sock.fileno(), None) is None:
             return
         if conn.proof is not None:
@@ -279,7 +254,7 @@ class Server:
         conn.sock.close()
         self.last_activity = monotonic()
 
-    def _discard(self, conn: _Connection) -> None:
+    def _discard(self, conn: Connection) -> None:
         """Close `conn` after an exception left it in any state: if `_close` fails
         part-way (it first forgets the connection), the socket is still unregistered
         and closed."""
@@ -292,7 +267,7 @@ class Server:
             self.selector.unregister(conn.sock)
         conn.sock.close()
 
-    def _read(self, conn: _Connection) -> None:
+    def _read(self, conn: Connection) -> None:
         while True:  # the header, then at once the body it announces (if it is there)
             try:
                 data = conn.sock.recv(conn.need - len(conn.buffer))
@@ -312,7 +287,7 @@ class Server:
             try:
                 conn.need += protocol.body_length(bytes(conn.buffer))
             except protocol.ProtocolError as e:
-                self._reply(conn, _frame({"result": "bad_request", "error": str(e)}))
+                self._reply(conn, frame({"result": "bad_request", "error": str(e)}))
                 return
         try:
             request = protocol.decode_body(bytes(conn.buffer[protocol.HEADER_SIZE:]))
@@ -321,7 +296,7 @@ class Server:
             else:  # the answer to our prompt completes the pending request
                 request = verbs.with_answer(conn.pending, request, conn.proven)
         except (protocol.ProtocolError, verbs.BadRequest) as e:
-            self._reply(conn, _frame({"result": "bad_request", "error": str(e)}))
+            self._reply(conn, frame({"result": "bad_request", "error": str(e)}))
             return
         finally:
             if len(conn.buffer) == conn.need > protocol.HEADER_SIZE:
@@ -332,7 +307,7 @@ class Server:
         conn.pending = None
         self._submit(conn, request)
 
-    def _read_extra(self, conn: _Connection) -> None:
+    def _read_extra(self, conn: Connection) -> None:
         """Readable while its request waits for the TPM: the client left (its job then
         never starts: no PIN is sent for a caller that gave up) or sent more than its
         one request (read and dropped)."""
@@ -345,19 +320,19 @@ class Server:
         if not data:
             self._close(conn)
 
-    def _reply(self, conn: _Connection, frame: bytes) -> None:
+    def _reply(self, conn: Connection, frame: bytes) -> None:
         if conn.job is not None:
             conn.job.cancelled = True  # answered now: a queued job must never run later
         conn.job = None
         conn.pending = None  # a final answer: no prompt follows
-        conn.state = _WRITING
+        conn.state = WRITING
         conn.reply = frame
         conn.deadline = monotonic() + self.limits.request_seconds
         self._write(conn)  # a reply fits the socket's buffer: usually sent and closed now
         if conn.reply and self.connections.get(conn.sock.fileno()) is conn:
             self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)  # the rest later
 
-    def _write(self, conn: _Connection) -> None:
+    def _write(self, conn: Connection) -> None:
         try:
             sent = conn.sock.send(conn.reply)
         except (BlockingIOError, InterruptedError):
@@ -379,8 +354,8 @@ class Server:
             self._trip(f"the TPM did not answer within {self.limits.tpm_seconds:g} s")
         for conn in [c for c in self.connections.values() if c.deadline <= now]:
             try:
-                if conn.state == _WORKING:  # still queued behind slow (not hung) requests
-                    self._reply(conn, _unavailable(
+                if conn.state == WORKING:  # still queued behind slow (not hung) requests
+                    self._reply(conn, unavailable(
                         f"pinutild is busy: the request waited {self.limits.tpm_seconds:g} "
                         "s behind others and was not sent to the TPM"))
                 else:
@@ -388,93 +363,17 @@ class Server:
             except Exception:  # noqa: BLE001 - contained: see _contain
                 self._contain(conn)
 
-    # -- pin-setup: the password proof and the new PIN, before the TPM -----------------
-    def _begin_setup(self, conn: _Connection, request: dict) -> None:
-        """Root enrols anyone: straight to the new PIN. Anyone else proves their account
-        password first, in the proof process (prover.py), which talks to the client on
-        this connection meanwhile: this loop stops reading it until the verdict."""
-        conn.pending = {"verb": verbs.SETUP, "user": request["user"]}
-        if conn.caller.is_root:
-            self._ask_new_pin(conn)
-            return
-        uid = conn.caller.uid
-        if self.proofs_per_uid.get(uid, 0) >= self.limits.max_proofs_per_uid:
-            self._reply(conn, _frame(verbs.error_reply(errors.PermissionDenied(
-                "a password proof of yours is already running: answer or cancel that "
-                "setup first"))))
-            return
-        try:
-            conn.proof = prover.start(self.proof_socket, request["user"], conn.caller.uid,
-                                      conn.sock, conn)
-        except errors.PinutilError as e:
-            self._reply(conn, _frame(verbs.error_reply(e)))
-            return
-        self.proofs_per_uid[uid] = self.proofs_per_uid.get(uid, 0) + 1
-        self.selector.unregister(conn.sock)
-        self.selector.register(conn.proof.sock, selectors.EVENT_READ, conn.proof)
-        conn.state = _PROVING
-        conn.deadline = monotonic() + PROOF_SECONDS + self.limits.request_seconds
-
-    def _from_proof(self, proof: prover.Proof) -> None:
-        conn = proof.owner
-        try:
-            verdict = proof.read()
-        except protocol.ProtocolError as e:
-            verdict = {"result": "error", "error": f"the password proof failed ({e})"}
-        if verdict is None:
-            return
-        self._end_proof(conn)
-        if verdict.get("result") == "success":
-            conn.proven = True  # set here only: from the root prover's own verdict
-            self._ask_new_pin(conn)
-            return
-        self._reply(conn, _frame({"result": str(verdict.get("result"))[:40],
-                                  "error": str(verdict.get("error", ""))[:300]}))
-
-    def _end_proof(self, conn: _Connection) -> None:
-        proof, conn.proof = conn.proof, None
-        uid = conn.caller.uid
-        if self.proofs_per_uid[uid] > 1:
-            self.proofs_per_uid[uid] -= 1
-        else:
-            del self.proofs_per_uid[uid]
-        self.selector.unregister(proof.sock)
-        proof.close()
-        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
-
-    def _ask_new_pin(self, conn: _Connection) -> None:
-        self._ask(conn, {"verb": verbs.SETUP, "user": conn.pending["user"]},
-                  {"prompt": "New PIN: ", "style": "new_pin"})
-
-    def _ask(self, conn: _Connection, pending: dict, prompt: dict) -> None:
-        """Send the prompt frame; its answer completes `pending` (`_read`)."""
-        conn.pending = pending
-        conn.state = _WRITING
-        conn.reply = _frame(prompt)
-        conn.deadline = monotonic() + self.limits.request_seconds
-        self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
-        self._write(conn)
-
-    def _await_answer(self, conn: _Connection) -> None:
-        conn.state = _READING
-        conn.buffer.clear()
-        conn.need = protocol.HEADER_SIZE
-        # A person typing: a new PIN twice, or the PIN of a login.
-        conn.deadline = monotonic() + (ANSWER_SECONDS if conn.pending["verb"] == verbs.SETUP
-                                       else self.limits.pin_prompt_seconds)
-        self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-
     # -- the TPM worker and the breaker ------------------------------------------------
-    def _submit(self, conn: _Connection, request: dict) -> None:
+    def _submit(self, conn: Connection, request: dict) -> None:
         if self._refused_as_too_early(conn, request["verb"], request):
             return
         if self.breaker_open:  # no wait behind a hung TPM
-            self._reply(conn, _unavailable("the TPM is not answering (pinutild is "
+            self._reply(conn, unavailable("the TPM is not answering (pinutild is "
                                            "probing it)"))
             return
         fields = {k: v for k, v in request.items() if k != "verb"}
-        conn.job = _Job(conn, request["verb"], fields)
-        conn.state = _WORKING
+        conn.job = Job(conn, request["verb"], fields)
+        conn.state = WORKING
         conn.deadline = monotonic() + self.limits.tpm_seconds  # its wait in the queue
         self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
         self.jobs.push(conn.caller.uid, conn.job)
@@ -486,7 +385,7 @@ class Server:
         job = None
         if self.breaker_open:
             if monotonic() >= self.next_probe:
-                job = _Job(None, PROBE, {})
+                job = Job(None, PROBE, {})
         else:
             job = self.jobs.pop()
             # Wrong PINs answered while this one waited may have made it too early.
@@ -542,16 +441,12 @@ class Server:
         if job.cancelled or conn.job is not job:
             return
         if job.verb == verbs.LOGIN and reply.get("result") == "success":
-            # The PIN may be asked for: the prompt goes out, and the worker is free
-            # for others while the user types (the check is a job of its own).
-            conn.job = None
-            self._ask(conn, {"verb": "pin-check", **job.fields},
-                      {"prompt": reply["prompt"], "style": "echo_off"})
+            self._ask_for_pin(conn, job, reply)
             return
-        self._reply(conn, _frame(reply))
+        self._reply(conn, frame(reply))
 
     # -- the per-user delay (throttle.py) ---------------------------------------------
-    def _refused_as_too_early(self, conn: _Connection, verb: str, fields: dict) -> bool:
+    def _refused_as_too_early(self, conn: Connection, verb: str, fields: dict) -> bool:
         """Answer a PIN check that comes too soon after the user's wrong PINs with
         `throttled` (no TPM command, no attempt spent); False if it may go on."""
         if verb not in verbs.THROTTLED or conn.caller.is_root:
@@ -559,10 +454,10 @@ class Server:
         wait = self.throttle.wait_left(conn.caller.uid)  # only their own PIN
         if not wait:
             return False
-        self._reply(conn, _frame(refusal(wait).json_fields()))
+        self._reply(conn, frame(refusal(wait).json_fields()))
         return True
 
-    def _count_pin_check(self, job: _Job, reply: dict, target_uid: int | None) -> None:
+    def _count_pin_check(self, job: Job, reply: dict, target_uid: int | None) -> None:
         result, attempts_left = reply.get("result"), reply.get("attempts_left")
         if target_uid is None and not job.connection.caller.is_root:
             target_uid = job.connection.caller.uid  # its own PIN: the only one it may check
@@ -573,11 +468,11 @@ class Server:
         elif result in ("success", "wrong_pin"):  # right, or now locked by the TPM
             self.throttle.end(target_uid)
 
-    def _worker_failed(self, job: _Job | None, why: str) -> None:
+    def _worker_failed(self, job: Job | None, why: str) -> None:
         """The worker died or its pipe broke: replace it; the job's client is told."""
         self._stop_worker()
         if job is not None and job.connection is not None and job.connection.job is job:
-            self._reply(job.connection, _unavailable(why))
+            self._reply(job.connection, unavailable(why))
 
     def _trip(self, why: str) -> None:
         """The current job hung: kill the worker, answer every waiting client, open the
@@ -591,7 +486,7 @@ class Server:
         for each in waiting:
             conn = each.connection
             if conn is not None and not each.cancelled and conn.job is each:
-                self._reply(conn, _unavailable(why))
+                self._reply(conn, unavailable(why))
 
     def _stop_worker(self) -> None:
         if self.worker.running:
