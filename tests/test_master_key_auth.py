@@ -312,7 +312,8 @@ def test_a_record_in_the_old_default_place_is_moved_to_the_state_dir(swtpm, tmp_
     phrase = setup.init()
     secret = recovery.unseal(Path(setup.sealed).read_bytes(), phrase)
     text = Path(setup.policy).read_text().replace(f"master_key_auth_file = {old}\n", "")
-    Path(setup.policy).write_text(text + f"state_dir = {tmp_path}/state\n")
+    assert f"state_dir = {tmp_path}/state\n" in text  # Setup's own
+    Path(setup.policy).write_text(text)
     new = load_policy(setup.policy).master_key_auth_file
     assert new == f"{tmp_path}/state/master_key_auth"
     assert setup.cli("master-key", "get-user-token", "alice").returncode != 0
