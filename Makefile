@@ -42,9 +42,10 @@ pinutild_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfro
 pinutil_proof_command = printf '\043!%s -I\nimport sys\nsys.path.insert(0, "%s")\nfrom pinutil.service.proof import main\nsys.exit(main())\n' $(SYS_PYTHON) $(1)
 
 # `make deb` (debian/): Debian's build tools and Debian's own Python modules, no PyPI;
-# `make test-deb` also lints the packages and installs them in a debootstrap root.
+# `make test-deb` also lints the packages, installs them in a debootstrap root, and
+# boots such a root with systemd as PID 1 (systemd-nspawn) to run the units.
 DEB_APT_PACKAGES := debhelper dh-python pandoc python3-cffi python3-setuptools \
-	dpkg-dev fakeroot lintian debootstrap
+	dpkg-dev fakeroot lintian debootstrap systemd-container
 DEBDIR      := $(CURDIR)/build/debian-package
 MANPAGES    := $(patsubst docs/%.md,build/man/%.8,$(wildcard docs/pam_*.md docs/pinutil.md docs/pinutild.md docs/pypam.md \
 	docs/pypam-keyring-rekey.md))
@@ -115,8 +116,9 @@ test: deps build
 	$(VENV)/bin/pytest -q -n auto tests --ignore=tests/package
 
 # The Debian packages: built, linted, installed, used, upgraded and purged in a
-# throw-away Debian 12 root (~3 min; a separate target so that `make test` stays
-# quick and needs no debootstrap). CI runs both.
+# throw-away Debian 12 root, and their units run by systemd as PID 1 in another, booted
+# with systemd-nspawn (~5 min; a separate target so that `make test` stays quick and
+# needs no debootstrap). CI runs both.
 # Only the real applications (sudo, su, login, sshd, vlock, python-pam) in their sandbox
 # (tests/realapps, README "Tests"; `make test` runs them too). Their PIN login times go
 # to bench/realapps.json.

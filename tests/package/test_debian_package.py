@@ -1,10 +1,10 @@
 """`make deb`: the Debian packages, built, linted, and used in a throw-away Debian 12 root.
 
-The packages are built by the real target (dpkg-buildpackage in a copy of the tree),
-twice: the tree as it is, and the same tree with a lower version, the "previous
-build" the upgrade starts from. The root is a copy of a cached debootstrap minbase
-root (tests/support/debian_root.py); nothing is installed on this machine. A swtpm on
-this machine serves the root through a socket inside it.
+The packages (the fixture `debs`, tests/package/debs.py) are built by the real
+target, as they are and as a "previous build" the upgrade starts from. The root is a
+copy of a cached debootstrap minbase root (tests/support/debian_root.py); nothing is
+installed on this machine. A swtpm on this machine serves the root through a socket
+inside it.
 """
 from __future__ import annotations
 
@@ -17,53 +17,18 @@ import subprocess
 import sys
 import tempfile
 
-import pytest
-
+from tests.package.debs import PACKAGES, ROOT
+from tests.package.debs import dependencies as _dependencies
+from tests.package.debs import version as _version
 from tests.support.debian_root import DebianRoot
 from tests.support.swtpm import start_swtpm
 from tests.test_setup_packages import python_files
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PACKAGES = ("libpam-pypam", "pypam-tpm-pin")
 PIN, WRONG_PIN, PASSWORD = "2580", "1111", "pw-of-alice"
 # The root's own files that change with any package operation, whoever makes it.
 VOLATILE = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/cache/apt", "/var/lib/apt",
             "/var/lib/dpkg", "/var/log", "/var/cache/debconf", "/var/cache/ldconfig",
             "/etc/ld.so.cache")
-
-
-def _version() -> str:
-    return subprocess.run(["dpkg-parsechangelog", "-l", f"{ROOT}/debian/changelog",
-                           "-S", "Version"], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def _make_deb(tree: str, out: str) -> dict[str, str]:
-    subprocess.run(["make", "-C", tree, "deb", f"DEBDIR={out}"], check=True,
-                   stdin=subprocess.DEVNULL, capture_output=True)
-    return {name: glob.glob(f"{out}/{name}_*.deb")[0] for name in PACKAGES}
-
-
-@pytest.fixture(scope="module")
-def debs():
-    """{"new": {package: path}, "previous": {...}, "changes": path} in a temp dir."""
-    work = tempfile.mkdtemp(prefix="pypam-deb-", dir="/var/tmp")
-    try:
-        new = _make_deb(ROOT, f"{work}/new")
-        # The previous build: this tree with a lower version.
-        tree = f"{work}/previous-tree"
-        subprocess.run(f"mkdir {tree} && tar -C {ROOT} --exclude=./.venv --exclude=./build "
-                       f"--exclude=./.git -cf - . | tar -C {tree} -xf -", shell=True, check=True)
-        changelog = f"{tree}/debian/changelog"
-        with open(changelog) as f:
-            text = f.read()
-        with open(changelog, "w") as f:
-            f.write(text.replace(f"({_version()})", f"({_version()}~previous)", 1))
-        previous = _make_deb(tree, f"{work}/previous")
-        yield {"new": new, "previous": previous,
-               "changes": glob.glob(f"{work}/new/*.changes")[0]}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _field(deb: str, name: str) -> str:
@@ -204,16 +169,6 @@ def test_pam_auth_update_profile_is_off_by_default_and_above_pam_unix():
 
 
 # --- the packages installed in a fresh Debian 12 root -------------------------------
-
-def _dependencies(debs: dict[str, str]) -> list[str]:
-    names = set()
-    for deb in debs.values():
-        for item in _field(deb, "Depends").split(","):
-            name = item.split("|")[0].split("(")[0].strip().split(":")[0]
-            if name not in PACKAGES:
-                names.add(name)
-    return sorted(names)
-
 
 def _next_python3_deb(directory: str) -> str:
     """A stand-in for python3 of the next minor version, as a .deb in `directory`."""
