@@ -204,9 +204,18 @@ ifeq ($(SERVICE),yes)
 		--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pinutild
 	install -m 0644 udev/60-pypam-tpm.rules $(DESTDIR)$(UDEVDIR)/
 	# The service's layout (pin/state.py), also over a fallback install's root:tss one.
-	install -d -m 0700 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/enrolments
-	if getent passwd pinutild >/dev/null; then chown -R pinutild:pinutild $(DESTDIR)$(STATEDIR) && \
-		find $(DESTDIR)$(STATEDIR) -type d -exec chmod 0700 {} +; fi
+	# Root acts by name only on the state directory itself (its parent is root's):
+	# inside it the service account may have left symlinks, which install -d or chmod
+	# as root would follow (chown -R does not). What is inside is made and chmodded as
+	# pinutild, whom a symlink there can only hurt itself.
+	install -d -m 0700 $(DESTDIR)$(STATEDIR)
+	if ! getent passwd pinutild >/dev/null; then install -d -m 0700 $(DESTDIR)$(STATEDIR)/enrolments; \
+	elif [ -n "$(DESTDIR)" ]; then install -d -m 0700 $(DESTDIR)$(STATEDIR)/enrolments && \
+		chown -R pinutild:pinutild $(DESTDIR)$(STATEDIR); \
+	else chown -R pinutild:pinutild $(STATEDIR) && \
+		setpriv --reuid=pinutild --regid=pinutild --clear-groups -- sh -c \
+		'mkdir -p -m 0700 "$$1/enrolments" && find "$$1" -type d -exec chmod 0700 {} +' \
+		sh $(STATEDIR); fi
 else
 	# The fallback without the service: the TPM device for group tss (Debian's tpm-udev
 	# does the same), `pinutil` set-gid tss (the helper backend), the state directory
