@@ -71,6 +71,18 @@ def user_by_uid(uid: int) -> User:
     return User(entry.pw_name, entry.pw_uid)
 
 
+def account_named(name: str) -> User:
+    """The account whose name is exactly `name` (no uid written out), or UnknownUser:
+    what a PAM host's login names (PAM_USER)."""
+    if not name or len(name) > _MAX_NAME or "\x00" in name:
+        raise UnknownUser(f"no such user: {_shown(name)}")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UnknownUser(f"no such user: {_shown(name)}") from None
+    return User(entry.pw_name, entry.pw_uid)
+
+
 def lookup_user(spec: str) -> User:
     """A user given by name, or by a decimal uid when no user has that name."""
     if not spec or len(spec) > _MAX_NAME or "\x00" in spec:

@@ -155,8 +155,21 @@ def leave() -> None:
     _close_kept()
 
 
-def _target(fields: dict) -> User:
-    return users.lookup_user(fields["user"])
+def _target(caller: User, fields: dict, exact: bool = False) -> User:
+    """The account `fields["user"]` names. A caller other than root may name only its
+    own account (pinutil.users), so for it that account comes from its uid and the
+    name is merely compared with it: a name it may not use is never looked up (a slow
+    directory would hold the TPM worker for it and trip the breaker for everyone).
+    `exact` (a PAM host's login): the name must be the account's own name, never a uid
+    written out, so that PAM_USER "0" is no way into root's PIN."""
+    name = fields["user"]
+    if caller.is_root:
+        return users.account_named(name) if exact else users.lookup_user(name)
+    own = users.user_by_uid(caller.uid) if caller.uid >= 0 else None  # -1: no account
+    if own is None or name not in ((own.name,) if exact else (own.name, str(own.uid))):
+        raise errors.PermissionDenied(f"only root may use another user's PIN "
+                                      f"({name[:64]!r})")
+    return own
 
 
 def _caller(caller: User, fields: dict) -> User:
@@ -167,8 +180,9 @@ def _caller(caller: User, fields: dict) -> User:
 
 
 def pin_status(ctx: Context, caller: User, fields: dict) -> dict:
-    user = _target(fields)
-    users.may_status(_caller(caller, fields), user)
+    acting = _caller(caller, fields)
+    user = _target(acting, fields)
+    users.may_status(acting, user)
     with ctx.open_tpm() as tpm:
         st = ctx.pin_index(tpm, user).status()
     if not st.enrolled:
@@ -191,15 +205,15 @@ def pin_login(ctx: Context, caller: User, fields: dict) -> dict:
     of pin-check, so a root host acting for a uid is refused `pin_not_offered`, as
     tpm_pin refuses it for the local backends), no PIN, an index not recorded as
     theirs, a locked PIN."""
-    user = _target(fields)
     acting = _caller(caller, fields)
     try:
+        user = _target(acting, fields, exact=True)
         users.may_test(acting, user)
     except errors.PermissionDenied:
         if "on_behalf_of" not in fields:
             raise
         raise errors.PinNotOffered(f"this root host acts for uid {acting.uid}, not for "
-                                   f"{user.name}: no PIN offered") from None
+                                   f"{fields['user'][:64]!r}: no PIN offered") from None
     with ctx.open_tpm() as tpm:
         st = ctx.pin_index(tpm, user).status()
     if not st.enrolled:
@@ -220,8 +234,9 @@ def _checked_pin(ctx: Context, raw: bytes) -> bytes:
 
 
 def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
-    user = _target(fields)
-    users.may_test(_caller(caller, fields), user)  # before any TPM command: no lock-out of others
+    acting = _caller(caller, fields)
+    user = _target(acting, fields)
+    users.may_test(acting, user)  # before any TPM command: no lock-out of others
     pin = _checked_pin(ctx, fields["pin"])
     with ctx.open_tpm() as tpm:
         index = ctx.pin_index(tpm, user)
@@ -256,7 +271,7 @@ def _audited(command: str):
                 raise
             finally:
                 try:
-                    target = users.lookup_user(fields["user"])
+                    target = _target(caller, fields)
                 except errors.PinutilError:
                     target = None
                 audit.log(command, _account(caller.uid), target, fields["user"], result,
@@ -274,7 +289,7 @@ LOGIN = "pin-login"
 
 @_audited("setup")
 def pin_setup(ctx: Context, caller: User, fields: dict) -> dict:
-    user = _target(fields)
+    user = _target(caller, fields)
     users.may_setup(caller, user)
     if users.setup_needs_password(caller) and fields.get(PROVEN) is not True:
         raise errors.PermissionDenied("enrolling your own PIN needs your account password")
@@ -286,7 +301,7 @@ def pin_setup(ctx: Context, caller: User, fields: dict) -> dict:
 
 @_audited("change")
 def pin_change(ctx: Context, caller: User, fields: dict) -> dict:
-    user = _target(fields)
+    user = _target(caller, fields)
     users.may_change(caller, user)  # before any TPM command
     old = _checked_pin(ctx, fields["old_pin"]) if "old_pin" in fields else None
     new = _checked_pin(ctx, fields["pin"])
@@ -296,7 +311,7 @@ def pin_change(ctx: Context, caller: User, fields: dict) -> dict:
 
 @_audited("delete")
 def pin_delete(ctx: Context, caller: User, fields: dict) -> dict:
-    user = _target(fields)
+    user = _target(caller, fields)
     users.may_delete(caller, user)  # before any TPM command
     pin = _checked_pin(ctx, fields["pin"]) if "pin" in fields else None
     with ctx.open_tpm() as tpm:
