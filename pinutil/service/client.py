@@ -15,6 +15,10 @@ from pinutil import errors
 from pinutil.service import protocol
 
 _LOWER_HEX = frozenset("0123456789abcdef")
+#: Every send: a service that has closed the connection (its caps, a restart, a prompt's
+#: time limit) must be an error here, not a SIGPIPE that kills a PAM host whose SIGPIPE
+#: is at its default (login, su, screen lockers).
+_NO_SIGPIPE = _socket.MSG_NOSIGNAL
 
 
 #: The prompt styles of pinutild's conversation (docs/pinutild.md); the first three
@@ -48,7 +52,7 @@ def converse(path: str, fields: dict, answer, seconds: float, budget=None) -> di
         frame = protocol.encode(fields)  # a field it cannot carry: unavailable, too
         sock = _connect(path, deadline)
         _require_trusted_server(sock, path)  # before the request: it may hold a PIN
-        sock.sendall(frame)
+        sock.sendall(frame, _NO_SIGPIPE)
         for _ in range(MAX_PROMPTS + 1):
             header = _read(sock, protocol.HEADER_SIZE, deadline)
             reply = protocol.decode_body(_read(sock, protocol.body_length(header), deadline))
@@ -67,7 +71,7 @@ def converse(path: str, fields: dict, answer, seconds: float, budget=None) -> di
                 deadline = monotonic() + seconds if budget is None else deadline + typed
             if style in ANSWERED:
                 try:
-                    sock.sendall(protocol.encode({"answer": given}))
+                    sock.sendall(protocol.encode({"answer": given}), _NO_SIGPIPE)
                 finally:
                     given[:] = bytes(len(given))
         raise protocol.ProtocolError(f"more than {MAX_PROMPTS} prompts")
