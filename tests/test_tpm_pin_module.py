@@ -588,6 +588,22 @@ def test_setuid_caller_can_use_their_own_pin_through_the_helper(setuid_env):
         assert {json.loads(line)["backend"] for line in f} == {"helper"}
 
 
+def test_setuid_host_with_backend_direct_offers_no_other_users_pin(setuid_env):
+    """`backend=direct` written on a set-uid host's line (su, sudo) keeps the real-uid
+    rule: nobody's host gets no prompt for root's PIN and spends nothing (review 2 G11:
+    the direct backend checked whatever account the caller named)."""
+    env = setuid_env
+    env.enrol("root", PIN)
+    svc = env.service("su-direct", env.tpm_pin_line(backend="direct"))
+    report = _as_nobody(env, svc, "root", [WRONG])
+    assert auth(report) == "PAM_AUTHINFO_UNAVAIL"
+    assert report["conv_calls"] == 0
+    assert env.counter("root") == (0, LIMIT)
+    env.enrol("nobody", PIN)  # the control: its own user's PIN still works
+    svc = env.service("su-direct-own", env.tpm_pin_line(backend="direct"))
+    assert auth(_as_nobody(env, svc, "nobody", [PIN])) == "PAM_SUCCESS"
+
+
 # ---- policy file and arguments --------------------------------------------------------------------
 def _break_policy(env, how: str) -> None:
     path = env.policy

@@ -75,7 +75,12 @@ def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: st
     from pinutil.pin.local_login import DirectBackend, HelperBackend, tpm_reachable
     from pinutil.setid import running_setid
 
-    if mode == "direct" or (mode == "auto" and not running_setid()
-                            and tpm_reachable(policy.tcti)):
+    setid = running_setid()
+    if mode == "direct" and setid and on_behalf_of is None and os.getuid() != 0:
+        # A set-uid host written down with backend=direct (su, sudo): the user who ran
+        # it chose the account, so it acts for its real uid, as the helper and the
+        # service would have it (review 2 G11: `su victim` spent victim's attempts).
+        on_behalf_of = os.getuid()
+    if mode == "direct" or (mode == "auto" and not setid and tpm_reachable(policy.tcti)):
         return DirectBackend(policy, budget, on_behalf_of)
     return HelperBackend(policy, budget, policy_path, on_behalf_of)
