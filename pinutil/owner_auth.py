@@ -7,24 +7,24 @@ at the same handle, and with an empty lockout password it can TPM2_Clear the who
 owner hierarchy. With both protected only the holders of this file (root and the
 service, pinutild) can; the TPM refuses everyone else.
 
-Where: the policy's `owner_auth_file` (default /etc/pinpam/owner-auth).
-Format: text, two lines `owner HEX` and `lockout HEX` (32 random bytes each, lowercase
-hex); `#` comment lines. Read strictly (securefile): a regular file (symlinks not
-followed), owned by root, nothing for others, not group-writable, open to its group
-only when that is root's group or the service's (`pinutild`), at most 4 KiB.
+Where: the policy's `owner_auth_file` (default /etc/pinpam/owner-auth) holds the owner
+password, the only one the service needs (NV define/undefine, OWNERREAD,
+EvictControl); `FILE.lockout` holds the lockout password, root's alone (0600
+root:root): with it TPM2_Clear wipes every key of the owner hierarchy, other
+programs' too, and DA protection can be retuned, so a compromised pinutild must not
+hold it. Format: text, the line `owner HEX` (FILE) or `lockout HEX` (FILE.lockout), 32
+random bytes each, lowercase hex; `#` comment lines. A FILE written before (both
+lines in it, the lockout's open to the service's group) still works; `pinutil owner
+protect` moves its lockout line into FILE.lockout. Read strictly (securefile): a
+regular file (symlinks not followed), owned by root, nothing for others, not
+group-writable, FILE open to its group only when that is root's group or the
+service's (`pinutild`), FILE.lockout to root's group only, at most 4 KiB.
 
-What a reader gets (`owner_password`):
-- no file: b"", the factory state (what pinutil did before this file existed);
-- a file this process may not open (EACCES: a user's set-gid helper, a host that is
-  not root): TpmUnavailable before any owner command is sent: a PIN login then needs
-  pinutild or a root host (README, "Owner hierarchy");
-- a file that breaks the rules above or does not parse: TpmUnavailable naming the
-  file and the rule; nothing is sent to the TPM with a guessed password.
-
-The pending file (`PATH.new`) holds the passwords `pinutil owner protect` is about to
-set: written (atomically) before the TPM changes, renamed over PATH once both
-hierarchies have them (cli/owner.py), so a kill at any point leaves every password
-the TPM may hold in one of the two files.
+The pending file (`PATH.new`, 0600 root:root, both lines) holds the passwords `pinutil
+owner protect` is about to set: written (atomically) before the TPM changes; once both
+hierarchies have them, FILE.lockout and then FILE are written from it and it is
+removed last (cli/owner.py), so a kill at any point leaves every password the TPM may
+hold in PATH.new or in FILE and FILE.lockout.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from pinutil.record import Record
 
 DEFAULT_PATH = "/etc/pinpam/owner-auth"
 PENDING_SUFFIX = ".new"
+LOCKOUT_SUFFIX = ".lockout"  # root's alone: never the service's group
 SERVICE_GROUP = "pinutild"  # the group of the service's user (systemd/pinutild.service)
 PASSWORD_BYTES = 32  # a SHA-256 digest's size: what every TPM accepts for a hierarchy
 MAX_FILE_BYTES = 4096
@@ -69,6 +70,10 @@ def pending_path(path: str) -> str:
     return path + PENDING_SUFFIX
 
 
+def lockout_path(path: str) -> str:
+    return path + LOCKOUT_SUFFIX
+
+
 def readable_groups() -> tuple[int, ...]:
     """The groups that may read the file: root's, and the service's if it exists."""
     import grp
@@ -79,11 +84,11 @@ def readable_groups() -> tuple[int, ...]:
         return (0,)
 
 
-def load(path: str) -> OwnerPasswords | None:
-    """The passwords in `path`, None if there is no file; TpmUnavailable (naming the
-    file and why) if it cannot be used."""
+def _read(path: str, groups: tuple[int, ...]) -> bytes | None:
+    """The checked bytes of `path`, None if there is no file; TpmUnavailable (naming
+    the file and why) if it cannot be used."""
     try:
-        data = securefile.read_file(path, owners=(0,), groups=readable_groups(),
+        return securefile.read_file(path, owners=(0,), groups=groups,
                                     forbidden=securefile.SECRET_FORBIDDEN,
                                     max_bytes=MAX_FILE_BYTES)
     except securefile.Refused as e:
@@ -92,18 +97,54 @@ def load(path: str) -> OwnerPasswords | None:
                 f"the TPM owner hierarchy is protected and this process may not read its "
                 f"password ({path}): PIN enrolment and PIN login need pinutild "
                 "(backend=daemon) or root") from None
+        rule = ("0600 root:root" if groups == (0,) else
+                f"mode 0600, or 0640 with group root or {SERVICE_GROUP}")
         raise TpmUnavailable(
-            f"owner password file {path} {e}: it must be a root-owned regular file, mode "
-            f"0600, or 0640 with group root or {SERVICE_GROUP}; refusing to use it") from None
-    if data is None:
+            f"owner password file {path} {e}: it must be a root-owned regular file, "
+            f"{rule}; refusing to use it") from None
+
+
+def _fields(path: str) -> dict[str, bytes] | None:
+    """FILE's passwords: `owner`, and `lockout` too in a file written before
+    FILE.lockout existed; None if there is no file."""
+    data = _read(path, readable_groups())
+    return None if data is None else _parse(data, path, NAMES, ("owner",))
+
+
+def load_owner(path: str) -> bytes | None:
+    """The owner password alone (what the service and owner commands use), None if
+    there is no file."""
+    found = _fields(path)
+    return None if found is None else found["owner"]
+
+
+def load(path: str) -> OwnerPasswords | None:
+    """(Root.) Both passwords: the owner's from `path`, the lockout's from the same file
+    when it still has it (the layout before) or else from `lockout_path(path)`; None if
+    there is no `path`."""
+    found = _fields(path)
+    if found is None:
         return None
-    return _parse(data, path)
+    if "lockout" not in found:
+        lockout_file = lockout_path(path)
+        data = _read(lockout_file, (0,))
+        if data is None:
+            raise TpmUnavailable(f"owner password file {path} has no lockout line and "
+                                 f"{lockout_file} does not exist; refusing to use it")
+        found.update(_parse(data, lockout_file, ("lockout",), ("lockout",)))
+    return OwnerPasswords(**found)
+
+
+def holds_lockout(path: str) -> bool:
+    """Whether `path` itself has the lockout line (written before FILE.lockout)."""
+    found = _fields(path)
+    return found is not None and "lockout" in found
 
 
 def owner_password(path: str) -> bytes:
     """What owner-hierarchy commands authorise with (see the module docstring)."""
-    passwords = load(path)
-    return b"" if passwords is None else passwords.owner
+    owner = load_owner(path)
+    return b"" if owner is None else owner
 
 
 def loader(path: str):
@@ -111,49 +152,61 @@ def loader(path: str):
     return lambda: owner_password(path)
 
 
-def _parse(data: bytes, path: str) -> OwnerPasswords:
+def _parse(data: bytes, path: str, allowed: tuple[str, ...],
+           required: tuple[str, ...]) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         text = "\0"
+    expected = " and ".join(f"`{n} HEX`" for n in required)
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         name, _, value = line.partition(" ")
         value = value.strip()
-        if (name not in NAMES or name in found or len(value) != 2 * PASSWORD_BYTES
+        if (name not in allowed or name in found or len(value) != 2 * PASSWORD_BYTES
                 or not set(value) <= _HEX):
-            raise TpmUnavailable(f"owner password file {path} is malformed (expected the "
-                                 "lines `owner HEX` and `lockout HEX`); refusing to use it")
+            raise TpmUnavailable(f"owner password file {path} is malformed (expected "
+                                 f"{expected}); refusing to use it")
         found[name] = bytes.fromhex(value)
-    if set(found) != set(NAMES):
-        raise TpmUnavailable(f"owner password file {path} lacks "
-                             f"{' and '.join(n for n in NAMES if n not in found)}; "
+    missing = [n for n in required if n not in found]
+    if missing:
+        raise TpmUnavailable(f"owner password file {path} lacks {' and '.join(missing)}; "
                              "refusing to use it")
-    return OwnerPasswords(**found)
+    return found
 
 
-def _text(passwords: OwnerPasswords) -> bytes:
+def _text(passwords: OwnerPasswords, names: tuple[str, ...]) -> bytes:
     return ("# TPM hierarchy passwords set by `pinutil owner protect`: keep them. Without\n"
             "# them nobody can change or delete a PIN index until the TPM is cleared.\n"
-            + "".join(f"{name} {getattr(passwords, name).hex()}\n" for name in NAMES)).encode()
+            + "".join(f"{name} {getattr(passwords, name).hex()}\n" for name in names)).encode()
 
 
-def _write(directory: str, name: str, passwords: OwnerPasswords) -> None:
+def _write(path: str, text: bytes, for_service: bool) -> None:
+    """Replace `path` atomically: 0640 root:pinutild when `for_service` and that group
+    exists, else 0600 root:root."""
     groups = readable_groups()
-    gid, mode = (groups[1], 0o640) if len(groups) > 1 else (0, 0o600)
+    gid, mode = (groups[1], 0o640) if for_service and len(groups) > 1 else (0, 0o600)
+    directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
     dir_fd = os.open(directory, securefile.DIRECTORY_FLAGS)
     try:
-        securefile.replace_file(dir_fd, name, _text(passwords), mode, owner=(0, gid))
+        securefile.replace_file(dir_fd, os.path.basename(path), text, mode, owner=(0, gid))
     finally:
         os.close(dir_fd)
 
 
+def save(path: str, passwords: OwnerPasswords) -> None:
+    """FILE.lockout (root's), then FILE with the owner line alone (the service's)."""
+    _write(lockout_path(path), _text(passwords, ("lockout",)), for_service=False)
+    _write(path, _text(passwords, ("owner",)), for_service=True)
+
+
 def grant_service_group(path: str) -> bool:
-    """Give an existing FILE (already read and checked by `load`) to the service's group,
+    """Give an existing FILE (already read and checked by `load`, with no lockout line:
+    `holds_lockout`) to the service's group,
     0640 root:pinutild, when that group exists and the file is not so yet (a protect run
     before the service was installed wrote it 0600 root:root, which pinutild cannot
     read); True if it changed. By file descriptor, no symbolic link followed."""
@@ -174,25 +227,21 @@ def grant_service_group(path: str) -> bool:
 
 
 def write_pending(path: str, passwords: OwnerPasswords) -> None:
-    """Write PATH.new atomically (root, 0640 root:pinutild, or 0600 without that group)."""
-    _write(os.path.dirname(path) or ".", os.path.basename(pending_path(path)), passwords)
+    """Write PATH.new atomically (root, 0600 root:root: it has the lockout line too)."""
+    _write(pending_path(path), _text(passwords, NAMES), for_service=False)
 
 
 def commit_pending(path: str) -> None:
-    """Rename PATH.new over PATH, then fsync the directory: the pending passwords are now
-    the ones every reader uses."""
-    directory = os.path.dirname(path) or "."
-    dir_fd = os.open(directory, securefile.DIRECTORY_FLAGS)
-    try:
-        os.rename(os.path.basename(pending_path(path)), os.path.basename(path),
-                  src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """The pending passwords become the ones every reader uses: FILE.lockout and FILE
+    written from PATH.new (`save`), then PATH.new removed and the directory synced."""
+    passwords = load(pending_path(path))
+    if passwords is None:
+        raise TpmUnavailable(f"{pending_path(path)} vanished before it was committed")
+    save(path, passwords)
+    _unlink(pending_path(path))
 
 
-def remove(path: str) -> None:
-    """Delete PATH (after the TPM's hierarchies are back to empty passwords)."""
+def _unlink(path: str) -> None:
     directory = os.path.dirname(path) or "."
     dir_fd = os.open(directory, securefile.DIRECTORY_FLAGS)
     try:
@@ -203,3 +252,10 @@ def remove(path: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove(path: str) -> None:
+    """Delete PATH, then PATH.lockout (after the TPM's hierarchies are back to empty
+    passwords; a lockout file left by a kill is replaced by the next protect)."""
+    _unlink(path)
+    _unlink(lockout_path(path))

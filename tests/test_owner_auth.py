@@ -534,3 +534,73 @@ def test_status_and_protect_warn_while_the_platform_hierarchy_is_open(pin_env):
     pin_env.enrol("root", PIN)
     assert attack(pin_env, "tpm2_nvundefine", "-C", "p", handle).returncode != 0
     assert handle_of("root") in pin_env.enrolled_handles()
+
+
+# --- the lockout password is root's alone (review 2 G1) --------------------------------
+
+def _lines(path: str) -> dict[str, str]:
+    with open(path, encoding="ascii") as f:
+        return dict(line.split() for line in f if line.strip() and not line.startswith("#"))
+
+
+def test_the_service_can_read_the_owner_password_but_never_the_lockout_password(
+        pin_env, accounts):
+    """With a `pinutild` account, protect gives the service the owner password (0640
+    root:pinutild) and keeps the lockout password in FILE.lockout, 0600 root:root:
+    nothing the service's account can read holds it (with it a compromised pinutild
+    could TPM2_Clear the owner hierarchy, other programs' keys too). On the code before,
+    both lines were in the service's file."""
+    from tests.service.test_enrol_proof_process import SERVICE_UID, Shape
+
+    Shape(pin_env, accounts)  # adds the account and group `pinutild`
+    done = subprocess.run([*accounts.prefix(), PINUTIL, "--policy", pin_env.policy,
+                           "owner", "protect"], capture_output=True, timeout=60,
+                          check=False, env={}, cwd="/")
+    assert done.returncode == 0, done.stderr
+    as_service = [*accounts.prefix(), "setpriv", f"--reuid={SERVICE_UID}",
+                  f"--regid={SERVICE_UID}", "--clear-groups", "--", "cat"]
+    readable = subprocess.run([*as_service, owner_file(pin_env)], capture_output=True,
+                              check=False)
+    assert readable.returncode == 0, readable.stderr
+    assert set(_lines(owner_file(pin_env))) == {"owner"}  # no `lockout` line
+    lockout = owner_auth.lockout_path(owner_file(pin_env))
+    st = os.stat(lockout)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o600)
+    assert set(_lines(lockout)) == {"lockout"}
+    assert _lines(lockout)["lockout"].encode() not in readable.stdout
+    assert subprocess.run([*as_service, lockout], capture_output=True,
+                          check=False).returncode != 0
+    assert permanent(pin_env)["lockoutAuthSet"] == 1
+
+
+def test_a_file_of_the_layout_before_still_works_and_protect_moves_its_lockout_out(pin_env):
+    """A FILE written before FILE.lockout existed (both lines in it) is read as it was:
+    PIN commands and `owner release` work with it; `owner protect` moves its lockout
+    line into FILE.lockout (same passwords, the TPM unchanged)."""
+    passwords = protect(pin_env)
+    path, lockout = owner_file(pin_env), owner_auth.lockout_path(owner_file(pin_env))
+    write_file(path, f"owner {passwords.owner.hex()}\nlockout {passwords.lockout.hex()}\n",
+               0o600)
+    os.unlink(lockout)
+    assert owner_auth.load(path) == passwords
+    pin_env.enrol("root", PIN)
+    assert pin_test(pin_env, PIN).returncode == 0
+    again = pin_env.pinutil("--json", "owner", "protect")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is True, again
+    assert _lines(path) == {"owner": passwords.owner.hex()}
+    assert _lines(lockout) == {"lockout": passwords.lockout.hex()}
+    assert owner_auth.load(path) == passwords
+    released = pin_env.pinutil("--yes", "delete", "root")
+    assert released.returncode == 0, released.stderr
+    released = pin_env.pinutil("owner", "release")
+    assert released.returncode == 0, released.stderr
+    assert permanent(pin_env)["ownerAuthSet"] == permanent(pin_env)["lockoutAuthSet"] == 0
+    assert not os.path.lexists(path) and not os.path.lexists(lockout)
+
+
+def test_a_missing_lockout_file_is_a_clear_error_for_release(pin_env):
+    protect(pin_env)
+    os.unlink(owner_auth.lockout_path(owner_file(pin_env)))
+    done = pin_env.pinutil("owner", "release")
+    assert done.returncode == 9 and b"no lockout line" in done.stderr, done.stderr
+    assert permanent(pin_env)["ownerAuthSet"] == permanent(pin_env)["lockoutAuthSet"] == 1

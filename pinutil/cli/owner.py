@@ -1,17 +1,20 @@
 """`pinutil owner ...` (root): give the TPM's owner and lockout hierarchies passwords
 that only root and pinutild hold, or take them back (pinutil/owner_auth.py says why).
 
-    pinutil owner protect   random passwords for both hierarchies, kept in the
-                            policy's owner_auth_file; refused when a hierarchy already
-                            has a password we do not hold; when already
-                            protected, gives the file to group pinutild (0640)
-                            if that group exists and the file is not its yet
+    pinutil owner protect   random passwords for both hierarchies, the owner's kept in
+                            the policy's owner_auth_file, the lockout's in FILE.lockout
+                            (root only); refused when a hierarchy already has a
+                            password we do not hold; when already protected, moves a
+                            lockout line of the layout before out of FILE and gives
+                            FILE to group pinutild (0640) if that group exists and the
+                            file is not its yet
     pinutil owner release   both back to the empty password, the file removed (before
                             an uninstall, or before clearing the TPM from the OS)
 
 Crash safety: protect writes the new passwords to `FILE.new` (atomically) BEFORE it
-changes anything in the TPM, and renames it over FILE only once both hierarchies have
-them; release changes the TPM first and removes FILE last. Protect changes only an
+changes anything in the TPM, and writes FILE.lockout and FILE from it (then removes it)
+only once both hierarchies have them; release changes the TPM first and removes the
+files last. Protect changes only an
 empty password and release only a set one, so the TPM's TPMA_PERMANENT bits
 (ownerAuthSet, lockoutAuthSet) say which of the two files' passwords each hierarchy
 holds after a kill at any point, and running the same command again finishes it.
@@ -57,8 +60,13 @@ def cmd_protect(ctx) -> dict:
                     raise _unknown_password(["owner"], path)
                 platform = _platform_warning(tpm)
                 message = f"the TPM owner hierarchy is already protected ({path})"
-                changed = owner_auth.grant_service_group(path)  # protected before the service
+                changed = owner_auth.holds_lockout(path)  # the layout before: move it out
                 if changed:
+                    owner_auth.save(path, current)
+                    message += (f"; the lockout password is now in "
+                                f"{owner_auth.lockout_path(path)} (root only)")
+                if owner_auth.grant_service_group(path):  # protected before the service
+                    changed = True
                     message += f"; the file is now readable by group {owner_auth.SERVICE_GROUP}"
                 return {"changed": changed, "file": path, **platform,
                         "message": message + _warning_text(platform)}
@@ -79,8 +87,9 @@ def cmd_protect(ctx) -> dict:
         platform = _platform_warning(tpm)
     owner_auth.commit_pending(path)
     return {"changed": True, "file": path, **platform,
-            "message": f"TPM owner and lockout hierarchies protected; their passwords are "
-                       f"in {path} (readable by root and {owner_auth.SERVICE_GROUP} only)"
+            "message": f"TPM owner and lockout hierarchies protected; the owner password "
+                       f"is in {path} (readable by root and {owner_auth.SERVICE_GROUP} only), "
+                       f"the lockout password in {owner_auth.lockout_path(path)} (root only)"
                        + _warning_text(platform)}
 
 
@@ -141,16 +150,16 @@ def owner_state(ctx, tpm) -> dict:
     if os.path.lexists(owner_auth.pending_path(path)):
         fields["pending"] = True  # an interrupted protect
     try:
-        passwords = owner_auth.load(path)
+        owner = owner_auth.load_owner(path)
     except TpmUnavailable as e:
         withheld = isinstance(e, owner_auth.OwnerAuthWithheld)
         fields.update(password="unreadable" if withheld else "unusable",
                       error=one_line(str(e)))
         return fields
-    if passwords is None:
+    if owner is None:
         fields["password"] = "unknown" if state["owner"] else "none"
         return fields
-    tpm.use_owner_auth(passwords.owner)
+    tpm.use_owner_auth(owner)
     fields["password"] = "held" if tpm.owner_auth_accepted() else "refused"
     return fields
 
