@@ -292,7 +292,8 @@ def _bound(path: str, peer_user: str) -> socket.socket:
         os.umask(old)
     try:
         entry = pwd.getpwnam(peer_user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+        # Not by a name that could be swapped for a symlink between bind and here.
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     except KeyError:
         pass  # root alone may connect
     sock.listen(16)
