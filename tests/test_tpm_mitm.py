@@ -511,3 +511,51 @@ def test_d_control_a_session_salted_with_its_key_gives_the_password_away(enrolle
             tpm.change_hierarchy_auth("owner", b"", secret, name_of(reader.attacker.area))
     assert reader.learned == [secret]
     assert not _hierarchies_protected(env)
+
+
+# ---- (e) the master secret of `pinutil master-key init/import` (review 2 G9) -------------
+CC_CREATE, CC_CREATE_LOADED = 0x153, 0x191
+
+
+class SecretReader:
+    """KeySubstitution, and when Create or CreateLoaded comes in a session salted with
+    the substituted key: decrypt its first parameter (inSensitive: the key's authValue
+    and the master secret), keep it, and fail the command."""
+
+    def __init__(self) -> None:
+        self.attacker = KeySubstitution()
+        self.learned: list[bytes] = []
+
+    def __call__(self, command: bytes, forward) -> bytes | None:
+        if HEADER.unpack_from(command)[2] in (CC_CREATE, CC_CREATE_LOADED):
+            _, auths, params = parse_command(command, 1)
+            for auth in auths:
+                session = self.attacker.sessions.get(auth.handle)
+                if session is not None:
+                    bits = kdfa(session.key, b"CFB", auth.nonce, session.nonce_tpm, 256)
+                    self.learned.append(aes_cfb_decrypt(bits[:16], bits[16:],
+                                                        params.tpm2b()))
+                    return with_header(TAG_NO_SESSIONS, RC_FAILURE, b"")
+        return self.attacker(command, forward)
+
+
+def test_e_the_master_secret_never_goes_to_a_substituted_salt_key(enrolled):
+    """Loading a master secret (init, import) with a recorded salt key Name refuses a
+    primary of another Name before the secret is sent (on the old code the session was
+    salted with whatever key the TPM's answer held, and the proxy read the secret)."""
+    from pinutil import errors
+    from pinutil.master_key.lifecycle import MasterKeyAdmin
+    from pinutil.tpm.context import Tpm
+
+    env, proxy = enrolled
+    reader = SecretReader()
+    proxy.intercept = reader
+    secret = os.urandom(32)
+    with Tpm(proxy.tcti) as tpm:
+        admin = MasterKeyAdmin(tpm, salt_key_name=_genuine_name(env),
+                               auth_path=os.path.join(env.dir, "mk_auth"))
+        with pytest.raises(errors.TpmUnavailable, match="salt key"):
+            admin.load(secret)
+    assert reader.attacker.substituted, "the proxy never got to substitute the key"
+    assert not any(secret in blob for blob in reader.learned), "the proxy read the secret"
+    assert reader.learned == []

@@ -190,6 +190,13 @@ class MasterKeyAdmin(MasterKey):
         fill_tpm2b(sensitive.sensitive.data, secret)
         primary = self.tpm.storage_primary()
         try:
+            if self.salt_key_name is not None:
+                # The secret goes only to the recorded salt key, as a PIN and the owner
+                # password do (pin/index.py, Tpm.change_hierarchy_auth): a key an
+                # interposer made up would read it. No record: trust on first use.
+                from pinutil.tpm import sapi
+
+                sapi.require_salt_key_name(self.tpm.get_name(primary), self.salt_key_name)
             # DECRYPT: the TPM decrypts Create's first parameter, inSensitive, which
             # holds the secret and the authValue; ENCRYPT protects outPrivate.
             session = self.tpm.salted_session(primary)
