@@ -108,6 +108,7 @@ DAEMON_LOGIN = {
     "pinutil.pin", "pinutil.pin.policy", "pinutil.pin.login", "pinutil.service",
     "pinutil.service.requester", "pinutil.service.client", "pinutil.service.protocol",
     "pinutil.tpm",  # the package alone: the owner NV range (constants, no imports)
+    "pinutil.pin.prompt",  # the PIN prompt texts, no imports: only these are shown
 }
 #: What it may add to FRAMEWORK besides: `_socket` (the builtin behind `socket`, without
 #: its enum wrapper). Not `pwd` nor pinutil.users: the service looks the user up.

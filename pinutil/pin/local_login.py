@@ -24,7 +24,8 @@ import os
 from pinutil import errors
 from pinutil.deadline import TpmBudget, run_in_child, spend
 from pinutil.pin.policy import Policy
-from pinutil.pin.status import NOT_ENROLLED, PinStatus, prompt_text
+from pinutil.pin.prompt import prompt_text
+from pinutil.pin.status import NOT_ENROLLED, PinStatus
 from pinutil.record import Record
 from pinutil.users import User, may_test
 

@@ -51,12 +51,20 @@ class DaemonBackend:
         self.on_behalf_of = on_behalf_of
 
     def login(self, name: str, read_pin) -> None:
+        from pinutil.pin.prompt import known_prompt
         from pinutil.service import client
+
+        def read_known_prompt(text: str):
+            prompt = known_prompt(text)
+            if prompt is None:  # shown in gdm, login, su: never the service's own text
+                raise errors.TpmUnavailable("pinutild's PIN prompt is not one of tpm_pin's: "
+                                            "not shown")
+            return read_pin(prompt)
 
         fields = {"user": name}
         if self.on_behalf_of is not None:
             fields["on_behalf_of"] = self.on_behalf_of
-        client.pin_login(self.policy.service_socket, fields, read_pin, self.budget)
+        client.pin_login(self.policy.service_socket, fields, read_known_prompt, self.budget)
 
 
 def choose_backend(mode: str, policy: Policy, budget: TpmBudget, policy_path: str | None = None,

@@ -30,14 +30,3 @@ class PinStatus(Record):
 
 
 NOT_ENROLLED = PinStatus(enrolled=False, failures=0, limit=0, locked=False, attempts_left=0)
-
-
-def prompt_text(failures: int, attempts_left: int) -> str:
-    """The PIN prompt for a status: how many attempts are left once one was wrong. One
-    text for every backend: tpm_pin asks it for the direct and helper backends, pinutild
-    sends it in its pin-login conversation (docs/pinutild.md)."""
-    if failures == 0:
-        return "PIN: "
-    if attempts_left == 1:
-        return "PIN (last attempt): "
-    return f"PIN ({attempts_left} attempts left): "

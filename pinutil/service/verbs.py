@@ -38,7 +38,7 @@ import traceback
 from pinutil import audit, errors, users
 from pinutil.pin import lifecycle
 from pinutil.pin.policy import Policy, load_policy
-from pinutil.pin.status import prompt_text
+from pinutil.pin.prompt import prompt_text
 from pinutil.service import master_key_verbs, spare_session
 from pinutil.users import User
 
