@@ -11,7 +11,8 @@ from __future__ import annotations
 import syslog
 
 #: Commands that are logged.
-AUDITED = frozenset({"setup", "change", "delete", "adopt"})
+AUDITED = frozenset({"setup", "change", "delete", "adopt",
+                     "check"})  # pinutild's PIN checks, all but successes (service/verbs.py)
 
 
 def _who(user, fallback: str) -> str:

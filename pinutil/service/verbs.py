@@ -233,6 +233,42 @@ def _checked_pin(ctx: Context, raw: bytes) -> bytes:
     return ctx.policy.check_pin(text)
 
 
+def _account(uid: int) -> User | None:
+    try:
+        return users.user_by_uid(uid)
+    except errors.UnknownUser:
+        return None
+
+
+def _audited(command: str, failures_only: bool = False):
+    """Log every outcome of the verb like `pinutil COMMAND` does (pinutil.audit); with
+    `failures_only`, every outcome but success."""
+    def wrap(function):
+        def run(ctx: Context, caller: User, fields: dict) -> dict:
+            result = "error"
+            try:
+                reply = function(ctx, caller, fields)
+                result = "success"
+                return reply
+            except errors.PinutilError as e:
+                result = e.token
+                raise
+            finally:
+                if not (failures_only and result == "success"):
+                    try:
+                        target = _target(caller, fields)
+                    except errors.PinutilError:
+                        target = None
+                    audit.log(command, _account(caller.uid), target, fields["user"],
+                              result, caller.uid)
+        return run
+    return wrap
+
+
+# Every PIN that is not accepted (pin-check, and the check of a pin-login's answer) is
+# one LOG_AUTHPRIV line with the caller and the account, never the PIN: the service is
+# the one place that sees code running as a user guess its PIN without a PAM host.
+@_audited("check", failures_only=True)
 def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
     acting = _caller(caller, fields)
     user = _target(acting, fields)
@@ -248,36 +284,6 @@ def pin_check(ctx: Context, caller: User, fields: dict) -> dict:
             raise
         index.check(pin, salted=ctx.policy.salted)  # verifies the index before the PIN
     return {}
-
-
-def _account(uid: int) -> User | None:
-    try:
-        return users.user_by_uid(uid)
-    except errors.UnknownUser:
-        return None
-
-
-def _audited(command: str):
-    """Log every outcome of the verb like `pinutil COMMAND` does (pinutil.audit)."""
-    def wrap(function):
-        def run(ctx: Context, caller: User, fields: dict) -> dict:
-            result = "error"
-            try:
-                reply = function(ctx, caller, fields)
-                result = "success"
-                return reply
-            except errors.PinutilError as e:
-                result = e.token
-                raise
-            finally:
-                try:
-                    target = _target(caller, fields)
-                except errors.PinutilError:
-                    target = None
-                audit.log(command, _account(caller.uid), target, fields["user"], result,
-                          caller.uid)
-        return run
-    return wrap
 
 
 #: The field server.py adds to a setup request once the proof process said "success"
