@@ -12,7 +12,7 @@ namespace: a tmpfs over /var/lib, copies of /etc/passwd and /etc/group with a
 `pinutild` account bound over the real files, and stand-ins on PATH for the commands
 that would act on the machine (adduser, dpkg-statoverride, pinutil, python3,
 pam-auth-update, udevadm). install, mkdir and setpriv are the real ones. Nothing of
-the machine is written.
+the machine is written (an /etc/pinpam/owner-auth exists only in an overlay of /etc).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ SERVICE_UID = 64999  # pinutild inside the namespace only
 STAND_INS = {
     "adduser": "exit 0",
     "dpkg-statoverride": "exit 1",
-    "pinutil": "exit 0",
+    "pinutil": 'echo "$*" >> "$WORK/pinutil.log"',
     "python3": "exit 0",
     "pam-auth-update": "exit 0",
     "udevadm": "exit 0",
@@ -42,6 +42,12 @@ STAND_INS = {
 # account's symlink (made as that account), then the real postinst.
 _SCRIPT = r"""
 set -eu
+if [ -n "$OWNER_AUTH" ]; then  # an overlay: /etc/pinpam only in here
+    mkdir "$WORK/upper" "$WORK/overlay-work"
+    mount -t overlay overlay -o "lowerdir=/etc,upperdir=$WORK/upper,workdir=$WORK/overlay-work" /etc
+    mkdir -p /etc/pinpam
+    printf '%b' "$OWNER_AUTH" > /etc/pinpam/owner-auth
+fi
 mount --bind "$WORK/passwd" /etc/passwd
 mount --bind "$WORK/group" /etc/group
 mount -t tmpfs tmpfs /var/lib
@@ -79,11 +85,11 @@ def work():
     shutil.rmtree(directory)
 
 
-def _run_postinst(work: str, plant: bool) -> subprocess.CompletedProcess:
+def _run_postinst(work: str, plant: bool, owner_auth: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", _SCRIPT],
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WORK": work, "POSTINST": POSTINST,
-             "PLANT": "yes" if plant else "no"},
+             "PLANT": "yes" if plant else "no", "OWNER_AUTH": owner_auth},
         capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -103,3 +109,19 @@ def test_a_fresh_install_makes_the_service_layout(work):
     assert done.stdout.split("\n")[:2] == [
         "pinutild:pinutild 700 directory",
         "pinutild:pinutild 700 directory"], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("owner_auth", "moved"), [
+    (f"owner {'ab' * 32}\\nlockout {'cd' * 32}\\n", True),  # the layout before (G1)
+    (f"owner {'ab' * 32}\\n", False),
+    ("", False)])
+def test_an_owner_password_file_with_the_lockout_line_is_split_at_upgrade(
+        work, owner_auth, moved):
+    """REVIEW2 G1: /etc/pinpam/owner-auth of versions before held the lockout password
+    too, readable by the service's group: the postinst runs `pinutil owner protect`,
+    which moves it into owner-auth.lockout (root only), only then."""
+    done = _run_postinst(work, plant=False, owner_auth=owner_auth)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(os.path.join(work, "pinutil.log")) as f:
+        calls = f.read().splitlines()
+    assert ("owner protect" in calls) == moved, calls
