@@ -213,7 +213,7 @@ ifeq ($(SERVICE),yes)
 	elif [ -n "$(DESTDIR)" ]; then install -d -m 0700 $(DESTDIR)$(STATEDIR)/enrolments && \
 		chown -R pinutild:pinutild $(DESTDIR)$(STATEDIR); \
 	else chown -R pinutild:pinutild $(STATEDIR) && \
-		setpriv --reuid=pinutild --regid=pinutild --clear-groups -- sh -c \
+		setpriv --reuid="$$(id -u pinutild)" --regid="$$(id -g pinutild)" --clear-groups sh -c \
 		'mkdir -p -m 0700 "$$1/enrolments" && find "$$1" -type d -exec chmod 0700 {} +' \
 		sh $(STATEDIR); fi
 else
