@@ -32,6 +32,9 @@ from .errors import PamError
 from .libpam import ffi, libc, pam
 from .text import decode, encode
 
+# C0 and C1 control characters and DEL as visible escapes (NUL included: a C string).
+_ESCAPE_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+
 
 class _StringItem:
     """A string PAM item as a property; None means unset."""
@@ -224,8 +227,10 @@ class PamHandle:
 
     # -- logging ----------------------------------------------------------------------
     def syslog(self, priority: int, message: str) -> None:
-        """One line to syslog (LOG_AUTHPRIV through pam_syslog), tagged with the module."""
-        line = encode(f"[{self.module}] {message}".replace("\0", "\\0"))
+        """One line to syslog (LOG_AUTHPRIV through pam_syslog), tagged with the module.
+        Control characters are escaped: messages carry names a client chose (PAM_USER),
+        and "x\\nPIN accepted for root" must not become a second line in the journal."""
+        line = encode(f"[{self.module}] {message}".translate(_ESCAPE_CONTROLS))
         pam.pam_syslog(self._h, priority, b"%s", ffi.new("char[]", line))
 
     @property

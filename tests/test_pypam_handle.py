@@ -288,6 +288,19 @@ def test_syslog_and_logger_reach_syslog_without_debug_lines(syslog_capture, pam_
     assert report["stdout"] == report["stderr"] == ""
 
 
+def test_a_name_with_control_characters_stays_one_visible_line(syslog_capture, pam_confdir):
+    """A PAM_USER a client chose ("x\\nPIN accepted for root", terminal escapes, C1
+    controls) reaches syslog as one line, its control characters escaped: no forged
+    second line for journald or a line-based log reader, nothing a terminal obeys."""
+    pam_confdir.write(SERVICE, pypam_service("logs_user"))
+    forged = "x\nPIN accepted for root\r\x1b[2J\x85\x7f\tend"
+    syslog_capture.run_pam(pam_confdir, SERVICE, user=forged)
+    messages = [m for m in syslog_capture.messages() if "[logs_user]" in m]
+    one_line = (f"pam_pypam({SERVICE}:auth): [logs_user] no PIN login for "
+                "x\\x0aPIN accepted for root\\x0d\\x1b[2J\\x85\\x7f\\x09end: unknown user")
+    assert messages == [one_line]
+
+
 def test_logger_debug_lines_only_with_debug_argument(syslog_capture, pam_confdir):
     pam_confdir.write(SERVICE, pypam_service("logs", "debug"))
     syslog_capture.run_pam(pam_confdir, SERVICE)
