@@ -16,6 +16,7 @@ import stat
 import sys
 
 from pinutil.pin.policy import DEFAULT_POLICY_PATH
+from pinutil.service.no_core import forbid_core_dumps
 from pinutil.service.server import LOGIN_ANSWER_SECONDS, Limits, Server
 from pinutil.service.throttle import MAX_DELAY
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if listener is None:
         if not args.listen:
             parser.error("not started by systemd: --listen PATH is required")
+        forbid_core_dumps()  # the unit's LimitCORE=0 without systemd; the worker inherits it
         listener = bound_listener(args.listen)
     # No libtss2 settings from whoever started us (TSS2_LOGFILE is a file write); the
     # worker's Tpm() then turns libtss2's logging off in its own copy.

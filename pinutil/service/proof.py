@@ -50,6 +50,7 @@ from time import monotonic
 
 from pinutil import audit, errors, users
 from pinutil.service import protocol
+from pinutil.service.no_core import forbid_core_dumps
 from pinutil.users import SERVICE_USER
 
 MAX_PROMPTS = 8  # pam_unix asks once; a stack that asks more is cut off
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     allowed = allowed_peers(args.peer_user)
     if args.listen:
+        forbid_core_dumps()  # the unit's LimitCORE=0 without systemd
         listener = _bound(args.listen, args.peer_user)
         _serve_forked(listener, allowed)
         return 0
