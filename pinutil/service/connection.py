@@ -49,3 +49,12 @@ def frame(fields: dict) -> bytes:
 
 def unavailable(why: str) -> bytes:
     return frame({"result": "tpm_unavailable", "error": why})
+
+
+def count_one_less(counts: dict[int, int], uid: int) -> None:
+    """Take one off `uid`'s count of open connections or running proofs; a count that
+    reaches 0 leaves the table (it holds only uids with something open)."""
+    if counts[uid] > 1:
+        counts[uid] -= 1
+    else:
+        del counts[uid]

@@ -17,7 +17,15 @@ from time import monotonic
 
 from pinutil import errors
 from pinutil.service import protocol, prover, verbs
-from pinutil.service.connection import PROVING, READING, WRITING, Connection, Job, frame
+from pinutil.service.connection import (
+    PROVING,
+    READING,
+    WRITING,
+    Connection,
+    Job,
+    count_one_less,
+    frame,
+)
 from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
 
 
@@ -68,11 +76,7 @@ class Conversations:
 
     def _end_proof(self, conn: Connection) -> None:
         proof, conn.proof = conn.proof, None
-        uid = conn.caller.uid
-        if self.proofs_per_uid[uid] > 1:
-            self.proofs_per_uid[uid] -= 1
-        else:
-            del self.proofs_per_uid[uid]
+        count_one_less(self.proofs_per_uid, conn.caller.uid)
         self.selector.unregister(proof.sock)
         proof.close()
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)

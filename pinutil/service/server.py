@@ -49,6 +49,7 @@ from pinutil.service.connection import (
     WRITING,
     Connection,
     Job,
+    count_one_less,
     frame,
     unavailable,
 )
@@ -245,11 +246,7 @@ class Server(Conversations):
             self._end_proof(conn)
         if conn.job is not None:
             conn.job.cancelled = True  # not started: never will be; started: reply dropped
-        uid = conn.caller.uid
-        if self.per_uid[uid] > 1:
-            self.per_uid[uid] -= 1
-        else:
-            del self.per_uid[uid]
+        count_one_less(self.per_uid, conn.caller.uid)
         self.selector.unregister(conn.sock)
         conn.sock.close()
         self.last_activity = monotonic()
