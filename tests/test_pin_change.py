@@ -15,7 +15,9 @@ define) leaves neither PIN, and the later points are never reached.
 Attacker tests (a test user in a private namespace, the set-gid launcher): a wrong old
 PIN spends exactly one attempt and changes nothing; another user's PIN cannot be
 changed; a record naming someone else's index never lets a PIN through; an index
-planted at the spare handle before a change is replaced, never adopted.
+planted at the spare handle before a change is replaced, never adopted; an index an
+older version enrolled for a uid of 0x200000 or more, which sits at another user's spare
+handle, is that uid's and stays (the change is refused before the old PIN is checked).
 """
 from __future__ import annotations
 
@@ -323,6 +325,34 @@ def test_an_index_planted_at_the_spare_handle_is_replaced_not_adopted(user_env):
     assert run("test", stdin=f"{WRONG}\n").returncode == 7
     assert run("test", stdin=f"{NEW}\n").returncode == 0
     assert os.path.exists(os.path.join(env.enrolment_dir, str(UID)))
+
+
+def test_an_old_large_uid_enrolment_at_the_spare_handle_is_kept(user_env):
+    """Code before the spare handles enrolled uid UID + 0x200000 at nv_base + that uid,
+    which is the test user's spare handle. The user's change is refused (no attempt
+    spent, nothing changed); delete and setup leave that index alone too. On the code
+    before, the change deleted it as a leftover of a killed change."""
+    env, run = user_env
+    old_uid = UID + slots.SPARE_OFFSET
+    _define_like_pinpam(env.swtpm, USER_SPARE, NEWER.encode(), LIMIT)
+    enrolment.write(env.enrolment_dir, enrolment.EnrolmentRecord(
+        uid=old_uid, user="olduser", nv_index=USER_SPARE, enrolled=enrolment.now_utc()),
+        as_root=True)
+    record = enrolment.read(env.enrolment_dir, UID)
+
+    done = run("change", stdin=f"{PIN}\n{NEW}\n")
+    assert done.returncode == 1 and answer(done)["result"] == "error", done.stdout
+    assert f"is the PIN index of uid {old_uid}" in answer(done)["error"], done.stdout
+    assert env.swtpm.read_pin_counter(USER_SPARE) == (0, LIMIT)
+    assert env.swtpm.read_pin_counter(HANDLE) == (0, LIMIT)  # no attempt spent
+    assert enrolment.read(env.enrolment_dir, UID) == record
+    assert run("test", stdin=f"{PIN}\n").returncode == 0
+
+    assert run("delete", stdin=f"{PIN}\n").returncode == 0
+    assert run("setup", USER, stdin=f"{NEW}\n", as_root=True).returncode == 0
+    assert run("test", stdin=f"{NEW}\n").returncode == 0
+    assert env.swtpm.read_pin_counter(USER_SPARE) == (0, LIMIT)
+    assert enrolment.read(env.enrolment_dir, old_uid).nv_index == USER_SPARE
 
 
 # --- login cost ----------------------------------------------------------------------------

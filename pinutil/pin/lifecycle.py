@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 
 from pinutil import users
-from pinutil.errors import AlreadyEnrolled, InvalidPin, NotEnrolled, TpmUnavailable
+from pinutil.errors import AlreadyEnrolled, InvalidPin, NotEnrolled, PinutilError, TpmUnavailable
 from pinutil.pin import enrolment, slots
 from pinutil.pin.policy import Policy
 from pinutil.users import User
@@ -57,9 +57,29 @@ def _other_slot(index, policy: Policy, user: User):
 
 def _remove_leftover(index, policy: Policy, user: User) -> None:
     """What a killed change left at the other handle (our layout, no record names it);
-    another application's index there is left alone."""
-    with contextlib.suppress(NotEnrolled):
-        _other_slot(index, policy, user).remove_leftover()
+    another application's index there, and another user's enrolment, is left alone."""
+    other = _other_slot(index, policy, user)
+    if _someones_enrolment(policy, user, other.handle) is None:
+        with contextlib.suppress(NotEnrolled):
+            other.remove_leftover()
+
+
+def _someones_enrolment(policy: Policy, user: User, handle: int) -> str | None:
+    """Why the index at `handle` (one of `user`'s) may be another user's PIN, or None.
+    Code before the spare handles enrolled uid U at nv_base + U for any U, so a spare
+    handle (primary + SPARE_OFFSET) is the primary of uid + SPARE_OFFSET: if that uid
+    has an enrolment record (even an unreadable one), the index there is theirs."""
+    owner = handle - policy.nv_base
+    if owner == user.uid:
+        return None
+    try:
+        if enrolment.read(policy.enrolment_dir, owner) is None:
+            return None
+    except enrolment.RecordError:
+        pass
+    return (f"NV index 0x{handle:08x}, the spare handle a change of {user.name}'s PIN "
+            f"needs, is the PIN index of uid {owner} (enrolled before PIN changes used "
+            "spare handles; that uid has an enrolment record)")
 
 
 def write_record(policy: Policy, user: User, handle: int) -> enrolment.EnrolmentRecord:
@@ -133,6 +153,13 @@ def change(index, policy: Policy, caller: User, user: User, old: bytes | None,
     check_writable(policy)
     with _locked(policy):
         require_written(index, user)
+        # Before the old PIN is checked: a refusal here spends no attempt.
+        conflict = _someones_enrolment(
+            policy, user, slots.other(index.handle, user.uid, policy.nv_base))
+        if conflict:
+            raise PinutilError(f"cannot change the PIN: {conflict}; nothing was changed "
+                               "(`pinutil delete` and `pinutil setup` replace the PIN "
+                               "without the spare handle)")
         if users.change_needs_old_pin(caller):
             if old is None:
                 raise InvalidPin("changing your PIN needs the current PIN")
