@@ -19,7 +19,13 @@ import os
 from collections.abc import Iterator
 
 from pinutil import users
-from pinutil.errors import AlreadyEnrolled, InvalidPin, NotEnrolled, PinutilError, TpmUnavailable
+from pinutil.errors import (
+    AlreadyEnrolled,
+    InvalidPin,
+    NotEnrolled,
+    PinutilError,
+    TpmUnavailable,
+)
 from pinutil.pin import enrolment, slots
 from pinutil.pin.policy import Policy
 from pinutil.users import User
