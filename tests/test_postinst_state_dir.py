@@ -43,8 +43,12 @@ STAND_INS = {
 _SCRIPT = r"""
 set -eu
 if [ -n "$OWNER_AUTH" ]; then  # an overlay: /etc/pinpam only in here
-    mkdir "$WORK/upper" "$WORK/overlay-work"
-    mount -t overlay overlay -o "lowerdir=/etc,upperdir=$WORK/upper,workdir=$WORK/overlay-work" /etc
+    # Its upper layer on a tmpfs: overlayfs refuses an upper directory on overlayfs,
+    # which /tmp is in the fresh roots of make test-distros.
+    mkdir "$WORK/overlay"
+    mount -t tmpfs tmpfs "$WORK/overlay"
+    mkdir "$WORK/overlay/upper" "$WORK/overlay/work"
+    mount -t overlay overlay -o "lowerdir=/etc,upperdir=$WORK/overlay/upper,workdir=$WORK/overlay/work" /etc
     mkdir -p /etc/pinpam
     printf '%b' "$OWNER_AUTH" > /etc/pinpam/owner-auth
 fi

@@ -9,26 +9,28 @@ sandbox's own, so that the machine is not touched.
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 
 from tests.support.sandbox import HIDDEN_STATE, Sandbox
 
 
-def _layer_with_state(tmp_path) -> str:
-    """A layer tar holding a file in each place pypam keeps state, plus one that stays."""
+def _layer_with_state(package_layer: str, tmp_path) -> str:
+    """The package layer (iproute2 and the rest, which a minimal root lacks) with a
+    file added in each place pypam keeps state, plus one that stays."""
     tree = tmp_path / "tree"
-    for place in (*HIDDEN_STATE, "/etc/pypam-sandbox-witness"):
-        os.makedirs(tree / place.lstrip("/"), exist_ok=True)
-        (tree / place.lstrip("/") / "record").write_text("from the machine\n")
     layer = tmp_path / "layer.tar"
-    with tarfile.open(layer, "w") as tar:
-        for top in ("etc", "var"):
-            tar.add(tree / top, arcname=top)
+    shutil.copyfile(package_layer, layer)
+    with tarfile.open(layer, "a") as tar:
+        for place in (*HIDDEN_STATE, "/etc/pypam-sandbox-witness"):
+            os.makedirs(tree / place.lstrip("/"), exist_ok=True)
+            (tree / place.lstrip("/") / "record").write_text("from the machine\n")
+            tar.add(tree / place.lstrip("/"), arcname=place.lstrip("/"))
     return str(layer)
 
 
-def test_pypam_state_below_the_sandbox_is_hidden_inside(tmp_path, syslog_capture):
-    box = Sandbox(_layer_with_state(tmp_path), syslog_capture)
+def test_pypam_state_below_the_sandbox_is_hidden_inside(sandbox_layer, tmp_path, syslog_capture):
+    box = Sandbox(_layer_with_state(sandbox_layer, tmp_path), syslog_capture)
     try:
         seen = box.run(["sh", "-c", "for p; do [ -e \"$p\" ] && echo \"$p\"; done; true",
                         "sh", *HIDDEN_STATE, "/etc/pypam-sandbox-witness/record"])
