@@ -269,24 +269,11 @@ while True:
     ("success_at_once", 0), ("old_status_reply", 0), ("two_prompts", 1),
     ("new_pin_prompt", 0), ("success_with_more", 1)])
 def test_the_module_believes_only_a_verdict_on_the_pin_it_sent(pin_env, behaviour, prompts):
-    import subprocess
-    import sys
-
     from tests.support.pamhost import result_name
-    from tests.support.pinutild import ROOT
+    from tests.support.pinutild import login_through_stand_in
 
     pin_env.enrol("root", PIN)
-    path = f"{pin_env.dir}/fake-{behaviour}.sock"
-    fake = subprocess.Popen([sys.executable, "-I", "-c", _FAKE_SERVICE, path, ROOT, behaviour],
-                            stdout=subprocess.PIPE, text=True, cwd="/")
-    try:
-        assert fake.stdout.readline() == "ready\n"
-        pin_env.policy_extra["service_socket"] = path
-        pin_env.write_policy()
-        svc = pin_env.service(f"fake-{behaviour}", pin_env.tpm_pin_line(backend="daemon"))
-        report = pin_env.run(svc, user="root", answers=[WRONG])
-        assert result_name(report, "auth") == "PAM_AUTHINFO_UNAVAIL", report
-        assert report["conv_calls"] == prompts
-    finally:
-        fake.kill()
-        fake.wait()
+    report = login_through_stand_in(pin_env, _FAKE_SERVICE, [behaviour], f"fake-{behaviour}",
+                                    [WRONG])
+    assert result_name(report, "auth") == "PAM_AUTHINFO_UNAVAIL", report
+    assert report["conv_calls"] == prompts

@@ -6,14 +6,10 @@ the text is one of pinutil.pin.prompt.prompt_text's (rebuilt from its number), e
 PAM_AUTHINFO_UNAVAIL with no prompt. Fails on the code before: the text was shown."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from tests.support.pamhost import result_name
-from tests.support.pinutild import ROOT
+from tests.support.pinutild import login_through_stand_in
 
 _STAND_IN = r"""
 import os, socket, sys
@@ -33,18 +29,7 @@ conn.close()
 
 
 def _login_with_prompt(pin_env, text: str) -> dict:
-    path = os.path.join(pin_env.dir, "stand-in.sock")
-    stand_in = subprocess.Popen([sys.executable, "-I", "-c", _STAND_IN, path, ROOT, text],
-                                stdout=subprocess.PIPE, text=True, cwd="/")
-    try:
-        assert stand_in.stdout.readline() == "ready\n"
-        pin_env.policy_extra["service_socket"] = path
-        pin_env.write_policy()
-        svc = pin_env.service("prompt", pin_env.tpm_pin_line(backend="daemon"))
-        return pin_env.run(svc, user="root", answers=["2580"], check=False)
-    finally:
-        stand_in.kill()
-        stand_in.wait()
+    return login_through_stand_in(pin_env, _STAND_IN, [text], "prompt", ["2580"], check=False)
 
 
 @pytest.mark.parametrize("text", ["\x1b]0;owned\x07\x1b[2JYour password: ", "Password: ",

@@ -8,6 +8,8 @@ and the benchmark use too), on a socket in the environment's work directory.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -60,3 +62,21 @@ def start_pinutild(pin_env, *extra: str, name: str = "pinutild2.sock") -> Pinuti
     service = Pinutild(pin_env.policy, os.path.join(pin_env.dir, name), extra)
     service.start()
     return service
+
+
+def login_through_stand_in(pin_env, script: str, args: list[str], name: str,
+                           answers: list[str], check: bool = True) -> dict:
+    """A tpm_pin login (as root, backend=daemon) against a stand-in service: `script`,
+    run as `python -c script SOCKET ROOT *args`, prints "ready" once it listens."""
+    path = os.path.join(pin_env.dir, f"{name}.sock")
+    stand_in = subprocess.Popen([sys.executable, "-I", "-c", script, path, ROOT, *args],
+                                stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert stand_in.stdout.readline() == "ready\n"
+        pin_env.policy_extra["service_socket"] = path
+        pin_env.write_policy()
+        svc = pin_env.service(name, pin_env.tpm_pin_line(backend="daemon"))
+        return pin_env.run(svc, user="root", answers=answers, check=check)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
