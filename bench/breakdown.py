@@ -35,7 +35,7 @@ from bench.measure import host_argv, measure_cold, prepare
 from bench.pin import PIN
 from devtools.pamhost import CLEAN_ENV, build_host
 
-COLD_CASES = ("pam_permit", "pam_pypam", "tpm_pin helper", "tpm_pin daemon")
+COLD_CASES = ("pam_permit", "pam_pypam", "tpm_pin helper", "tpm_pin daemon", "pin-login floor")
 PYPAM_SO = os.path.join(ROOT, "build", "pam_pypam.so")
 
 # tpm_pin's authenticate, step by step, with the same calls (modules/tpm_pin.py).
@@ -241,7 +241,7 @@ def main(argv: list[str]) -> int:
         results, parts = cold(args.runs, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    permit, trivial, helper, daemon = (results[n] for n in COLD_CASES)
+    permit, trivial, helper, daemon, floor = (results[n] for n in COLD_CASES)
     print(f"(a) cold, median of {args.runs} (in-PAM ms; wall ms)")
     for name in COLD_CASES:
         r = results[name]
@@ -252,6 +252,9 @@ def main(argv: list[str]) -> int:
           f"{daemon.pam_ms_median - trivial.pam_ms_median:.2f} "
           f"(ratio {daemon.pam_ms_median / trivial.pam_ms_median:.2f})")
     print(f"  tpm_pin daemon / tpm_pin helper: {daemon.pam_ms_median / helper.pam_ms_median:.3f}")
+    print(f"  the floor (pin-login, nothing else) over the trivial module: "
+          f"{floor.pam_ms_median - trivial.pam_ms_median:.2f} "
+          f"(ratio {floor.pam_ms_median / trivial.pam_ms_median:.2f})")
     cpu = parts["cpu"]
     print("    CPU ms per cold login (host process incl. what it waited for; swtpm; pinutild)")
     for name, row in cpu.items():

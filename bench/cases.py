@@ -131,5 +131,21 @@ def _pin_case(backend: str, repeat: int | None) -> Case:
     )
 
 
+def _floor_case() -> Case:
+    from bench.pin import PIN, pin_daemon_setup
+
+    return Case(
+        name="pin-login floor",
+        pam_lines=("auth required {pypam_so} module=bench_floor_login moduledir={modules} "
+                   "socket={service_socket}\n"),
+        answers=(PIN,),
+        setup=pin_daemon_setup,
+        repeat=0,
+        note="the least a Python module can do for a PIN login through pinutild "
+             "(bench/modules/bench_floor_login.py): the bound under tpm_pin daemon",
+    )
+
+
 # The helper backend starts a process per login: 2,000 repeats are plenty.
-CASES += [_pin_case("direct", 2000), _pin_case("helper", 100), _pin_case("daemon", 2000)]
+CASES += [_pin_case("direct", 2000), _pin_case("helper", 100), _pin_case("daemon", 2000),
+          _floor_case()]

@@ -85,7 +85,8 @@ def pin_daemon_setup(ctx: Context) -> Iterator[dict[str, str]]:
         try:
             with open(policy, "a") as f:
                 f.write(f"service_socket = {service.socket}\n")
-            yield {**extra, "pinutild_pid": str(service.proc.pid)}
+            yield {**extra, "pinutild_pid": str(service.proc.pid),
+                   "service_socket": service.socket}
         finally:
             service.stop()
 

@@ -74,14 +74,21 @@ def lockout_path(path: str) -> str:
     return path + LOCKOUT_SUFFIX
 
 
+#: SERVICE_GROUP -> readable_groups(): looked up once per process, as the service
+#: user is (pinutil/pin/state.py `service_ids`): the service reads the file per request.
+_READABLE_GROUPS: dict[str, tuple[int, ...]] = {}
+
+
 def readable_groups() -> tuple[int, ...]:
     """The groups that may read the file: root's, and the service's if it exists."""
-    import grp
+    if SERVICE_GROUP not in _READABLE_GROUPS:
+        import grp
 
-    try:
-        return (0, grp.getgrnam(SERVICE_GROUP).gr_gid)
-    except KeyError:
-        return (0,)
+        try:
+            _READABLE_GROUPS[SERVICE_GROUP] = (0, grp.getgrnam(SERVICE_GROUP).gr_gid)
+        except KeyError:
+            _READABLE_GROUPS[SERVICE_GROUP] = (0,)
+    return _READABLE_GROUPS[SERVICE_GROUP]
 
 
 def _read(path: str, groups: tuple[int, ...]) -> bytes | None:

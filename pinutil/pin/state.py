@@ -45,15 +45,25 @@ class StateError(Exception):
     says why (callers turn it into their own domain error)."""
 
 
+#: SERVICE_USER -> its (uid, gid) or None: looked up once per process. Every file a
+#: login reads asks (five per request in the service), and where the account is missing
+#: each lookup scanned the whole passwd database: most of a PIN check's own time. The
+#: account is made when the service is installed, before it first runs; a process that
+#: saw it missing keeps refusing what only it may own (fails closed) until it restarts.
+_SERVICE_IDS: dict[str, tuple[int, int] | None] = {}
+
+
 def service_ids() -> tuple[int, int] | None:
     """(uid, gid) of the service user, None when the account does not exist."""
-    import pwd
+    if SERVICE_USER not in _SERVICE_IDS:
+        import pwd
 
-    try:
-        entry = pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
+        try:
+            entry = pwd.getpwnam(SERVICE_USER)
+            _SERVICE_IDS[SERVICE_USER] = entry.pw_uid, entry.pw_gid
+        except KeyError:
+            _SERVICE_IDS[SERVICE_USER] = None
+    return _SERVICE_IDS[SERVICE_USER]
 
 
 def trusted_owners(*also: int) -> tuple[int, ...]:
