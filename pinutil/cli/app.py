@@ -68,6 +68,7 @@ from enum import IntEnum
 from pinutil import audit, errors, users
 from pinutil.cli import via_service
 from pinutil.cli.options import add_common_options
+from pinutil.cli.safe_text import safe_text
 from pinutil.errors import (
     Cancelled,
     EnrolmentMismatch,
@@ -181,7 +182,7 @@ class StdinPrompter:
         return self._line("password")
 
     def show(self, text: str) -> None:
-        print(f"{PROG}: {one_line(text)}", file=sys.stderr)
+        print(f"{PROG}: {safe_text(text)}", file=sys.stderr)
 
     def confirm(self, question: str) -> bool:
         answer = self._line("answer").strip().lower()
@@ -221,7 +222,7 @@ class TtyPrompter:
             new[3] &= ~termios.ECHO
         try:
             termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-            os.write(fd, prompt.encode())
+            os.write(fd, safe_text(prompt).encode())  # a PAM module's or pinutild's
             line = _LineSource(fd).readline()
         finally:
             # TCSAFLUSH also discards what is left of an over-long line.
@@ -240,7 +241,7 @@ class TtyPrompter:
         return self._ask(prompt, echo=echo)
 
     def show(self, text: str) -> None:
-        os.write(self._tty(), (one_line(text) + "\n").encode())
+        os.write(self._tty(), (safe_text(text) + "\n").encode())
 
     def confirm(self, question: str) -> bool:
         return self._ask(question, echo=True).strip().lower() in (b"y", b"yes")
@@ -594,8 +595,8 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
         return ExitCode.OK
     except PinutilError as e:  # its class says the token, exit code and JSON fields
         outcome = e.token
-        message = one_line(e)
-        print(f"{PROG}: {message}", file=sys.stderr)
+        # pinutild's error text among them (capped at 300 by errors.from_json).
+        print(f"{PROG}: {safe_text(one_line(e), limit=None)}", file=sys.stderr)
         if as_json:
             result.update(error_fields(e, command))
             _emit_json(result)

@@ -2,7 +2,7 @@
 root, whenever the policy's `service_socket` exists (docs/pinutil.md).
 
 Then this process opens no TPM and writes no file: it asks for the PINs (and for
-setup relays the service's password prompts, pinutild(8)), sends them, and prints what
+setup answers the password proof's prompts, pinutild(8)), sends them, and prints what
 the service answers. The service applies the same rules with the same core functions
 (pinutil.pin.lifecycle), checks every PIN against its own policy, runs the password
 proof itself and writes the audit line. So `pinutil` needs no set-id bit where the
@@ -12,12 +12,19 @@ comes before any prompt.
 
 Root keeps the direct path for these commands: root may open the TPM anyway and
 records the salt key on its first setup (trust on first use).
+
+Whoever runs as the service's account is believed as the server, but not about what
+to ask (review 2, G5): setup answers only the conversation pin-setup has
+(`SetupConversation`), the other commands none, and every text of the service's is
+shown through pinutil.cli.safe_text, never raw.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from pinutil import errors, users
+from pinutil.cli.safe_text import safe_text
 from pinutil.pin import lifecycle
 
 #: Each wait for the service (not the time a person takes to answer a prompt): the
@@ -44,22 +51,48 @@ def _status(ctx, user: users.User) -> dict:
     return _ask(ctx, {"verb": "pin-status", "user": user.name})
 
 
+class SetupConversation:
+    """The prompts pin-setup may send, in this order (pinutild(8), THE ENROLMENT
+    CONVERSATION): the password proof's messages (pam_unix's password prompt, PAM's
+    info and error lines; at most the proof process's MAX_PROMPTS), then the new PIN
+    once, then only the reply. Any other prompt (a "Password: " after the new PIN, a
+    second new PIN, one message too many) ends the setup before its answer is asked
+    for: a service that asks more than the flow needs is phishing (review 2, G5)."""
+
+    def __init__(self, ctx) -> None:
+        from pinutil.service.proof import MAX_PROMPTS
+
+        self.ctx, self.proof_messages_left = ctx, MAX_PROMPTS
+        self.new_pin_asked = False
+
+    def __call__(self, text: str, style: str) -> bytearray | None:
+        if self.new_pin_asked:
+            raise _off_script(f"sent a prompt ({style}) after the new PIN")
+        if style == "new_pin":
+            self.new_pin_asked = True
+            return bytearray(self.ctx.new_pin())
+        if self.proof_messages_left == 0:
+            raise _off_script("sent more messages than the password proof may")
+        self.proof_messages_left -= 1
+        if style in ("error", "info"):
+            self.ctx.prompter.show(text)
+            return None
+        return self.ctx.prompter.answer(text, echo=style == "echo_on")
+
+
+def _off_script(what: str) -> errors.TpmUnavailable:
+    return errors.TpmUnavailable(
+        f"pinutild {what}: setup ended, that prompt not answered (pin-setup asks the "
+        "password proof's prompts, then the new PIN once)")
+
+
 def setup(ctx) -> dict:
     user = ctx.target
     users.may_setup(ctx.caller, user)
     if ctx.prompter.interactive and _status(ctx, user)["enrolled"]:
         raise lifecycle.already_enrolled(ctx.caller, user)
-
-    def answer(text: str, style: str) -> bytearray | None:
-        if style in ("error", "info"):
-            ctx.prompter.show(text)
-            return None
-        if style == "new_pin":
-            return bytearray(ctx.new_pin())
-        return ctx.prompter.answer(text, echo=style == "echo_on")
-
     ctx.audited_by_service = True
-    reply = _ask(ctx, {"verb": "pin-setup", "user": user.name}, answer)
+    reply = _ask(ctx, {"verb": "pin-setup", "user": user.name}, SetupConversation(ctx))
     fields = {k: reply[k] for k in ("limit", "salt_key", "replaced_half_finished")
               if k in reply}
     return {**fields, "message": f"PIN set up for {user.name} ({reply.get('limit')} "
@@ -122,6 +155,20 @@ def test(ctx) -> dict:
     return {"attempts_left": left, "message": f"PIN correct for {user.name}"}
 
 
-#: pinutil's command -> its path through the service.
-COMMANDS = {"setup": setup, "change": change, "delete": delete, "status": status,
-            "test": test}
+def _safe_message(command):
+    """`command` with its message made safe to print: it quotes the service's fields
+    (a record problem, a count), which may hold any text."""
+    @functools.wraps(command)
+    def run(ctx) -> dict:
+        fields = command(ctx)
+        fields["message"] = safe_text(fields["message"])
+        return fields
+    return run
+
+
+#: pinutil's command -> its path through the service. Only setup answers prompts:
+#: the others call the service without an `answer`, so any prompt frame in their
+#: conversation is refused (pinutil.service.client.converse) and nothing is sent.
+COMMANDS = {name: _safe_message(command) for name, command in (
+    ("setup", setup), ("change", change), ("delete", delete), ("status", status),
+    ("test", test))}

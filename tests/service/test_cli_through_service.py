@@ -7,10 +7,7 @@ service cannot do any of it. The audit lines are the service's, one per command.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-
-import pytest
 
 from tests.service.enrol_support import (
     PASSWORD,
@@ -26,14 +23,6 @@ from tests.support.pin_env import NV_BASE
 from tests.support.terminal import answer_on_terminal
 
 HANDLE = NV_BASE + UID
-
-
-@pytest.fixture
-def plain(pin_env, accounts, syslog_capture):
-    accounts.add_user(USER, UID, PASSWORD)
-    launcher = pin_env.build_launcher(os.path.join(pin_env.dir, "pinutil-plain"), mode=0o755)
-    assert not os.stat(launcher).st_mode & 0o6000
-    return launcher
 
 
 def run(accounts, launcher, *args, stdin=""):
