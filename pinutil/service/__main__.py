@@ -1,7 +1,7 @@
 """`pinutild`: the PIN service (docs/pinutild.md).
 
     python3 -m pinutil.service [--policy PATH] [--listen PATH] [--idle-exit SECONDS]
-                               [--proof PATH]
+                               [--max-prompts N] [--proof PATH] ...
 
 Started by systemd (pinutild.socket): the listening socket is fd 3 (LISTEN_FDS=1 and
 LISTEN_PID naming this process, sd_listen_fds(3)). Without them, `--listen PATH`
@@ -17,7 +17,7 @@ import sys
 
 from pinutil.pin.policy import DEFAULT_POLICY_PATH
 from pinutil.service.no_core import forbid_core_dumps
-from pinutil.service.server import LOGIN_ANSWER_SECONDS, Limits, Server
+from pinutil.service.server import LOGIN_ANSWER_SECONDS, MAX_PROMPTS, Limits, Server
 from pinutil.service.throttle import MAX_DELAY
 
 SD_LISTEN_FDS_START = 3
@@ -62,6 +62,13 @@ def bound_listener(path: str) -> socket.socket:
     return sock
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pinutild", description="the PIN service")
     parser.add_argument("--policy", default=DEFAULT_POLICY_PATH, help="policy file")
@@ -80,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="SECONDS",
                         help="longest wait for the PIN a login's prompt asks for (default "
                              f"{LOGIN_ANSWER_SECONDS:g}); then nothing is tried")
+    parser.add_argument("--max-prompts", type=_positive, default=MAX_PROMPTS, metavar="N",
+                        help="most connections waiting at a prompt at once (default "
+                             f"{MAX_PROMPTS}); a login beyond them is refused at once")
     parser.add_argument("--proof", metavar="PATH",
                         help="the root proof process's socket (pinutil-proof), which "
                              "checks the password of a user enrolling their own PIN; "
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[name]
     limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
                     idle_exit=args.idle_exit, pin_delay_max=args.pin_delay_max,
-                    pin_prompt_seconds=args.pin_prompt_timeout)
+                    pin_prompt_seconds=args.pin_prompt_timeout, max_prompts=args.max_prompts)
     Server(listener, args.policy, limits, proof_socket=args.proof).serve()
     return 0
 

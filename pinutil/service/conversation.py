@@ -7,8 +7,19 @@ a frame the loop writes; the client's answer completes the pending request, whic
 goes to the worker like any other (server.py `_read`). While a person types, only
 their connection waits: the worker and every other client go on.
 
+A connection waiting for a person holds its place in pinutild for minutes (pin-login:
+--pin-prompt-timeout), and with `allow_remote` whoever reaches sshd can be that person,
+relayed by a root host: root's connections have no per-uid cap. So these
+conversations have a cap of their own, `max_prompts` in all (and `max_prompts_per_uid`
+for a caller other than root), well under the global one: a login beyond it is refused
+at once, and however many wait at prompts, the rest of the connection cap stays for
+the requests that do TPM work (review PL4). A conversation holds its place from its
+request to its last answer (or its final reply, or its close): the check of a
+pin-login's PIN is TPM work again.
+
 A mixin of server.Server, which holds the state it uses (the selector, the limits, the
-running proofs) and the loop's own steps (`_reply`, `_write`).
+running proofs, the connections at a prompt) and the loop's own steps (`_reply`,
+`_write`).
 """
 from __future__ import annotations
 
@@ -25,12 +36,33 @@ from pinutil.service.connection import (
     Job,
     count_one_less,
     frame,
+    unavailable,
 )
 from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
+
+#: The verbs that ask back, and so may wait for a person.
+ASKS_BACK = frozenset({verbs.LOGIN, verbs.SETUP})
 
 
 class Conversations:
     """The prompts of pin-setup and pin-login (see the module docstring)."""
+
+    def _take_prompt_place(self, conn: Connection) -> bool:
+        """A place at a prompt for this pin-login or pin-setup; when none is left, the
+        request is refused at once with `tpm_unavailable` (its PAM client goes on to the
+        password) and False returned. Nothing was sent to the TPM for it."""
+        limits, uid = self.limits, conn.caller.uid
+        if len(self.at_prompt) >= limits.max_prompts:
+            why = f"pinutild is busy: {limits.max_prompts} logins wait at their prompts"
+        elif (not conn.caller.is_root and limits.max_prompts_per_uid
+              <= sum(other.caller.uid == uid for other in self.at_prompt)):
+            why = (f"pinutild is busy: {limits.max_prompts_per_uid} logins of yours wait "
+                   "at their prompts")
+        else:
+            self.at_prompt.add(conn)
+            return True
+        self._reply(conn, unavailable(why))
+        return False
 
     def _begin_setup(self, conn: Connection, request: dict) -> None:
         """Root enrols anyone: straight to the new PIN. Anyone else proves their account

@@ -6,7 +6,9 @@ selector, so no client can hold it; each connection has a deadline for its whole
 request (a slow-loris is cut off when it expires, however it trickles), a size limit
 read from its header before any body byte is kept, and a per-uid and a global cap on
 open connections (beyond them a connection is closed at once: one user's flood cannot
-take the slots of others; root, trusted anyway, has only the global cap). Only a
+take the slots of others; root, trusted anyway, has only the global cap), and a smaller
+cap on those waiting at a prompt (conversation.py), so that logins parked while a
+person types never take the places of those doing TPM work. Only a
 complete, well-formed request reaches the TPM worker (worker.py), one at a time: TPM
 access is serialised, and this process never opens the TPM. Waiting requests take
 turns per caller uid (fairqueue.py), so one uid's queued requests cannot hold up
@@ -53,7 +55,7 @@ from pinutil.service.connection import (
     frame,
     unavailable,
 )
-from pinutil.service.conversation import Conversations
+from pinutil.service.conversation import ASKS_BACK, Conversations
 from pinutil.service.fairqueue import FairQueue
 from pinutil.service.throttle import MAX_DELAY, Throttle, refusal
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
@@ -65,19 +67,26 @@ from pinutil.users import ROOT_UID, SERVICE_USER, User
 #: returns PAM_AUTHINFO_UNAVAIL, and the stack goes on to the password).
 LOGIN_ANSWER_SECONDS = 300.0
 
+#: How many connections may wait at a prompt at once (pin-login's PIN, pin-setup's proof
+#: and new PIN), of all callers, and of one caller other than root (conversation.py).
+MAX_PROMPTS = 64
+MAX_PROMPTS_PER_UID = 4
+
 
 class Limits:
     """The service's bounds; the defaults are the documented ones (docs/pinutild.md)."""
 
-    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "max_proofs_per_uid",
-                 "pin_delay_max", "pin_prompt_seconds", "probe_seconds", "request_seconds",
-                 "tpm_seconds")
+    __slots__ = ("idle_exit", "max_connections", "max_per_uid", "max_prompts",
+                 "max_prompts_per_uid", "max_proofs_per_uid", "pin_delay_max",
+                 "pin_prompt_seconds", "probe_seconds", "request_seconds", "tpm_seconds")
 
     def __init__(self, request_seconds: float = 5.0, tpm_seconds: float = 3.0,
                  max_connections: int = 256, max_per_uid: int = 16,
                  idle_exit: float = 0.0, probe_seconds: float = 1.0,
                  pin_delay_max: float = MAX_DELAY, max_proofs_per_uid: int = 1,
-                 pin_prompt_seconds: float = LOGIN_ANSWER_SECONDS) -> None:
+                 pin_prompt_seconds: float = LOGIN_ANSWER_SECONDS,
+                 max_prompts: int = MAX_PROMPTS,
+                 max_prompts_per_uid: int = MAX_PROMPTS_PER_UID) -> None:
         self.request_seconds = request_seconds  # whole request, then whole reply
         self.tpm_seconds = tpm_seconds  # one request's wait for the TPM worker
         self.max_connections = max_connections
@@ -90,6 +99,10 @@ class Limits:
         self.probe_seconds = probe_seconds  # between probes while the breaker is open
         self.pin_delay_max = pin_delay_max  # the per-user delay's cap (0: none)
         self.pin_prompt_seconds = pin_prompt_seconds  # a login's wait for its PIN
+        # Connections waiting at a prompt hold their place while a person types; their
+        # own cap keeps the rest of max_connections for TPM work (review PL4).
+        self.max_prompts = max_prompts
+        self.max_prompts_per_uid = max_prompts_per_uid  # root's: only max_prompts
 
 
 _SERVICE = User(SERVICE_USER, -1)  # the caller of the breaker's probes
@@ -107,6 +120,7 @@ class Server(Conversations):
         self.connections: dict[int, Connection] = {}
         self.per_uid: dict[int, int] = {}
         self.proofs_per_uid: dict[int, int] = {}  # running password proofs
+        self.at_prompt: set[Connection] = set()  # pin-login/pin-setup before their answer
         self.worker = Worker(policy_path)
         self.jobs = FairQueue()  # waiting for the worker, in turns per uid
         self.throttle = Throttle(self.limits.pin_delay_max)  # delays after wrong PINs
@@ -242,6 +256,7 @@ class Server(Conversations):
     def _close(self, conn: Connection) -> None:
         if self.connections.pop(conn.sock.fileno(), None) is None:
             return
+        self.at_prompt.discard(conn)
         if conn.proof is not None:
             self._end_proof(conn)
         if conn.job is not None:
@@ -255,6 +270,7 @@ class Server(Conversations):
         """Close `conn` after an exception left it in any state: if `_close` fails
         part-way (it first forgets the connection), the socket is still unregistered
         and closed."""
+        self.at_prompt.discard(conn)
         if conn.job is not None:
             conn.job.cancelled = True
         with contextlib.suppress(Exception):
@@ -286,9 +302,10 @@ class Server(Conversations):
             except protocol.ProtocolError as e:
                 self._reply(conn, frame({"result": "bad_request", "error": str(e)}))
                 return
+        answered = conn.pending is not None
         try:
             request = protocol.decode_body(bytes(conn.buffer[protocol.HEADER_SIZE:]))
-            if conn.pending is None:
+            if not answered:
                 verbs.parse_request(request)
             else:  # the answer to our prompt completes the pending request
                 request = verbs.with_answer(conn.pending, request, conn.proven)
@@ -298,7 +315,11 @@ class Server(Conversations):
         finally:
             if len(conn.buffer) == conn.need > protocol.HEADER_SIZE:
                 conn.buffer[:] = bytes(len(conn.buffer))  # the PIN, wiped as far as we can
-        if conn.pending is None and request["verb"] == verbs.SETUP:
+        if answered:  # past its prompt: what is left is TPM work
+            self.at_prompt.discard(conn)
+        elif request["verb"] in ASKS_BACK and not self._take_prompt_place(conn):
+            return
+        if not answered and request["verb"] == verbs.SETUP:
             self._begin_setup(conn, request)
             return
         conn.pending = None
@@ -322,6 +343,7 @@ class Server(Conversations):
             conn.job.cancelled = True  # answered now: a queued job must never run later
         conn.job = None
         conn.pending = None  # a final answer: no prompt follows
+        self.at_prompt.discard(conn)
         conn.state = WRITING
         conn.reply = frame
         conn.deadline = monotonic() + self.limits.request_seconds
