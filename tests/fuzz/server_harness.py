@@ -1,19 +1,29 @@
 """pinutild's event loop (pinutil/service/server.py) driven turn by turn by fuzzer bytes.
 
 Each input is a script for up to 8 clients of one in-process `Server`: connect (as
-root or one of two users), send a whole frame (valid, mutated or cut), send raw
-bytes, half-close, close, read, let the loop take a turn, move the clock (deadlines,
-the breaker, the per-user delay) or hold and release the TPM worker. The sockets are
-real (an abstract unix socket, non-blocking clients); the TPM worker is a stand-in
-with the real one's interface (no TPM, no fork) that answers each job at once, or
-holds them while the script says the TPM hangs; the clock is a fake one.
+root or one of two users), send a whole frame (valid, mutated or cut: requests,
+pin-login and pin-setup among them, and answers to their prompts), send raw bytes,
+half-close, close, read, let the loop take a turn, move the clock (deadlines, the
+prompt's wait, the breaker, the per-user delay) or hold and release the TPM worker.
+The sockets are real (an abstract unix socket, non-blocking clients); the TPM worker
+is a stand-in with the real one's interface (no TPM, no fork) that answers each job at
+once, or holds them while the script says the TPM hangs: a pin-login's status with
+the prompt `{result: success, prompt}`, a PIN check `success` for 1234 only. A
+password proof is refused (as by a service without a proof process), so root's
+pin-setup is the setup conversation reached. The clock is a fake one.
 
 Checked all along: no exception escapes the handling of an event (the server's
 containment is turned into a crash here: a contained exception is still a bug), the
-connection counts add up, every reply is one well-formed frame with a known result
-and at most one per connection, and no PIN check reaches the worker while its user
-must wait (the per-user delay). Checked at the end: once every client has gone and
-every deadline has passed, the server holds no connection (nothing leaks or stalls).
+connection counts add up, the connections at a prompt are open ones within their caps,
+and no PIN check reaches the worker while its user must wait (the per-user delay). Per
+connection (each has a caller of its own, so the worker knows whose job it runs): the
+worker gets at most one pin-login and at most one job that tries a PIN, the PIN check
+of a pin-login is its own user's; the client gets prompt frames and then at most one
+reply with a known result, nothing after it, at most one prompt; and every `success`
+it gets is a worker's reply to one of its own jobs, given once: never a pin-login's
+status, and after a PIN prompt only the check of the right PIN. Checked at the end:
+once every client has gone and every deadline has passed, the server holds no
+connection and no place at a prompt (nothing leaks or stalls).
 """
 from __future__ import annotations
 
@@ -23,7 +33,7 @@ import os
 import socket
 
 from pinutil import errors
-from pinutil.service import protocol, server, throttle
+from pinutil.service import conversation, protocol, server, throttle, verbs
 from pinutil.service.worker import PROBE, TARGET_UID
 from pinutil.users import User
 
@@ -38,7 +48,15 @@ TEMPLATES = [protocol.encode(fields) for fields in (
     {"verb": "pin-status", "user": "alice"},
     {"verb": "master-key-token", "user": "alice"},
     {"verb": "no-such-verb"},
+    {"verb": "pin-login", "user": "alice"},
+    {"verb": "pin-login", "user": "root", "on_behalf_of": ACCOUNT},
+    {"answer": b"1234"},
+    {"answer": b"9999"},
+    {"answer": "1234"},  # text, not bytes: a broken answer
+    {"verb": "pin-setup", "user": "alice"},
 )]
+RIGHT_PIN = b"1234"
+JOB = "fuzz_job"  # the serial the fake worker puts in each reply, for the checks
 _names = itertools.count()
 
 
@@ -59,6 +77,8 @@ class FakeWorker:
 
     def __init__(self, throttle) -> None:
         self.throttle = throttle  # the server's: a check it says must wait never comes
+        self.jobs: dict[str, list[tuple[str, dict]]] = {}  # per connection: what it sent
+        self.given: dict[int, tuple[str, str, dict]] = {}  # reply serial: its job
         self.pid = 0
         self.from_child = self._to_parent = -1
         self.stuck = False
@@ -76,16 +96,36 @@ class FakeWorker:
 
     def send(self, verb: str, caller: User, fields: dict, holds: dict | None = None) -> None:
         assert self.running and not self.replies, "a job sent to a busy worker"
-        if verb == "pin-check" and caller.uid == 0:  # its name: the worker resolves it
+        if verb != PROBE:
+            self._one_login_one_pin(caller.name, verb, fields)
+        if verb in verbs.THROTTLED and caller.uid == 0:  # its name: the worker resolves it
             assert holds == self.throttle.holds(), "root's check without the holds"
             if ACCOUNT in holds:  # the real worker's refusal, before the TPM
                 self.replies.append(throttle.refusal(holds[ACCOUNT]).json_fields())
                 self.release()
                 return
-        assert verb != "pin-check" or caller.uid == 0 or not self.throttle.wait_left(
+        assert verb not in verbs.THROTTLED or caller.uid == 0 or not self.throttle.wait_left(
             caller.uid), "a PIN check sent to the TPM while its user must wait"
-        self.replies.append(self._answer(verb, fields))
+        reply = self._answer(verb, fields)
+        reply[JOB] = serial = len(self.given)
+        self.given[serial] = (caller.name, verb, fields)
+        self.replies.append(reply)
         self.release()
+
+    def _one_login_one_pin(self, connection: str, verb: str, fields: dict) -> None:
+        """What one connection may have the TPM do: one pin-login, one PIN tried."""
+        sent = self.jobs.setdefault(connection, [])
+        earlier = [v for v, _ in sent]
+        if verb == verbs.LOGIN:
+            assert not earlier, f"a pin-login after {earlier} on one connection"
+        if verb in verbs.TRIES_A_PIN or verb == verbs.SETUP:
+            assert not any(v in verbs.TRIES_A_PIN or v == verbs.SETUP for v in earlier), \
+                f"a second PIN ({verb}) tried on one connection"
+            if verbs.LOGIN in earlier:
+                login = sent[earlier.index(verbs.LOGIN)][1]
+                assert verb == "pin-check" and fields["user"] == login["user"], \
+                    "a pin-login's answer became another request"
+        sent.append((verb, fields))
 
     def release(self) -> None:
         if self.running and self.replies and not self.stuck and not self.signalled:
@@ -113,8 +153,10 @@ class FakeWorker:
     def _answer(verb: str, fields: dict) -> dict:
         if verb == PROBE:
             return {"result": "success"}
+        if verb == verbs.LOGIN:  # the status allows a PIN: the server prompts for it
+            return {"result": "success", "prompt": "PIN: "}
         if verb == "pin-check":
-            if fields["pin"] == b"1234":
+            if fields["pin"] == RIGHT_PIN:
                 return {"result": "success", TARGET_UID: ACCOUNT}
             return {"result": "wrong_pin", "error": "Incorrect PIN", "attempts_left": 3,
                     TARGET_UID: ACCOUNT}
@@ -148,20 +190,24 @@ def run(data: bytes) -> None:
     """One script (see the module docstring). Patches the server module's clock and
     peer lookup: call it only in a fuzzing process (tests/fuzz/run.py)."""
     CLOCK.now = 1000.0
-    server.monotonic = CLOCK  # the loop's deadlines
+    server.monotonic = conversation.monotonic = CLOCK  # the loop's and the prompts' deadlines
     address = f"\0pypam-fuzz-{os.getpid()}-{next(_names)}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(64)
-    arriving: collections.deque[int] = collections.deque()  # uids, in connect order
-    server.peer.caller_of = lambda sock: User(f"uid {arriving[0]}", arriving.popleft())
-    limits = server.Limits(max_connections=6, max_per_uid=3)
+    # Each connection's caller is a User of its own (its name: the client's), in
+    # connect order: so the worker can tell whose job it runs.
+    arriving: collections.deque[User] = collections.deque()
+    server.peer.caller_of = lambda sock: arriving.popleft()
+    server.prover.start = _no_proof
+    limits = server.Limits(max_connections=6, max_per_uid=3, max_prompts=3,
+                           max_prompts_per_uid=2, pin_prompt_seconds=30.0)
     service = StrictServer(listener, "/nonexistent/policy", limits)
     service.throttle.clock = CLOCK
     service.worker = worker = FakeWorker(service.throttle)
     service.listen()
     clients: list[socket.socket] = []
-    received: dict[socket.socket, bytes] = {}
+    received: dict[socket.socket, Received] = {}
     try:
         script = Script(data)
         try:
@@ -170,6 +216,9 @@ def run(data: bytes) -> None:
                 _check_counts(service)
         except EOFError:
             pass
+        service.turn(0)  # what is on its way arrives, and is checked
+        for client in clients:
+            _read(client, received[client], worker)
         for client in clients:  # everyone leaves; every deadline passes
             client.close()
         worker.stuck = False
@@ -178,6 +227,7 @@ def run(data: bytes) -> None:
             CLOCK.now += 100
             service.turn(0)
         assert not service.connections, "connections left after every client went"
+        assert not service.at_prompt, "places at a prompt left after every client went"
     finally:
         for client in clients:
             client.close()
@@ -188,6 +238,20 @@ def run(data: bytes) -> None:
         listener.close()
 
 
+def _no_proof(*_args) -> None:
+    """prover.start of a service without a proof process, not running as root."""
+    raise errors.PermissionDenied("pinutild cannot check passwords (fuzzing)")
+
+
+class Received:
+    """What one client has read so far, and the name of its connection's caller."""
+
+    __slots__ = ("data", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name, self.data = name, b""
+
+
 def _step(script, service, worker, address, arriving, clients, received) -> None:
     op = script.byte() % 9
     if op == 0:
@@ -196,9 +260,10 @@ def _step(script, service, worker, address, arriving, clients, received) -> None
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.setblocking(False)
             client.connect(address)
-            arriving.append(uid)
+            name = f"client {next(_names)}"
+            arriving.append(User(name, uid))
             clients.append(client)
-            received[client] = b""
+            received[client] = Received(name)
         return
     if op == 5:
         service.turn(0)
@@ -223,7 +288,7 @@ def _step(script, service, worker, address, arriving, clients, received) -> None
     elif op == 4:
         _quietly(client.shutdown, socket.SHUT_WR)
     else:
-        _read(client, received)
+        _read(client, received[client], worker)
 
 
 def _quietly(action, *args) -> None:
@@ -233,23 +298,55 @@ def _quietly(action, *args) -> None:
         pass
 
 
-def _read(client: socket.socket, received: dict) -> None:
+def _read(client: socket.socket, seen: Received, worker: FakeWorker) -> None:
     try:
         chunk = client.recv(65536)
     except (BlockingIOError, ConnectionResetError):
         return
-    data = received[client] = received[client] + chunk
-    if len(data) < protocol.HEADER_SIZE:
+    seen.data += chunk
+    frames, rest = [], seen.data
+    while len(rest) >= protocol.HEADER_SIZE:
+        size = protocol.HEADER_SIZE + protocol.body_length(rest[:protocol.HEADER_SIZE])
+        if len(rest) < size:
+            break
+        frames.append(protocol.decode_frame(rest[:size]))
+        rest = rest[size:]
+    prompts = [f for f in frames if "result" not in f]
+    assert all(set(f) == {"prompt", "style"} for f in prompts), frames
+    assert len(prompts) <= 1, f"a second prompt on one connection: {frames}"
+    if len(prompts) == len(frames):
         return
-    size = protocol.HEADER_SIZE + protocol.body_length(data[:protocol.HEADER_SIZE])
-    assert len(data) <= size, "more than one reply on a connection"
-    if len(data) == size:
-        reply = protocol.decode_frame(data)
-        assert reply.get("result") in RESULTS, reply
-        assert TARGET_UID not in reply
+    reply = frames[-1]
+    assert "result" in reply and not rest, f"more after the reply: {frames} {rest!r}"
+    assert frames[:-1] == prompts, f"more than one reply on a connection: {frames}"
+    assert reply["result"] in RESULTS, reply
+    assert TARGET_UID not in reply
+    if reply["result"] == "success":
+        _check_success(seen.name, reply, prompts, worker)
+
+
+def _check_success(name: str, reply: dict, prompts: list[dict], worker: FakeWorker) -> None:
+    """A `success` is the worker's reply to this connection's own job; a pin-login's
+    only after its prompt, for the check of the right PIN."""
+    assert JOB in reply, f"a success no worker gave: {reply}"
+    owner, verb, fields = worker.given[reply[JOB]]
+    assert owner == name, "another connection's reply"
+    assert verb != verbs.LOGIN, "a pin-login's status given as its verdict"
+    logins = [v for v, _ in worker.jobs.get(name, ()) if v == verbs.LOGIN]
+    assert not logins or prompts, "a pin-login's success without its prompt"
+    if prompts:
+        expected = "pin-check" if prompts[0]["style"] == "echo_off" else verbs.SETUP
+        assert verb == expected, f"{verb} answered a {prompts[0]['style']} prompt"
+    if verb == "pin-check":
+        assert fields["pin"] == RIGHT_PIN, "a success for a wrong PIN"
 
 
 def _check_counts(service) -> None:
     assert sum(service.per_uid.values()) == len(service.connections)
     assert all(n > 0 for n in service.per_uid.values())
+    waiting = service.at_prompt
+    assert waiting <= set(service.connections.values()), "a closed connection at a prompt"
+    assert len(waiting) <= service.limits.max_prompts
+    for uid in {c.caller.uid for c in waiting} - {0}:
+        assert sum(c.caller.uid == uid for c in waiting) <= service.limits.max_prompts_per_uid
     assert service.current is None or service.worker.running
