@@ -17,7 +17,8 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 2, 64
 def _options(args: argparse.Namespace) -> enable.Options:
     return enable.Options(root=args.root, confdir=args.confdir,
                           probe=assume_present if args.assume_modules else None,
-                          module=args.module_path, master_key=args.master_key)
+                          module=args.module_path, master_key=args.master_key,
+                          credentials=frozenset(args.credential_module))
 
 
 def _indent(lines, prefix: str = "    ") -> str:
@@ -248,6 +249,9 @@ def add_parsers(groups) -> None:
     en.add_argument("--confdir", help="the pam.d directory to edit (default /etc/pam.d)")
     en.add_argument("--assume-modules", action="store_true",
                     help="treat every module as installed (stacks from another machine)")
+    en.add_argument("--credential-module", action="append", default=[], metavar="NAME",
+                    help="also count NAME (a module file or pypam module) as checking a "
+                    "credential, as `pypam stack check` does")
     en.add_argument("--module-path", default=enable.PYPAM_MODULE, metavar="PATH",
                     help="pam_pypam.so as the lines name it (default: pam_pypam.so)")
     common(en)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .codes import DONE, IGNORE, IGNORE_CODE, MODULE_UNKNOWN, SUCCESS, code_name
 from .explain import display_name, explore, paths
-from .knowledge import CONDITION_MODULES, CREDENTIAL_MODULES
+from .knowledge import CONDITION_MODULES, credential_modules
 from .model import Handler, Kind, Stack
 from .modules import Probe
 from .parser import ETC_PAM_D, VENDOR_PAM_D, below, load_service
@@ -82,7 +82,7 @@ def check_services(services: list[str], *, confdir: str | None = None, root: str
                    extra_credentials: list[str] = ()) -> list[Finding]:
     """Findings for the given services (default: every service that no other file
     includes), worst first."""
-    credentials = CREDENTIAL_MODULES | {n.removesuffix(".so") for n in extra_credentials}
+    credentials = credential_modules(extra_credentials)
     explicit = bool(services)
     names = services or list_services(confdir, root)
     stacks = {n: load_service(n, confdir=confdir, root=root, probe=probe) for n in names}

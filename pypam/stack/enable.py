@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from . import check, debian, parser, presets, proof
 from .explain import outcome_table, sentence
-from .knowledge import CREDENTIAL_MODULES, short_name
+from .knowledge import CREDENTIAL_MODULES, credential_modules, short_name
 from .model import Handler, Kind, Stack
 from .modules import Probe
 
@@ -99,6 +99,13 @@ class Options:
     probe: Probe | None = None
     module: str = PYPAM_MODULE      # the module path written into the lines
     master_key: bool = False
+    #: more modules that check a credential (`--credential-module`, as for `pypam stack
+    #: check`): the PIN may go before them, and the proof branches over them
+    credentials: frozenset[str] = frozenset()
+
+    @property
+    def credential_modules(self) -> frozenset[str]:
+        return credential_modules(self.credentials)
 
 
 def pam_dir(opts: Options) -> str:
@@ -179,7 +186,7 @@ def plan_service(name: str, opts: Options, includers: dict[str, set[str]],
         sp.skipped = "it already has a tpm_pin line"
         return sp
     chain = before.conf["auth"]
-    anchor = _anchor(chain, sp.path)
+    anchor = _anchor(chain, sp.path, opts.credential_modules)
     if anchor is None:
         sp.skipped = "its auth stack checks no password (no credential module)"
         return sp
@@ -191,8 +198,8 @@ def plan_service(name: str, opts: Options, includers: dict[str, set[str]],
     after = _load(name, opts, {sp.path: sp.after})
     line = _origin(chain[anchor], sp.path)
     password = {h.ident for h in chain if _origin(h, sp.path) == line
-                and short_name(h) in CREDENTIAL_MODULES}
-    _prove(sp, before, after, (sp.path, pin_line), password, sp.added)
+                and short_name(h) in opts.credential_modules}
+    _prove(sp, before, after, (sp.path, pin_line), password, opts, sp.added)
     if sp.refused and opts.master_key and sp.proof and (sp.added or {
             v.rule for v in sp.proof.violations} & MASTER_KEY_RULES):
         sp.refused += ". " + MASTER_KEY_ALTERNATIVES
@@ -210,10 +217,10 @@ def _through(sp: ServicePlan, other: ServicePlan, opts: Options) -> None:
     sp.after = sp.before
     sp.notes = [f"gets the PIN through {other.path} (no edit of its own)"]
     chain = before.conf["auth"]
-    password = {h.ident for h in chain if short_name(h) in CREDENTIAL_MODULES
+    password = {h.ident for h in chain if short_name(h) in opts.credential_modules
                 and other.path in (h.file, *(v.file for v in h.via))}
     sp.proof = None
-    _prove(sp, before, after, (other.path, other.pin_line), password, other.added)
+    _prove(sp, before, after, (other.path, other.pin_line), password, opts, other.added)
 
 
 class _Refuse(Exception):
@@ -227,7 +234,7 @@ def _origin(h: Handler, path: str) -> int | None:
     return h.line if h.file == path else None
 
 
-def _anchor(chain: list[Handler], path: str) -> int | None:
+def _anchor(chain: list[Handler], path: str, credentials: frozenset[str]) -> int | None:
     """Index in `chain` of the first line brought in by the first service-file line
     that brings in a credential module."""
     for i, h in enumerate(chain):
@@ -235,7 +242,7 @@ def _anchor(chain: list[Handler], path: str) -> int | None:
         if line is None:
             continue
         group = [g for g in chain if _origin(g, path) == line]
-        if any(short_name(g) in CREDENTIAL_MODULES for g in group if g.kind != Kind.SUBSTACK):
+        if any(short_name(g) in credentials for g in group if g.kind != Kind.SUBSTACK):
             return i
     return None
 
@@ -385,7 +392,7 @@ def _load(name: str, opts: Options, overrides: dict[str, bytes]) -> Stack:
 
 
 def _prove(sp: ServicePlan, before: Stack, after: Stack, pin_at: tuple[str, int],
-           password_idents: set[int],
+           password_idents: set[int], opts: Options,
            added: frozenset[tuple[str, int]] = frozenset()) -> None:
     if after.failure is not None:
         sp.refused = f"the new file would not load: {after.failure.message}"
@@ -400,12 +407,14 @@ def _prove(sp: ServicePlan, before: Stack, after: Stack, pin_at: tuple[str, int]
                    if short_name(h) == "master_key"}
     before_keys = proof.keys_of(before)
     password = {before_keys[i] for i in password_idents}
-    sp.proof = proof.prove(before, after, pin_keys, password, master_keys, added)
+    credentials = opts.credential_modules
+    sp.proof = proof.prove(before, after, pin_keys, password, master_keys, added,
+                           credentials - CREDENTIAL_MODULES)
     sp.tables = (sentence(outcome_table(before, "auth")),
                  sentence(outcome_table(after, "auth")))
-    old = {(f.severity, f.message) for f in check.check_stack(before, CREDENTIAL_MODULES)}
+    old = {(f.severity, f.message) for f in check.check_stack(before, credentials)}
     sp.new_findings = list(dict.fromkeys(
-        f for f in check.check_stack(after, CREDENTIAL_MODULES)
+        f for f in check.check_stack(after, credentials)
         if f.severity != "info" and (f.severity, f.message) not in old))
     if not sp.proof.ok:
         sp.refused = "; ".join(v.message for v in sp.proof.violations)
@@ -468,8 +477,8 @@ def plan_common_auth(opts: Options) -> CommonAuthPlan:
             sp.notes.append(f"--master-key: master_key before the keyring in {', '.join(own)}")
         after = _load(name, opts, {p: data for p, (_, data) in files.items()})
         password = {h.ident for h in before.chain("auth") if h.file == auth
-                    and short_name(h) in CREDENTIAL_MODULES}
-        _prove(sp, before, after, (auth, pin_line), password)
+                    and short_name(h) in opts.credential_modules}
+        _prove(sp, before, after, (auth, pin_line), password, opts)
         plans.append(sp)
     remote = [sp.service for sp in plans if sp.service in presets.REMOTE]
     return CommonAuthPlan(files, plans, remote)

@@ -3,9 +3,13 @@
 Used to keep explanations about decisions: credential and condition modules are
 branched over (succeeds / fails / is unavailable / is ignored), pam_permit and pam_deny
 return what their source says, and every other module (pam_env, pam_limits, a keyring)
-is assumed to succeed: the worst case for "who gets in", since they check nothing.
+is assumed to succeed: the worst case for "who gets in" of one stack. It is not the
+worst case for what a PIN *skips* (the proof's rule 3): there an unknown module counts as
+a check, unless it is in CHECKS_NOTHING.
 """
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from .codes import SUCCESS
 from .model import Handler
@@ -22,6 +26,21 @@ CREDENTIAL_MODULES = frozenset({
 CONDITION_MODULES = frozenset({"pam_rootok", "pam_succeed_if", "pam_wheel", "pam_localuser",
                                "pam_listfile", "pam_access", "pam_timestamp", "pam_nologin",
                                "pam_securetty", "pam_time", "pam_faillock", "pam_shells"})
+#: Modules whose pam_sm_authenticate decides nothing about who logs in, so a correct
+#: PIN may skip them (the proof's rule 3; any other skipped module counts as a check,
+#: e.g. a second factor, unless its control ignores its failure).
+CHECKS_NOTHING = frozenset({
+    "pam_cap",            # sets inheritable capabilities (pam_setcred), denies no one
+    "pam_env",            # sets environment variables
+    "pam_group",          # grants groups in pam_setcred; authenticate returns PAM_IGNORE
+    "pam_faildelay",      # sets the delay after a failure
+    "pam_echo",           # prints a text
+    "pam_warn",           # logs the call
+    "pam_gnome_keyring",  # keeps the password to unlock the keyring (rule 5: master_key)
+    "pam_kwallet",        # the same for KWallet
+    "pam_kwallet5",
+    "pam_mount",          # keeps the password to mount volumes at the session
+})
 #: Fixed results by pam_sm_* function (Linux-PAM modules/pam_permit.c, pam_deny.c).
 FIXED_RESULTS = {
     "pam_permit": {f: SUCCESS for f in ("pam_sm_authenticate", "pam_sm_setcred",
@@ -31,6 +50,11 @@ FIXED_RESULTS = {
                  "pam_sm_open_session": 14, "pam_sm_close_session": 14,
                  "pam_sm_chauthtok": 20},
 }
+
+
+def credential_modules(extra: Iterable[str] = ()) -> frozenset[str]:
+    """CREDENTIAL_MODULES and the admin's `--credential-module` names (pam_x.so or pam_x)."""
+    return CREDENTIAL_MODULES | {n.removesuffix(".so") for n in extra}
 
 
 def short_name(h: Handler) -> str:

@@ -5,9 +5,10 @@ under every combination of what the deciding lines can return (credential and
 condition modules: succeeds, fails, is unavailable, is ignored, and every other code
 their control treats differently; the PIN line: every return code), branching only on
 the lines a run actually reaches. Every other module is assumed to succeed, as in
-`pypam stack explain`. Lines are matched between the two stacks by file, type, module,
-arguments and occurrence (not by line number or control, which the edit moves and
-re-counts). It reports a violation of any of these rules:
+`pypam stack explain` (but see rule 3 for the lines a PIN skips). Lines are matched
+between the two stacks by file, type, module, arguments and occurrence (not by line
+number or control, which the edit moves and re-counts). It reports a violation of any
+of these rules:
 
 1. no new way in: whatever the PIN line returns other than success, `after` succeeds
    only where `before` succeeded;
@@ -17,7 +18,13 @@ re-counts). It reports a violation of any of these rules:
    for pam_authenticate and the pam_setcred after it;
 3. the PIN replaces the password and nothing else: with a correct PIN, `after`
    succeeds exactly where `before` succeeds with a correct password (so a PIN skips
-   no second factor, lockout or condition check, and a correct PIN alone gets in);
+   no second factor, lockout or condition check, and a correct PIN alone gets in).
+   "Assumed to succeed" hides a check the PIN skips, so here a module the engine does
+   not know counts as a check: wherever a correct password and a correct PIN both get
+   in, each auth line the password's run passes through and the PIN's run skips is
+   tried failing (every code its control treats differently); if that refuses the
+   password's login, the edit is refused ("skips a check", naming the line), unless the
+   module is in knowledge.CHECKS_NOTHING;
 4. `master_key` (the keyring's token) runs only in pam_authenticate calls that
    succeed;
 5. with `master_key` in the stack (`--master-key`): wherever a correct password gets
@@ -36,7 +43,7 @@ from dataclasses import dataclass, field
 
 from .codes import IGNORE_CODE, INCOMPLETE, RETURN_VALUES, SUCCESS, code_name
 from .explain import classes_for, display_name
-from .knowledge import decides, fixed_result, short_name
+from .knowledge import CHECKS_NOTHING, decides, fixed_result, short_name
 from .model import Handler, Stack
 from .presets import KEYRING_MODULES
 from .simulate import Outcome, Transaction
@@ -119,11 +126,13 @@ class _Runner:
     """Runs one stack (`pam_authenticate` then `pam_setcred` on one handle) for a case."""
 
     def __init__(self, stack: Stack, pin_keys: set[Key], ours: set[Key],
-                 added: frozenset[tuple[str, int]] = frozenset()) -> None:
+                 added: frozenset[tuple[str, int]] = frozenset(),
+                 extra: frozenset[str] = frozenset()) -> None:
         self.stack = stack
         self.keys = keys_of(stack, added)
         self.pin_keys = pin_keys
         self.ours = ours            # lines the edit added (left out of traces)
+        self.extra = extra          # more credential modules (--credential-module)
 
     def run(self, case: dict[Key, int], pin: int | None,
             forced: frozenset[Key] = frozenset()) -> tuple[Outcome, Outcome]:
@@ -137,16 +146,16 @@ class _Runner:
                 return pin
             if key in forced:
                 return SUCCESS
+            if key in case:     # a deciding line, or a skipped line tried failing
+                return case[key]
             if short_name(h) == "master_key":
                 return IGNORE_CODE              # always (it only replaces PAM_AUTHTOK)
             fixed = fixed_result(h, function)
             if fixed is not None:
                 return fixed
-            if not decides(h):
+            if not decides(h, self.extra):
                 return SUCCESS
-            if key not in case:
-                raise _Need(key, [codes[0] for _, codes in classes_for(h, function)])
-            return case[key]
+            raise _Need(key, [codes[0] for _, codes in classes_for(h, function, self.extra)])
         transaction = Transaction(self.stack, results)
         return transaction.call("auth"), transaction.call("setcred")
 
@@ -169,11 +178,13 @@ def _keyring_ran(outcome: Outcome, after_master_key: bool) -> bool:
 
 def prove(before: Stack, after: Stack, pin_keys: set[Key], password_keys: set[Key],
           master_keys: set[Key] = frozenset(),
-          added: frozenset[tuple[str, int]] = frozenset()) -> Proof:
-    """Check the five rules (module docstring) over every case; see `Proof`."""
+          added: frozenset[tuple[str, int]] = frozenset(),
+          extra: frozenset[str] = frozenset()) -> Proof:
+    """Check the five rules (module docstring) over every case; see `Proof`. `extra`:
+    more modules that check a credential (branched over like pam_unix)."""
     proof = Proof()
-    b = _Runner(before, set(), set())
-    a = _Runner(after, pin_keys, set(pin_keys) | set(master_keys), added)
+    b = _Runner(before, set(), set(), extra=extra)
+    a = _Runner(after, pin_keys, set(pin_keys) | set(master_keys), added, extra)
     a.ours |= {key for key in a.keys.values() if key[6] == "added"}
     names = {key: display_name(h) for stack, keys in ((before, b.keys), (after, a.keys))
              for h in stack.chain("auth") for ident, key in keys.items() if h.ident == ident}
@@ -209,16 +220,18 @@ def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
     if before[0].undefined or any(r[0].undefined for r in runs.values()):
         return
     ok_before = before[0].code == SUCCESS
+    both_in = with_password[0].code == SUCCESS and runs[SUCCESS][0].code == SUCCESS
+    skipped = _skipped(b, a, with_password[0], runs[SUCCESS][0], forced) if both_in else []
+    # Rule 3's skipped checks (every rerun here may still branch the case: judge after).
+    checks = [h for h in skipped if _refuses(b, h, case, forced)]
     if all(code == SUCCESS for code in case.values()) and not proof.skipped_after_pin:
-        # By file, module and arguments: a copy the edit made for the PIN's path
-        # stands for the line it copies.
-        pin_ran = {(key[0], key[3], key[4]) for key in
-                   (a.keys[s.handler.ident] for s in runs[SUCCESS][0].steps)}
-        proof.skipped_after_pin = [names.get(key, key[3]) for key, _ in
-                                   _trace(b, with_password[0])
-                                   if (key[0], key[3], key[4]) not in pin_ran
-                                   and key not in forced
-                                   and key[3] not in ("pam_permit.so", "pam_deny.so")]
+        proof.skipped_after_pin = [display_name(h) for h in skipped
+                                   if h.name not in ("pam_permit.so", "pam_deny.so")]
+    for h in checks:
+        proof.add("skips a check", "a correct PIN would skip an auth line that runs after "
+                  "a correct password and can refuse the login (a module pypam does not "
+                  "know counts as a check, e.g. a second factor: pam_duo, pam_exec)",
+                  f"{h.where} ({h.name})")
     for pin, (auth, setcred) in runs.items():
         where = f"when {_words(case, names)} and the PIN line returns {code_name(pin)}"
         if pin != SUCCESS and auth.code == SUCCESS and not ok_before:
@@ -250,3 +263,31 @@ def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
                 proof.add("keyring locked after a PIN", "after a correct PIN the keyring "
                           "line does not run after master_key (it runs after a correct "
                           "password): the keyring would stay locked", where)
+
+
+def _skipped(b: _Runner, a: _Runner, with_password: Outcome, with_pin: Outcome,
+             forced: frozenset[Key]) -> list[Handler]:
+    """The auth lines a correct password's run passes through and a correct PIN's run
+    does not (by file, module and arguments: a copy the edit made for the PIN's path
+    stands for the line it copies); the password itself left out."""
+    pin_ran = {(key[0], key[3], key[4]) for key in
+               (a.keys[s.handler.ident] for s in with_pin.steps)}
+    return [s.handler for s in with_password.steps
+            if (key := b.keys[s.handler.ident]) not in b.ours and key not in forced
+            and (key[0], key[3], key[4]) not in pin_ran]
+
+
+def _refuses(b: _Runner, h: Handler, case: dict[Key, int], forced: frozenset[Key]) -> bool:
+    """Whether `h`, skipped by a correct PIN, is a check: failing (any code its control
+    treats differently from the others), it turns a correct password's login into a
+    refusal. Lines whose result the engine knows (pam_permit, pam_deny, master_key) and
+    deciding lines (already branched over in other cases) are not tried here."""
+    key = b.keys[h.ident]
+    name = short_name(h)
+    if (key in case or name in CHECKS_NOTHING or name == "master_key"
+            or fixed_result(h, "pam_sm_authenticate") is not None):
+        return False
+    codes = [c for _, (c, *_) in classes_for(h, "pam_sm_authenticate", frozenset({name}))
+             if c != SUCCESS]
+    return any(b.run({**case, key: code}, None, forced)[0].code != SUCCESS
+               for code in codes)
