@@ -126,6 +126,8 @@ class State:
                              "system; run `pypam disable --apply` first")
         files = []
         for n, (path, before, after) in enumerate(changes):
+            if os.path.islink(self.real(path)):     # enable refuses these; never replace one
+                raise ApplyError(f"{path} is a symbolic link: nothing written")
             st = os.stat(self.real(path))
             with open(self.real(path), "rb") as f:
                 if f.read() != before:

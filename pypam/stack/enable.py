@@ -175,6 +175,10 @@ def plan_service(name: str, opts: Options, includers: dict[str, set[str]],
     if not os.path.isfile(real):
         sp.skipped = f"no {sp.path} on this system"
         return sp
+    links = _links(opts, sp.path)
+    if links:
+        sp.refused = links
+        return sp
     with open(real, "rb") as f:
         sp.before = f.read()
     before = _load(name, opts, {})
@@ -225,6 +229,47 @@ def _through(sp: ServicePlan, other: ServicePlan, opts: Options) -> None:
 
 class _Refuse(Exception):
     pass
+
+
+def _links(opts: Options, path: str) -> str:
+    """Why `path` cannot be edited because of symbolic links, or "". Writing a service
+    file also changes every service whose file is a link to it (unproven, even one
+    refused by name), and writing a link would replace it by a regular file. Refused
+    rather than handled: proving and listing each alias would make one edit change
+    services the admin did not name, and the fix (a copy instead of a link) is the
+    admin's one command."""
+    if os.path.islink(real_path(opts, path)):
+        return (f"{path} is a symbolic link (to {os.readlink(real_path(opts, path))}): "
+                "writing it would replace the link by a file and change every service "
+                "that reads the same file, unproven (make it a copy first)")
+    dirs = [opts.confdir] if opts.confdir else [parser.ETC_PAM_D, parser.VENDOR_PAM_D]
+    aliases = []
+    for d in dirs:
+        try:
+            names = sorted(os.listdir(real_path(opts, d)))
+        except OSError:
+            continue
+        aliases += [other for n in names if (other := f"{d.rstrip('/')}/{n}") != path
+                    and _resolve(opts, other) == path]
+    if not aliases:
+        return ""
+    links = "is a symbolic link" if len(aliases) == 1 else "are symbolic links"
+    return (f"{', '.join(aliases)} {links} to it: the edit would give those services "
+            "the PIN too, unproven (make them copies first, then name the ones you want)")
+
+
+def _resolve(opts: Options, path: str) -> str | None:
+    """Where a chain of symbolic links starting at `path` ends, as a path of the system
+    below opts.root (an absolute link points inside that system, not this one's); `path`
+    itself if it is no link, None for a loop."""
+    for _ in range(40):                 # the kernel's own limit (MAXSYMLINKS)
+        real = real_path(opts, path)
+        if not os.path.islink(real):
+            return path
+        target = os.readlink(real)
+        path = os.path.normpath(target if target.startswith("/")
+                                else os.path.join(os.path.dirname(path), target))
+    return None
 
 
 def _origin(h: Handler, path: str) -> int | None:
