@@ -21,12 +21,12 @@ of these rules:
    no second factor, lockout or condition check, and a correct PIN alone gets in).
    "Assumed to succeed" hides a check the PIN skips, so here a module the engine does
    not know counts as a check: wherever a correct password and a correct PIN both get
-   in, each auth line the password's run passes through and the PIN's run skips is
-   tried failing (every code its control treats differently); if that refuses the
-   password's login, the edit is refused ("skips a check", naming the line), unless the
-   module is in knowledge.CHECKS_NOTHING;
+   in, each such line the password's run passes through is tried failing (every code
+   its control treats differently); where that refuses the password's login it must
+   refuse the PIN's too, else the edit is refused ("skips a check", naming the line),
+   unless the module is in knowledge.CHECKS_NOTHING (`_unknown_checks`);
 4. `master_key` (the keyring's token) runs only in pam_authenticate calls that
-   succeed;
+   succeed (also when such an unknown line fails, after a PIN or a password);
 5. with `master_key` in the stack (`--master-key`): wherever a correct password gets
    in and a keyring line (pam_gnome_keyring, pam_kwallet5) runs, a correct PIN gets in
    and a keyring line runs after master_key too (else the keyring stays locked after
@@ -222,8 +222,9 @@ def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
     ok_before = before[0].code == SUCCESS
     both_in = with_password[0].code == SUCCESS and runs[SUCCESS][0].code == SUCCESS
     skipped = _skipped(b, a, with_password[0], runs[SUCCESS][0], forced) if both_in else []
-    # Rule 3's skipped checks (every rerun here may still branch the case: judge after).
-    checks = [h for h in skipped if _refuses(b, h, case, forced)]
+    # Rule 3's unknown checks (every rerun here may still branch the case: judge after).
+    checks, token_after = (_unknown_checks(b, a, with_password[0], case, forced, master_keys)
+                           if both_in else ([], []))
     if all(code == SUCCESS for code in case.values()) and not proof.skipped_after_pin:
         proof.skipped_after_pin = [display_name(h) for h in skipped
                                    if h.name not in ("pam_permit.so", "pam_deny.so")]
@@ -232,6 +233,9 @@ def _check_case(proof: Proof, case: dict[Key, int], b: _Runner, a: _Runner,
                   "a correct password and can refuse the login (a module pypam does not "
                   "know counts as a check, e.g. a second factor: pam_duo, pam_exec)",
                   f"{h.where} ({h.name})")
+    for example in token_after:
+        proof.add("token after failure", "master_key (the keyring's token) runs in a "
+                  "login that fails", example)
     for pin, (auth, setcred) in runs.items():
         where = f"when {_words(case, names)} and the PIN line returns {code_name(pin)}"
         if pin != SUCCESS and auth.code == SUCCESS and not ok_before:
@@ -277,17 +281,44 @@ def _skipped(b: _Runner, a: _Runner, with_password: Outcome, with_pin: Outcome,
             and (key[0], key[3], key[4]) not in pin_ran]
 
 
-def _refuses(b: _Runner, h: Handler, case: dict[Key, int], forced: frozenset[Key]) -> bool:
-    """Whether `h`, skipped by a correct PIN, is a check: failing (any code its control
-    treats differently from the others), it turns a correct password's login into a
-    refusal. Lines whose result the engine knows (pam_permit, pam_deny, master_key) and
-    deciding lines (already branched over in other cases) are not tried here."""
-    key = b.keys[h.ident]
-    name = short_name(h)
-    if (key in case or name in CHECKS_NOTHING or name == "master_key"
-            or fixed_result(h, "pam_sm_authenticate") is not None):
-        return False
-    codes = [c for _, (c, *_) in classes_for(h, "pam_sm_authenticate", frozenset({name}))
-             if c != SUCCESS]
-    return any(b.run({**case, key: code}, None, forced)[0].code != SUCCESS
-               for code in codes)
+def _unknown_checks(b: _Runner, a: _Runner, with_password: Outcome, case: dict[Key, int],
+                    forced: frozenset[Key],
+                    master_keys: set[Key]) -> tuple[list[Handler], list[str]]:
+    """Rules 3 and 4 for the lines the engine assumes to succeed: each one a correct
+    password's run passes through is tried failing (every code its control treats
+    differently). Where that refuses the password's login, the same failure (of the
+    line, and of the copies the edit made of it for the PIN's path) must refuse a
+    correct PIN's login too (a line the PIN's run skips does not: a second factor the
+    PIN skips), and master_key must not run in that failing login, after a PIN or a
+    password. Not tried: lines whose result the engine knows (pam_permit, pam_deny,
+    master_key), deciding lines (every case branches over them) and
+    knowledge.CHECKS_NOTHING. Returns the skipped checks and rule 4's examples."""
+    skipped: list[Handler] = []
+    token_after: list[str] = []
+    for h in (s.handler for s in with_password.steps):
+        key = b.keys[h.ident]
+        name = short_name(h)
+        if (key in b.ours or key in forced or key in case or name in CHECKS_NOTHING
+                or name == "master_key" or fixed_result(h, "pam_sm_authenticate") is not None):
+            continue
+        copies = {k for k in a.keys.values() if k[6] == "added" and _copy_of(k, key)}
+        for code in (c for _, (c, *_) in classes_for(h, "pam_sm_authenticate",
+                                                      frozenset({name})) if c != SUCCESS):
+            failed = {**case, key: code}
+            if b.run(failed, None, forced)[0].code == SUCCESS:
+                continue                    # this failure cannot refuse the login
+            failed.update(dict.fromkeys(copies, code))
+            with_pin = a.run(failed, SUCCESS)[0]
+            if with_pin.code == SUCCESS and h not in skipped:
+                skipped.append(h)
+            for run in (with_pin, a.run(failed, AUTHINFO_UNAVAIL, forced)[0]):
+                if run.code != SUCCESS and any(a.keys[s.handler.ident] in master_keys
+                                               for s in run.steps):
+                    token_after.append(f"{h.where} ({h.name}) returns {code_name(code)}")
+    return skipped, token_after
+
+
+def _copy_of(added: Key, key: Key) -> bool:
+    """Whether the line the edit added at `added` is a copy of the line `key`."""
+    args = tuple(a for a in added[4] if a != "try_first_pass")
+    return (*added[:4], args, added[5]) == key[:6]

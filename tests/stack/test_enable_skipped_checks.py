@@ -107,6 +107,22 @@ def test_enable_learns_a_credential_module(tmp_path):
     assert sp.after.splitlines()[2] == b"auth required pam_matrix.so passdb=/x"
 
 
+def test_a_copied_unknown_check_runs_after_the_pin_but_the_token_may_not(tmp_path):
+    # --master-key copies the lines after the password into the PIN's path: pam_duo then
+    # runs after a correct PIN too (not skipped), but master_key runs after it, so in a
+    # login that pam_duo refuses (rule 4, as for a known check there).
+    root = _tree(tmp_path, "@include common-auth\n")
+    with open(os.path.join(root, "etc", "pam.d", "lightdm"), "w") as f:
+        f.write("@include common-auth\nauth required pam_duo.so\n"
+                "-auth optional pam_gnome_keyring.so\naccount required pam_permit.so\n")
+    (sp,) = enable.plan(["lightdm"], enable.Options(root=root, probe=assume_present,
+                                                    master_key=True))
+    assert b"module=tpm_pin\nauth required pam_duo.so\n" in sp.after.replace(b"  ", b" ")
+    assert {v.rule for v in sp.proof.violations} == {"token after failure"}, sp.refused
+    (v,) = sp.proof.violations
+    assert v.examples[0].startswith("/etc/pam.d/lightdm:2 (pam_duo.so) returns"), v.examples
+
+
 # -- through real libpam: what the refused edit would have let in ------------------------
 
 PIN = "4711"
