@@ -406,3 +406,22 @@ def test_a_policy_read_again_is_parsed_again_only_when_its_bytes_changed(tmp_pat
         load_policy(str(path))
     path.unlink()
     assert load_policy(str(path)) == Policy()
+
+
+def test_a_policy_reached_through_a_users_directory_or_symlink_is_refused(tmp_path):
+    """Review 3, R4: `policy=` names a path below a directory a user controls; the user
+    points it (a symlink of theirs) at another root-owned file called `policy` with a
+    weaker lockout and the PIN in clear. Fails on the code that walked nothing."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.chmod(tmp_path, 0o755)
+    real = tmp_path / "root-owned"
+    real.mkdir(mode=0o755)
+    (real / "policy").write_text("pin_lockout_max_attempts = 100\npin_session = plain\n")
+    os.chmod(real / "policy", 0o644)
+    users = tmp_path / "users"
+    users.mkdir(mode=0o755)
+    os.chown(users, nobody, -1)
+    (users / "pinpam").symlink_to(real)
+    with pytest.raises(PolicyError, match="symbolic link|owned by uid"):
+        load_policy(str(users / "pinpam" / "policy"))
+    assert load_policy(str(real / "policy")).pin_session == "plain"

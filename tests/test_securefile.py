@@ -83,3 +83,61 @@ def test_a_failed_replace_leaves_the_old_file_and_no_temporary(tmp_path):
         os.close(fd)
     assert sorted(os.listdir(tmp_path)) == ["d", "f"]
     assert (tmp_path / "f").read_bytes() == b"old"
+
+
+# --- absolute paths are walked from / (review 3, R4; checklist 25) ---------------------
+# A symlink or a directory someone else controls anywhere above the file would decide
+# which root-owned file is read: each component is opened O_NOFOLLOW relative to the
+# one before, and every ancestor must be owned by root or the euid and not writable by
+# group or others unless sticky (/tmp). These fail on the code that checked the last
+# component only.
+
+def _tree(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    (real / "f").write_bytes(b"root's")
+    os.chmod(real / "f", 0o644)
+    return real
+
+
+def test_a_symbolic_link_above_the_file_is_not_followed(tmp_path):
+    real = _tree(tmp_path)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(securefile.Refused, match=f"{tmp_path}/link is a symbolic link"):
+        read(tmp_path / "link" / "f")
+    with pytest.raises(securefile.Refused, match=f"{tmp_path}/link is a symbolic link"):
+        securefile.open_directory(str(tmp_path / "link"), owners=(0,),
+                                  forbidden=securefile.GROUP_OR_OTHERS_WRITE)
+    assert read(real / "f") == b"root's"
+
+
+def test_a_directory_another_user_owns_above_the_file_is_refused(tmp_path):
+    real = _tree(tmp_path)
+    os.chown(real, NOBODY, -1)  # they could rename `f` away and put their own there
+    with pytest.raises(securefile.Refused, match=f"{real} is owned by uid {NOBODY}"):
+        read(real / "f")
+    with pytest.raises(securefile.Refused, match=f"{real} is owned by uid {NOBODY}"):
+        securefile.open_directory(str(real / "absent"), owners=(0,),
+                                  forbidden=securefile.GROUP_OR_OTHERS_WRITE)
+    # The file's own trusted owners may own its directories: they choose its bytes anyway.
+    assert read(real / "f", owners=(0, NOBODY)) == b"root's"
+
+
+def test_a_writable_directory_above_the_file_is_refused_unless_sticky(tmp_path):
+    real = _tree(tmp_path)
+    os.chmod(real, 0o775)
+    with pytest.raises(securefile.Refused, match=f"{real} is writable by group or others"):
+        read(real / "f")
+    os.chmod(real, 0o1777)  # like /tmp: others cannot rename what they do not own
+    assert read(real / "f") == b"root's"
+
+
+def test_a_relative_path_with_a_directory_descriptor_is_not_walked(tmp_path):
+    real = _tree(tmp_path)
+    os.chown(tmp_path, NOBODY, -1)  # the caller vetted the descriptor already
+    fd = os.open(real, securefile.DIRECTORY_FLAGS)
+    try:
+        assert read("f", dir_fd=fd) == b"root's"
+    finally:
+        os.close(fd)
