@@ -20,9 +20,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 from devtools.pamhost import PAM_PYPAM_SO, result_name
-from tests.service.enrol_support import PASSWORD, UID, USER, as_user, running_in_namespace
+from tests.service.enrol_support import (
+    PASSWORD,
+    UID,
+    USER,
+    as_user,
+    running_in_namespace,
+)
 from tests.support.pin_env import NV_BASE, handle_of
 from tests.test_owner_auth import protect
 
@@ -45,7 +52,8 @@ def plant(pin_env, user: str) -> None:
     from pinutil.pin.index import PinIndex
     from pinutil.tpm.context import Tpm
 
-    pin_env.swtpm.tools("tpm2_nvundefine", "-C", "o", hex(handle_of(user)))
+    pin_env.swtpm.tools("tpm2_nvundefine", "-C", "o", hex(handle_of(user)),
+                        check=False)  # none there after a refused setup
     with Tpm(pin_env.swtpm.tcti) as tpm:
         PinIndex(tpm, handle_of(user)).define(PLANTED.encode(), 3, salted=False)
 
@@ -61,11 +69,13 @@ def test_root_setup_on_an_unprotected_tpm_warns_of_the_planted_pin(pin_env):
     human = setup_root(pin_env)
     assert human.returncode == 0, human.stderr
     assert warned(human.stdout + human.stderr), human
-    # --json: the same words in the `warning` field, every time (after a delete too).
+    # --json: the flag and the same words, every time (after a delete too).
     assert pin_env.pinutil("--yes", "delete", "root").returncode == 0
     done = setup_root(pin_env, "--json")
     assert done.returncode == 0, done.stderr
-    assert warned(json.loads(done.stdout)["warning"].encode()), done.stdout
+    answer = json.loads(done.stdout)
+    assert answer["owner_unprotected"] is True, answer
+    assert warned(answer["owner_warning"].encode()), answer
     # What the warning says is true: the planted PIN gets in (the default stays open).
     plant(pin_env, "root")
     assert login(pin_env, "root", PLANTED) == "PAM_SUCCESS"
@@ -90,7 +100,9 @@ def test_required_protection_enrols_on_a_protected_tpm_without_a_warning(pin_env
     pin_env.write_policy(require_owner_protection="yes")
     done = setup_root(pin_env, "--json")
     assert done.returncode == 0, done.stderr
-    assert "warning" not in json.loads(done.stdout), done.stdout
+    answer = json.loads(done.stdout)
+    assert answer["owner_unprotected"] is False and "owner_warning" not in answer, answer
+    assert b"WARNING" not in done.stderr, done.stderr
     assert pin_env.counter("root") == (0, 3)
     # The attacker's recipe is refused by the TPM itself now.
     attempt = pin_env.swtpm.tools("tpm2_nvundefine", "-C", "o", hex(handle_of("root")),
@@ -100,8 +112,6 @@ def test_required_protection_enrols_on_a_protected_tpm_without_a_warning(pin_env
 
 
 def _setup_through_service(pin_env, accounts, launcher):
-    import subprocess
-
     return subprocess.run([*accounts.prefix(), *as_user(), launcher, "--stdin", "setup"],
                           input=f"{PASSWORD}\n{PIN}\n".encode(), capture_output=True,
                           timeout=120, check=False, env={}, cwd="/")

@@ -366,8 +366,7 @@ def cmd_setup(ctx: Context) -> dict:
     pin = ctx.new_pin()
     with ctx.pin_index(user) as index:
         fields = lifecycle.setup(index, ctx.policy, ctx.caller, user, pin)
-    return {**fields, "message": f"PIN set up for {user.name} ({fields['limit']} failed "
-                                 "attempts lock it)"}
+    return lifecycle.setup_result(user.name, fields)
 
 
 def cmd_change(ctx: Context) -> dict:
@@ -592,6 +591,8 @@ def main(argv: list[str] | None = None, *, policy_path: str = DEFAULT_POLICY_PAT
             _emit_json(result)
         elif message:
             print(message)
+            if fields.get("owner_warning"):  # pinutil's own words (pin/lifecycle.py)
+                print(f"{PROG}: WARNING: {fields['owner_warning']}", file=sys.stderr)
         return ExitCode.OK
     except PinutilError as e:  # its class says the token, exit code and JSON fields
         outcome = e.token

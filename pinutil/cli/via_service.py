@@ -93,10 +93,9 @@ def setup(ctx) -> dict:
         raise lifecycle.already_enrolled(ctx.caller, user)
     ctx.audited_by_service = True
     reply = _ask(ctx, {"verb": "pin-setup", "user": user.name}, SetupConversation(ctx))
-    fields = {k: reply[k] for k in ("limit", "salt_key", "replaced_half_finished")
-              if k in reply}
-    return {**fields, "message": f"PIN set up for {user.name} ({reply.get('limit')} "
-                                 "failed attempts lock it)"}
+    fields = {k: reply[k] for k in ("limit", "salt_key", "replaced_half_finished",
+                                    "owner_unprotected") if k in reply}
+    return lifecycle.setup_result(user.name, fields)
 
 
 def change(ctx) -> dict:

@@ -23,6 +23,7 @@ from pinutil.errors import (
     AlreadyEnrolled,
     InvalidPin,
     NotEnrolled,
+    PermissionDenied,
     PinutilError,
     TpmUnavailable,
 )
@@ -111,11 +112,50 @@ def require_written(index, user: User) -> None:
         raise NotEnrolled(f"{user.name} has no PIN enrolled")
 
 
+#: What every setup on a TPM whose owner hierarchy has no password says (review 3's R3;
+#: README, "The owner hierarchy"). Not `owner protect` done for the admin: it costs
+#: other software its owner hierarchy (below), which is the admin's choice to make.
+OWNER_UNPROTECTED = (
+    "the TPM's owner hierarchy is not protected (empty owner password): anyone who can "
+    "boot this machine from another medium (a live USB stick; no account, no disk "
+    "access, disk encryption does not stop them) can replace this PIN with one of their "
+    "own, which then logs in as this user (screen lock, sudo). `pinutil owner protect` "
+    "(root) closes this; its cost: other software that uses the owner hierarchy with "
+    "the empty password then fails where it needs it (e.g. systemd-cryptenroll "
+    "--tpm2-device or clevis creating their primary key, tpm2-tools run with -C o and "
+    "no -P); README, \"The owner hierarchy\"")
+
+
+def owner_unprotected(tpm, policy: Policy) -> bool:
+    """Whether the TPM's owner hierarchy has no password (TPM2_PT_PERMANENT
+    ownerAuthSet, what `pinutil status` reports); PermissionDenied instead when the
+    policy says `require_owner_protection = yes`.
+
+    Only enrolment asks (one GetCapability per setup). A login does not: it would
+    cost every login one more TPM command for little. What the option guards is that
+    no PIN is enrolled where anyone with boot access can replace it; once a PIN was
+    enrolled under a protected owner, that attacker cannot take the password off
+    (HierarchyChangeAuth needs it; a TPM2_Clear, through the lockout hierarchy or an
+    open platform one, gives a new owner seed, which the salt key record refuses at
+    the next login): it comes off only by root's `pinutil owner release`."""
+    if tpm.hierarchy_auth_set()["owner"]:
+        return False
+    if policy.require_owner_protection:
+        raise PermissionDenied(
+            "the policy says require_owner_protection = yes and the TPM's owner "
+            "hierarchy is not protected: nothing was enrolled; root runs `pinutil owner "
+            "protect` first (README, \"The owner hierarchy\")")
+    return True
+
+
 def setup(index, policy: Policy, caller: User, user: User, pin: bytes) -> dict:
     """Enrol `pin` (checked against `policy` by the caller): the index, then its record
     (no record: the index goes again), then the salt key made persistent. The reply's
-    fields: limit, salt_key, replaced_half_finished (when a killed setup left one)."""
+    fields: limit, salt_key, replaced_half_finished (when a killed setup left one),
+    owner_unprotected. Refused before any change when the policy requires owner
+    protection and the TPM has none."""
     limit = policy.pin_lockout_max_attempts
+    unprotected = owner_unprotected(index.tpm, policy)
     with _locked(policy):
         if index.status().enrolled:
             raise already_enrolled(caller, user)
@@ -127,10 +167,23 @@ def setup(index, policy: Policy, caller: User, user: User, pin: bytes) -> dict:
         except BaseException:
             index.delete()  # no record, no login: do not leave an index behind
             raise
-    fields = {"limit": limit, "salt_key": _persist_salt_key(index.tpm)}
+    fields = {"limit": limit, "salt_key": _persist_salt_key(index.tpm),
+              "owner_unprotected": unprotected}
     if replaced:
         fields["replaced_half_finished"] = True
     return fields
+
+
+def setup_result(user_name: str, fields: dict) -> dict:
+    """pinutil's result for a setup's fields (direct, or pinutild's reply): the human
+    line and, whenever the owner hierarchy is unprotected, `owner_warning`, which
+    pinutil prints on its own line (stderr) every time. pinutil's own words, never
+    the service's text: a long one would be cut short where the service's are."""
+    result = {**fields, "message": f"PIN set up for {user_name} ({fields.get('limit')} "
+                                   "failed attempts lock it)"}
+    if fields.get("owner_unprotected"):
+        result["owner_warning"] = OWNER_UNPROTECTED
+    return result
 
 
 def _persist_salt_key(tpm) -> str:

@@ -42,6 +42,9 @@ Keys, defaults and limits:
     owner_auth_file           /etc/pinpam/owner-auth          absolute (the TPM owner
                                       password `pinutil owner protect` writes; absent:
                                       the owner hierarchy's factory empty password)
+    require_owner_protection  no      yes | no: `yes` makes every setup refuse while the
+                                      TPM's owner hierarchy has no password (enrolment
+                                      only, not logins: pin/lifecycle.py says why)
 
 Why these limits:
 - A PIN is the authValue of an NV index whose nameAlg is SHA-256, and the TPM caps an
@@ -109,6 +112,7 @@ class Policy(Record):
         "pin_min_length", "pin_max_length", "pin_lockout_max_attempts", "pin_charset",
         "pinutil_path", "tcti", "nv_base", "helper_timeout", "pin_session", "master_key_file",
         "state_dir", "service_socket", "master_key_auth_file", "owner_auth_file",
+        "require_owner_protection",
     )
     _DEFAULTS = {  # noqa: RUF012 - read-only (see pinutil.record)
         "pin_min_length": 4,
@@ -125,6 +129,7 @@ class Policy(Record):
         "service_socket": "/run/pinutild.sock",
         "master_key_auth_file": None,  # in state_dir: see __init__
         "owner_auth_file": "/etc/pinpam/owner-auth",
+        "require_owner_protection": False,
     }
     pin_min_length: int
     pin_max_length: int
@@ -140,6 +145,7 @@ class Policy(Record):
     service_socket: str
     master_key_auth_file: str
     owner_auth_file: str
+    require_owner_protection: bool
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -260,6 +266,12 @@ def _nv_base(text: str) -> int:
     return value
 
 
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise ValueError("must be yes or no")
+    return text == "yes"
+
+
 def _timeout(text: str) -> float:
     if not _is_number_text(text):
         raise ValueError("not a number of seconds")
@@ -284,6 +296,7 @@ _PARSERS = {
     "service_socket": _absolute_path,
     "master_key_auth_file": _absolute_path,
     "owner_auth_file": _absolute_path,
+    "require_owner_protection": _yes_no,
 }
 assert set(_PARSERS) == set(Policy._FIELDS)
 

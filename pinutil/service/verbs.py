@@ -20,7 +20,8 @@ agent helper names the agent's uid); anyone else may name only themselves.
     master-key-token  user      -> token (64 hex digits); root callers only
     master-key-status, -load, -clear: the key's administration, root callers only
                                    (master_key_verbs.py)
-    pin-setup   user            -> limit, salt_key; after the conversation (server.py):
+    pin-setup   user            -> limit, salt_key, owner_unprotected; after the
+                                   conversation (server.py):
                                    the password proof unless root, then the new PIN
     pin-change  user, pin [old_pin]  -> limit; old_pin needed unless root
     pin-delete  user [pin]      -> what ("PIN" or "half-finished PIN index"); pin
