@@ -153,8 +153,10 @@ def test_setup_status_test_change_delete_as_root(cli):
 
     result = cli.run("--json", "--stdin", "setup", stdin=PIN + "\n")
     assert result.returncode == 0, result.stderr
-    assert one_json(result) == {"command": "setup", "user": "root", "result": "success",
-                                "limit": 5, "salt_key": "ours"}
+    answer = one_json(result)
+    assert answer.pop("owner_warning").startswith("the TPM's owner hierarchy is not protected")
+    assert answer == {"command": "setup", "user": "root", "result": "success",
+                      "limit": 5, "salt_key": "ours", "owner_unprotected": True}
     assert_no_secret(result, PIN)
     assert cli.counter(ROOT_UID) == (0, 5)
 
