@@ -42,6 +42,7 @@ from tests.support.swtpm import start_swtpm
 
 PIN, WRONG_PIN, PASSWORD = "2580", "1111", "pw-of-alice"
 UNITS = ("pinutild.socket", "pinutild.service", "pinutil-proof.socket")
+REINSTALL = "apt-get install -y -qq --reinstall /srv/debs/pypam-tpm-pin_*.deb"
 # pinutild.service: --idle-exit 60. A bound, not a timing: only its passing is checked.
 IDLE_EXIT_BOUND = 180
 # Mounts a service must see read-only; what each unit may write is added to it.
@@ -297,6 +298,19 @@ def test_units_under_systemd_as_pid1(booted):
     assert _state(system, "pinutild.service") == ["active"]
     done = _as_alice(system, ["pamtester", "pypam-test", "alice", "authenticate"], f"{PIN}\n")
     assert done.returncode == 0, (done.stdout, done.stderr)
+    # An upgrade (a reinstall runs the maintainer scripts as one): the sockets listen
+    # again at once, and no old pinutild answers the new modules; nothing stopped is
+    # started.
+    before = _main_pid(system, "pinutild.service")
+    system.run(["sh", "-c", REINSTALL])
+    assert _state(system, "pinutild.socket", "pinutil-proof.socket") == ["active"] * 2
+    assert _main_pid(system, "pinutild.service") != before
+    done = _as_alice(system, ["pamtester", "pypam-test", "alice", "authenticate"], f"{PIN}\n")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    system.run(["systemctl", "stop", "pinutild.socket", "pinutil-proof.socket"])
+    system.run(["sh", "-c", REINSTALL])
+    assert _state(system, *UNITS) == ["inactive"] * 3
+    system.run(["systemctl", "start", "pinutild.socket", "pinutil-proof.socket"])
     journal = system.run(["journalctl", "-b", "--no-pager", "-o", "cat"]).stdout
     assert "PIN accepted for alice" in journal
     assert "setup by alice (uid 1000) for alice (uid 1000): success" in journal
