@@ -111,13 +111,22 @@ def _control_file(deb: str, name: str) -> str:
 def test_pinutild_is_neither_enabled_nor_started_by_installation(debs):
     # With backend=auto, logins use pinutild whenever its socket exists: installing the
     # package must not switch anyone's login path. The root below has no systemd to
-    # ask, so the maintainer scripts are read: no enable, no start, no restart.
+    # ask, so the maintainer scripts are read: no enable, no start, no restart of what
+    # is stopped. The one systemd call, on upgrade, restarts what runs (try-restart),
+    # after reloading the unit files; nothing stops our units before an upgrade (they
+    # would stay stopped: tests/package/test_systemd_pid1.py runs it all under systemd).
     deb = debs["new"]["pypam-tpm-pin"]
     postinst = _control_file(deb, "postinst")
     assert "pinutild.socket" in postinst  # dh_installsystemd's state keeping is there
     assert "pinutil-proof.socket" in postinst  # and the password proof's
-    for forbidden in ("deb-systemd-invoke", "systemctl"):
-        assert forbidden not in postinst, forbidden
+    calls = [line.strip() for line in postinst.splitlines()
+             if "deb-systemd-invoke" in line or "systemctl" in line]
+    assert calls == ["systemctl --system daemon-reload >/dev/null || :",
+                     "deb-systemd-invoke try-restart pinutild.socket pinutil-proof.socket "
+                     ">/dev/null || :"], calls
+    listing = subprocess.run(["dpkg-deb", "--info", deb], check=True, capture_output=True,
+                             text=True).stdout
+    assert " preinst" not in listing  # debhelper's would stop our units before an upgrade
     # Enabled again only where the administrator had enabled it (an upgrade).
     lines = postinst.splitlines()
     for i, line in enumerate(lines):
