@@ -121,9 +121,9 @@ def test_pinutild_is_neither_enabled_nor_started_by_installation(debs):
     assert "pinutil-proof.socket" in postinst  # and the password proof's
     calls = [line.strip() for line in postinst.splitlines()
              if "deb-systemd-invoke" in line or "systemctl" in line]
+    restart = "deb-systemd-invoke try-restart pinutild.socket pinutil-proof.socket"
     assert calls == ["systemctl --system daemon-reload >/dev/null || :",
-                     "deb-systemd-invoke try-restart pinutild.socket pinutil-proof.socket "
-                     ">/dev/null || :"], calls
+                     f"{restart} >/dev/null || :"], calls
     listing = subprocess.run(["dpkg-deb", "--info", deb], check=True, capture_output=True,
                              text=True).stdout
     assert " preinst" not in listing  # debhelper's would stop our units before an upgrade
