@@ -399,12 +399,6 @@ def with_answer(pending: dict, answer: dict, proven: bool) -> dict:
     return request
 
 
-def check_after_login(request: dict) -> dict:
-    """The pin-check a pin-login becomes once its prompt went out (its PIN comes with
-    the answer, `with_answer`)."""
-    return {**request, "verb": "pin-check"}
-
-
 def error_reply(error: errors.PinutilError) -> dict:
     """The reply fields of a domain error (its token and one line)."""
     reply = error.json_fields()
