@@ -195,8 +195,8 @@ class WrongPin(PinutilError):
 
 class PinThrottled(PinutilError):
     """pinutild refused the check without asking the TPM: too many wrong PINs in a row
-    for this user (docs/pinutild.md); `retry_after` whole seconds until it may go to
-    the TPM again. No attempt was spent."""
+    for this user, or the account's budget of TPM writes is spent (docs/pinutild.md);
+    `retry_after` whole seconds until it may go to the TPM again. No attempt was spent."""
 
     token, exit_code, pam_result, priority = "throttled", EXIT_PIN_REFUSED, PAM_AUTH_ERR, LOG_NOTICE
 

@@ -17,6 +17,7 @@ import sys
 
 from pinutil.pin.policy import DEFAULT_POLICY_PATH
 from pinutil.service.no_core import forbid_core_dumps
+from pinutil.service.nv_budget import WRITES_PER_HOUR
 from pinutil.service.server import LOGIN_ANSWER_SECONDS, MAX_PROMPTS, Limits, Server
 from pinutil.service.throttle import MAX_DELAY
 
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin-delay-max", type=float, default=MAX_DELAY, metavar="SECONDS",
                         help="the longest delay a user must wait for a PIN check after "
                              f"wrong PINs in a row (default {MAX_DELAY:g}; 0: none)")
+    parser.add_argument("--nv-writes-per-hour", type=int, default=WRITES_PER_HOUR,
+                        metavar="N",
+                        help="each account's budget of TPM NV writes (wrong PINs, the "
+                             "right PIN after them, setups, changes, deletes), refilled "
+                             f"at N an hour (default {WRITES_PER_HOUR}; 0: no budget)")
     parser.add_argument("--pin-prompt-timeout", type=float, default=LOGIN_ANSWER_SECONDS,
                         metavar="SECONDS",
                         help="longest wait for the PIN a login's prompt asks for (default "
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                              "checks the password of a user enrolling their own PIN; "
                              "without it pinutild must run as root and checks it itself")
     args = parser.parse_args(argv)
+    if args.nv_writes_per_hour < 0:
+        parser.error("--nv-writes-per-hour must be 0 or more")
     listener = systemd_listener()
     if listener is None:
         if not args.listen:
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[name]
     limits = Limits(request_seconds=args.request_timeout, tpm_seconds=args.tpm_timeout,
                     idle_exit=args.idle_exit, pin_delay_max=args.pin_delay_max,
-                    pin_prompt_seconds=args.pin_prompt_timeout, max_prompts=args.max_prompts)
+                    pin_prompt_seconds=args.pin_prompt_timeout, max_prompts=args.max_prompts,
+                    nv_writes_per_hour=args.nv_writes_per_hour)
     Server(listener, args.policy, limits, proof_socket=args.proof).serve()
     return 0
 

@@ -17,11 +17,14 @@ READING, WORKING, WRITING, PROVING = range(4)
 
 
 class Connection:
-    __slots__ = ("buffer", "caller", "deadline", "job", "need", "pending", "proof", "proven",
-                 "reply", "sock", "state")
+    __slots__ = ("account", "buffer", "caller", "deadline", "job", "need", "pending", "proof",
+                 "proven", "reply", "sock", "state")
 
     def __init__(self, sock: socket.socket, caller: User, deadline: float) -> None:
         self.sock, self.caller, self.deadline = sock, caller, deadline
+        # The uid it counts under (the per-uid cap, the queue's turns): the caller's,
+        # or from its request on the uid a root client acts for (server.py).
+        self.account = caller.uid
         self.buffer = bytearray()
         self.need = protocol.HEADER_SIZE
         self.state = READING

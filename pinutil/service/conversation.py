@@ -39,6 +39,7 @@ from pinutil.service.connection import (
     unavailable,
 )
 from pinutil.service.proof import ANSWER_SECONDS, PROOF_SECONDS
+from pinutil.users import ROOT_UID
 
 #: The verbs that ask back, and so may wait for a person.
 ASKS_BACK = frozenset({verbs.LOGIN, verbs.SETUP})
@@ -51,11 +52,11 @@ class Conversations:
         """A place at a prompt for this pin-login or pin-setup; when none is left, the
         request is refused at once with `tpm_unavailable` (its PAM client goes on to the
         password) and False returned. Nothing was sent to the TPM for it."""
-        limits, uid = self.limits, conn.caller.uid
+        limits, uid = self.limits, conn.account  # a root host's: the uid it acts for
         if len(self.at_prompt) >= limits.max_prompts:
             why = f"pinutild is busy: {limits.max_prompts} logins wait at their prompts"
-        elif (not conn.caller.is_root and limits.max_prompts_per_uid
-              <= sum(other.caller.uid == uid for other in self.at_prompt)):
+        elif (uid != ROOT_UID and limits.max_prompts_per_uid
+              <= sum(other.account == uid for other in self.at_prompt)):
             why = (f"pinutild is busy: {limits.max_prompts_per_uid} logins of yours wait "
                    "at their prompts")
         else:

@@ -14,7 +14,11 @@ access is serialised, and this process never opens the TPM. Waiting requests tak
 turns per caller uid (fairqueue.py), so one uid's queued requests cannot hold up
 another uid's login. After repeated wrong PINs for a user, a PIN check for them that
 comes too early is answered with `throttled` (throttle.py): never sent to the TPM,
-it delays nobody (root's, whose name only the worker resolves, is refused there).
+it delays nobody (root's, whose name only the worker resolves, is refused there). So
+is any request that could write to the PIN index of an account whose budget of TPM
+NV writes is spent (nv_budget.py: wrong PINs, resets, changes, setups, deletes). A
+root client acting for a user (`on_behalf_of`) counts as that user for all of it, the
+per-uid cap and the queue's turns included, from its request on.
 
 An exception while handling one event (a bug, or a fault nobody foresaw) is logged
 and ends only that connection (its client reads EOF: no answer, never success); the
@@ -44,7 +48,7 @@ import sys
 import traceback
 from time import monotonic
 
-from pinutil.service import peer, protocol, prover, verbs
+from pinutil.service import nv_budget, peer, protocol, prover, verbs
 from pinutil.service.connection import (
     READING,
     WORKING,
@@ -57,7 +61,8 @@ from pinutil.service.connection import (
 )
 from pinutil.service.conversation import ASKS_BACK, Conversations
 from pinutil.service.fairqueue import FairQueue
-from pinutil.service.throttle import MAX_DELAY, Throttle, refusal
+from pinutil.service.nv_budget import WRITES_PER_HOUR, NvBudget
+from pinutil.service.throttle import IN_A_ROW, MAX_DELAY, Throttle, refusal
 from pinutil.service.worker import PROBE, TARGET_UID, Worker, WorkerGone
 from pinutil.users import ROOT_UID, SERVICE_USER, User
 
@@ -77,8 +82,9 @@ class Limits:
     """The service's bounds; the defaults are the documented ones (docs/pinutild.md)."""
 
     __slots__ = ("idle_exit", "max_connections", "max_per_uid", "max_prompts",
-                 "max_prompts_per_uid", "max_proofs_per_uid", "pin_delay_max",
-                 "pin_prompt_seconds", "probe_seconds", "request_seconds", "tpm_seconds")
+                 "max_prompts_per_uid", "max_proofs_per_uid", "nv_writes_per_hour",
+                 "pin_delay_max", "pin_prompt_seconds", "probe_seconds", "request_seconds",
+                 "tpm_seconds")
 
     def __init__(self, request_seconds: float = 5.0, tpm_seconds: float = 3.0,
                  max_connections: int = 256, max_per_uid: int = 16,
@@ -86,7 +92,8 @@ class Limits:
                  pin_delay_max: float = MAX_DELAY, max_proofs_per_uid: int = 1,
                  pin_prompt_seconds: float = LOGIN_ANSWER_SECONDS,
                  max_prompts: int = MAX_PROMPTS,
-                 max_prompts_per_uid: int = MAX_PROMPTS_PER_UID) -> None:
+                 max_prompts_per_uid: int = MAX_PROMPTS_PER_UID,
+                 nv_writes_per_hour: int = WRITES_PER_HOUR) -> None:
         self.request_seconds = request_seconds  # whole request, then whole reply
         self.tpm_seconds = tpm_seconds  # one request's wait for the TPM worker
         self.max_connections = max_connections
@@ -103,9 +110,20 @@ class Limits:
         # own cap keeps the rest of max_connections for TPM work (review PL4).
         self.max_prompts = max_prompts
         self.max_prompts_per_uid = max_prompts_per_uid  # root's: only max_prompts
+        self.nv_writes_per_hour = nv_writes_per_hour  # each account's NV budget (0: none)
 
 
 _SERVICE = User(SERVICE_USER, -1)  # the caller of the breaker's probes
+#: The verbs that may write to a PIN index (NV): what they wrote is charged to its
+#: account's budget (nv_budget.py). While that budget is spent they are refused, and
+#: pin-login too, before its prompt (no PIN asked for in vain).
+WRITES_NV = verbs.TRIES_A_PIN | {verbs.SETUP}
+NV_BUDGETED = WRITES_NV | {verbs.LOGIN}
+#: The field holding the PIN a verb tries (a change's and a delete's only when given).
+_PIN_TRIED = {"pin-check": "pin", "pin-change": "old_pin", "pin-delete": "pin"}
+#: The NV writes of a verb that defines, replaces or undefines the index.
+_REPLACES = {verbs.SETUP: nv_budget.SETUP, "pin-change": nv_budget.CHANGE,
+             "pin-delete": nv_budget.DELETE}
 
 
 class Server(Conversations):
@@ -124,6 +142,7 @@ class Server(Conversations):
         self.worker = Worker(policy_path)
         self.jobs = FairQueue()  # waiting for the worker, in turns per uid
         self.throttle = Throttle(self.limits.pin_delay_max)  # delays after wrong PINs
+        self.budget = NvBudget(self.limits.nv_writes_per_hour)  # NV writes per account
         self.current: Job | None = None  # with the worker now
         self.breaker_open = False
         self.next_probe = 0.0
@@ -211,10 +230,10 @@ class Server(Conversations):
 
     def _idle_until(self) -> float:
         """When the service may exit for idleness: not while it remembers a user's
-        wrong PINs (the restart would forget them)."""
+        wrong PINs or a budget that is not full (the restart would forget them)."""
         until = self.last_activity + self.limits.idle_exit
-        forget = self.throttle.forget_at()
-        return until if forget is None else max(until, forget)
+        kept = [t for t in (self.throttle.forget_at(), self.budget.full_at()) if t is not None]
+        return max([until, *kept])
 
     def _idle(self) -> bool:
         return (bool(self.limits.idle_exit) and not self.connections
@@ -261,7 +280,7 @@ class Server(Conversations):
             self._end_proof(conn)
         if conn.job is not None:
             conn.job.cancelled = True  # not started: never will be; started: reply dropped
-        count_one_less(self.per_uid, conn.caller.uid)
+        count_one_less(self.per_uid, conn.account)
         self.selector.unregister(conn.sock)
         conn.sock.close()
         self.last_activity = monotonic()
@@ -315,8 +334,13 @@ class Server(Conversations):
         finally:
             if len(conn.buffer) == conn.need > protocol.HEADER_SIZE:
                 conn.buffer[:] = bytes(len(conn.buffer))  # the PIN, wiped as far as we can
+        if not answered and not self._counted_as_who_it_acts_for(conn, request):
+            return
         if answered:  # past its prompt: what is left is TPM work
             self.at_prompt.discard(conn)
+        elif (request["verb"] == verbs.SETUP
+              and self._refused_as_too_early(conn, verbs.SETUP, request)):
+            return  # before its prompts: the account's budget of TPM writes is spent
         elif request["verb"] in ASKS_BACK and not self._take_prompt_place(conn):
             return
         if not answered and request["verb"] == verbs.SETUP:
@@ -395,7 +419,7 @@ class Server(Conversations):
         conn.state = WORKING
         conn.deadline = monotonic() + self.limits.tpm_seconds  # its wait in the queue
         self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-        self.jobs.push(conn.caller.uid, conn.job)
+        self.jobs.push(conn.account, conn.job)  # its turn: the uid it acts for
 
     def _dispatch(self) -> None:
         """Give the idle worker its next job: the breaker's probe, or a client's."""
@@ -425,8 +449,7 @@ class Server(Conversations):
             job.connection.deadline = job.deadline
         # Root's PIN check names its account, which only the worker resolves (never
         # this loop: review F14); it refuses the check if that account must wait.
-        holds = (self.throttle.holds() if job.verb in verbs.THROTTLED and caller.is_root
-                 else {})
+        holds = self.holds() if job.verb in verbs.THROTTLED and caller.is_root else {}
         try:
             self.worker.send(job.verb, caller, job.fields, holds)
         except WorkerGone:
@@ -450,6 +473,8 @@ class Server(Conversations):
         target_uid = reply.pop(TARGET_UID, None)
         if job.verb in verbs.TRIES_A_PIN:  # counted even if its client has left: the TPM did
             self._count_pin_check(job, reply, target_uid)
+        if job.verb in WRITES_NV:
+            self._count_nv_writes(job, reply, target_uid)
         if job.connection is None:  # the probe
             if reply.get("result") == "success":
                 self.breaker_open = False
@@ -464,17 +489,61 @@ class Server(Conversations):
             return
         self._reply(conn, frame(reply))
 
-    # -- the per-user delay (throttle.py) ---------------------------------------------
-    def _refused_as_too_early(self, conn: Connection, verb: str, fields: dict) -> bool:
-        """Answer a PIN check that comes too soon after the user's wrong PINs with
-        `throttled` (no TPM command, no attempt spent); False if it may go on."""
-        if verb not in verbs.THROTTLED or conn.caller.is_root:
-            return False  # root's: the worker's to refuse (_dispatch sends it the holds)
-        wait = self.throttle.wait_left(conn.caller.uid)  # only their own PIN
-        if not wait:
+    # -- the per-user delay (throttle.py) and NV budget (nv_budget.py) -----------------
+    @staticmethod
+    def _acts_for(conn: Connection, fields: dict) -> int:
+        """The uid a request counts under: the one a root client says it acts for
+        (`on_behalf_of`: polkit's socket-activated agent helper acts for any local
+        user's agent), else the caller's own."""
+        if conn.caller.is_root and "on_behalf_of" in fields:
+            return fields["on_behalf_of"]
+        return conn.caller.uid
+
+    def _counted_as_who_it_acts_for(self, conn: Connection, request: dict) -> bool:
+        """From its request on, a root client acting for a uid counts as that uid
+        (review G8): against its cap of connections and in its turn of the queue, not
+        in root's (which has no cap, and holds every root login). False, and answered
+        "busy" like a full queue, when that uid has its cap of connections already."""
+        uid = self._acts_for(conn, request)
+        if uid == conn.account:
+            return True
+        if uid != ROOT_UID and self.per_uid.get(uid, 0) >= self.limits.max_per_uid:
+            self._reply(conn, unavailable(f"pinutild is busy: uid {uid} has "
+                                          f"{self.limits.max_per_uid} requests open"))
             return False
-        self._reply(conn, frame(refusal(wait).json_fields()))
+        count_one_less(self.per_uid, conn.account)
+        conn.account = uid
+        self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
         return True
+
+    def _refused_as_too_early(self, conn: Connection, verb: str, fields: dict) -> bool:
+        """Answer with `throttled` (no TPM command, no attempt spent) a PIN check that
+        comes too soon after the user's wrong PINs in a row, or any request that could
+        write to the PIN index of an account whose NV budget is spent; False if it may
+        go on."""
+        if verb not in NV_BUDGETED:
+            return False
+        uid = self._acts_for(conn, fields)  # only their own PIN (users.acting_for)
+        if uid == ROOT_UID:
+            # Root's: the worker's to refuse, for the account it resolves (_dispatch
+            # sends it the holds). Root's pin-setup, an administrator's, waits for
+            # neither (and root's `pinutil` goes to the TPM directly anyway).
+            return False
+        delay = self.throttle.wait_left(uid) if verb in verbs.THROTTLED else 0
+        budget = self.budget.wait_left(uid)
+        if not (delay or budget):
+            return False
+        answer = refusal(delay, IN_A_ROW) if delay >= budget else nv_budget.refusal(budget)
+        self._reply(conn, frame(answer.json_fields()))
+        return True
+
+    def holds(self) -> dict[int, int]:
+        """The accounts that root's requests may not reach the TPM for yet: uid ->
+        seconds, the longer of the delay's and the NV budget's wait."""
+        holds = self.throttle.holds()
+        for uid, wait in self.budget.holds().items():
+            holds[uid] = max(wait, holds.get(uid, 0))
+        return holds
 
     def _count_pin_check(self, job: Job, reply: dict, target_uid: int | None) -> None:
         result, attempts_left = reply.get("result"), reply.get("attempts_left")
@@ -486,6 +555,21 @@ class Server(Conversations):
             self.throttle.failed(target_uid)
         elif result in ("success", "wrong_pin"):  # right, or now locked by the TPM
             self.throttle.end(target_uid)
+
+    def _count_nv_writes(self, job: Job, reply: dict, target_uid: int | None) -> None:
+        """Charge what the request wrote to its account's NV budget."""
+        if target_uid is None and not job.connection.caller.is_root:
+            target_uid = job.connection.caller.uid  # its own index: the only one it may write
+        if target_uid is None:
+            return  # root's setup: its name only the worker resolved (never budgeted)
+        result = reply.get("result")
+        if result == "wrong_pin":
+            self.budget.wrong_pin(target_uid)
+        elif result == "success":
+            if _PIN_TRIED.get(job.verb) in job.fields:  # right: pinCount back to 0
+                self.budget.right_pin(target_uid)
+            if job.verb in _REPLACES:
+                self.budget.replaced(target_uid, _REPLACES[job.verb])
 
     def _worker_failed(self, job: Job | None, why: str) -> None:
         """The worker died or its pipe broke: replace it; the job's client is told."""

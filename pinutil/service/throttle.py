@@ -30,6 +30,9 @@ account is one of them. A wrong PIN counts against the uid the worker found for 
 name. Only the user and root can make a user's wrong PINs count, so the table holds
 at most one series per enrolled user.
 
+Wrong PINs that are not in a row, and PIN changes, are bounded by the account's
+budget of TPM writes beside this (nv_budget.py).
+
 Pure bookkeeping, with the clock passed in (tests use a fake one).
 """
 from __future__ import annotations
@@ -59,11 +62,14 @@ class _Series:
         self.failures, self.last = 0, 0.0
 
 
-def refusal(wait: int) -> PinThrottled:
-    """The answer to a PIN check that must wait `wait` more seconds (the event loop's
-    and the worker's, in the same words)."""
-    return PinThrottled(f"too many wrong PINs in a row: try again in {wait} s",
-                        retry_after=wait)
+IN_A_ROW = "too many wrong PINs in a row"
+
+
+def refusal(wait: int, why: str = "too many wrong PINs") -> PinThrottled:
+    """The answer to a PIN check that must wait `wait` more seconds. The event loop says
+    `why` (IN_A_ROW, or nv_budget's words); the worker, which refuses root's checks
+    with the holds of both (server.py), says only what both have in common."""
+    return PinThrottled(f"{why}: try again in {wait} s", retry_after=wait)
 
 
 class Throttle:

@@ -15,7 +15,8 @@ pin-setup is the setup conversation reached. The clock is a fake one.
 Checked all along: no exception escapes the handling of an event (the server's
 containment is turned into a crash here: a contained exception is still a bug), the
 connection counts add up, the connections at a prompt are open ones within their caps,
-and no PIN check reaches the worker while its user must wait (the per-user delay). Per
+and no PIN check reaches the worker while its user must wait (the per-user delay,
+the NV budget). Per
 connection (each has a caller of its own, so the worker knows whose job it runs): the
 worker gets at most one pin-login and at most one job that tries a PIN, the PIN check
 of a pin-login is its own user's; the client gets prompt frames and then at most one
@@ -45,6 +46,8 @@ TEMPLATES = [protocol.encode(fields) for fields in (
     {"verb": "pin-check", "user": "alice", "pin": b"1234"},
     {"verb": "pin-check", "user": "alice", "pin": b"9999"},
     {"verb": "pin-check", "user": "root", "pin": b"9999"},
+    {"verb": "pin-check", "user": "alice", "pin": b"9999", "on_behalf_of": 1000},
+    {"verb": "pin-status", "user": "alice", "on_behalf_of": 1001},
     {"verb": "pin-status", "user": "alice"},
     {"verb": "master-key-token", "user": "alice"},
     {"verb": "no-such-verb"},
@@ -75,10 +78,11 @@ class FakeWorker:
     """worker.Worker's interface without a TPM: each job's reply is ready at once
     (readable on `from_child`, as a real reply would be), unless `stuck`."""
 
-    def __init__(self, throttle) -> None:
+    def __init__(self, throttle, holds) -> None:
         self.throttle = throttle  # the server's: a check it says must wait never comes
         self.jobs: dict[str, list[tuple[str, dict]]] = {}  # per connection: what it sent
         self.given: dict[int, tuple[str, str, dict]] = {}  # reply serial: its job
+        self.holds = holds  # the server's: the delay's and the NV budget's
         self.pid = 0
         self.from_child = self._to_parent = -1
         self.stuck = False
@@ -99,13 +103,14 @@ class FakeWorker:
         if verb != PROBE:
             self._one_login_one_pin(caller.name, verb, fields)
         if verb in verbs.THROTTLED and caller.uid == 0:  # its name: the worker resolves it
-            assert holds == self.throttle.holds(), "root's check without the holds"
+            assert holds == self.holds(), "root's check without the holds"
             if ACCOUNT in holds:  # the real worker's refusal, before the TPM
                 self.replies.append(throttle.refusal(holds[ACCOUNT]).json_fields())
                 self.release()
                 return
-        assert verb not in verbs.THROTTLED or caller.uid == 0 or not self.throttle.wait_left(
-            caller.uid), "a PIN check sent to the TPM while its user must wait"
+        acting = fields.get("on_behalf_of", 0) if caller.uid == 0 else caller.uid
+        assert verb not in verbs.THROTTLED or acting == 0 or acting not in self.holds(), (
+            "a PIN check sent to the TPM while its user must wait")
         reply = self._answer(verb, fields)
         reply[JOB] = serial = len(self.given)
         self.given[serial] = (caller.name, verb, fields)
@@ -201,10 +206,11 @@ def run(data: bytes) -> None:
     server.peer.caller_of = lambda sock: arriving.popleft()
     server.prover.start = _no_proof
     limits = server.Limits(max_connections=6, max_per_uid=3, max_prompts=3,
-                           max_prompts_per_uid=2, pin_prompt_seconds=30.0)
+                           max_prompts_per_uid=2, pin_prompt_seconds=30.0,
+                           nv_writes_per_hour=20)
     service = StrictServer(listener, "/nonexistent/policy", limits)
-    service.throttle.clock = CLOCK
-    service.worker = worker = FakeWorker(service.throttle)
+    service.throttle.clock = service.budget.clock = CLOCK
+    service.worker = worker = FakeWorker(service.throttle, service.holds)
     service.listen()
     clients: list[socket.socket] = []
     received: dict[socket.socket, Received] = {}
@@ -347,6 +353,6 @@ def _check_counts(service) -> None:
     waiting = service.at_prompt
     assert waiting <= set(service.connections.values()), "a closed connection at a prompt"
     assert len(waiting) <= service.limits.max_prompts
-    for uid in {c.caller.uid for c in waiting} - {0}:
-        assert sum(c.caller.uid == uid for c in waiting) <= service.limits.max_prompts_per_uid
+    for uid in {c.account for c in waiting} - {0}:
+        assert sum(c.account == uid for c in waiting) <= service.limits.max_prompts_per_uid
     assert service.current is None or service.worker.running
