@@ -133,3 +133,21 @@ def test_one_user_holds_only_a_share_of_the_prompts(pin_env, pinutild):
     finally:
         caller.communicate("", timeout=60)
     assert pin_env.counter("nobody") == (0, 3)
+
+
+def test_a_root_host_acting_for_a_user_has_that_users_share(pin_env, pinutild):
+    """A root host acting for nobody (polkit's agent helper, driven by nobody's agent:
+    `on_behalf_of`) counts as nobody for the share too (review G8): on the old code
+    its logins were root's, bounded only by the 64 in all."""
+    pin_env.enrol("nobody", PIN)
+    pin_env.enrol("root", PIN)
+    socks = [begin(pinutild.socket, user="nobody", on_behalf_of=65534) for _ in range(5)]
+    with contextlib.ExitStack() as parked:
+        for sock in socks:
+            parked.enter_context(sock)
+        firsts = [next_frame(sock) for sock in socks]
+        assert firsts[:4] == [FIRST_PROMPT] * 4
+        assert firsts[4]["result"] == "tpm_unavailable", firsts[4]
+        with begin(pinutild.socket, user="root") as sock:  # root's own login
+            assert next_frame(sock) == FIRST_PROMPT
+    assert pin_env.counter("nobody") == (0, 3)
