@@ -25,6 +25,7 @@ import time
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
 from tests.support.terminal import answer_on_terminal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,6 @@ _AS_NOBODY_CODE = (
 _PERMIT_SERVICE = "auth required pam_permit.so\naccount required pam_permit.so\n"
 # -E -s (not -I): `-m` must find the package in the working directory, ROOT.
 PINUTIL = [sys.executable, "-E", "-s", "-m", "pinutil"]
-_SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
 def handle(uid: int) -> int:
@@ -86,7 +86,7 @@ class Cli:
         if isinstance(stdin, str):
             stdin = stdin.encode()
         if as_nobody:
-            cmd = [*_SETPRIV, sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT,
+            cmd = [*AS_NOBODY, sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT,
                    self.policy, self.pam_confdir, *args]
         else:
             cmd = [*PINUTIL, "--policy", self.policy, *args]
@@ -440,7 +440,7 @@ def test_nobody_may_not_choose_the_policy(cli):
 
 def test_environment_does_not_name_the_caller(cli):
     cli.enrol("root")
-    cmd = [*_SETPRIV, "env", "USER=root", "LOGNAME=root", "SUDO_UID=0", "HOME=/root",
+    cmd = [*AS_NOBODY, "env", "USER=root", "LOGNAME=root", "SUDO_UID=0", "HOME=/root",
            sys.executable, "-I", "-c", _AS_NOBODY_CODE, ROOT, cli.policy, cli.pam_confdir,
            "--stdin", "test"]
     result = subprocess.run(cmd, input=b"0000\n", check=False, capture_output=True,
@@ -588,7 +588,7 @@ def test_setgid_launcher_refuses_cross_user_and_policy(setgid_launcher):
                         (["--stdin", "delete", "root"], b"0000\n"),
                         (["--stdin", "setup", "root"], b"1234\n"),
                         (["--policy", "/tmp/x", "status"], b"")):
-        result = subprocess.run([*_SETPRIV, setgid_launcher, "--json", *args],
+        result = subprocess.run([*AS_NOBODY, setgid_launcher, "--json", *args],
                                 input=stdin, check=False, capture_output=True,
                                 env=hostile, timeout=TIMEOUT, start_new_session=True)
         assert result.returncode == 6, (args, result.stderr)

@@ -18,12 +18,12 @@ import pytest
 from tests.service.enrol_support import PASSWORD, PIN, PIN2, UID, USER
 from tests.support.accounts import setgid_tss_launcher
 from tests.support.pin_env import NV_BASE
+from tests.support.syslog_capture import AUTHPRIV
 from tests.support.terminal import answer_on_terminal
 
 HANDLE = NV_BASE + UID
 LIMIT = 3
-LOG_AUTHPRIV = 10
-AUTHPRIV_NOTICE, AUTHPRIV_WARNING = (LOG_AUTHPRIV, 5), (LOG_AUTHPRIV, 4)
+AUTHPRIV_NOTICE, AUTHPRIV_WARNING = (AUTHPRIV, 5), (AUTHPRIV, 4)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
 from tests.support.pam_python import PAM_PYTHON_SO
 from tests.support.pamhost import (
     PAM_AUTH_ERR,
@@ -40,7 +41,6 @@ from tests.support.pypam_stacks import assert_trusted_modules, pypam_service, re
 SERVICE = "pypam-hostile"
 PYVER = sysconfig.get_config_var("VERSION")  # "3.11": the shim's and pam_python's
 STDLIB = f"/usr/lib/python{PYVER}"
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 

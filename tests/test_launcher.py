@@ -16,11 +16,12 @@ import tempfile
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "shim"))
 import build_native
 
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 USAGE, UNAVAILABLE, UNKNOWN_USER = 2, 9, 10
 
 # Runs argv[2:] as the program argv[1] with fds 0-2 closed or argc == 0, as an
@@ -72,7 +73,7 @@ def lab():
 
 
 def run(argv, env=None, **kwargs):
-    return subprocess.run(NOBODY + argv, env=env or {"PATH": "/usr/bin:/bin"},
+    return subprocess.run([*AS_NOBODY, *argv], env=env or {"PATH": "/usr/bin:/bin"},
                           capture_output=True, timeout=60, check=False, **kwargs)
 
 

@@ -28,13 +28,13 @@ from pinutil.master_key import lifecycle, recovery
 from pinutil.master_key.lifecycle import MasterKeyAdmin
 from pinutil.master_key.token import MASTER_KEY_HANDLE, MasterKey, user_token
 from pinutil.tpm.context import Tpm
+from tests.support.accounts import AS_NOBODY
 from tests.support.pinutild import Pinutild
 from tests.support.swtpm import Swtpm, fresh_swtpm
 from tests.test_recovery import independent_seal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USERS = ["alice", "root", "zoë", "a" * 300]
-_SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 # `python -I` does not put the source tree on sys.path: the runner does.
 _MAIN_CODE = (
     "import sys; sys.path.insert(0, sys.argv[1]); from pinutil.cli.app import main; "
@@ -91,7 +91,7 @@ class Setup:
             policy: str | None = None) -> subprocess.CompletedProcess:
         policy = policy or self.policy
         if as_nobody:  # the policy only as main()'s default: --policy is root-only
-            cmd = [*_SETPRIV, sys.executable, "-I", "-c", _MAIN_CODE, ROOT, policy, *args]
+            cmd = [*AS_NOBODY, sys.executable, "-I", "-c", _MAIN_CODE, ROOT, policy, *args]
         else:
             cmd = [sys.executable, "-I", "-c", _MAIN_CODE, ROOT, "/nonexistent",
                    "--policy", policy, *args]

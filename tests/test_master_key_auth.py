@@ -26,8 +26,8 @@ from pinutil.tpm import sapi
 from pinutil.tpm.context import Tpm
 from pinutil.tpm.rc import TpmCommandError
 from pinutil.tpm.sapi import SALT_KEY_HANDLE
+from tests.support.accounts import AS_NOBODY
 from tests.support.kill_point import KillAtCommand
-from tests.support.pinutild import AS_NOBODY
 from tests.support.tpm_proxy import TpmProxy
 from tests.test_master_key import _MAIN_CODE, ROOT, Setup, software_token
 from tests.test_master_key import setup as setup  # noqa: PLC0414 - the fixture

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from pinutil.master_key import recovery
+from tests.support.accounts import AS_NOBODY, as_user
 from tests.support.agent import Agent
 from tests.support.pamhost import (
     PAM_AUTH_ERR,
@@ -254,8 +255,7 @@ def test_a_failed_login_never_hands_the_keyring_the_token(stack):
     assert got["auth"] not in (token_for(secret, USER), PIN, "0000")
 
 
-AS_NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--")
-AS_USER = ("setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "--")
+AS_USER = tuple(as_user(USER))
 
 
 @pytest.mark.parametrize(("agent_as", "gets_the_token"), [

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from tests.support.accounts import as_user
 from tests.support.pamhost import PAM_SERVICE_ERR, PAM_SUCCESS, run_pam
 from tests.support.pypam_stacks import pypam_service, stage_rcs
 from tests.test_pypam_errors import TrustedTmp
@@ -44,8 +45,7 @@ def user_link():
 
 
 def as_nobody(*argv: str) -> None:
-    subprocess.run(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
-                    "--clear-groups", *argv], check=True, timeout=10)
+    subprocess.run([*as_user(NOBODY.pw_uid, NOBODY.pw_gid), *argv], check=True, timeout=10)
 
 
 def run_logged(capture, confdir, moduledir: str):

@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 from pinutil import owner_auth
+from tests.support.accounts import AS_NOBODY
 from tests.support.kill_point import run_killed
 from tests.support.pamhost import result_name
 from tests.support.pin_env import PINUTIL, handle_of, write_file
@@ -26,7 +27,6 @@ PIN, NEW_PIN, WRONG = "2580", "4711", "1111"
 # tpm2-tools prints them
 REFUSALS = ("(0x9a2)", "(0x98e)")
 SALT_KEY, MASTER_KEY = "0x81000082", "0x81000081"
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 
 
 def owner_file(pin_env) -> str:
@@ -479,8 +479,7 @@ def test_protect_again_gives_a_file_written_before_the_service_to_its_group(
     st = os.stat(owner_file(pin_env))
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o600)
     Shape(pin_env, accounts)  # adds the account and group `pinutild`
-    as_service = [*accounts.prefix(), "setpriv", f"--reuid={SERVICE_UID}",
-                  f"--regid={SERVICE_UID}", "--clear-groups", "--", "cat", owner_file(pin_env)]
+    as_service = [*accounts.prefix(), *accounts.as_user(SERVICE_UID), "cat", owner_file(pin_env)]
     assert subprocess.run(as_service, capture_output=True, check=False).returncode != 0
     again = subprocess.run([*accounts.prefix(), PINUTIL, "--policy", pin_env.policy, "--json",
                             "owner", "protect"], capture_output=True, timeout=60, check=False,
@@ -557,8 +556,7 @@ def test_the_service_can_read_the_owner_password_but_never_the_lockout_password(
                            "owner", "protect"], capture_output=True, timeout=60,
                           check=False, env={}, cwd="/")
     assert done.returncode == 0, done.stderr
-    as_service = [*accounts.prefix(), "setpriv", f"--reuid={SERVICE_UID}",
-                  f"--regid={SERVICE_UID}", "--clear-groups", "--", "cat"]
+    as_service = [*accounts.prefix(), *accounts.as_user(SERVICE_UID), "cat"]
     readable = subprocess.run([*as_service, owner_file(pin_env)], capture_output=True,
                               check=False)
     assert readable.returncode == 0, readable.stderr

@@ -14,6 +14,7 @@ import pytest
 
 from pinutil.errors import InvalidPin, PolicyError
 from pinutil.pin.policy import DEFAULT_POLICY_PATH, Policy, load_policy, parse_policy
+from tests.support.accounts import AS_NOBODY
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
@@ -183,8 +184,7 @@ def test_file_owned_by_the_effective_uid_is_accepted(open_dir):
             "load_policy(sys.argv[2]).pin_min_length)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-         sys.executable, "-I", "-c", code, own, root_owned, root],
+        [*AS_NOBODY, sys.executable, "-I", "-c", code, own, root_owned, root],
         check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["6", "7"]
@@ -222,8 +222,7 @@ def test_unreadable_file_is_an_error(open_dir):
             "except PolicyError as e:\n    print(e); sys.exit(3)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-         sys.executable, "-I", "-c", code, path, root],
+        [*AS_NOBODY, sys.executable, "-I", "-c", code, path, root],
         check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 3, result.stderr
     assert "cannot open" in result.stdout and path in result.stdout

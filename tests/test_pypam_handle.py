@@ -30,6 +30,7 @@ from tests.support.pypam_stacks import (
     reports,
     stage_rcs,
 )
+from tests.support.syslog_capture import AUTHPRIV
 
 SERVICE = "pypam-handle"
 CONV_FAULTS = ["--no-conv", "--conv-error", "--conv-null-resp", "--conv-null-answers"]
@@ -273,14 +274,13 @@ def test_syslog_and_logger_reach_syslog_without_debug_lines(syslog_capture, pam_
     pam_confdir.write(SERVICE, pypam_service("logs"))
     report = syslog_capture.run_pam(pam_confdir, SERVICE)
     assert stage_rcs(report) == [PAM_SUCCESS]
-    authpriv = syslog.LOG_AUTHPRIV >> 3
     assert _log_lines(syslog_capture) == [
-        (authpriv, syslog.LOG_NOTICE, "direct-notice-line"),
-        (authpriv, syslog.LOG_DEBUG, "direct-debug-line"),  # explicit: always sent
-        (authpriv, syslog.LOG_INFO, "logger-info-line two"),
-        (authpriv, syslog.LOG_WARNING, "logger-warning-line"),
-        (authpriv, syslog.LOG_ERR, "logger-error-line"),
-        (authpriv, syslog.LOG_CRIT, "logger-critical-line with percent %s %n"),
+        (AUTHPRIV, syslog.LOG_NOTICE, "direct-notice-line"),
+        (AUTHPRIV, syslog.LOG_DEBUG, "direct-debug-line"),  # explicit: always sent
+        (AUTHPRIV, syslog.LOG_INFO, "logger-info-line two"),
+        (AUTHPRIV, syslog.LOG_WARNING, "logger-warning-line"),
+        (AUTHPRIV, syslog.LOG_ERR, "logger-error-line"),
+        (AUTHPRIV, syslog.LOG_CRIT, "logger-critical-line with percent %s %n"),
     ]
     # Lines carry pam_syslog's "pam_pypam(service:type)" prefix.
     assert all(m.startswith(f"pam_pypam({SERVICE}:auth): [logs] ")
@@ -305,7 +305,7 @@ def test_logger_debug_lines_only_with_debug_argument(syslog_capture, pam_confdir
     pam_confdir.write(SERVICE, pypam_service("logs", "debug"))
     syslog_capture.run_pam(pam_confdir, SERVICE)
     lines = _log_lines(syslog_capture)
-    assert (syslog.LOG_AUTHPRIV >> 3, syslog.LOG_DEBUG, "logger-debug-line 1") in lines
+    assert (AUTHPRIV, syslog.LOG_DEBUG, "logger-debug-line 1") in lines
     assert len(lines) == 7
 
 

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
 from tests.support.pamhost import PAM_AUTHINFO_UNAVAIL, PAM_SUCCESS, result_code
 from tests.support.pin_env import PINUTIL, write_file
 
@@ -54,8 +55,7 @@ def test_record_and_show_commands(pin_env):
 
 
 def test_only_root_records_it(pin_env):
-    done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                           PINUTIL, "salt-key", "record"], capture_output=True, env={},
+    done = subprocess.run([*AS_NOBODY, PINUTIL, "salt-key", "record"], capture_output=True, env={},
                           check=False, timeout=60)
     assert done.returncode == 6 and b"only root" in done.stderr
 

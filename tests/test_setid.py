@@ -12,8 +12,9 @@ import tempfile
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 ASK = ("import sys; sys.path.insert(0, sys.argv[1]); {before}"
        "from pinutil.setid import running_setid; print(running_setid())")
 PYTHON = os.path.realpath("/usr/bin/python3")  # the interpreter the shim embeds

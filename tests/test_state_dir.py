@@ -25,7 +25,7 @@ import pytest
 from pinutil.pin import enrolment, salt_key, state
 from pinutil.pin.enrolment import EnrolmentRecord, RecordError
 from pinutil.pin.policy import parse_policy
-from tests.support.accounts import as_user
+from tests.support.accounts import AS_NOBODY, as_user
 from tests.support.pin_env import ROOT
 
 SERVICE = "daemon"  # stands in for pinutild (see the module docstring)
@@ -188,8 +188,7 @@ def test_the_service_makes_its_records_directory_in_its_own_state_directory(
     """Installed, the state directory exists but `enrolments` may not (nobody enrolled
     yet): the service, not root, makes it in its own directory; a user cannot."""
     state_dir = service_state_dir
-    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    other = subprocess.run([*as_user, sys.executable, "-c", _AS_SERVICE_WRITE, ROOT,
+    other = subprocess.run([*AS_NOBODY, sys.executable, "-c", _AS_SERVICE_WRITE, ROOT,
                             f"{state_dir}/enrolments", SERVICE],
                            capture_output=True, text=True, timeout=60, check=False)
     assert other.returncode != 0 and not os.path.exists(f"{state_dir}/enrolments")
@@ -495,8 +494,7 @@ def test_pinutil_migrate_state_then_the_pin_logs_in(pin_env):
     before = pin_env.run(svc, user="root", answers=["2580"])
     assert result_name(before, "auth") == "PAM_AUTHINFO_UNAVAIL" and before["conv_calls"] == 0
 
-    refused = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                              pin_env.build_launcher(), "migrate-state"],
+    refused = subprocess.run([*AS_NOBODY, pin_env.build_launcher(), "migrate-state"],
                              capture_output=True, text=True, timeout=60, check=False, env={})
     assert refused.returncode != 0 and "only root may move" in refused.stderr, refused.stderr
     assert not os.path.exists(state_dir)

@@ -22,6 +22,7 @@ import threading
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
 from tests.support.pamhost import (
     PAM_AUTH_ERR,
     PAM_CONV_ERR,
@@ -41,7 +42,6 @@ LIMIT = 3
 BACKENDS = ("direct", "helper", "daemon")
 LOCKED_TEXT = ("PIN locked (too many failures). Use your password. "
                "Root can reset the PIN with: pinutil change root")
-SETPRIV_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 HUNG_TIMEOUT_S = 2  # helper_timeout in the hung-TPM tests
 HUNG_BOUND_S = HUNG_TIMEOUT_S + 5  # generous: a loaded CI machine must not flake
 ABSENT_BOUND_S = 3.0
@@ -545,7 +545,7 @@ def _auto_service(env):
 
 
 def _as_nobody(env, svc, user, answers):
-    return login(env, svc, answers, user=user, host=env.setuid_host, prefix=SETPRIV_NOBODY)
+    return login(env, svc, answers, user=user, host=env.setuid_host, prefix=AS_NOBODY)
 
 
 def test_setuid_caller_gets_the_helper_and_cannot_test_roots_pin(setuid_env):
@@ -563,7 +563,7 @@ def test_setuid_caller_gets_the_helper_and_cannot_test_roots_pin(setuid_env):
 
     # The helper itself, run the same way (real uid nobody, euid root): test is refused
     # by the rules, not by an unreachable TPM.
-    done = subprocess.run([*SETPRIV_NOBODY, env.launcher, "--json", "--stdin", "test", "root"],
+    done = subprocess.run([*AS_NOBODY, env.launcher, "--json", "--stdin", "test", "root"],
                           input=(WRONG + "\n").encode(), capture_output=True, env={},
                           timeout=60, check=False, cwd="/")
     assert done.returncode == 6, (done.stdout, done.stderr)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import Self
 
-from tests.support.debian_root import DebianRoot
+from tests.support.debian_root import DebianRoot, run_captured
 
 BOOT_SECONDS = 120
 POWEROFF_SECONDS = 60
@@ -139,16 +139,9 @@ class BootedRoot:
 
     def run(self, argv: list[str], *, input: bytes | None = None, check: bool = True,
             cgroup_namespace: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.command(argv, cgroup_namespace=cgroup_namespace),
-                                input=input, capture_output=True, check=False,
-                                stdin=None if input is not None else subprocess.DEVNULL)
-        out = subprocess.CompletedProcess(result.args, result.returncode,
-                                          result.stdout.decode(errors="replace"),
-                                          result.stderr.decode(errors="replace"))
-        if check and out.returncode != 0:
-            raise AssertionError(f"{argv} failed ({out.returncode}) in {self.name}:\n"
-                                 f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        return out
+        return run_captured(self.command(argv, cgroup_namespace=cgroup_namespace),
+                            shown=argv, where=self.name, check=check, input=input,
+                            stdin=None if input is not None else subprocess.DEVNULL)
 
     def __exit__(self, *exc: object) -> None:
         try:

@@ -155,10 +155,15 @@ def booted(debs):
             tpm.kill()
 
 
+#: The command after this runs as alice in her login groups, with her home (inside the
+#: booted system: its own accounts, not the test's).
+AS_ALICE = ("setpriv", "--reuid", "alice", "--regid", "alice", "--init-groups",
+            "env", "HOME=/home/alice")
+
+
 def _as_alice(system: BootedRoot, argv: list[str], stdin: str = "",
               check: bool = False) -> subprocess.CompletedProcess:
-    return system.run(["setpriv", "--reuid", "alice", "--regid", "alice", "--init-groups",
-                       "env", "HOME=/home/alice", *argv], input=stdin.encode(), check=check)
+    return system.run([*AS_ALICE, *argv], input=stdin.encode(), check=check)
 
 
 def _state(system: BootedRoot, *units: str) -> list[str]:
@@ -258,8 +263,7 @@ def test_units_under_systemd_as_pid1(booted):
     # read-only system (it may write only pam_faillock's records).
     earlier = _proof_units(system)
     setup = subprocess.Popen(
-        system.command(["setpriv", "--reuid", "alice", "--regid", "alice", "--init-groups",
-                        "env", "HOME=/home/alice", "pinutil", "--json", "--stdin", "setup"]),
+        system.command([*AS_ALICE, "pinutil", "--json", "--stdin", "setup"]),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         proof, = _wait_for("a new pinutil-proof@.service",

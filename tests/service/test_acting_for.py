@@ -23,9 +23,9 @@ import uuid
 
 import pytest
 
+from tests.support.accounts import AS_NOBODY
 from tests.support.agent import Agent
 from tests.support.pamhost import prompts, result_name
-from tests.support.pinutild import AS_NOBODY
 
 PIN = "2580"
 WRONG = "1111"

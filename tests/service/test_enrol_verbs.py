@@ -24,10 +24,10 @@ from tests.service.enrol_support import (
     running_in_namespace,
 )
 from tests.support.pin_env import NV_BASE
+from tests.support.syslog_capture import AUTHPRIV
 
 HANDLE = NV_BASE + UID
-LOG_AUTHPRIV = 10
-NOTICE, WARNING = (LOG_AUTHPRIV, 5), (LOG_AUTHPRIV, 4)
+NOTICE, WARNING = (AUTHPRIV, 5), (AUTHPRIV, 4)
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import subprocess
 import threading
 
 from pinutil.service import client
+from tests.support.accounts import AS_NOBODY
 from tests.support.pin_env import handle_of
-from tests.support.pinutild import AS_NOBODY, PYTHON, ROOT, start_pinutild
+from tests.support.pinutild import PYTHON, ROOT, start_pinutild
 from tests.support.tpm_gate import gated_tpm
 from tests.support.tpm_proxy import CC_NV_READ_PUBLIC
 

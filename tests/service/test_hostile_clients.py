@@ -18,7 +18,8 @@ import pytest
 
 from pinutil import errors
 from pinutil.service import protocol
-from tests.support.pinutild import AS_NOBODY, PYTHON, start_pinutild
+from tests.support.accounts import AS_NOBODY
+from tests.support.pinutild import PYTHON, start_pinutild
 from tests.support.tpm_gate import gated_tpm
 
 PIN = "1234"

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from pinutil.master_key.token import MASTER_KEY_HANDLE
 from pinutil.tpm.sapi import SALT_KEY_HANDLE
-from tests.support.pinutild import AS_NOBODY
+from tests.support.accounts import AS_NOBODY, SU_LIKE
 from tests.support.tpm_proxy import TpmProxy
 from tests.test_master_key import _MAIN_CODE, ROOT, recover_secret, software_token
 
-SU_LIKE = ("setpriv", "--ruid=nobody", "--euid=0", "--")
 ADMIN_VERBS = [
     {"verb": "master-key-status"},
     {"verb": "master-key-load", "secret": bytes(32), "replace": True},

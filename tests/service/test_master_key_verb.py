@@ -10,10 +10,9 @@ import json
 import os
 
 from pinutil.master_key import recovery
+from tests.support.accounts import AS_NOBODY, SU_LIKE
 from tests.support.pamhost import PAM_PYPAM_SO
-from tests.support.pinutild import AS_NOBODY, tpm_code
-
-SU_LIKE = ("setpriv", "--ruid=nobody", "--euid=0", "--")
+from tests.support.pinutild import tpm_code
 
 
 def _init_master_key(pin_env) -> bytes:

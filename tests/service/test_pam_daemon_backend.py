@@ -15,12 +15,12 @@ import os
 import subprocess
 import sys
 
+from tests.support.accounts import AS_NOBODY
 from tests.support.pamhost import PAM_ERROR_MSG, result_name
 from tests.support.pinutild import ROOT, tpm_code
 
 PIN = "2580"
 WRONG = "1111"
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 # A private mount namespace whose /dev holds only null, zero, urandom and tty, then the
 # application as nobody with no_new_privs (set-id bits of anything it runs are ignored).
 _SANDBOX_SCRIPT = """
@@ -102,7 +102,7 @@ def test_a_sandboxed_application_logs_in_only_through_the_service(pin_env, pinut
     launcher = pin_env.build_launcher(mode=0o4755)
     socket = pin_env.policy_extra.pop("service_socket")
     pin_env.write_policy(pinutil_path=launcher)
-    assert auth(_sandboxed_login(pin_env, "helper", NOBODY)) == "PAM_SUCCESS"  # control
+    assert auth(_sandboxed_login(pin_env, "helper", AS_NOBODY)) == "PAM_SUCCESS"  # control
     assert auth(_sandboxed_login(pin_env, "helper", SANDBOX)) == "PAM_AUTHINFO_UNAVAIL"
     pin_env.policy_extra["service_socket"] = socket
     pin_env.write_policy(pinutil_path=launcher)
@@ -152,7 +152,7 @@ def test_a_socket_served_by_anyone_else_is_never_believed(pin_env):
     os.mkdir(den)
     os.chown(den, 65534, 65534)
     path = os.path.join(den, "fake.sock")
-    fake = subprocess.Popen([*NOBODY, sys.executable, "-I", "-c", _FAKE_SERVICE, path, ROOT],
+    fake = subprocess.Popen([*AS_NOBODY, sys.executable, "-I", "-c", _FAKE_SERVICE, path, ROOT],
                             stdout=subprocess.PIPE, text=True, cwd="/")
     try:
         assert fake.stdout.readline() == "ready\n"

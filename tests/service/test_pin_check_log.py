@@ -7,12 +7,13 @@ code before: two wrong pin-checks left no line."""
 from __future__ import annotations
 
 import os
-from syslog import LOG_AUTHPRIV
 
-from tests.support.pinutild import AS_NOBODY, Pinutild
+from tests.support.accounts import AS_NOBODY
+from tests.support.pinutild import Pinutild
+from tests.support.syslog_capture import AUTHPRIV
 
 PIN, WRONG = "2580", "1111"
-WARNING = (LOG_AUTHPRIV >> 3, 4)  # the facility number, as captured
+WARNING = (AUTHPRIV, 4)
 
 
 def _lines(syslog_capture) -> list:

@@ -16,7 +16,8 @@ from pinutil.service import protocol
 from tests.service.test_throttle_service import WRONG as THROTTLE_WRONG
 from tests.service.test_throttle_service import enrol as enrol_with_limit
 from tests.service.test_throttle_service import start as start_with_file_clock
-from tests.support.pinutild import AS_NOBODY, start_pinutild
+from tests.support.accounts import AS_NOBODY
+from tests.support.pinutild import start_pinutild
 
 PIN, WRONG = "1234", "9999"
 FIRST_PROMPT = {"prompt": "PIN: ", "style": "echo_off"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.pinutild import AS_NOBODY
+from tests.support.accounts import AS_NOBODY, SU_LIKE
 
 PIN = "1234"
 
@@ -93,11 +93,10 @@ def test_a_set_uid_root_caller_counts_as_its_real_uid(pin_env, pinutild):
     says 0; the service goes by the real uid, so a user cannot spend (and lock) another
     user's PIN attempts through a set-uid root host, as with the pinutil helper."""
     pin_env.enrol("root", PIN)
-    su_like = ("setpriv", "--ruid=nobody", "--euid=0", "--")
     for pin in (b"9999", PIN.encode()):
-        reply = pinutild.ask(su_like, verb="pin-check", user="root", pin=pin)
+        reply = pinutild.ask(SU_LIKE, verb="pin-check", user="root", pin=pin)
         assert reply["result"] == "permission_denied"
     assert pin_env.counter("root") == (0, 3)
     pin_env.enrol("nobody", PIN)  # its real uid's own PIN: allowed (sudo's case)
-    assert pinutild.ask(su_like, verb="pin-check", user="nobody",
+    assert pinutild.ask(SU_LIKE, verb="pin-check", user="nobody",
                         pin=PIN.encode())["result"] == "success"

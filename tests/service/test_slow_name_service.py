@@ -15,7 +15,8 @@ import time
 import pytest
 
 from pinutil.service import protocol
-from tests.support.pinutild import AS_NOBODY, PYTHON, ROOT, Pinutild
+from tests.support.accounts import AS_NOBODY
+from tests.support.pinutild import PYTHON, ROOT, Pinutild
 
 SLOW_NAME = "slow-directory-user"
 _SERVICE = """

@@ -16,8 +16,9 @@ import subprocess
 import pytest
 
 from pinutil.service import protocol
+from tests.support.accounts import AS_NOBODY
 from tests.support.pamhost import PAM_ERROR_MSG, result_name
-from tests.support.pinutild import AS_NOBODY, PYTHON, Pinutild, start_pinutild
+from tests.support.pinutild import PYTHON, Pinutild, start_pinutild
 
 PIN, WRONG = "1234", b"9999"
 LIMIT = 10

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.support.accounts import as_user
+
 from .harness import ROOT
 
 PYPAM = [sys.executable, "-m", "pypam"]
@@ -17,8 +19,7 @@ PYPAM = [sys.executable, "-m", "pypam"]
 def run(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
     command = [*PYPAM, *args]
     if user:
-        command = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups",
-                   *command]
+        command = [*as_user(user, "nogroup"), *command]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False, env={"PATH": os.environ["PATH"],
                                             "PYTHONPATH": ROOT})

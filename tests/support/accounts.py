@@ -129,11 +129,20 @@ def accounts(syslog_capture) -> Iterator[Accounts]:
         made.remove()
 
 
-def as_user(uid: int, gid: int | None = None) -> list[str]:
-    """The command after this runs as `uid` and group `gid` (default: the uid's number),
-    with no supplementary groups."""
+def as_user(uid: int | str, gid: int | str | None = None) -> list[str]:
+    """The command after this runs as `uid` and group `gid` (numbers or names; the group
+    defaults to the same number or name: a user's own group), with no supplementary
+    groups. Every test that drops to another account builds its setpriv line here."""
     gid = uid if gid is None else gid
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+
+#: The command after this runs as nobody:nogroup, with no supplementary groups: a user
+#: who owns nothing and may do nothing.
+AS_NOBODY = tuple(as_user("nobody", "nogroup"))
+#: The command after this runs as a set-uid-root program that nobody started (su, sudo,
+#: before they switch): real uid nobody, effective uid root.
+SU_LIKE = ("setpriv", "--ruid=nobody", "--euid=0", "--")
 
 
 def setgid_tss_launcher(pin_env) -> str:

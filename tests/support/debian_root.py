@@ -22,7 +22,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from typing import Self
+from typing import Any, Self
 
 CACHE_DIR = "/var/cache/pypam-test-distros"
 MAX_AGE_DAYS = 7
@@ -33,6 +33,22 @@ _HOST_FILES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/apt
                "/etc/pip.conf", "/etc/resolv.conf")
 # A container's apt setting that deletes downloaded packages: it would empty the cache.
 _HOST_FILES_SKIPPED = ("/etc/apt/apt.conf.d/docker-clean",)
+
+
+def run_captured(command: list[str], *, shown: list[str], where: str, check: bool = True,
+                 **kwargs: Any) -> subprocess.CompletedProcess:
+    """`command` run with stdout and stderr captured, returned as text (undecodable bytes
+    replaced). With `check`, a non-zero exit raises AssertionError naming `shown` (the
+    command as the test wrote it, without what enters the root) and `where` it ran, with
+    the end of both outputs. The one runner of DebianRoot and BootedRoot."""
+    result = subprocess.run(command, capture_output=True, check=False, **kwargs)
+    out = subprocess.CompletedProcess(result.args, result.returncode,
+                                      result.stdout.decode(errors="replace"),
+                                      result.stderr.decode(errors="replace"))
+    if check and out.returncode != 0:
+        raise AssertionError(f"{shown} failed ({out.returncode}) in {where}:\n"
+                             f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
 
 
 def _ensure_base_root(suite: str) -> str:
@@ -104,16 +120,9 @@ class DebianRoot:
         full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                     "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root"}
         full_env.update(env or {})
-        result = subprocess.run(
+        return run_captured(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", mounts, "sh", *argv],
-            input=input, capture_output=True, env=full_env, check=False)
-        out = subprocess.CompletedProcess(result.args, result.returncode,
-                                          result.stdout.decode(errors="replace"),
-                                          result.stderr.decode(errors="replace"))
-        if check and out.returncode != 0:
-            raise AssertionError(f"{argv} failed ({out.returncode}) in {root}:\n"
-                                 f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        return out
+            shown=argv, where=root, check=check, input=input, env=full_env)
 
     def files(self, exclude: tuple[str, ...]) -> set[str]:
         """Every path in the root with its mode and owner (and the content's hash for

@@ -16,11 +16,8 @@ import pytest
 
 from devtools.pinutild import PYTHON, ROOT, Pinutild, wait_for_listener
 
-__all__ = ["AS_NOBODY", "PYTHON", "ROOT", "Pinutild", "pinutild", "pinutild_policy",
+__all__ = ["PYTHON", "ROOT", "Pinutild", "pinutild", "pinutild_policy",
            "start_pinutild", "tpm_code", "wait_for_listener"]
-
-AS_NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--")
-
 
 
 #: Loaded without TPM code: the package, its docstring and the owner NV range (constants,

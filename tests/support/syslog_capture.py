@@ -34,6 +34,7 @@ import select
 import shutil
 import socket
 import stat
+import syslog
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,9 @@ import pytest
 
 from tests.support import pamhost
 
+#: LOG_AUTHPRIV as `SyslogLine.facility` holds it (the facility number, without the
+#: severity bits): where pam_syslog and pinutil's audit lines go.
+AUTHPRIV = syslog.LOG_AUTHPRIV >> 3
 #: Device nodes made available inside the namespace's /dev, when they exist.
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "tpmrm0", "tpm0")
 SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
