@@ -29,6 +29,10 @@ KEYRING_PACKAGES = ("gnome-keyring", "libpam-gnome-keyring", "dbus-daemon", "dbu
 LOGIN_COLLECTION = "/org/freedesktop/secrets/collection/login"
 #: The test secret's attributes (secret-tool store/lookup).
 ATTRIBUTES = ["pypam-test", "keyring"]
+#: A locked daemon in the foreground, in a session of its own as a daemon is; `cat`
+#: ends when the daemon closes its standard output (KeyringSession.start_daemon).
+LOCKED_DAEMON = ("(setsid gnome-keyring-daemon --foreground --components=secrets"
+                 " </dev/null 2>/dev/null &) | cat")
 
 
 class KeyringSession:
@@ -62,10 +66,21 @@ class KeyringSession:
     # -- the daemon ------------------------------------------------------------------
     def start_daemon(self, password: str | None = None) -> None:
         """Start gnome-keyring-daemon as pam_gnome_keyring does (`--login`, the
-        password on stdin: it unlocks, or creates, the login keyring), or with the
-        keyring locked (no password: as a session where no keyring module ran)."""
+        password on stdin: it unlocks, or creates, the login keyring, and goes on the
+        bus when the first client's D-Bus activation runs `--start`), or with the
+        keyring locked (no password: as a session where no keyring module ran, whose
+        daemon systemd's user unit starts in the foreground); returns once the locked
+        one is on the bus.
+
+        Not `--daemonize` for the locked one: that returns as soon as the control
+        socket listens, before the daemon has connected to the bus and taken
+        org.freedesktop.secrets (in about half the runs here). The next query then
+        finds the name unowned, and D-Bus activation starts a second daemon
+        (`--start`) that races the first one for it. In the foreground the daemon
+        closes its standard output once it is initialised, its names taken (its own
+        readiness signal, gkd-main.c): `cat` ends then, and with it this call."""
         if password is None:
-            self.run(["gnome-keyring-daemon", "--daemonize", "--components=secrets"])
+            self.run(["sh", "-c", LOCKED_DAEMON])
         else:
             self.run(["gnome-keyring-daemon", "--daemonize", "--login"], input=password)
 
