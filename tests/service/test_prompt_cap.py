@@ -21,7 +21,8 @@ from tests.service.test_pin_login import (
     begin,
     next_frame,
 )
-from tests.support.pinutild import AS_NOBODY, PYTHON, ROOT, start_pinutild
+from tests.support.accounts import AS_NOBODY
+from tests.support.pinutild import PYTHON, ROOT, start_pinutild
 
 #: The service's global cap on open connections (server.Limits.max_connections): as
 #: many parked prompts as the old service let in, so that nothing was left for others.

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.pinutild import PYTHON, ROOT, Pinutild, wait_for_listener
+from tests.support.accounts import AS_NOBODY
 
-__all__ = ["PYTHON", "ROOT", "Pinutild", "pinutild", "pinutild_policy",
+# AS_NOBODY is defined in tests.support.accounts (every setpriv line is built there) and
+# also importable from here, where service tests have long taken it.
+__all__ = ["AS_NOBODY", "PYTHON", "ROOT", "Pinutild", "pinutild", "pinutild_policy",
            "start_pinutild", "tpm_code", "wait_for_listener"]
 
 
