@@ -315,14 +315,16 @@ class Old:
                               capture_output=True, text=True, timeout=60, check=False)
 
     def found(self) -> dict:
-        """Each uid's record and the salt key, from the new place or else the old."""
+        """Each uid's record and the salt key, from the new place or else the old (the
+        records without the salt key they are bound to after the move: a kill may come
+        between the move and the binding; the complete run checks the binding)."""
         policy = parse_policy(f"state_dir = {self.state_dir}\n")
         found = {}
         for uid in UIDS:
             new = enrolment.read(policy.enrolment_dir, uid) if os.path.exists(
                 policy.enrolment_dir) else None
             old = enrolment.read(self.records, uid) if os.path.exists(self.records) else None
-            found[uid] = new or old
+            found[uid] = (new or old).replace(salt_key=None)
         new_key = salt_key.load_if_present(policy.salt_key_record) if os.path.exists(
             self.state_dir) else None
         found["salt_key"] = new_key or salt_key.load_if_present(f"{self.etc}/salt_key")
@@ -381,8 +383,13 @@ def test_the_move_is_complete_and_removes_the_old_files(tmp_path, monkeypatch, s
     assert len(report["moved"]) == 4 and report["problems"] == report["kept"] == []
     assert old.found() == expected()
     assert not os.path.exists(old.records) and not os.path.exists(f"{old.etc}/salt_key")
+    # The moved records, written before records named their salt key, are bound to it.
+    assert report["bound"] == [f"user{uid}" for uid in UIDS]
+    policy = parse_policy(f"state_dir = {old.state_dir}\n")
+    for uid in UIDS:
+        assert enrolment.read(policy.enrolment_dir, uid) == record(uid).replace(salt_key=NAME)
     again = old.run(service=service)  # nothing more to do
-    assert json.loads(again.stdout) == {"moved": [], "kept": [], "problems": []}
+    assert json.loads(again.stdout) == {"moved": [], "kept": [], "bound": [], "problems": []}
 
 
 @pytest.mark.parametrize("service", ["no-such-account-pypam", SERVICE])
@@ -416,7 +423,7 @@ def test_untrustworthy_old_records_stay_where_they_are(tmp_path):
     assert sorted(p.split(":")[0] for p in report["problems"]) == \
         [f"{old.records}/1001", f"{old.records}/1002"]
     policy = parse_policy(f"state_dir = {old.state_dir}\n")
-    assert enrolment.read(policy.enrolment_dir, 0) == record(0)
+    assert enrolment.read(policy.enrolment_dir, 0) == record(0).replace(salt_key=NAME)
     for uid in (1001, 1002):
         assert enrolment.read(policy.enrolment_dir, uid) is None
         assert os.path.exists(f"{old.records}/{uid}")
@@ -429,7 +436,7 @@ def test_a_record_already_in_the_new_place_wins(tmp_path):
     enrolment.write(policy.enrolment_dir, newer, as_root=True)
     report = json.loads(old.run().stdout)
     assert any(item.startswith(f"{policy.enrolment_dir}/1001") for item in report["kept"])
-    assert enrolment.read(policy.enrolment_dir, 1001) == newer
+    assert enrolment.read(policy.enrolment_dir, 1001) == newer.replace(salt_key=NAME)
     assert not os.path.exists(old.records)
 
 

@@ -349,7 +349,8 @@ def _require_recorded(ctx: Context, user: users.User) -> None:
     their own without the account password. `delete` may (with the PIN): afterwards a
     new PIN still needs the password, and a renamed account or a pinpam index can be
     cleared by its owner without root."""
-    enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user))
+    enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid, ctx.handle(user),
+                     ctx.policy.salt_key_record)
 
 
 def cmd_setup(ctx: Context) -> dict:
@@ -400,7 +401,7 @@ def _record_fields(ctx: Context, user: users.User) -> tuple[dict, str]:
     """The enrolment record for status: JSON fields and a phrase for the message."""
     try:
         record = enrolment.verify(ctx.policy.enrolment_dir, user.name, user.uid,
-                                  ctx.handle(user))
+                                  ctx.handle(user), ctx.policy.salt_key_record)
     except EnrolmentMismatch as e:
         return {"record": "mismatch", "record_problem": one_line(str(e))}, (
             f"; no PIN login: {one_line(str(e))}")
@@ -469,7 +470,8 @@ def cmd_adopt(ctx: Context) -> dict:
     users.may_adopt(ctx.caller)
     with ctx.pin_index(user) as index:
         lifecycle.require_written(index, user)
-    record = lifecycle.write_record(ctx.policy, user, ctx.handle(user))
+    record = lifecycle.write_record(ctx.policy, user, ctx.handle(user),
+                                    lifecycle.recorded_salt_key(ctx.policy))
     return {"enrolled_by": record.as_json(),
             "message": f"PIN index 0x{record.nv_index:08x} recorded as {user.name}'s"}
 

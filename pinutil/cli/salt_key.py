@@ -1,7 +1,9 @@
 """`pinutil salt-key ...`: record and show the salt key every salted PIN check trusts.
 
     pinutil salt-key record     (root) make the salt key persistent if needed and
-                                record its Name next to the policy (salt_key.py)
+                                record its Name in the state directory (salt_key.py);
+                                names the users whose enrolments were made under
+                                another key (void: pin/enrolment.py)
     pinutil salt-key show       (root) the recorded Name and the TPM's, and whether
                                 they match
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from pinutil.cli.options import add_actions
 from pinutil.errors import TpmUnavailable
-from pinutil.pin import salt_key
+from pinutil.pin import enrolment, salt_key
 from pinutil.tpm import sapi
 
 
@@ -40,11 +42,22 @@ def cmd_record(ctx) -> dict:
         before = salt_key.load_if_present(path)
     except TpmUnavailable:
         before = None  # an unusable record is replaced
+    records = ctx.policy.enrolment_dir
+    if before is not None:
+        # Records from before they named their salt key were made under `before`.
+        enrolment.bind_unbound(records, before)
     salt_key.save(path, name)
     changed = before is not None and before != name
-    return {"name": name.hex(), "record": path, "replaced": changed,
-            "message": f"salt key {name.hex()} recorded in {path}"
-                       + (f" (it was {before.hex()})" if changed else "")}
+    void = enrolment.made_under_another_key(records, name)
+    message = f"salt key {name.hex()} recorded in {path}"
+    if changed:
+        message += f" (it was {before.hex()})"
+    if void:
+        message += (f"; the PINs of {', '.join(void)} were enrolled under another salt key "
+                    "and no longer log in (a TPM Clear deleted them): `pinutil delete`, "
+                    "then users enrol again")
+    return {"name": name.hex(), "record": path, "replaced": changed, "void": void,
+            "message": message}
 
 
 def cmd_show(ctx) -> dict:

@@ -5,9 +5,21 @@ account is deleted and its uid given to a new account, the new account would inh
 the old owner's PIN. So `pinutil setup` (and `change`, `adopt`) writes a record
 
     <enrolment_dir>/<uid>:   uid=1001 / user=alice / nv_index=0x010003e9 / enrolled=<UTC>
+                             / salt_key=<the salt key Name recorded then, hex>
 
-and a login offers the PIN only if the record names the same uid, user name and index
-(`verify`); `pinutil delete` removes it. No record, or one that does not match, means
+and a login offers the PIN only if the record names the same uid, user name and index,
+and the salt key Name recorded now (`verify`); `pinutil delete` removes it.
+
+Why the salt key: a TPM Clear (the platform hierarchy, the firmware's menu, the lockout
+password) deletes every PIN index, changes the owner seed and so the salt key's Name,
+and empties the owner password: whoever cleared it can define an index with a PIN of
+their own at an enrolled user's handle. Salted checks then refuse (the Name is not the
+recorded one) until root runs `pinutil salt-key record`; a record bound to the old Name
+keeps refusing after that, so the re-record voids every enrolment instead of adopting
+what was planted. A record without the line (written before it existed) is accepted as
+before; `pinutil migrate-state` (run by the package and `make install`) and
+`pinutil salt-key record` bind such records to the Name recorded until then
+(`bind_unbound`). Nothing notices a Clear under `pin_session = plain` (README). No record, or one that does not match, means
 no PIN prompt (`EnrolmentMismatch`, PAM_AUTHINFO_UNAVAIL): an index enrolled by pinpam
 or before records existed is offered only after root runs `pinutil adopt USER`.
 
@@ -28,32 +40,38 @@ import os
 import time
 
 from pinutil import securefile
-from pinutil.errors import EnrolmentMismatch, PinutilError
-from pinutil.pin import state
+from pinutil.errors import EnrolmentMismatch, PinutilError, TpmUnavailable
+from pinutil.pin import salt_key, state
 from pinutil.record import Record
 
 MAX_RECORD_BYTES = 4096
 
 
 class EnrolmentRecord(Record):
-    """What setup wrote: the account and the index it enrolled, and when (UTC)."""
+    """What setup wrote: the account and the index it enrolled, when (UTC), and the
+    salt key Name recorded then (None: a record from before that line, or made while no
+    Name was recorded)."""
 
-    __slots__ = _FIELDS = ("uid", "user", "nv_index", "enrolled")
+    __slots__ = _FIELDS = ("uid", "user", "nv_index", "enrolled", "salt_key")
+    _DEFAULTS = {"salt_key": None}  # noqa: RUF012 - read-only (record.py)
     uid: int
     user: str
     nv_index: int
     enrolled: str
+    salt_key: bytes | None
 
     def text(self) -> str:
+        bound = "" if self.salt_key is None else f"salt_key={self.salt_key.hex()}\n"
         return (f"uid={self.uid}\nuser={self.user}\nnv_index=0x{self.nv_index:08x}\n"
-                f"enrolled={self.enrolled}\n")
+                f"enrolled={self.enrolled}\n{bound}")
 
     def describe(self) -> str:
         return f"{self.user} (uid {self.uid}) on {self.enrolled}"
 
     def as_json(self) -> dict:
         return {"uid": self.uid, "user": self.user, "nv_index": f"0x{self.nv_index:08x}",
-                "enrolled": self.enrolled}
+                "enrolled": self.enrolled,
+                "salt_key": None if self.salt_key is None else self.salt_key.hex()}
 
 
 class RecordError(PinutilError):
@@ -88,11 +106,21 @@ def _in_state_dir(directory: str, open_state, open_child, may_make=None) -> int 
 def parse(data: bytes, path: str) -> EnrolmentRecord:
     try:
         fields = dict(line.split("=", 1) for line in data.decode("utf-8").splitlines())
+        bound = fields.get("salt_key")
         return EnrolmentRecord(uid=int(fields["uid"]), user=fields["user"],
                                nv_index=int(fields["nv_index"], 16),
-                               enrolled=fields["enrolled"])
+                               enrolled=fields["enrolled"],
+                               salt_key=None if bound is None else _name(bound))
     except (ValueError, KeyError, UnicodeDecodeError):
         raise RecordError(f"enrolment record {path} is unreadable") from None
+
+
+def _name(text: str) -> bytes:
+    """A salt key Name as salt_key.py records it (SHA-256: 000b and 32 bytes, lowercase
+    hex); ValueError otherwise."""
+    if len(text) != 68 or not text.startswith("000b") or text != text.lower():
+        raise ValueError(text)
+    return bytes.fromhex(text)
 
 
 def read(directory: str, uid: int) -> EnrolmentRecord | None:
@@ -114,18 +142,20 @@ def read(directory: str, uid: int) -> EnrolmentRecord | None:
     return parse(data, path)
 
 
-def verify(directory: str, name: str, uid: int, nv_index: int) -> EnrolmentRecord:
-    """The record, if it names this account and index; else EnrolmentMismatch saying why
-    (the PIN must then not be offered)."""
+def verify(directory: str, name: str, uid: int, nv_index: int,
+           salt_key_record: str) -> EnrolmentRecord:
+    """The record, if it names this account and index and was made under the salt key
+    recorded now in `salt_key_record` (a path: the policy's); else EnrolmentMismatch
+    saying why (the PIN must then not be offered)."""
     try:
         found = read(directory, uid)
     except RecordError as e:
         found = e
-    return judge(found, name, uid, nv_index)
+    return judge(found, name, uid, nv_index, salt_key_record)
 
 
 def judge(found: EnrolmentRecord | RecordError | None, name: str, uid: int,
-          nv_index: int) -> EnrolmentRecord:
+          nv_index: int, salt_key_record: str) -> EnrolmentRecord:
     """verify's verdict on what `read` gave (a record, None, or its RecordError)."""
     if isinstance(found, RecordError):
         raise EnrolmentMismatch(str(found))
@@ -137,7 +167,32 @@ def judge(found: EnrolmentRecord | RecordError | None, name: str, uid: int,
         raise EnrolmentMismatch(
             f"the PIN index 0x{nv_index:08x} was enrolled for {found.describe()}, not for "
             f"{name} (uid {uid}): a reused uid? root: `pinutil delete {name}`")
+    if found.salt_key is not None:
+        _judge_salt_key(found.salt_key, salt_key_record, name)
     return found
+
+
+def _judge_salt_key(bound: bytes, salt_key_record: str, name: str) -> None:
+    """EnrolmentMismatch unless `bound`, the Name the record was made under, is the one
+    recorded now."""
+    try:
+        recorded = salt_key.load_if_present(salt_key_record)
+    except TpmUnavailable as e:
+        raise EnrolmentMismatch(str(e)) from None
+    if recorded is None:
+        raise EnrolmentMismatch(
+            f"the PIN of {name} was enrolled under the salt key {bound.hex()[:16]}..., and "
+            f"no salt key is recorded now in {salt_key_record}: root runs "
+            "`pinutil salt-key record`; if the TPM was cleared since, every PIN must be "
+            "enrolled again")
+    if recorded != bound:
+        raise EnrolmentMismatch(
+            f"the PIN of {name} was enrolled under the salt key {bound.hex()[:16]}..., "
+            f"not the recorded one ({recorded.hex()[:16]}...): if the TPM was cleared or "
+            "replaced since, that deleted every PIN and whatever is at the handle now was "
+            "not enrolled here: every PIN must be enrolled again (root: `pinutil delete "
+            f"{name}`, then `pinutil setup`); if only the record {salt_key_record} was "
+            "damaged, root runs `pinutil salt-key record` on this TPM")
 
 
 def _ensure_dir(directory: str, as_root: bool) -> int:
@@ -208,3 +263,43 @@ def remove(directory: str, uid: int) -> bool:
                           f"{e.strerror}") from None
     finally:
         os.close(dfd)
+
+
+def _uids(directory: str) -> list[int]:
+    dfd = open_dir(directory)
+    if dfd is None:
+        return []
+    try:
+        return sorted(int(n) for n in os.listdir(dfd) if n.isdigit() and n.isascii())
+    finally:
+        os.close(dfd)
+
+
+def _records(directory: str) -> list[EnrolmentRecord]:
+    """Every readable record (one login would refuse is skipped: it stays refused)."""
+    found = []
+    for uid in _uids(directory):
+        try:
+            record = read(directory, uid)
+        except RecordError:
+            continue
+        if record is not None:
+            found.append(record)
+    return found
+
+
+def bind_unbound(directory: str, name: bytes) -> list[str]:
+    """Root: every record without a salt key line (written before it existed) is bound
+    to `name`, the Name recorded while it was made; the users bound."""
+    bound = []
+    for record in _records(directory):
+        if record.salt_key is None:
+            write(directory, record.replace(salt_key=name), as_root=True)
+            bound.append(record.user)
+    return bound
+
+
+def made_under_another_key(directory: str, name: bytes) -> list[str]:
+    """The users whose records were made under a salt key other than `name`: no login
+    with those PINs once `name` is the recorded one."""
+    return [r.user for r in _records(directory) if r.salt_key not in (None, name)]

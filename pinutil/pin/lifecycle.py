@@ -27,7 +27,7 @@ from pinutil.errors import (
     PinutilError,
     TpmUnavailable,
 )
-from pinutil.pin import enrolment, slots
+from pinutil.pin import enrolment, salt_key, slots
 from pinutil.pin.policy import Policy
 from pinutil.users import User
 
@@ -89,9 +89,19 @@ def _someones_enrolment(policy: Policy, user: User, handle: int) -> str | None:
             "spare handles; that uid has an enrolment record)")
 
 
-def write_record(policy: Policy, user: User, handle: int) -> enrolment.EnrolmentRecord:
+def recorded_salt_key(policy: Policy) -> bytes | None:
+    """The salt key Name recorded now, which a new record is bound to (None when there
+    is none: pin_session = plain before any root setup); TpmUnavailable if the record
+    is unusable."""
+    return salt_key.load_if_present(policy.salt_key_record)
+
+
+def write_record(policy: Policy, user: User, handle: int,
+                 salt_key_name: bytes | None) -> enrolment.EnrolmentRecord:
+    """The record of `user`'s PIN at `handle`, bound to `salt_key_name`
+    (recorded_salt_key)."""
     record = enrolment.EnrolmentRecord(uid=user.uid, user=user.name, nv_index=handle,
-                                       enrolled=enrolment.now_utc())
+                                       enrolled=enrolment.now_utc(), salt_key=salt_key_name)
     enrolment.write(policy.enrolment_dir, record, as_root=_as_root())
     return record
 
@@ -163,7 +173,8 @@ def setup(index, policy: Policy, caller: User, user: User, pin: bytes) -> dict:
         _remove_leftover(index, policy, user)
         index.define(pin, limit, salted=policy.salted)
         try:
-            write_record(policy, user, index.handle)
+            # Read after define(): root's first salted setup records the Name there.
+            write_record(policy, user, index.handle, recorded_salt_key(policy))
         except BaseException:
             index.delete()  # no record, no login: do not leave an index behind
             raise
@@ -225,23 +236,26 @@ def change(index, policy: Policy, caller: User, user: User, old: bytes | None,
             # Only to an index recorded as theirs: otherwise the new owner of a reused
             # uid, knowing the old owner's PIN, would make it a PIN login of their own
             # without the account password.
-            enrolment.verify(policy.enrolment_dir, user.name, user.uid, index.handle)
+            enrolment.verify(policy.enrolment_dir, user.name, user.uid, index.handle,
+                             policy.salt_key_record)
             index.check(old, salted=policy.salted)
         # No checks of the new PIN or the salt key beforehand: define() makes them
         # before it changes anything, and a refusal there leaves the old PIN in place.
-        index = _move(index, policy, user, new, limit)
+        bound = recorded_salt_key(policy)  # an unusable record: refused, nothing changed
+        index = _move(index, policy, user, new, limit, bound)
         if index.handle != slots.primary(user.uid, policy.nv_base):
-            _move(index, policy, user, new, limit)
+            _move(index, policy, user, new, limit, bound)
     return {"limit": limit}
 
 
-def _move(index, policy: Policy, user: User, pin: bytes, limit: int):
-    """Enrol `pin` at the user's other handle, record it, delete `index`: the record
-    names a written index throughout. Returns the new index."""
+def _move(index, policy: Policy, user: User, pin: bytes, limit: int,
+          salt_key_name: bytes | None):
+    """Enrol `pin` at the user's other handle, record it (bound to `salt_key_name`),
+    delete `index`: the record names a written index throughout. Returns the new index."""
     target = _other_slot(index, policy, user)
     target.remove_leftover()
     target.define(pin, limit, salted=policy.salted)
-    write_record(policy, user, target.handle)
+    write_record(policy, user, target.handle, salt_key_name)
     index.delete()
     return target
 

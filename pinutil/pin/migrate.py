@@ -13,6 +13,11 @@ place wins (only the new place is written since the upgrade: it is the newer one
 its old copy is removed. An old file that cannot be trusted (wrong owner, writable by
 others, unreadable, naming another uid) is neither moved nor removed, and is reported.
 
+Then every record without a salt key line (written before records named the salt key
+they were made under: enrolment.py) is bound to the Name recorded now, so that a later
+TPM Clear and `pinutil salt-key record` void it like any newer record. Run again, it
+binds nothing more.
+
 Root only: it reads the old root:tss directory and writes the service's.
 """
 from __future__ import annotations
@@ -29,13 +34,26 @@ LEGACY_ENROLMENT_DIR = "/var/lib/pinpam/enrolments"
 
 def migrate(policy: Policy, policy_path: str,
             legacy_enrolment_dir: str = LEGACY_ENROLMENT_DIR) -> dict:
-    """Move what is found in the old places; {"moved": [...], "kept": [...],
-    "problems": [...]} (paths and reasons, for the caller to print)."""
-    report: dict = {"moved": [], "kept": [], "problems": []}
+    """Move what is found in the old places, bind older records to the salt key;
+    {"moved": [...], "kept": [...], "bound": [users], "problems": [...]} (paths and
+    reasons, for the caller to print)."""
+    report: dict = {"moved": [], "kept": [], "bound": [], "problems": []}
     _move_salt_key(salt_key.legacy_record_path(policy_path), policy.salt_key_record, report)
     if os.path.realpath(legacy_enrolment_dir) != os.path.realpath(policy.enrolment_dir):
         _move_records(legacy_enrolment_dir, policy.enrolment_dir, report)
+    _bind_records(policy, report)
     return report
+
+
+def _bind_records(policy: Policy, report: dict) -> None:
+    """Records without a salt key line get the Name recorded now (none recorded: they
+    stay as they are, accepted as before)."""
+    try:
+        name = salt_key.load_if_present(policy.salt_key_record)
+        if name is not None:
+            report["bound"] = enrolment.bind_unbound(policy.enrolment_dir, name)
+    except PinutilError as e:
+        report["problems"].append(f"enrolment records not bound to the salt key: {e}")
 
 
 def _move_salt_key(old: str, new: str, report: dict) -> None:

@@ -25,7 +25,6 @@ import os
 from pinutil import securefile
 from pinutil.errors import TpmUnavailable
 from pinutil.pin import state
-from pinutil.tpm.sapi import RECORD_COMMAND
 
 RECORD_NAME = "salt_key"
 MAX_RECORD_BYTES = 4096
@@ -38,6 +37,10 @@ def legacy_record_path(policy_path: str) -> str:
 
 
 def missing_message(path: str) -> str:
+    # Imported here: the login path reads the record (enrolment.judge) without the TPM
+    # binding that sapi loads.
+    from pinutil.tpm.sapi import RECORD_COMMAND
+
     return (f"no salt key is recorded in {path}: a PIN cannot be checked safely; "
             f"root must run `{RECORD_COMMAND}` (or a first `pinutil setup`)")
 

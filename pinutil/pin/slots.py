@@ -77,16 +77,19 @@ class Lookup:
     """A login's one read of a user's record: `handle` (as `current`) and `verified()`
     (enrolment.verify's verdict on the same read: a login reads the record once)."""
 
-    __slots__ = ("_found", "handle", "name", "uid")
+    __slots__ = ("_found", "handle", "name", "salt_key_record", "uid")
 
-    def __init__(self, enrolment_dir: str, name: str, uid: int, nv_base: int) -> None:
-        self.name, self.uid = name, uid
+    def __init__(self, enrolment_dir: str, name: str, uid: int, nv_base: int,
+                 salt_key_record: str) -> None:
+        self.name, self.uid, self.salt_key_record = name, uid, salt_key_record
         self._found = _read(enrolment_dir, uid)
         self.handle = _handle(self._found, of_user(uid, nv_base))
 
     def verified(self) -> enrolment.EnrolmentRecord:
-        """The record if it names this account and `handle`; else EnrolmentMismatch."""
-        return enrolment.judge(self._found, self.name, self.uid, self.handle)
+        """The record if it names this account and `handle` and was made under the salt
+        key recorded now; else EnrolmentMismatch."""
+        return enrolment.judge(self._found, self.name, self.uid, self.handle,
+                               self.salt_key_record)
 
 
 def lookup(cache: dict, policy, name: str, uid: int) -> Lookup:
@@ -94,5 +97,6 @@ def lookup(cache: dict, policy, name: str, uid: int) -> Lookup:
     one login), read on first use."""
     found = cache.get(uid)
     if found is None:
-        found = cache[uid] = Lookup(policy.enrolment_dir, name, uid, policy.nv_base)
+        found = cache[uid] = Lookup(policy.enrolment_dir, name, uid, policy.nv_base,
+                                    policy.salt_key_record)
     return found

@@ -263,7 +263,8 @@ def salt_key_mismatch_message(found: bytes) -> str:
     return ("the TPM's salt key is not the recorded one (its Name is "
             f"{found.hex()[:16]}...): the TPM was cleared or replaced, or something is "
             "altering the TPM's answers; refusing to send a PIN. If the TPM was cleared "
-            f"on purpose, root runs `{RECORD_COMMAND}`")
+            f"on purpose, root runs `{RECORD_COMMAND}`: every PIN enrolled before is void "
+            "then (a Clear deleted them all) and users enrol again")
 
 
 def persistent_salt_key_state(tpm: Tpm) -> str:
