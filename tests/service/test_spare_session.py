@@ -122,16 +122,21 @@ def test_a_spare_is_not_used_once_the_record_names_another_key(pin_env):
     """Root re-recorded the salt key (a cleared or replaced TPM) after the spare was
     started: the check refuses the TPM's key, as one without a spare does, and sends
     no PIN; the spare salted with the old key is flushed, never used."""
-    from pinutil.pin import salt_key
+    from pinutil.pin import enrolment, salt_key
 
+    other = bytes.fromhex("000b") + bytes(32)
     pin_env.enrol("root", PIN)
+    # The record as if made under that key: the enrolment check (which refuses a record
+    # made under another key, tests/test_salt_key_clear.py) lets the check reach the TPM.
+    made = enrolment.read(pin_env.enrolment_dir, 0)
+    enrolment.write(pin_env.enrolment_dir, made.replace(salt_key=other), as_root=True)
     with TpmProxy(pin_env.swtpm.sock, os.path.join(pin_env.dir, "px")) as proxy:
         pin_env.write_policy(tcti=proxy.tcti)
         service = start_pinutild(pin_env)
         try:
             assert service.ask(verb="pin-status", user="root")["result"] == "success"
             _wait_for(lambda: len(_sessions(pin_env.swtpm)) == 1)
-            salt_key.save(os.path.join(pin_env.dir, "salt_key"), bytes.fromhex("000b") + bytes(32))
+            salt_key.save(os.path.join(pin_env.dir, "salt_key"), other)
             reply = service.ask(verb="pin-check", user="root", pin=PIN.encode())
         finally:
             service.stop()
