@@ -315,7 +315,52 @@ def _unknown_checks(b: _Runner, a: _Runner, with_password: Outcome, case: dict[K
                 if run.code != SUCCESS and any(a.keys[s.handler.ident] in master_keys
                                                for s in run.steps):
                     token_after.append(f"{h.where} ({h.name}) returns {code_name(code)}")
+    skipped.extend(h for h in _all_failing(b, a, case, forced) if h not in skipped)
     return skipped, token_after
+
+
+def _all_failing(b: _Runner, a: _Runner, case: dict[Key, int],
+                 forced: frozenset[Key]) -> list[Handler]:
+    """Alternatives (`[success=2] pam_duo`, `[success=1] pam_exec otp`, `requisite
+    pam_deny`): no single failure refuses the password while the other is assumed to
+    succeed (it is even jumped over). So fail every unknown line the password's run
+    reaches, again and again until it reaches no new one; if that refuses the password
+    and a correct PIN still gets in, the lines failed that the PIN's run skipped are
+    checks it skips."""
+    failed = dict(case)
+    lines: dict[Key, Handler] = {}
+    while True:
+        run = b.run(failed, None, forced)[0]
+        new = [s.handler for s in run.steps if _unknown_line(b, s.handler, case, forced)
+               and b.keys[s.handler.ident] not in failed]
+        if not new:
+            break
+        for h in new:
+            key = b.keys[h.ident]
+            code = next(c for _, (c, *_) in classes_for(h, "pam_sm_authenticate",
+                                                         frozenset({short_name(h)}))
+                        if c != SUCCESS)
+            failed[key] = code
+            failed.update(dict.fromkeys(
+                (k for k in a.keys.values() if k[6] == "added" and _copy_of(k, key)), code))
+            lines[key] = h
+    if len(lines) < 2 or run.code == SUCCESS:
+        return []
+    with_pin = a.run(failed, SUCCESS)[0]
+    if with_pin.code != SUCCESS:
+        return []
+    ran = {a.keys[s.handler.ident] for s in with_pin.steps}
+    return [h for key, h in lines.items() if key not in ran]
+
+
+def _unknown_line(b: _Runner, h: Handler, case: dict[Key, int],
+                  forced: frozenset[Key]) -> bool:
+    """A line `_unknown_checks` tries failing (the engine assumes it succeeds)."""
+    key = b.keys[h.ident]
+    name = short_name(h)
+    return not (key in b.ours or key in forced or key in case or name in CHECKS_NOTHING
+                or name == "master_key" or decides(h, b.extra)
+                or fixed_result(h, "pam_sm_authenticate") is not None)
 
 
 def _copy_of(added: Key, key: Key) -> bool:
